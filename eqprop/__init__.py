@@ -1,0 +1,3 @@
+"""eqprop: equilibrium propagation on any topology."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,36 @@
+"""Reproducible experiments: one small module per figure or study.
+
+Each experiment module defines ``run(scale: str, out: Path, data_dir: Path | None) -> Path``
+that runs (or resumes) every run it declares for the given scale, writes plots and a
+``results.md`` into ``out`` and returns the path of ``results.md``. ``SCALES`` in each module
+lists the scales it supports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from eqprop.errors import ConfigError
+
+#: experiment name -> module (imported lazily so that ``eqprop --help`` stays fast)
+EXPERIMENTS: dict[str, str] = {
+    "fig3": "eqprop.experiments.fig3",
+    "fig4": "eqprop.experiments.fig4",
+    "fig5": "eqprop.experiments.fig5",
+    "smallworld": "eqprop.experiments.smallworld",
+    "skipnets": "eqprop.experiments.skipnets",
+    "deep-logic": "eqprop.experiments.deep_logic",
+}
+
+
+def experiment(name: str) -> ModuleType:
+    """Return the module of experiment ``name``; raise ConfigError for an unknown name."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(
+            f"unknown experiment {name!r}; choose one of: {', '.join(sorted(EXPERIMENTS))}"
+        )
+    try:
+        return importlib.import_module(EXPERIMENTS[name])
+    except ModuleNotFoundError as exc:  # declared but not built in this version
+        raise ConfigError(f"experiment {name!r} is not available in this version") from exc
