@@ -1,0 +1,308 @@
+"""The energy-based network: parameters, energy, one relaxation step, relaxation.
+
+A continuous Hopfield network (SPEC section 1, Scellier & Bengio 2017) over a
+:class:`~eqprop.topology.Topology`. Layer 0 is the input, clamped to the example ``x``; the
+*state* ``s`` holds every other neuron (shape ``(batch, M)``, ``M`` = non-input neurons, in
+layer order), each in ``[0, 1]``.
+
+- ``rho(u) = clip(u, 0, 1)``; inputs take part with ``rho(x) = x``.
+- ``E(s) = 1/2 sum_i s_i^2 - sum_{i<j} W_ij rho(s_i) rho(s_j) - sum_i b_i rho(s_i)``, the sums
+  running over the state and, for the pair term, input-state pairs too. (The constant
+  ``1/2 |x|^2`` of the clamped input is left out: it changes neither dynamics nor gradients.)
+- ``C(s) = 1/2 |s_out - d|^2``; ``F = E + beta C``.
+- One step: ``s <- clip(s - eps dF/ds)`` with ``rho'(s) = 1`` on ``[0, 1]``, i.e.
+  ``s <- clip((1 - eps) s + eps (W rho(s) + W_in x + b + beta (d - s_out)[output]))``.
+
+Storage: the symmetric weight matrix is held as dense blocks between *groups* of consecutive
+layers (only blocks that contain an edge). With ``layout="blocks"`` every layer is its own
+group, so a layered network never does ``N x N`` work; with ``layout="dense"`` all non-input
+layers form one group (one matrix product per step), which is faster when layer-skipping
+edges touch nearly every block. ``"auto"`` picks by the area the blocks cover. Masks are
+enforced through the learning rates (zero where there is no edge), so weights stay masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eqprop.errors import ConfigError
+from eqprop.topology import ADJACENT, Topology
+
+LAYOUTS = ("auto", "blocks", "dense")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A stored weight block between groups ``rows <= cols`` (group 0 is the input).
+
+    ``rows``/``cols`` are slices in the coordinates of their side: input indices for the
+    input group, state indices otherwise.
+    """
+
+    row_group: int
+    col_group: int
+    rows: slice
+    cols: slice
+
+    @property
+    def is_input(self) -> bool:
+        return self.row_group == 0
+
+    @property
+    def is_diagonal(self) -> bool:
+        return self.row_group == self.col_group
+
+
+def glorot_bounds(sizes: tuple[int, ...]) -> list[float]:
+    """Glorot-uniform bound ``sqrt(6 / (n_j + n_{j+1}))`` of each adjacent layer pair."""
+    return [float(np.sqrt(6.0 / (a + b))) for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
+
+
+def default_skip_bound(topology: Topology) -> float:
+    """Initial bound ``a`` of intralayer and skip weights: 0.05 (ICONS), or for the rewired
+    topology the mean of the Glorot bounds of the adjacent layer pairs (journal version)."""
+    if topology.family == "rewired":
+        return float(np.mean(glorot_bounds(topology.sizes)))
+    return 0.05
+
+
+class Network:
+    """A continuous Hopfield network with symmetric, topology-masked weights.
+
+    Args:
+        topology: which neurons connect.
+        a: initial weights of intralayer and skip edges are ``U[-a, a]``; default
+            :func:`default_skip_bound`. Adjacent-layer edges are Glorot uniform; edges are
+            classified by position (an adjacent-layer pair is Glorot-initialised however it
+            arose). Biases start at 0.
+        seed: seed of the weight initialisation.
+        layout: weight storage, one of ``"auto"``, ``"blocks"``, ``"dense"`` (module docs).
+        dtype, device: of all tensors.
+
+    Example:
+        >>> from eqprop import topology
+        >>> net = Network(topology.layered([4, 3, 2]), seed=0)
+        >>> s = net.relax(net.zero_state(1), net.input_drive(torch.ones(1, 4)), steps=50)
+        >>> tuple(s.shape)
+        (1, 5)
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        a: float | None = None,
+        seed: int = 0,
+        layout: str = "auto",
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.topology = topology
+        self.sizes = topology.sizes
+        self.n_input = self.sizes[0]
+        self.n_state = int(sum(self.sizes[1:]))
+        self.dtype, self.device = dtype, torch.device(device)
+        self.skip_bound = default_skip_bound(topology) if a is None else float(a)
+        if self.skip_bound < 0:
+            raise ConfigError(f"a (initial skip/intralayer weight bound) must be >= 0, got {a}")
+
+        off = topology.offsets
+        #: state-coordinate slice of each layer (index 0, the input, is in input coordinates)
+        self.layer_slices = [slice(0, self.n_input)] + [
+            slice(int(off[k] - self.n_input), int(off[k + 1] - self.n_input))
+            for k in range(1, len(self.sizes))
+        ]
+        self.output = self.layer_slices[-1]
+        self.layout = self._choose_layout(layout)
+        self._build_groups()
+        self._build_blocks(seed)
+        self.biases = torch.zeros(self.n_state, dtype=dtype, device=self.device)
+
+    # -- construction ----------------------------------------------------------------------
+    def _layer_pairs_present(self) -> set[tuple[int, int]]:
+        layer = self.topology.layer_of
+        pairs = np.unique(layer[self.topology.edges], axis=0)
+        return {(int(a), int(b)) for a, b in pairs}
+
+    def _choose_layout(self, layout: str) -> str:
+        if layout != "auto":
+            return layout
+        sizes = self.sizes
+        covered = sum(
+            sizes[a] * sizes[b] * (1 if a == b else 2)
+            for a, b in self._layer_pairs_present()
+            if a > 0
+        )
+        return "dense" if covered > 0.6 * self.n_state**2 else "blocks"
+
+    def _build_groups(self) -> None:
+        n_layers = len(self.sizes)
+        if self.layout == "blocks":
+            self.group_of_layer = list(range(n_layers))
+        else:
+            self.group_of_layer = [0] + [1] * (n_layers - 1)
+        n_groups = max(self.group_of_layer) + 1
+        self.group_slices: list[slice] = []
+        for g in range(n_groups):
+            layers = [k for k in range(n_layers) if self.group_of_layer[k] == g]
+            first, last = self.layer_slices[layers[0]], self.layer_slices[layers[-1]]
+            self.group_slices.append(slice(first.start, last.stop))
+
+    def _local(self, neurons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Group and index within the group of global neuron indices."""
+        layer = self.topology.layer_of[neurons]
+        group = np.asarray(self.group_of_layer)[layer]
+        start = np.array([s.start for s in self.group_slices])[group]
+        state = np.where(group == 0, neurons, neurons - self.n_input)
+        return group, state - start
+
+    def _build_blocks(self, seed: int) -> None:
+        edges = self.topology.edges
+        gi, li = self._local(edges[:, 0])
+        gj, lj = self._local(edges[:, 1])
+        self._edge_index: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.blocks: list[Block] = []
+        for r, c in sorted({(int(a), int(b)) for a, b in zip(gi, gj, strict=True)}):
+            sel = np.flatnonzero((gi == r) & (gj == c))
+            self.blocks.append(Block(r, c, self.group_slices[r], self.group_slices[c]))
+            self._edge_index.append((sel, li[sel], lj[sel]))
+        self.weights = self.from_edges(self._initial_edge_weights(seed))
+        self.masks = self.from_edges(np.ones(len(edges)))
+
+    def _initial_edge_weights(self, seed: int) -> np.ndarray:
+        layer = self.topology.layer_of[self.topology.edges]
+        bound = np.full(len(layer), self.skip_bound)
+        adjacent = self.topology.kinds == ADJACENT
+        bound[adjacent] = np.asarray(glorot_bounds(self.sizes))[layer[adjacent].min(axis=1)]
+        rng = np.random.default_rng(seed)
+        return rng.uniform(-1.0, 1.0, size=len(bound)) * bound
+
+    def from_edges(self, values: np.ndarray) -> list[torch.Tensor]:
+        """Scatter one value per topology edge into tensors shaped like :attr:`weights`
+        (zeros where there is no edge; diagonal blocks filled symmetrically)."""
+        out = []
+        for block, (sel, rows, cols) in zip(self.blocks, self._edge_index, strict=True):
+            t = torch.zeros(
+                block.rows.stop - block.rows.start,
+                block.cols.stop - block.cols.start,
+                dtype=torch.float64,
+            )
+            v = torch.as_tensor(np.asarray(values, dtype=np.float64)[sel])
+            t[rows, cols] = v
+            if block.is_diagonal:
+                t[cols, rows] = v
+            out.append(t.to(dtype=self.dtype, device=self.device))
+        return out
+
+    # -- views -----------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes)
+
+    def dense_weights(self) -> torch.Tensor:
+        """The full symmetric ``N x N`` weight matrix over all neurons (inputs first)."""
+        n = self.n_input
+        w = torch.zeros(n + self.n_state, n + self.n_state, dtype=self.dtype, device=self.device)
+        for block, t in zip(self.blocks, self.weights, strict=True):
+            r0 = block.rows.start if block.is_input else block.rows.start + n
+            c0 = block.cols.start + n
+            w[r0 : r0 + t.shape[0], c0 : c0 + t.shape[1]] = t
+            w[c0 : c0 + t.shape[1], r0 : r0 + t.shape[0]] = t.T
+        return w
+
+    def zero_state(self, batch: int) -> torch.Tensor:
+        """An all-zero state, the starting point of a first free phase."""
+        return torch.zeros(batch, self.n_state, dtype=self.dtype, device=self.device)
+
+    # -- energy ----------------------------------------------------------------------------
+    def energy(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``E(s)`` per example (computed densely from :meth:`dense_weights`)."""
+        r = torch.clamp(s, 0.0, 1.0)
+        u = torch.cat([x, r], dim=1)
+        pair = 0.5 * torch.einsum("bi,ij,bj->b", u, self.dense_weights(), u)
+        return 0.5 * (s * s).sum(1) - pair - r @ self.biases
+
+    def cost(self, s: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``C = 1/2 |s_out - d|^2`` per example."""
+        return 0.5 * ((s[:, self.output] - target) ** 2).sum(1)
+
+    def total_energy(
+        self, s: torch.Tensor, x: torch.Tensor, beta: float = 0.0, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``F = E + beta C`` per example."""
+        f = self.energy(s, x)
+        return f if beta == 0 else f + beta * self.cost(s, target)
+
+    # -- dynamics --------------------------------------------------------------------------
+    def input_drive(self, x: torch.Tensor) -> torch.Tensor:
+        """``W_{state,in} x + b``: the constant part of the drive, computed once per batch."""
+        base = self.biases.expand(x.shape[0], -1).clone()
+        for block, w in zip(self.blocks, self.weights, strict=True):
+            if block.is_input:
+                base[:, block.cols].addmm_(x, w)
+        return base
+
+    def drive(self, s: torch.Tensor, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``W rho(s) + W_in x + b`` into ``out`` (states in ``[0, 1]``, so ``rho(s) = s``)."""
+        out.copy_(base)
+        for block, w in zip(self.blocks, self.weights, strict=True):
+            if block.is_input:
+                continue
+            out[:, block.cols].addmm_(s[:, block.rows], w)
+            if not block.is_diagonal:
+                out[:, block.rows].addmm_(s[:, block.cols], w.T)
+        return out
+
+    def grad_F(
+        self,
+        s: torch.Tensor,
+        x: torch.Tensor,
+        beta: float = 0.0,
+        target: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``dF/ds`` as the relaxation step uses it (``rho' = 1`` inside ``[0, 1]``)."""
+        g = s - self.drive(s, self.input_drive(x), torch.empty_like(s))
+        if beta != 0:
+            g[:, self.output] += beta * (s[:, self.output] - target)
+        return g
+
+    def relax(
+        self,
+        s: torch.Tensor,
+        base: torch.Tensor,
+        steps: int,
+        eps: float = 0.5,
+        beta: float = 0.0,
+        target: torch.Tensor | None = None,
+        tol: float | None = None,
+    ) -> torch.Tensor:
+        """Run ``steps`` discrete steps ``s <- clip(s - eps dF/ds)`` in place and return ``s``.
+
+        ``base`` is :meth:`input_drive` of the batch; ``beta = 0`` is the free phase, any other
+        value a weakly-clamped phase towards ``target`` (one-hot, shape ``(batch, n_out)``).
+        With ``tol``, stop early once the largest state change of a step is below ``tol``
+        (adaptive relaxation); :attr:`last_steps` records the steps taken.
+        """
+        if beta != 0 and target is None:
+            raise ConfigError("a weakly-clamped phase (beta != 0) needs a target")
+        s.clamp_(0.0, 1.0)
+        h = torch.empty_like(s)
+        prev = torch.empty_like(s) if tol is not None else None
+        out = self.output
+        taken = 0
+        for taken in range(1, steps + 1):  # noqa: B007 - `taken` is read after the loop
+            if prev is not None:
+                prev.copy_(s)
+            self.drive(s, base, h)
+            if beta != 0:
+                h[:, out].add_(target - s[:, out], alpha=beta)
+            s.mul_(1.0 - eps).add_(h, alpha=eps).clamp_(0.0, 1.0)
+            if prev is not None and float((s - prev).abs().max()) < tol:
+                break
+        self.last_steps = taken
+        return s
