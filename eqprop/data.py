@@ -1,12 +1,93 @@
-"""Datasets: MNIST, Fashion-MNIST, scikit-learn's digits, and logic-gate truth tables."""
+"""Datasets: MNIST, Fashion-MNIST, scikit-learn's digits, and logic-gate truth tables.
+
+MNIST and Fashion-MNIST are read from the four original IDX files (gzip-compressed or not)
+and verified against the SHA-256 of their uncompressed content, so that the same numbers are
+obtained whatever the compression or the mirror the files came from. Where the files live is
+decided by :func:`resolve_data_dir`; when they are missing, :func:`load_dataset` downloads them
+into the cache directory. Every problem with the files raises :class:`~eqprop.errors.DataError`
+with a one-line message naming the file and the fix.
+"""
 
 from __future__ import annotations
 
+import functools
+import gzip
+import hashlib
+import http.client
 import itertools
+import logging
+import math
+import os
+import struct
+import tempfile
+import urllib.request
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
+SPLITS: tuple[str, ...] = ("icons", "standard")
+
+# The four IDX files of MNIST and Fashion-MNIST, by stem; each may also be present as stem + ".gz".
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+IDX_FILES: tuple[str, ...] = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
+DATA_DIR_ENV = "EQPROP_DATA_DIR"
+CACHE_DIR_ENV = "EQPROP_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/eqprop")
+
+# The icons split (paper, section 4) holds out the last 10,000 official training images;
+# for digits the same role is played by the last 287 of its 1,437 training examples.
+_ICONS_VALID_SIZE = {"mnist": 10_000, "fashion-mnist": 10_000, "digits": 287}
+_DIGITS_N_TEST = 360
+_DIGITS_SEED = 0
+_DIGITS_MAX_PIXEL = 16.0
+
+# Per socket operation, not per whole download: an unreachable mirror fails fast while a slow
+# but working one can still deliver tens of megabytes.
+_DOWNLOAD_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class _IdxSource:
+    mirrors: tuple[str, ...]
+    sha256: Mapping[str, str]  # file stem -> SHA-256 of the uncompressed content
+
+
+_SOURCES = {
+    "mnist": _IdxSource(
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        sha256={
+            TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+    ),
+    "fashion-mnist": _IdxSource(
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        sha256={
+            TRAIN_IMAGES: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            TRAIN_LABELS: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            TEST_IMAGES: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+    ),
+}
 
 # Output of each gate as a function of its input bits (a tuple of 0/1 ints).
 _GATES = {
@@ -16,6 +97,203 @@ _GATES = {
     "NOT": (1, lambda bits: 1 - bits[0]),
     "IDENTITY": (1, lambda bits: bits[0]),
 }
+
+# IDX type codes (third magic byte) and the big-endian numpy types they denote.
+_IDX_TYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_REDOWNLOAD = "delete it and download it again"
+
+
+# Splits are compared by identity: the generated field-wise __eq__ would compare tensors,
+# whose truth value is ambiguous.
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Examples of one split: flattened images in [0, 1] and their integer labels."""
+
+    x: torch.Tensor  # float32, (n, n_features)
+    y: torch.Tensor  # int64, (n,)
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != torch.float32 or self.x.ndim != 2:
+            raise ValueError(
+                f"Split.x must be a 2-D float32 tensor, got {self.x.dtype} {tuple(self.x.shape)}"
+            )
+        if self.y.dtype != torch.int64 or self.y.shape != self.x.shape[:1]:
+            raise ValueError(
+                f"Split.y must be an int64 tensor of shape ({self.x.shape[0]},), "
+                f"got {self.y.dtype} {tuple(self.y.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A classification dataset split into train, optional validation, and test examples."""
+
+    name: str
+    train: Split
+    valid: Split | None  # held out for model selection: the paper's "test" error
+    test: Split  # the official test set
+    n_classes: int
+    image_shape: tuple[int, int]
+
+    @property
+    def held_out(self) -> Split:
+        """The split training runs evaluate on: ``valid`` when there is one, else ``test``."""
+        return self.valid if self.valid is not None else self.test
+
+    @property
+    def n_features(self) -> int:
+        """Number of input features (pixels) per example."""
+        return math.prod(self.image_shape)
+
+
+def load_dataset(
+    name: str,
+    split: str = "standard",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    limit: int | None = None,
+) -> Dataset:
+    """Load a dataset, verified and split.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        split: ``"icons"``: train on the first 50,000 official training images and hold out the
+            remaining 10,000 as ``valid`` (for digits: 1,150 / 287); ``"standard"``: train on
+            all 60,000 (digits: 1,437), no ``valid``. ``test`` is always the official test set
+            (digits: 360 examples of a fixed permutation with seed 0).
+        data_dir: where the IDX files are; see :func:`resolve_data_dir`. Unused for digits,
+            which ships with scikit-learn.
+        download: when files are missing, download them into the cache directory
+            (``$EQPROP_CACHE_DIR``, default ``~/.cache/eqprop``).
+        limit: keep only the first ``limit`` examples of each split, for quick experiments.
+
+    Raises:
+        ConfigError: unknown name or split, or a limit that is not a positive integer.
+        DataError: missing, corrupt or unverifiable files.
+    """
+    _check_name(name)
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
+
+    if name == "digits":
+        dataset = _load_digits()
+    else:
+        directory = _locate_or_download(name, resolve_data_dir(name, data_dir), download)
+        dataset = load_idx_dataset(directory, name, _SOURCES[name].sha256)
+
+    if split == "icons":
+        dataset = _carve_valid(dataset, _ICONS_VALID_SIZE[name])
+    if limit is not None:
+        dataset = _limit(dataset, limit)
+    return dataset
+
+
+def load_idx_dataset(
+    directory: str | os.PathLike, name: str, checksums: Mapping[str, str] | None = None
+) -> Dataset:
+    """Load the four IDX files of an MNIST-like dataset from one directory, standard split.
+
+    Args:
+        directory: holds the four :data:`IDX_FILES`, each gzip-compressed (``.gz``) or not.
+        name: the dataset's name, used in messages and as ``Dataset.name``.
+        checksums: SHA-256 of the uncompressed content of each file, keyed by file stem;
+            ``None`` skips verification (for self-made files).
+
+    Returns:
+        The dataset with ``valid=None``; pixels scaled from 0..255 to [0, 1].
+
+    Raises:
+        DataError: a file is missing, unreadable, corrupt, fails its checksum, or its shape
+            does not match the others.
+    """
+    directory = Path(directory)
+    found, missing = _find_idx_files(directory)
+    if missing:
+        raise DataError(_missing_message(name, directory, missing, None))
+    paths = tuple(found[stem].resolve() for stem in IDX_FILES)
+    stamps = tuple((st.st_size, st.st_mtime_ns) for st in (path.stat() for path in paths))
+    expected = None if checksums is None else tuple(checksums[stem] for stem in IDX_FILES)
+    train_images, train_labels, test_images, test_labels = _read_verified(
+        name, paths, stamps, expected
+    )
+
+    for images_path, images, labels_path, labels in (
+        (paths[0], train_images, paths[1], train_labels),
+        (paths[2], test_images, paths[3], test_labels),
+    ):
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise DataError(
+                f"{images_path}: expected 3-D unsigned-byte images, got {images.ndim}-D "
+                f"{images.dtype}; the file is not an image file of {name}"
+            )
+        if labels.ndim != 1 or labels.dtype != np.uint8:
+            raise DataError(
+                f"{labels_path}: expected 1-D unsigned-byte labels, got {labels.ndim}-D "
+                f"{labels.dtype}; the file is not a label file of {name}"
+            )
+        if len(labels) != len(images):
+            raise DataError(
+                f"{labels_path}: {len(labels)} labels for {len(images)} images in "
+                f"{images_path.name}; the two files do not belong together"
+            )
+    if test_images.shape[1:] != train_images.shape[1:]:
+        raise DataError(
+            f"{paths[2]}: images of shape {test_images.shape[1:]}, but the training images are "
+            f"{train_images.shape[1:]}; the files do not belong to the same dataset"
+        )
+
+    return Dataset(
+        name=name,
+        train=_idx_split(train_images, train_labels),
+        valid=None,
+        test=_idx_split(test_images, test_labels),
+        n_classes=int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1,
+        image_shape=(int(train_images.shape[1]), int(train_images.shape[2])),
+    )
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file, gzip-compressed or not, into an array in native byte order.
+
+    The header (magic number, dimensions) is validated against the file size; checksums are
+    not verified here (see :func:`load_dataset`).
+
+    Raises:
+        DataError: unreadable file, corrupt gzip, bad magic number, or a size that does not
+            match the header.
+    """
+    path = Path(path)
+    return _parse_idx(path, _read_content(path))
+
+
+def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
+    """Return the directory where the IDX files of dataset ``name`` are looked up.
+
+    The base directory is ``data_dir``, else ``$EQPROP_DATA_DIR``, else the cache directory
+    (``$EQPROP_CACHE_DIR``, default ``~/.cache/eqprop``). A subdirectory named after the
+    dataset is used when it exists (so one base can hold ``mnist/`` and ``fashion-mnist/``),
+    and always for the cache; otherwise the base itself is expected to hold the files.
+    """
+    _check_name(name)
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV) or None
+    if data_dir is None:
+        return _cache_root() / name
+    base = Path(data_dir).expanduser()
+    return base / name if (base / name).is_dir() else base
 
 
 def logic_gate(name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,3 +315,218 @@ def logic_gate(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.tensor(rows, dtype=torch.float64)
     y = torch.tensor([[gate(row)] for row in rows], dtype=torch.float64)
     return x, y
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def _find_idx_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
+    """Map each IDX stem to its file in ``directory`` (``.gz`` preferred); list those absent."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for stem in IDX_FILES:
+        candidates = [directory / f"{stem}.gz", directory / stem]
+        path = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if path is None:
+            missing.append(stem)
+        else:
+            found[stem] = path
+    return found, missing
+
+
+def _missing_message(name: str, directory: Path, missing: list[str], failure: str | None) -> str:
+    files = ", ".join(f"{stem}.gz" for stem in missing)
+    failed = f" and downloading them failed ({failure})" if failure else ""
+    mirror = _SOURCES[name].mirrors[0] if name in _SOURCES else "the dataset's website"
+    return (
+        f"{name}: missing {files} in {directory}{failed}; download them from {mirror} or pass "
+        f"--data-dir / set {DATA_DIR_ENV} to a directory that holds them"
+    )
+
+
+def _locate_or_download(name: str, directory: Path, download: bool) -> Path:
+    """Return a directory holding all four files of ``name``, downloading them if allowed.
+
+    Downloads go to the cache, never into a directory the user named, which may be shared or
+    read-only; a complete cache is then used in place of an incomplete user directory.
+    """
+    _, missing = _find_idx_files(directory)
+    if not missing:
+        return directory
+    if not download:
+        raise DataError(_missing_message(name, directory, missing, None))
+    cache = _cache_root() / name
+    _, cache_missing = _find_idx_files(cache)
+    try:
+        for stem in cache_missing:
+            _download(name, stem, cache)
+    except (_DownloadError, OSError) as exc:
+        raise DataError(_missing_message(name, directory, missing, _one_line(exc))) from None
+    return cache
+
+
+class _DownloadError(Exception):
+    """No mirror delivered a verified copy of a file."""
+
+
+def _download(name: str, stem: str, directory: Path) -> None:
+    """Download ``stem``.gz from the first mirror that serves a verified copy."""
+    expected = _SOURCES[name].sha256[stem]
+    failures = []
+    for mirror in _SOURCES[name].mirrors:
+        url = f"{mirror}{stem}.gz"
+        logger.info("downloading %s", url)
+        try:
+            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+                payload = response.read()
+            digest = hashlib.sha256(gzip.decompress(payload)).hexdigest()
+        except (OSError, EOFError, zlib.error, http.client.HTTPException) as exc:
+            failures.append(f"{url}: {_one_line(exc)}")
+            continue
+        if digest != expected:
+            failures.append(f"{url}: checksum mismatch")
+            continue
+        # Write beside the target and rename, so an interrupted download never leaves a
+        # truncated file under the final name.
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(payload)
+            os.replace(tmp, directory / f"{stem}.gz")
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return
+    raise _DownloadError("; ".join(failures))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@functools.lru_cache(maxsize=2)
+def _read_verified(
+    name: str,
+    paths: tuple[Path, ...],
+    stamps: tuple[tuple[int, int], ...],
+    checksums: tuple[str, ...] | None,
+) -> tuple[np.ndarray, ...]:
+    """Read and verify IDX files; cached per process, ``stamps`` invalidating changed files.
+
+    The cached arrays are uint8 and never handed out: callers convert them to new tensors.
+    """
+    del stamps  # only part of the cache key
+    arrays = []
+    for index, path in enumerate(paths):
+        content = _read_content(path)
+        if checksums is not None:
+            digest = hashlib.sha256(content).hexdigest()
+            if digest != checksums[index]:
+                raise DataError(
+                    f"{path}: checksum mismatch (expected {checksums[index][:12]}..., got "
+                    f"{digest[:12]}...): the file is corrupt or not the {name} file; {_REDOWNLOAD}"
+                )
+        arrays.append(_parse_idx(path, content))
+    return tuple(arrays)
+
+
+def _read_content(path: Path) -> bytes:
+    """Return the uncompressed bytes of a file, gunzipping it when it is gzip-compressed."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if path.suffix != ".gz" and not raw.startswith(_GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: corrupt or truncated gzip file ({_one_line(exc)}); {_REDOWNLOAD}"
+        ) from None
+
+
+def _parse_idx(path: Path, content: bytes) -> np.ndarray:
+    if len(content) < 4 or content[:2] != b"\x00\x00" or content[2] not in _IDX_TYPES:
+        raise DataError(
+            f"{path}: not an IDX file (magic bytes {content[:4].hex() or 'none'}, expected "
+            f"0000, a type code and a dimension count); {_REDOWNLOAD}"
+        )
+    dtype = _IDX_TYPES[content[2]]
+    n_dims = content[3]
+    header_size = 4 + 4 * n_dims
+    if n_dims == 0 or len(content) < header_size:
+        raise DataError(
+            f"{path}: IDX header truncated or without dimensions ({len(content)} bytes, "
+            f"{n_dims} dimensions); {_REDOWNLOAD}"
+        )
+    shape = struct.unpack(f">{n_dims}I", content[4:header_size])
+    expected = math.prod(shape) * dtype.itemsize
+    actual = len(content) - header_size
+    if actual != expected:
+        raise DataError(
+            f"{path}: size inconsistent with the IDX header (shape {shape} needs {expected} "
+            f"bytes of data, the file has {actual}); {_REDOWNLOAD}"
+        )
+    data = np.frombuffer(content, dtype=dtype, offset=header_size).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def _idx_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    x = torch.from_numpy(images.reshape(len(images), -1)).to(torch.float32).div_(255.0)
+    return Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
+
+
+def _load_digits() -> Dataset:
+    # Imported here: scikit-learn is slow to import and only digits needs it.
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    order = np.random.default_rng(_DIGITS_SEED).permutation(len(bunch.target))
+    x = torch.from_numpy(bunch.data[order] / _DIGITS_MAX_PIXEL).to(torch.float32)
+    y = torch.from_numpy(bunch.target[order].astype(np.int64))
+    n_train = len(y) - _DIGITS_N_TEST
+    return Dataset(
+        name="digits",
+        train=Split(x[:n_train], y[:n_train]),
+        valid=None,
+        test=Split(x[n_train:], y[n_train:]),
+        n_classes=10,
+        image_shape=(8, 8),
+    )
+
+
+def _carve_valid(dataset: Dataset, n_valid: int) -> Dataset:
+    """Move the last ``n_valid`` training examples into ``valid``."""
+    n_train = len(dataset.train) - n_valid
+    train = dataset.train
+    return Dataset(
+        name=dataset.name,
+        train=Split(train.x[:n_train], train.y[:n_train]),
+        valid=Split(train.x[n_train:], train.y[n_train:]),
+        test=dataset.test,
+        n_classes=dataset.n_classes,
+        image_shape=dataset.image_shape,
+    )
+
+
+def _limit(dataset: Dataset, limit: int) -> Dataset:
+    def head(split: Split) -> Split:
+        # Cloned so that the full-size tensors can be freed.
+        return Split(split.x[:limit].clone(), split.y[:limit].clone())
+
+    return Dataset(
+        name=dataset.name,
+        train=head(dataset.train),
+        valid=None if dataset.valid is None else head(dataset.valid),
+        test=head(dataset.test),
+        n_classes=dataset.n_classes,
+        image_shape=dataset.image_shape,
+    )

@@ -1,0 +1,28 @@
+"""Shared pytest configuration: where the real MNIST / Fashion-MNIST files are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--data-dir``, the directory holding ``mnist/`` and ``fashion-mnist/``."""
+    parser.addoption(
+        "--data-dir",
+        default=None,
+        help="directory containing mnist/ and fashion-mnist/ (default: $EQPROP_DATA_DIR)",
+    )
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(request: pytest.FixtureRequest) -> Path:
+    """The directory containing ``mnist/`` and ``fashion-mnist/``; skips the test when unset."""
+    data_dir = request.config.getoption("--data-dir") or os.environ.get("EQPROP_DATA_DIR")
+    if not data_dir:
+        pytest.skip(
+            "set EQPROP_DATA_DIR (e.g. ../shared/data) to run tests on the real MNIST files"
+        )
+    return Path(data_dir)
