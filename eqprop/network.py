@@ -232,7 +232,11 @@ class Network:
         return 0.5 * ((s[:, self.output] - target) ** 2).sum(1)
 
     def total_energy(
-        self, s: torch.Tensor, x: torch.Tensor, beta: float = 0.0, target: torch.Tensor | None = None
+        self,
+        s: torch.Tensor,
+        x: torch.Tensor,
+        beta: float = 0.0,
+        target: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``F = E + beta C`` per example."""
         f = self.energy(s, x)

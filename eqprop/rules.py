@@ -14,7 +14,6 @@ Intralayer and skip edges take ``lr_skip`` (default: the single rate).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np

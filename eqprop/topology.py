@@ -127,8 +127,13 @@ class Topology:
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Save to ``path`` (``.npz``): edges plus a JSON header with the metadata."""
-        meta = {"sizes": list(self.sizes), "family": self.family, "n": self.n, "p": self.p,
-                "seed": self.seed}
+        meta = {
+            "sizes": list(self.sizes),
+            "family": self.family,
+            "n": self.n,
+            "p": self.p,
+            "seed": self.seed,
+        }
         tmp = Path(f"{path}.tmp.npz")
         np.savez_compressed(tmp, edges=self.edges, meta=np.array(json.dumps(meta)))
         os.replace(tmp, path)
@@ -139,8 +144,14 @@ class Topology:
         with np.load(path) as f:
             meta = json.loads(str(f["meta"]))
             edges = f["edges"].astype(np.int64)
-        return cls(sizes=tuple(meta["sizes"]), edges=edges, family=meta["family"], n=meta["n"],
-                   p=meta["p"], seed=meta["seed"])
+        return cls(
+            sizes=tuple(meta["sizes"]),
+            edges=edges,
+            family=meta["family"],
+            n=meta["n"],
+            p=meta["p"],
+            seed=meta["seed"],
+        )
 
 
 # -- counts of the base networks ---------------------------------------------------------

@@ -172,7 +172,9 @@ class Trainer:
             self.order = torch.randperm(self.n_train, generator=self.generator)
         n_batches = -(-self.n_train // self.batch_size)
         while self.position < n_batches:
-            index = self.order[self.position * self.batch_size : (self.position + 1) * self.batch_size]
+            index = self.order[
+                self.position * self.batch_size : (self.position + 1) * self.batch_size
+            ]
             dev_index = index.to(x.device)
             result = self.train_batch(x[dev_index], y[dev_index], dev_index)
             if not self._finite(result):

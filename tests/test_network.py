@@ -137,7 +137,9 @@ def ep_update(net, x, target, s0, beta):
     EquilibriumPropagation(net, EPConfig(lr=1.0, beta=abs(beta))).update(x, s0, sb, beta)
     dw = (net.dense_weights() - w_before)[t.edges[:, 0], t.edges[:, 1]].numpy()
     db = (net.biases - b_before).numpy()
-    for w, saved in zip(net.weights, net.from_edges(w_before[t.edges[:, 0], t.edges[:, 1]])):
+    for w, saved in zip(
+        net.weights, net.from_edges(w_before[t.edges[:, 0], t.edges[:, 1]]), strict=False
+    ):
         w.copy_(saved)
     net.biases.copy_(b_before)
     return dw, db
