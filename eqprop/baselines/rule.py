@@ -1,0 +1,48 @@
+"""The interface every learning rule of the baselines shares (one module per rule)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from eqprop.baselines.architectures import Network
+
+
+class LearningRule(ABC):
+    """Computes parameter updates for a :class:`Network` from one mini-batch.
+
+    The training loop owns the optimiser: it zeroes the gradients of :meth:`parameters`, calls
+    :meth:`compute_gradients`, and steps. A rule writes its update direction into each
+    parameter's ``.grad`` (the gradient of a loss for BP, a pseudo-gradient for FA and DTP).
+
+    Args:
+        network: the forward network being trained.
+        seed: seed of whatever randomness the rule adds (feedback matrices, inverse
+            initialisation, reconstruction noise); unused by backprop.
+    """
+
+    #: short name used in tables and file names ("BP", "FA", "DTP")
+    name: ClassVar[str]
+
+    def __init__(self, network: Network, seed: int = 0) -> None:
+        self.network = network
+        self.seed = seed
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Everything the optimiser updates (forward weights, plus inverses for DTP)."""
+        return list(self.network.parameters())
+
+    @abstractmethod
+    def compute_gradients(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """Set ``.grad`` of every parameter for the batch ``(x, y)``.
+
+        Args:
+            x: flat inputs, shape ``(n, features)``.
+            y: class labels, shape ``(n,)``.
+
+        Returns:
+            Scalars describing the batch; always includes ``"loss"`` (mean cross-entropy of
+            the forward network's logits).
+        """

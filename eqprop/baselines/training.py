@@ -1,0 +1,257 @@
+"""Training protocol of the seed (section 3): mini-batches of 128, L2 1e-5, early stopping and
+model selection on a validation split; the test split is only ever reported.
+
+Early stopping. The seed's Table 1 grids an "early stop starting point" (200k-1000k for MLPs);
+we read it as a number of training examples seen, after which patience-based early stopping is
+switched on: the run stops at the first validation evaluation at or after ``early_stop_start``
+examples that has seen no improvement of the validation accuracy for ``patience`` evaluations
+(or at ``max_examples``). The reported model is the checkpoint with the best validation accuracy
+up to the stop.
+
+Because training is deterministic and the stopping rule never changes the trajectory before the
+stop, one run with the largest starting point contains every run with a smaller one as a prefix:
+:meth:`TrainResult.select` recovers their results exactly from the evaluation history (which
+records the test accuracy of every checkpoint for that purpose; selection reads only the
+validation accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from eqprop.baselines._validation import check_number
+from eqprop.baselines.rule import LearningRule
+from eqprop.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and early-stopping settings of one training run.
+
+    Attributes:
+        learning_rate: Adam step size (the seed's grids: Table 1).
+        early_stop_start: examples seen before early stopping may end the run.
+        patience: validation evaluations without improvement that end the run.
+        max_examples: hard cap on the examples seen.
+        eval_every: examples between validation evaluations.
+        batch_size: examples per update (128 in the seed).
+        weight_decay: L2 coefficient on every parameter (1e-5 in the seed).
+        seed: seed of the mini-batch order.
+    """
+
+    learning_rate: float = 1e-3
+    early_stop_start: int = 200_000
+    patience: int = 3
+    max_examples: int = 1_000_000
+    eval_every: int = 50_000
+    batch_size: int = 128
+    weight_decay: float = 1e-5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_number(owner, "learning_rate", self.learning_rate, 1e-12, 10.0)
+        check_number(owner, "max_examples", self.max_examples, 1, 10**12, integer=True)
+        check_number(
+            owner, "early_stop_start", self.early_stop_start, 0, self.max_examples, integer=True
+        )
+        check_number(owner, "patience", self.patience, 1, 10**6, integer=True)
+        check_number(owner, "eval_every", self.eval_every, 1, 10**12, integer=True)
+        check_number(owner, "batch_size", self.batch_size, 1, 10**6, integer=True)
+        check_number(owner, "weight_decay", self.weight_decay, 0.0, 1.0)
+        check_number(owner, "seed", self.seed, 0, 2**63 - 1, integer=True)
+
+
+class _Split(Protocol):
+    x: Tensor
+    y: Tensor
+
+
+class _Dataset(Protocol):
+    train: _Split
+    valid: _Split | None
+    test: _Split
+    n_classes: int
+    image_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Train / validation / test tensors (flat float inputs in [0, 1], int64 labels)."""
+
+    train_x: Tensor
+    train_y: Tensor
+    valid_x: Tensor
+    valid_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    n_classes: int
+    image_shape: tuple[int, ...]
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: _Dataset,
+        *,
+        train_limit: int | None = None,
+        valid_limit: int | None = None,
+        test_limit: int | None = None,
+        holdout: float = 0.2,
+    ) -> TrainingData:
+        """Tensors from an :func:`eqprop.data.load_dataset` result.
+
+        A dataset without a validation split (``split="standard"``) gives up the last
+        ``holdout`` fraction of its training examples for one. Limits keep the first examples
+        of each split (after the holdout).
+        """
+        check_number("TrainingData", "holdout", holdout, 0.01, 0.99)
+        train_x, train_y = _tensors(dataset.train)
+        if dataset.valid is None:
+            n_valid = max(1, round(holdout * len(train_y)))
+            valid_x, valid_y = train_x[-n_valid:], train_y[-n_valid:]
+            train_x, train_y = train_x[:-n_valid], train_y[:-n_valid]
+        else:
+            valid_x, valid_y = _tensors(dataset.valid)
+        test_x, test_y = _tensors(dataset.test)
+        return cls(
+            train_x[:train_limit],
+            train_y[:train_limit],
+            valid_x[:valid_limit],
+            valid_y[:valid_limit],
+            test_x[:test_limit],
+            test_y[:test_limit],
+            int(dataset.n_classes),
+            tuple(int(s) for s in dataset.image_shape),
+        )
+
+    def input_shape(self, convolutional: bool) -> tuple[int, ...]:
+        """Per-example input shape: ``(1, H, W)`` for a ConvNet, ``(H * W,)`` for an MLP."""
+        return (1, *self.image_shape) if convolutional else (math.prod(self.image_shape),)
+
+
+def _tensors(split: _Split) -> tuple[Tensor, Tensor]:
+    x = torch.as_tensor(split.x, dtype=torch.float32)
+    y = torch.as_tensor(split.y, dtype=torch.int64)
+    return x.reshape(x.shape[0], -1), y
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One checkpoint: accuracies after ``examples`` training examples.
+
+    ``train_stats`` averages the rule's batch statistics since the previous evaluation
+    (empty at ``examples == 0``).
+    """
+
+    examples: int
+    valid_accuracy: float
+    test_accuracy: float
+    train_stats: dict[str, float] = field(default_factory=dict)
+
+
+def stopping_index(
+    evaluations: tuple[Evaluation, ...] | list[Evaluation], early_stop_start: int, patience: int
+) -> int | None:
+    """Index of the evaluation at which early stopping ends a run, or None if it never does."""
+    best = 0
+    for index, evaluation in enumerate(evaluations):
+        if evaluation.valid_accuracy > evaluations[best].valid_accuracy:
+            best = index
+        if evaluation.examples >= early_stop_start and index - best >= patience:
+            return index
+    return None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """History of one run.
+
+    Attributes:
+        config: the run's settings.
+        evaluations: checkpoints, the first at 0 examples.
+        diverged: whether training stopped on a non-finite loss.
+        seconds: wall time of the run.
+    """
+
+    config: TrainConfig
+    evaluations: tuple[Evaluation, ...]
+    diverged: bool
+    seconds: float
+
+    def select(self, early_stop_start: int | None = None) -> Evaluation:
+        """The checkpoint reported for a run with this early-stopping start (default: the
+        run's own): best validation accuracy up to the stop, earliest on ties.
+
+        Exact for any ``early_stop_start`` up to the run's own (see the module docstring).
+        """
+        start = self.config.early_stop_start if early_stop_start is None else early_stop_start
+        if start > self.config.early_stop_start:
+            raise ConfigError(
+                f"early_stop_start {start} exceeds the run's own "
+                f"{self.config.early_stop_start}; train with the largest starting point"
+            )
+        stop = stopping_index(self.evaluations, start, self.config.patience)
+        candidates = self.evaluations[: len(self.evaluations) if stop is None else stop + 1]
+        return max(candidates, key=lambda e: (e.valid_accuracy, -e.examples))
+
+
+@torch.no_grad()
+def accuracy(rule: LearningRule, x: Tensor, y: Tensor, chunk: int = 2000) -> float:
+    """Fraction of ``x`` the rule's network classifies correctly (argmax of the logits)."""
+    correct = 0
+    for start in range(0, len(y), chunk):
+        logits = rule.network(x[start : start + chunk])
+        correct += int((logits.argmax(1) == y[start : start + chunk]).sum())
+    return correct / max(len(y), 1)
+
+
+def train(rule: LearningRule, data: TrainingData, config: TrainConfig) -> TrainResult:
+    """Train ``rule.network`` with Adam until early stopping, ``max_examples`` or divergence.
+
+    Returns the evaluation history; use :meth:`TrainResult.select` for the reported checkpoint.
+    """
+    begin = time.perf_counter()
+    optimizer = torch.optim.Adam(
+        rule.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def evaluate(examples: int, stats: list[dict[str, float]]) -> Evaluation:
+        keys = stats[0].keys() if stats else ()
+        means = {k: sum(s[k] for s in stats) / len(stats) for k in keys}
+        return Evaluation(
+            examples,
+            accuracy(rule, data.valid_x, data.valid_y),
+            accuracy(rule, data.test_x, data.test_y),
+            means,
+        )
+
+    evaluations = [evaluate(0, [])]
+    seen, next_eval, diverged = 0, config.eval_every, False
+    stats: list[dict[str, float]] = []
+    finished = False
+    while not finished:
+        order = torch.randperm(len(data.train_y), generator=generator)
+        for batch in order.split(config.batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            batch_stats = rule.compute_gradients(data.train_x[batch], data.train_y[batch])
+            if not all(math.isfinite(v) for v in batch_stats.values()):
+                diverged = finished = True
+                break
+            optimizer.step()
+            stats.append(batch_stats)
+            seen += len(batch)
+            if seen >= next_eval or seen >= config.max_examples:
+                evaluations.append(evaluate(seen, stats))
+                stats, next_eval = [], next_eval + config.eval_every
+                stop = stopping_index(evaluations, config.early_stop_start, config.patience)
+                if stop is not None or seen >= config.max_examples:
+                    finished = True
+                    break
+    return TrainResult(config, tuple(evaluations), diverged, time.perf_counter() - begin)
