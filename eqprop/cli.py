@@ -1,0 +1,196 @@
+"""The ``eqprop`` command line: train, presets, plot, topology, reproduce, bench.
+
+Every problem a user can fix ends with exit status 2 and one line on stderr naming it and
+the fix; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from eqprop import config as cfg
+from eqprop.errors import EqpropError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"eqprop: error: {message} (see '{self.prog} --help')\n")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from eqprop.runs import RunOptions, read_config, start_run, train_run
+
+    options = RunOptions(data_dir=args.data_dir, quiet=args.quiet)
+    if args.resume:
+        if args.preset or args.config:
+            raise EqpropError(
+                "--resume continues a run with its saved config; drop --preset "
+                "and --config (only --set epochs=N may extend it)"
+            )
+        run_dir = Path(args.resume)
+        config = read_config(run_dir)
+        overrides = dict(cfg.parse_override(item) for item in args.set)
+        if set(overrides) - {"epochs"}:
+            raise EqpropError(
+                "with --resume only --set epochs=N is allowed (to train longer); "
+                "start a new run to change anything else"
+            )
+        if overrides:
+            from eqprop.runs import CONFIG, atomic_write_bytes
+
+            config = config.replace(epochs=overrides["epochs"])
+            atomic_write_bytes(run_dir / CONFIG, config.to_toml().encode())
+    else:
+        preset = args.preset or ("digits" if not args.config else None)
+        sets = list(args.set) + ([f'device="{args.device}"'] if args.device else [])
+        config = cfg.resolve(preset, args.config, sets)
+        name = preset or Path(args.config).stem
+        out = Path(args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = start_run(config, out)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    records = train_run(run_dir, options)
+    if records:
+        last = records[-1]
+        print(
+            f"done: {last['epoch']} epochs, train error {last['train_error']:.2%}, "
+            f"test error {last['test_error']:.2%}; plot with: eqprop plot {run_dir}"
+        )
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    for name in cfg.preset_names():
+        print(f"{name:24s} {cfg.preset(name).get('description', '')}")
+    return 0
+
+
+def _topology(args: argparse.Namespace) -> int:
+    from eqprop.runs import build_topology
+
+    config = cfg.resolve(args.preset, args.config, args.set)
+    counts = build_topology(config).counts()
+    if args.json:
+        print(json.dumps(counts, indent=2))
+    else:
+        for key, value in counts.items():
+            shown = f"{value:.6f}" if isinstance(value, float) else value
+            print(f"{key:16s} {shown}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from eqprop.plots import plot_errors, plot_layer_rates
+    from eqprop.runs import read_config, read_layer_rates, read_metrics
+
+    runs = [Path(r) for r in args.runs]
+    for run in runs:
+        read_config(run)  # a clear error if it is not a run directory
+    out = Path(args.out) if args.out else (runs[0] if len(runs) == 1 else Path("plots"))
+    labels = [run.name for run in runs]
+    written = plot_errors(
+        [(lab, read_metrics(r)) for lab, r in zip(labels, runs, strict=True)],
+        out / "errors.png",
+        log=args.log,
+        pdf=args.pdf,
+    )
+    written += plot_layer_rates(
+        [(lab, read_layer_rates(r)) for lab, r in zip(labels, runs, strict=True)],
+        out / "layer_rates.png",
+        smooth=args.smooth,
+        pdf=args.pdf,
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from eqprop.experiments import experiment
+
+    module = experiment(args.experiment)
+    if args.scale not in module.SCALES:
+        raise EqpropError(
+            f"experiment {args.experiment!r} has scales "
+            f"{', '.join(module.SCALES)}, not {args.scale!r}"
+        )
+    results = module.run(args.scale, Path(args.out), Path(args.data_dir) if args.data_dir else None)
+    print(results)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``eqprop`` command."""
+    parser = _Parser(prog="eqprop", description="Equilibrium propagation on any topology.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
+
+    def config_args(p: argparse.ArgumentParser, default_preset: str | None) -> None:
+        p.add_argument(
+            "--preset", default=default_preset, help="a bundled preset (see 'eqprop presets')"
+        )
+        p.add_argument("--config", help="a TOML config file (applied over the preset)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one field, TOML value syntax (repeatable)",
+        )
+
+    p = sub.add_parser("train", help="train a network (default preset: digits)")
+    config_args(p, None)
+    p.add_argument("--out", help="new run directory (default runs/PRESET-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--data-dir", help="directory of the IDX files (or set EQPROP_DATA_DIR)")
+    p.add_argument("--device", help="cpu or cuda (shortcut for --set device=...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("presets", help="list the bundled presets")
+    p.set_defaults(func=_presets)
+
+    p = sub.add_parser("topology", help="print a topology's counts")
+    config_args(p, "icons-skip")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_topology)
+
+    p = sub.add_parser("plot", help="plot error curves and per-layer rates of runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="output directory (default: the run, or ./plots)")
+    p.add_argument("--pdf", action="store_true", help="also write PDF")
+    p.add_argument("--log", action="store_true", help="log-scale error axis")
+    p.add_argument("--smooth", type=int, default=5, help="eq. 3 half-window n (default 5)")
+    p.set_defaults(func=_plot)
+
+    p = sub.add_parser("reproduce", help="rebuild a figure of the papers")
+    p.add_argument("experiment", help="fig3, fig4, fig5, smallworld, skipnets, deep-logic")
+    p.add_argument("--scale", default="smoke", help="smoke, quick or full")
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    p.add_argument("--data-dir", help="directory of the IDX files")
+    p.set_defaults(func=_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``eqprop`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EqpropError as exc:
+        print(f"eqprop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "eqprop: interrupted; the last checkpoint is kept (resume with --resume)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Run directories: a training run that is saved as it goes and resumes exactly.
+
+A run directory holds:
+
+- ``config.toml``: the resolved configuration (every field);
+- ``metrics.jsonl``: one JSON line per epoch (training and evaluation error, mean per-layer
+  rates, mean free steps per batch, relaxation steps, wall time);
+- ``layer_rates/epoch_NNNN.npy``: the per-batch per-layer rates (eq. 2) of each epoch,
+  float32, shape ``(batches, pairs)``;
+- ``checkpoint.pt``: the trainer's complete state, written atomically (temporary file, fsync,
+  rename) every ``checkpoint_every`` batches and at the end of every epoch.
+
+Resuming restores the checkpoint and drops any metrics written after it, so a run killed at
+any moment and resumed ends with the same weights and metrics as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eqprop import topology as topo
+from eqprop.config import RunConfig, from_dict, load_file
+from eqprop.data import Dataset, load_dataset
+from eqprop.errors import ConfigError, EqpropError
+from eqprop.network import Network
+from eqprop.rules import EPConfig, EquilibriumPropagation
+from eqprop.training import Relaxation, Trainer
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.toml"
+RATES = "layer_rates"
+
+
+def build_topology(config: RunConfig) -> topo.Topology:
+    """The topology a config describes."""
+    sizes = config.sizes
+    if config.topology == "layered":
+        return topo.layered(sizes)
+    if config.topology == "rewired":
+        return topo.rewired(sizes, config.p, seed=config.topology_seed)
+    return topo.icons(
+        sizes,
+        n=config.n if config.n >= 0 else None,
+        p=config.p if config.p >= 0 else None,
+        mode="add" if config.topology == "icons-add" else "replace",
+        p_formula=config.p_formula,
+        seed=config.topology_seed,
+    )
+
+
+def build_network(config: RunConfig, topology: topo.Topology | None = None) -> Network:
+    """The initial network a config describes."""
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {config.device!r} requested but no CUDA GPU is available; use --set device=cpu"
+        )
+    return Network(
+        topology if topology is not None else build_topology(config),
+        a=None if config.a < 0 else config.a,
+        seed=config.seed,
+        layout=config.layout,
+        dtype=getattr(torch, config.dtype),
+        device=config.device,
+    )
+
+
+def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:
+    """The trainer (rule, relaxation, particles, generator) a config describes."""
+    rule = EquilibriumPropagation(
+        network,
+        EPConfig(
+            lr=config.lr,
+            lr_skip=None if config.lr_skip < 0 else config.lr_skip,
+            beta=config.beta,
+            random_sign=config.random_sign,
+        ),
+    )
+    relaxation = Relaxation(
+        eps=config.eps,
+        n_free=config.n_free,
+        n_clamped=config.n_clamped,
+        tol=config.tol or None,
+    )
+    return Trainer(
+        network,
+        rule,
+        relaxation,
+        n_train=n_train,
+        batch_size=config.batch_size,
+        persistent=config.persistent,
+        seed=config.seed,
+    )
+
+
+def load_data(config: RunConfig, data_dir: str | Path | None) -> Dataset:
+    """The dataset a config trains on."""
+    return load_dataset(config.dataset, config.split, data_dir, limit=config.limit or None)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file so that a crash at any moment leaves either the old or the new one:
+    ``write`` fills a temporary file, which is flushed, fsynced and renamed over ``path``,
+    and the directory entry is fsynced."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """:func:`atomic_write` of a bytes payload."""
+    atomic_write(path, lambda f: f.write(payload))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of a run directory."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_layer_rates(run_dir: str | Path) -> np.ndarray:
+    """Per-batch per-layer rates of all finished epochs, shape ``(batches, pairs)``."""
+    files = sorted((Path(run_dir) / RATES).glob("epoch_*.npy"))
+    if not files:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate([np.load(f) for f in files])
+
+
+def read_config(run_dir: str | Path) -> RunConfig:
+    """The resolved configuration saved in a run directory."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise EqpropError(
+            f"{run_dir} is not a run directory (no {CONFIG}); "
+            f"pass a directory written by 'eqprop train'"
+        )
+    return from_dict(load_file(path))
+
+
+@dataclass
+class RunOptions:
+    """How a run reports and where it finds data."""
+
+    data_dir: str | Path | None = None
+    quiet: bool = False
+
+
+def start_run(config: RunConfig, run_dir: str | Path) -> Path:
+    """Create a new run directory for ``config``; refuse to touch an existing one."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise EqpropError(
+            f"run directory {run_dir} already exists; resume it with --resume {run_dir} "
+            f"or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / CONFIG, config.to_toml().encode())
+    return run_dir
+
+
+def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[dict]:
+    """Train (or resume) the run in ``run_dir`` until its configured epochs are done.
+
+    Returns the per-epoch metrics. Raises :class:`~eqprop.errors.DivergenceError` if the
+    run diverges; the last checkpoint then stays as it was.
+    """
+    options = options or RunOptions()
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    data = load_data(config, options.data_dir)
+    device = torch.device(config.device)
+    dtype = getattr(torch, config.dtype)
+    x, y = data.train.x.to(device, dtype), data.train.y.to(device)
+    held = data.held_out
+    hx, hy = held.x.to(device, dtype), held.y.to(device)
+    network = build_network(config)
+    trainer = build_trainer(config, network, len(x))
+    test_particles = network.zero_state(len(hx)) if config.test_persistent else None
+    wall = 0.0
+
+    ckpt_path = run_dir / CHECKPOINT
+    if ckpt_path.exists():
+        try:
+            state = torch.load(ckpt_path, weights_only=False)
+        except Exception as exc:  # a checkpoint is only ever replaced atomically
+            raise EqpropError(
+                f"cannot read {ckpt_path} ({exc}); it is not an eqprop checkpoint"
+            ) from None
+        trainer.load_state_dict(state["trainer"])
+        if test_particles is not None:
+            test_particles.copy_(state["test_particles"])
+        wall = state["wall"]
+    records = [r for r in read_metrics(run_dir) if r["epoch"] <= trainer.epoch]
+    atomic_write_bytes(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records).encode())
+    (run_dir / RATES).mkdir(exist_ok=True)
+
+    def checkpoint() -> None:
+        state = {"trainer": trainer.state_dict(), "wall": wall, "test_particles": test_particles}
+        atomic_write(ckpt_path, lambda f: torch.save(state, f))
+
+    n_batches = -(-len(x) // config.batch_size)
+    while trainer.epoch < config.epochs:
+        epoch = trainer.epoch + 1
+        bar = tqdm(
+            total=n_batches,
+            initial=trainer.position,
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="batch",
+            disable=options.quiet,
+            leave=False,
+        )
+        started = time.perf_counter()
+
+        def on_batch(result, bar=bar) -> None:
+            nonlocal wall, started
+            bar.update(1)
+            if trainer.seen:
+                bar.set_postfix(train_error=f"{trainer.errors / trainer.seen:.2%}", refresh=False)
+            if config.checkpoint_every and trainer.position % config.checkpoint_every == 0:
+                now = time.perf_counter()
+                wall, started = wall + now - started, now
+                checkpoint()
+
+        result = trainer.train_epoch(x, y, on_batch)
+        bar.close()
+        held_error = trainer.evaluate(hx, hy, particles=test_particles)
+        record = {
+            "epoch": result.epoch,
+            "train_error": result.train_error,
+            "test_error": held_error,
+            "layer_rates": result.layer_rates.double().mean(0).tolist(),
+            "free_steps": result.mean_free_steps,
+            "relaxation_steps": n_batches * (result.mean_free_steps + config.n_clamped),
+        }
+        if config.evaluate_test and data.valid is not None:
+            record["official_test_error"] = trainer.evaluate(
+                data.test.x.to(device, dtype), data.test.y.to(device)
+            )
+        wall += time.perf_counter() - started
+        record["wall_time"] = wall
+        rates = result.layer_rates.float().numpy()
+        atomic_write(run_dir / RATES / f"epoch_{result.epoch:04d}.npy", lambda f: np.save(f, rates))
+        with open(run_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        checkpoint()
+        records.append(record)
+        tqdm.write(_epoch_line(record, config.epochs))
+    return records
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    rates = " ".join(f"{r:.2e}" for r in record["layer_rates"])
+    return (
+        f"epoch {record['epoch']}/{epochs}  train error {record['train_error']:.2%}  "
+        f"test error {record['test_error']:.2%}  free steps {record['free_steps']:.0f}  "
+        f"rates [{rates}]  {record['wall_time']:.0f}s"
+    )
