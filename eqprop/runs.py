@@ -16,6 +16,7 @@ any moment and resumed ends with the same weights and metrics as one never inter
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -258,8 +259,10 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
             )
         wall += time.perf_counter() - started
         record["wall_time"] = wall
-        rates = result.layer_rates.float().numpy()
-        atomic_write(run_dir / RATES / f"epoch_{result.epoch:04d}.npy", lambda f: np.save(f, rates))
+        atomic_write(
+            run_dir / RATES / f"epoch_{result.epoch:04d}.npy",
+            functools.partial(np.save, arr=result.layer_rates.float().numpy()),
+        )
         with open(run_dir / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
