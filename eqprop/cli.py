@@ -85,7 +85,7 @@ def _topology(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from eqprop.plots import plot_errors, plot_layer_rates
+    from eqprop.plots import errors_figure, layer_rates_figure, save_figure
     from eqprop.runs import read_config, read_layer_rates, read_metrics
 
     runs = [Path(r) for r in args.runs]
@@ -93,18 +93,11 @@ def _plot(args: argparse.Namespace) -> int:
         read_config(run)  # a clear error if it is not a run directory
     out = Path(args.out) if args.out else (runs[0] if len(runs) == 1 else Path("plots"))
     labels = [run.name for run in runs]
-    written = plot_errors(
-        [(lab, read_metrics(r)) for lab, r in zip(labels, runs, strict=True)],
-        out / "errors.png",
-        log=args.log,
-        pdf=args.pdf,
-    )
-    written += plot_layer_rates(
-        [(lab, read_layer_rates(r)) for lab, r in zip(labels, runs, strict=True)],
-        out / "layer_rates.png",
-        smooth=args.smooth,
-        pdf=args.pdf,
-    )
+    pairs = list(zip(labels, runs, strict=True))
+    errors = errors_figure([(lab, read_metrics(r)) for lab, r in pairs], log=args.log)
+    written = save_figure(errors, out / "errors.png", args.pdf)
+    rates = layer_rates_figure([(lab, read_layer_rates(r)) for lab, r in pairs], smooth=args.smooth)
+    written += save_figure(rates, out / "layer_rates.png", args.pdf)
     for path in written:
         print(path)
     return 0

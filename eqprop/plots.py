@@ -24,7 +24,9 @@ STYLE = {
 }
 
 
-def _save(fig: plt.Figure, path: Path, pdf: bool) -> list[Path]:
+def save_figure(fig: plt.Figure, path: str | Path, pdf: bool = False) -> list[Path]:
+    """Write ``fig`` as PNG (and PDF) and close it; return the files written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     written = [path]
@@ -35,13 +37,7 @@ def _save(fig: plt.Figure, path: Path, pdf: bool) -> list[Path]:
     return written
 
 
-def plot_errors(
-    runs: Sequence[tuple[str, list[dict]]],
-    path: str | Path,
-    *,
-    log: bool = False,
-    pdf: bool = False,
-) -> list[Path]:
+def errors_figure(runs: Sequence[tuple[str, list[dict]]], *, log: bool = False) -> plt.Figure:
     """Figure-3 style: training (solid) and test (dashed) error per epoch, a colour per run.
 
     ``runs`` pairs a label with the run's per-epoch metrics records.
@@ -72,16 +68,10 @@ def plot_errors(
             ax.set_yscale("log")
         ax.legend(fontsize=7)
         ax.set_title("Training (solid) and test (dashed) error")
-        return _save(fig, Path(path), pdf)
+    return fig
 
 
-def plot_layer_rates(
-    runs: Sequence[tuple[str, np.ndarray]],
-    path: str | Path,
-    *,
-    smooth: int = 5,
-    pdf: bool = False,
-) -> list[Path]:
+def layer_rates_figure(runs: Sequence[tuple[str, np.ndarray]], *, smooth: int = 5) -> plt.Figure:
     """Figure-4 style: per-layer training rates (eq. 2) against batch, smoothed with eq. 3
     over ``2 * smooth + 1`` batches, log y axis, a panel per run, a line per layer pair."""
     with plt.rc_context(STYLE):
@@ -109,4 +99,4 @@ def plot_layer_rates(
             ax.set_title(label)
         axes[0][0].set_ylabel("RMS correction per batch")
         axes[0][-1].legend(fontsize=7, title="pair (0 = input)", title_fontsize=7)
-        return _save(fig, Path(path), pdf)
+    return fig
