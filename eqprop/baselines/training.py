@@ -10,9 +10,10 @@ up to the stop.
 
 Because training is deterministic and the stopping rule never changes the trajectory before the
 stop, one run with the largest starting point contains every run with a smaller one as a prefix:
-:meth:`TrainResult.select` recovers their results exactly from the evaluation history (which
-records the test accuracy of every checkpoint for that purpose; selection reads only the
-validation accuracy).
+:meth:`TrainResult.select` recovers their results exactly from the evaluation history. For that,
+the test accuracy is measured at every checkpoint that improves on the best validation accuracy
+so far (the only candidates selection can return); selection itself reads only validation
+accuracies.
 """
 
 from __future__ import annotations
@@ -102,22 +103,18 @@ class TrainingData:
         train_limit: int | None = None,
         valid_limit: int | None = None,
         test_limit: int | None = None,
-        holdout: float = 0.2,
     ) -> TrainingData:
-        """Tensors from an :func:`eqprop.data.load_dataset` result.
-
-        A dataset without a validation split (``split="standard"``) gives up the last
-        ``holdout`` fraction of its training examples for one. Limits keep the first examples
-        of each split (after the holdout).
+        """Tensors from an :func:`eqprop.data.load_dataset` result with a validation split
+        (``split="icons"``: MNIST 50k / 10k / 10k, the seed's split). Limits keep the first
+        examples of each split.
         """
-        check_number("TrainingData", "holdout", holdout, 0.01, 0.99)
-        train_x, train_y = _tensors(dataset.train)
         if dataset.valid is None:
-            n_valid = max(1, round(holdout * len(train_y)))
-            valid_x, valid_y = train_x[-n_valid:], train_y[-n_valid:]
-            train_x, train_y = train_x[:-n_valid], train_y[:-n_valid]
-        else:
-            valid_x, valid_y = _tensors(dataset.valid)
+            raise ConfigError(
+                "the baselines select models on a validation split; load the dataset with "
+                'split="icons"'
+            )
+        train_x, train_y = _tensors(dataset.train)
+        valid_x, valid_y = _tensors(dataset.valid)
         test_x, test_y = _tensors(dataset.test)
         return cls(
             train_x[:train_limit],
@@ -145,8 +142,10 @@ def _tensors(split: _Split) -> tuple[Tensor, Tensor]:
 class Evaluation:
     """One checkpoint: accuracies after ``examples`` training examples.
 
-    ``train_stats`` averages the rule's batch statistics since the previous evaluation
-    (empty at ``examples == 0``).
+    ``test_accuracy`` is measured only where the validation accuracy beats every earlier
+    checkpoint (the only checkpoints :meth:`TrainResult.select` can return) and is NaN
+    elsewhere. ``train_stats`` averages the rule's batch statistics since the previous
+    evaluation (empty at ``examples == 0``).
     """
 
     examples: int
@@ -222,17 +221,17 @@ def train(rule: LearningRule, data: TrainingData, config: TrainConfig) -> TrainR
     )
     generator = torch.Generator().manual_seed(config.seed)
 
+    evaluations: list[Evaluation] = []
+
     def evaluate(examples: int, stats: list[dict[str, float]]) -> Evaluation:
         keys = stats[0].keys() if stats else ()
         means = {k: sum(s[k] for s in stats) / len(stats) for k in keys}
-        return Evaluation(
-            examples,
-            accuracy(rule, data.valid_x, data.valid_y),
-            accuracy(rule, data.test_x, data.test_y),
-            means,
-        )
+        valid = accuracy(rule, data.valid_x, data.valid_y)
+        record = all(valid > e.valid_accuracy for e in evaluations)
+        test = accuracy(rule, data.test_x, data.test_y) if record else math.nan
+        return Evaluation(examples, valid, test, means)
 
-    evaluations = [evaluate(0, [])]
+    evaluations.append(evaluate(0, []))
     seen, next_eval, diverged = 0, config.eval_every, False
     stats: list[dict[str, float]] = []
     finished = False
