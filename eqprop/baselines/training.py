@@ -176,12 +176,14 @@ class TrainResult:
         evaluations: checkpoints, the first at 0 examples.
         diverged: whether training stopped on a non-finite loss.
         seconds: wall time of the run.
+        cpu_seconds: CPU time of the process during the run (robust to a shared machine).
     """
 
     config: TrainConfig
     evaluations: tuple[Evaluation, ...]
     diverged: bool
     seconds: float
+    cpu_seconds: float
 
     def select(self, early_stop_start: int | None = None) -> Evaluation:
         """The checkpoint reported for a run with this early-stopping start (default: the
@@ -215,7 +217,7 @@ def train(rule: LearningRule, data: TrainingData, config: TrainConfig) -> TrainR
 
     Returns the evaluation history; use :meth:`TrainResult.select` for the reported checkpoint.
     """
-    begin = time.perf_counter()
+    begin, begin_cpu = time.perf_counter(), time.process_time()
     optimizer = torch.optim.Adam(
         rule.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -253,4 +255,10 @@ def train(rule: LearningRule, data: TrainingData, config: TrainConfig) -> TrainR
                 if stop is not None or seen >= config.max_examples:
                     finished = True
                     break
-    return TrainResult(config, tuple(evaluations), diverged, time.perf_counter() - begin)
+    return TrainResult(
+        config,
+        tuple(evaluations),
+        diverged,
+        time.perf_counter() - begin,
+        time.process_time() - begin_cpu,
+    )
