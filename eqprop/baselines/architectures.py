@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eqprop.baselines._validation import check_choice, check_number
+from eqprop.errors import ConfigError
 
 #: architecture names as in the seed's Figures 1-2
 ARCHITECTURES = ("NN", "DN", "ConvNet", "DenseConvNet")
@@ -194,7 +195,7 @@ class Network(nn.Module):
         self.config = config
         self.input_shape = tuple(int(s) for s in input_shape)
         if config.convolutional and len(self.input_shape) != 3:
-            raise ValueError(f"a ConvNet needs a (C, H, W) input shape, got {self.input_shape}")
+            raise ConfigError(f"a ConvNet needs a (C, H, W) input shape, got {self.input_shape}")
         depth = config.depth
         if config.convolutional:
             _, height, width = self.input_shape
@@ -214,7 +215,7 @@ class Network(nn.Module):
         self.biases = nn.ParameterList()
         for layer in range(1, depth + 2):
             output = layer == depth + 1
-            fan_out = math.prod(self.shapes[layer][:1]) * (1 if output else self._kernel_area)
+            fan_out = self.shapes[layer][0] * (1 if output else self._kernel_area)
             fan_in = sum(self._fan(source, output) for source in self.sources[layer])
             bound = init_bound("linear" if output else config.activation, fan_in, fan_out)
             for source in self.sources[layer]:

@@ -79,20 +79,15 @@ class DifferenceTargetPropagation(LearningRule):
         #: inverse of the forward edge ``j -> k``, under the forward edge's key; maps h_k to h_j
         self.inverses = nn.ModuleDict()
         self.inverse_biases = nn.ParameterDict()
-        for target in range(2, network.depth + 1):
-            for source in network.sources[target]:
-                if source == 0:  # the input needs no target
-                    continue
-                forward_edge = network.edge(target, source)
-                kernel = forward_edge.weight[0, 0].numel()
-                fan_in = forward_edge.weight.shape[0] * kernel
-                fan_out = forward_edge.weight.shape[1] * kernel
-                bound = init_bound(activation, fan_in, fan_out)
-                key = edge_key(target, source)
-                self.inverses[key] = forward_edge.reverse(bound, self._generator)
-                self.inverse_biases[key] = nn.Parameter(
-                    torch.zeros_like(network.biases[source - 1])
-                )
+        for target, source in self._inverse_pairs():
+            forward_edge = network.edge(target, source)
+            kernel = forward_edge.weight[0, 0].numel()  # 1, or 3 * 3 for a convolution
+            fan_in = forward_edge.weight.shape[0] * kernel
+            fan_out = forward_edge.weight.shape[1] * kernel
+            bound = init_bound(activation, fan_in, fan_out)
+            key = edge_key(target, source)
+            self.inverses[key] = forward_edge.reverse(bound, self._generator)
+            self.inverse_biases[key] = nn.Parameter(torch.zeros_like(network.biases[source - 1]))
 
     def parameters(self) -> list[nn.Parameter]:
         return [
@@ -108,7 +103,8 @@ class DifferenceTargetPropagation(LearningRule):
         return self.network.activate(source, a)
 
     def _inverse_pairs(self) -> list[tuple[int, int]]:
-        """``(target, source)`` of every forward edge that has an inverse."""
+        """``(target, source)`` of every hidden-to-hidden forward edge: those get an inverse
+        (the input needs no target; edges into the output use the loss gradient)."""
         net = self.network
         return [
             (target, source)
