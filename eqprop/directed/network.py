@@ -57,9 +57,9 @@ class DirectedNetwork:
     def with_weights(
         self, weights: torch.Tensor, mask: torch.Tensor | None = None
     ) -> DirectedNetwork:
-        """Return a copy with new weights (masked) and optionally a new mask."""
+        """Return a copy with new weights (zeroed where absent) and optionally a new mask."""
         new_mask = self.mask if mask is None else mask
-        return replace(self, weights=weights * new_mask, mask=new_mask)
+        return replace(self, weights=torch.where(new_mask, weights, 0.0), mask=new_mask)
 
     def sparsity(self) -> torch.Tensor:
         """Fraction of the learnable connections that are absent, per network.
