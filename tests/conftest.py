@@ -25,4 +25,7 @@ def real_data_dir(request: pytest.FixtureRequest) -> Path:
         pytest.skip(
             "set EQPROP_DATA_DIR (e.g. ../shared/data) to run tests on the real MNIST files"
         )
-    return Path(data_dir)
+    path = Path(data_dir)
+    if not path.is_dir():
+        pytest.skip(f"data directory {path} (from --data-dir / EQPROP_DATA_DIR) does not exist")
+    return path

@@ -1,0 +1,213 @@
+"""Run directories: configs, checkpoints, exact resume after SIGKILL, divergence, plots."""
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eqprop import config as cfg
+from eqprop.errors import ConfigError, DivergenceError, EqpropError
+from eqprop.plots import errors_figure, layer_rates_figure
+from eqprop.runs import (
+    CHECKPOINT,
+    atomic_write,
+    read_layer_rates,
+    read_metrics,
+    start_run,
+    train_run,
+)
+
+SMALL = [
+    "sizes=[64, 24, 10]",
+    "limit=200",
+    "n_free=20",
+    "n_clamped=4",
+    "batch_size=10",
+    "lr=0.1",
+    "epochs=2",
+    "checkpoint_every=3",
+]
+
+
+def small_config(*extra: str) -> cfg.RunConfig:
+    return cfg.resolve("digits", None, SMALL + list(extra))
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_presets_load_and_match_the_paper():
+    assert {"digits", "icons-layered", "icons-layered-perlayer", "icons-skip",
+            "frontiers-layered-deep", "frontiers-skip-deep"} <= set(cfg.preset_names())
+    a = cfg.resolve("icons-layered-perlayer")
+    assert a.lr == (0.128, 0.032, 0.008, 0.002)
+    c = cfg.resolve("icons-skip")
+    assert (c.topology, c.n, c.a, c.lr, c.eps, c.beta) == ("icons", 100_000, 0.05, 0.02, 0.5, 1.0)
+    assert (c.n_free, c.n_clamped, c.batch_size, c.epochs, c.split) == (500, 8, 20, 250, "icons")
+    deep = cfg.resolve("frontiers-skip-deep")
+    assert deep.sizes == (784, 100, 100, 100, 100, 100, 10)
+    assert (deep.lr, deep.n_free, deep.n_clamped, deep.p) == (0.015, 1000, 12, 0.1)
+
+
+def test_config_round_trips_through_toml():
+    c = small_config("topology=\"icons\"", "p=0.1", "lr_skip=0.05")
+    again = cfg.from_dict(cfg.parse_toml(c.to_toml(), "test"))
+    assert again == c
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("colour=3", "unknown config key 'colour'"),
+        ("sizes=[64, -5, 10]", "sizes must be >= 2 positive layer sizes"),
+        ("beta=0", "beta must be non-zero"),
+        ("eps=0", "eps must be > 0"),
+        ("n_free=0", "n_free must be > 0"),
+        ('topology="icons"', "needs exactly one of n and p"),
+        ("dataset=\"cifar\"", "dataset = 'cifar' is not allowed"),
+        ("lr=[0.1, 0.2, 0.3]", "lr has 3 values but sizes has 2 layer pairs"),
+        ("epochs=\"many\"", "epochs must be a int"),
+    ],
+)
+def test_bad_config_values_raise_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
+        cfg.resolve("digits", None, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_rewired_p_out_of_range():
+    with pytest.raises(ConfigError, match=r"needs p in \[0, 1\]"):
+        cfg.resolve("digits", None, ['topology="rewired"', "p=2"])
+
+
+def test_icons_p_out_of_range():
+    with pytest.raises(ConfigError, match=r"p must be in \[0, 1\)"):
+        cfg.resolve("icons-skip", None, ["n=-1", "p=1.5"])
+
+
+def test_existing_run_directory_is_refused_and_unchanged(tmp_path):
+    run = start_run(small_config(), tmp_path / "run")
+    before = tree_digest(run)
+    with pytest.raises(EqpropError, match="already exists; resume it with --resume"):
+        start_run(small_config("lr=0.5"), run)
+    assert tree_digest(run) == before
+
+
+def test_run_writes_metrics_rates_and_checkpoint(tmp_path):
+    run = start_run(small_config(), tmp_path / "run")
+    records = train_run(run)
+    assert [r["epoch"] for r in records] == [1, 2]
+    on_disk = read_metrics(run)
+    assert on_disk == records
+    for r in records:
+        assert set(r) >= {"train_error", "test_error", "layer_rates", "wall_time", "free_steps",
+                          "relaxation_steps"}
+        assert len(r["layer_rates"]) == 2
+        assert r["relaxation_steps"] == 20 * (20 + 4)
+    rates = read_layer_rates(run)
+    assert rates.shape == (40, 2)  # 20 batches an epoch, 2 layer pairs
+    np.testing.assert_allclose(rates[:20].mean(0), records[0]["layer_rates"], rtol=1e-5)
+    state = torch.load(run / CHECKPOINT, weights_only=False)
+    assert state["trainer"]["epoch"] == 2
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    atomic_write(path, lambda f: f.write(b"good"))
+
+    def crash(f):
+        f.write(b"half")
+        raise OSError("disk died")
+
+    with pytest.raises(OSError):
+        atomic_write(path, crash)
+    assert path.read_bytes() == b"good"
+
+
+def _run_cli(args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "eqprop.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_sigkill_and_resume_gives_identical_weights_and_metrics(tmp_path):
+    sets = [
+        "sizes=[64, 32, 10]", "limit=300", "n_free=60", "n_clamped=6", "batch_size=10",
+        "lr=0.1", "epochs=4", "checkpoint_every=4",
+    ]
+    args = ["train", "--quiet"] + [a for s in sets for a in ("--set", s)]
+    reference = _run_cli(args + ["--out", str(tmp_path / "ref")])
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
+
+    killed = _run_cli(args + ["--out", str(tmp_path / "kill")])
+    ckpt = tmp_path / "kill" / CHECKPOINT
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(0).uniform(0.1, 0.6))
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "run finished before it could be killed"
+    done_before = len(read_metrics(tmp_path / "kill"))
+    assert done_before < 4
+
+    resumed = _run_cli(["train", "--quiet", "--resume", str(tmp_path / "kill")])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+
+    ref = torch.load(tmp_path / "ref" / CHECKPOINT, weights_only=False)["trainer"]
+    res = torch.load(ckpt, weights_only=False)["trainer"]
+    for a, b in zip(ref["weights"], res["weights"], strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(ref["biases"], res["biases"])
+    assert torch.equal(ref["particles"], res["particles"])
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+
+    assert strip(read_metrics(tmp_path / "ref")) == strip(read_metrics(tmp_path / "kill"))
+    assert np.array_equal(read_layer_rates(tmp_path / "ref"), read_layer_rates(tmp_path / "kill"))
+
+
+def test_divergence_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_path):
+    run = start_run(small_config("lr=1e38", "checkpoint_every=1"), tmp_path / "run")
+    with pytest.raises(DivergenceError, match=r"epoch 1, batch \d+") as e:
+        train_run(run)
+    assert "\n" not in str(e.value)
+    if (run / CHECKPOINT).exists():
+        state = torch.load(run / CHECKPOINT, weights_only=False)["trainer"]
+        assert all(torch.isfinite(w).all() for w in state["weights"])
+
+
+def test_plots_have_the_expected_panels(tmp_path):
+    run = start_run(small_config(), tmp_path / "run")
+    train_run(run)
+    records, rates = read_metrics(run), read_layer_rates(run)
+    fig = errors_figure([("a", records), ("b", records)])
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4  # train and test per run
+    assert [ln.get_linestyle() for ln in lines] == ["-", "--", "-", "--"]
+    fig = layer_rates_figure([("a", rates), ("b", rates), ("c", rates)], smooth=2)
+    assert len(fig.axes) == 3
+    assert all(ax.get_yscale() == "log" and len(ax.get_lines()) == 2 for ax in fig.axes)
+
+
+def test_digits_preset_learns_below_ten_percent(tmp_path):
+    """The README's main job: the default preset reaches < 10% test error."""
+    run = start_run(cfg.resolve("digits"), tmp_path / "run")
+    records = train_run(run, None)
+    assert records[-1]["test_error"] < 0.10
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 10
