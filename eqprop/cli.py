@@ -24,9 +24,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from eqprop.runs import RunOptions, read_config, start_run, train_run
+    from eqprop.runs import RunOptions, read_config, require_tensorboard, start_run, train_run
 
-    options = RunOptions(data_dir=args.data_dir, quiet=args.quiet)
+    options = RunOptions(data_dir=args.data_dir, quiet=args.quiet, tensorboard=args.tensorboard)
+    if args.tensorboard:
+        require_tensorboard()  # fail before a run directory is created
     if args.resume:
         if args.preset or args.config:
             raise EqpropError(
@@ -142,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="directory of the IDX files (or set EQPROP_DATA_DIR)")
     p.add_argument("--device", help="cpu or cuda (shortcut for --set device=...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log to RUN_DIR/tensorboard (pip install 'eqprop[tensorboard]')",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("presets", help="list the bundled presets")

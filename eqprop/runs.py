@@ -7,6 +7,9 @@ A run directory holds:
   rates, mean free steps per batch, relaxation steps, wall time);
 - ``layer_rates/epoch_NNNN.npy``: the per-batch per-layer rates (eq. 2) of each epoch,
   float32, shape ``(batches, pairs)``;
+- ``free_steps/epoch_NNNN.npy``: the free-phase steps of every batch of each epoch, int32
+  (``n_free`` everywhere unless adaptive relaxation, ``tol``, is on);
+- ``tensorboard/``: TensorBoard event files, when asked for (``--tensorboard``);
 - ``checkpoint.pt``: the trainer's complete state, written atomically (temporary file, fsync,
   rename) every ``checkpoint_every`` batches and at the end of every epoch.
 
@@ -41,6 +44,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 CONFIG = "config.toml"
 RATES = "layer_rates"
+STEPS = "free_steps"
 
 
 def build_topology(config: RunConfig) -> topo.Topology:
@@ -147,6 +151,14 @@ def read_layer_rates(run_dir: str | Path) -> np.ndarray:
     return np.concatenate([np.load(f) for f in files])
 
 
+def read_free_steps(run_dir: str | Path) -> np.ndarray:
+    """Free-phase steps of every batch of all finished epochs, shape ``(batches,)``."""
+    files = sorted((Path(run_dir) / STEPS).glob("epoch_*.npy"))
+    if not files:
+        return np.zeros(0, dtype=np.int32)
+    return np.concatenate([np.load(f) for f in files])
+
+
 def read_config(run_dir: str | Path) -> RunConfig:
     """The resolved configuration saved in a run directory."""
     path = Path(run_dir) / CONFIG
@@ -164,6 +176,19 @@ class RunOptions:
 
     data_dir: str | Path | None = None
     quiet: bool = False
+    tensorboard: bool = False
+
+
+def require_tensorboard() -> type:
+    """TensorBoard's ``SummaryWriter`` class; a one-line error if the extra is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise EqpropError(
+            "--tensorboard needs the tensorboard package; install it with "
+            "pip install 'eqprop[tensorboard]'"
+        ) from None
+    return SummaryWriter
 
 
 def start_run(config: RunConfig, run_dir: str | Path) -> Path:
@@ -214,6 +239,8 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
     records = [r for r in read_metrics(run_dir) if r["epoch"] <= trainer.epoch]
     atomic_write_bytes(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records).encode())
     (run_dir / RATES).mkdir(exist_ok=True)
+    (run_dir / STEPS).mkdir(exist_ok=True)
+    writer = require_tensorboard()(str(run_dir / "tensorboard")) if options.tensorboard else None
 
     def checkpoint() -> None:
         state = {"trainer": trainer.state_dict(), "wall": wall, "test_particles": test_particles}
@@ -263,6 +290,12 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
             run_dir / RATES / f"epoch_{result.epoch:04d}.npy",
             functools.partial(np.save, arr=result.layer_rates.float().numpy()),
         )
+        atomic_write(
+            run_dir / STEPS / f"epoch_{result.epoch:04d}.npy",
+            functools.partial(np.save, arr=result.free_steps.numpy()),
+        )
+        if writer is not None:
+            _log_epoch(writer, record)
         with open(run_dir / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -270,7 +303,19 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
         checkpoint()
         records.append(record)
         tqdm.write(_epoch_line(record, config.epochs))
+    if writer is not None:
+        writer.close()
     return records
+
+
+def _log_epoch(writer, record: dict) -> None:
+    step = record["epoch"]
+    for key in ("train_error", "test_error", "official_test_error", "free_steps"):
+        if key in record:
+            writer.add_scalar(key, record[key], step)
+    for pair, rate in enumerate(record["layer_rates"], start=1):
+        writer.add_scalar(f"layer_rate/pair_{pair}", rate, step)
+    writer.flush()
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

@@ -73,13 +73,14 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class EpochResult:
-    """What one epoch measured: training error, mean free steps per batch, and the per-layer
-    rates of every batch (shape ``(batches, pairs)``)."""
+    """What one epoch measured: training error, mean free steps per batch, the per-layer
+    rates of every batch (shape ``(batches, pairs)``) and the free steps of every batch."""
 
     epoch: int
     train_error: float
     mean_free_steps: float
     layer_rates: torch.Tensor
+    free_steps: torch.Tensor
 
 
 def one_hot(labels: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -134,6 +135,7 @@ class Trainer:
         self.position = 0  # next batch of this epoch
         self.errors = self.seen = self.free_steps = 0  # this epoch so far
         self.epoch_rates: list[torch.Tensor] = []  # per-layer rates of this epoch's batches
+        self.epoch_steps: list[int] = []  # free steps of this epoch's batches
 
     # -- one batch ---------------------------------------------------------------------------
     def train_batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> BatchResult:
@@ -188,6 +190,7 @@ class Trainer:
             self.seen += result.size
             self.free_steps += result.free_steps
             self.epoch_rates.append(result.layer_rates.cpu())
+            self.epoch_steps.append(result.free_steps)
             if on_batch is not None:
                 on_batch(result)
         epoch = EpochResult(
@@ -195,11 +198,12 @@ class Trainer:
             self.errors / self.seen,
             self.free_steps / n_batches,
             torch.stack(self.epoch_rates),
+            torch.tensor(self.epoch_steps, dtype=torch.int32),
         )
         self.epoch += 1
         self.order, self.position = None, 0
         self.errors = self.seen = self.free_steps = 0
-        self.epoch_rates = []
+        self.epoch_rates, self.epoch_steps = [], []
         return epoch
 
     def _finite(self, result: BatchResult) -> bool:
@@ -246,6 +250,7 @@ class Trainer:
             "position": self.position,
             "counters": (self.errors, self.seen, self.free_steps),
             "epoch_rates": [r.clone() for r in self.epoch_rates],
+            "epoch_steps": list(self.epoch_steps),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -260,3 +265,4 @@ class Trainer:
         self.epoch, self.order, self.position = state["epoch"], state["order"], state["position"]
         self.errors, self.seen, self.free_steps = state["counters"]
         self.epoch_rates = list(state["epoch_rates"])
+        self.epoch_steps = list(state.get("epoch_steps", [0] * len(self.epoch_rates)))

@@ -19,7 +19,9 @@ from eqprop.errors import ConfigError, DivergenceError, EqpropError
 from eqprop.plots import errors_figure, layer_rates_figure
 from eqprop.runs import (
     CHECKPOINT,
+    RunOptions,
     atomic_write,
+    read_free_steps,
     read_layer_rates,
     read_metrics,
     start_run,
@@ -123,6 +125,46 @@ def test_run_writes_metrics_rates_and_checkpoint(tmp_path):
     np.testing.assert_allclose(rates[:20].mean(0), records[0]["layer_rates"], rtol=1e-5)
     state = torch.load(run / CHECKPOINT, weights_only=False)
     assert state["trainer"]["epoch"] == 2
+    assert read_free_steps(run).tolist() == [20] * 40  # fixed protocol: n_free every batch
+
+
+def test_adaptive_relaxation_records_steps_per_batch(tmp_path):
+    run = start_run(small_config("n_free=200", "tol=1e-3"), tmp_path / "run")
+    records = train_run(run)
+    steps = read_free_steps(run)
+    assert steps.shape == (40,)
+    assert steps.min() >= 1 and steps.max() <= 200
+    assert steps[20:].mean() < 200  # persistent particles converge before the cap
+    for epoch, record in enumerate(records):
+        assert record["free_steps"] == pytest.approx(steps[20 * epoch : 20 * (epoch + 1)].mean())
+
+
+def test_tensorboard_logs_scalars(tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = start_run(small_config(), tmp_path / "run")
+    records = train_run(run, RunOptions(tensorboard=True))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    train = [e.value for e in events.Scalars("train_error")]
+    assert train == pytest.approx([r["train_error"] for r in records])
+    assert "layer_rate/pair_2" in events.Tags()["scalars"]
+
+
+def test_tensorboard_missing_is_a_one_line_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['torch.utils.tensorboard'] = None; "
+         "from eqprop.cli import main; sys.exit(main(sys.argv[1:]))",
+         "train", "--tensorboard", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "eqprop: error: --tensorboard needs the tensorboard package; install it with "
+        "pip install 'eqprop[tensorboard]'"
+    ]
+    assert not (tmp_path / "run").exists()
 
 
 def test_checkpoint_write_is_atomic(tmp_path):
