@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator  # noqa: E402
 
 from eqprop.metrics import smooth_rates  # noqa: E402
 
@@ -64,8 +65,11 @@ def errors_figure(runs: Sequence[tuple[str, list[dict]]], *, log: bool = False) 
             )
         ax.set_xlabel("epoch")
         ax.set_ylabel("error (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log:
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.legend(fontsize=7)
         ax.set_title("Training (solid) and test (dashed) error")
     return fig
