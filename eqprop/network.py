@@ -16,13 +16,22 @@ layer order), each in ``[0, 1]``.
 Storage: the symmetric weight matrix is held as dense blocks between *groups* of consecutive
 layers (only blocks that contain an edge). With ``layout="blocks"`` every layer is its own
 group, so a layered network never does ``N x N`` work; with ``layout="dense"`` all non-input
-layers form one group (one matrix product per step), which is faster when layer-skipping
-edges touch nearly every block. ``"auto"`` picks by the area the blocks cover. Masks are
+layers form one group (one stored matrix), which suits layer-skipping edges that touch
+nearly every block. ``"auto"`` picks by the area the blocks cover. Masks are
 enforced through the learning rates (zero where there is no edge), so weights stay masked.
+
+Computation (:meth:`Network.product_plan`), independent of storage: a step is a list of
+matrix products ``out[:, cols] += s[:, rows] @ w`` on views of the stored blocks. A stored
+block runs as one product, or, where a cost model says it is cheaper, split into its layer
+pairs, skipping empty pairs and running sparse pairs (on CPU) as CSR products -- e.g. the
+8.8%-dense skip pairs of the ICONS network. The input block's product is done once per batch
+(:meth:`Network.input_drive`); on CUDA fixed-step phases run as captured CUDA graphs.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +41,10 @@ from eqprop.errors import ConfigError
 from eqprop.topology import ADJACENT, Topology
 
 LAYOUTS = ("auto", "blocks", "dense")
+#: A CSR product costs about this many dense multiply-adds per stored non-zero (MKL, batch
+#: 20, measured with ``eqprop bench``); the plan uses CSR and splits blocks only where this
+#: model says it is cheaper.
+SPARSE_COST = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,44 @@ class Block:
     @property
     def is_diagonal(self) -> bool:
         return self.row_group == self.col_group
+
+
+@dataclass(frozen=True, eq=False)
+class Product:
+    """One matrix product of a relaxation step: ``out[:, cols] += s[:, rows] @ weight``.
+
+    ``rows``/``cols`` are state-coordinate slices; ``weight`` is a view of a stored block
+    (possibly transposed), so in-place updates of the block are seen. With ``sparse`` set,
+    the product runs as a CSR product with ``weight^T``: ``sparse`` holds its fixed pattern
+    (CSR row pointers, column indices, and the flat positions of the values in ``source``,
+    the stored block).
+    """
+
+    rows: slice
+    cols: slice
+    weight: torch.Tensor
+    source: torch.Tensor | None = None
+    sparse: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def csr(self) -> torch.Tensor:
+        """``weight^T`` as a CSR tensor with the stored block's current values."""
+        crow, col, flat = self.sparse
+        values = self.source.reshape(-1).index_select(0, flat)
+        shape = (self.cols.stop - self.cols.start, self.rows.stop - self.rows.start)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": used as documented
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
+            return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+    @staticmethod
+    def sparse_of(view: torch.Tensor, mask: torch.Tensor, source: torch.Tensor) -> tuple:
+        """The CSR pattern of ``view^T`` where ``mask^T`` is non-zero; ``view`` is a view of
+        the contiguous tensor ``source``."""
+        r, c = torch.nonzero(mask.T != 0, as_tuple=True)  # row-major order, as CSR needs
+        offset = view.storage_offset() - source.storage_offset()
+        flat = offset + c * view.stride(0) + r * view.stride(1)  # view^T[r, c] = view[c, r]
+        crow = torch.zeros(mask.shape[1] + 1, dtype=torch.int64, device=mask.device)
+        crow[1:] = torch.bincount(r, minlength=mask.shape[1]).cumsum(0)
+        return crow, c.to(torch.int64), flat.to(torch.int64)
 
 
 def glorot_bounds(sizes: tuple[int, ...]) -> list[float]:
@@ -122,6 +173,10 @@ class Network:
         self._build_groups()
         self._build_blocks(seed)
         self.biases = torch.zeros(self.n_state, dtype=dtype, device=self.device)
+        #: on a CUDA device, run fixed-step phases as captured CUDA graphs (eager on CPU)
+        self.cuda_graphs = True
+        self._graphs: dict[tuple, tuple] = {}
+        self.last_steps = 0
 
     # -- construction ----------------------------------------------------------------------
     def _layer_pairs_present(self) -> set[tuple[int, int]]:
@@ -173,6 +228,46 @@ class Network:
             self._edge_index.append((sel, li[sel], lj[sel]))
         self.weights = self.from_edges(self._initial_edge_weights(seed))
         self.masks = self.from_edges(np.ones(len(edges)))
+        self._plan = self._build_plan()
+
+    def _build_plan(self) -> list[Product]:
+        """The products of one step (see the module docs): per stored block, the cheaper of
+        one product over the whole block and its layer pairs (dense, or CSR where
+        ``SPARSE_COST * nnz`` is below the pair's area; CPU only)."""
+        plan: list[Product] = []
+        csr_ok = self.device.type == "cpu"
+        layers_of = [
+            [k for k in range(self.n_layers) if self.group_of_layer[k] == g]
+            for g in range(len(self.group_slices))
+        ]
+        for block, w, mask in zip(self.blocks, self.weights, self.masks, strict=True):
+            if block.is_input:
+                continue
+            both = 1 if block.is_diagonal else 2  # off-diagonal blocks act in both directions
+            whole = [Product(block.rows, block.cols, w)]
+            if not block.is_diagonal:
+                whole.append(Product(block.cols, block.rows, w.T))
+            split, split_cost = [], 0.0
+            for k in layers_of[block.row_group]:
+                for m in layers_of[block.col_group]:
+                    rk, cm = self.layer_slices[k], self.layer_slices[m]
+                    r = slice(rk.start - block.rows.start, rk.stop - block.rows.start)
+                    c = slice(cm.start - block.cols.start, cm.stop - block.cols.start)
+                    nnz = int(torch.count_nonzero(mask[r, c]))
+                    if nnz == 0:
+                        continue
+                    area = (r.stop - r.start) * (c.stop - c.start)
+                    sparse = csr_ok and SPARSE_COST * nnz < area
+                    split_cost += both * (SPARSE_COST * nnz if sparse else area)
+                    view = w[r, c]
+                    pattern = Product.sparse_of(view, mask[r, c], w) if sparse else None
+                    split.append(Product(rk, cm, view, w, pattern))
+                    if not block.is_diagonal:
+                        pattern_t = Product.sparse_of(view.T, mask[r, c].T, w) if sparse else None
+                        split.append(Product(cm, rk, view.T, w, pattern_t))
+            whole_cost = both * w.shape[0] * w.shape[1]
+            plan += split if split_cost < whole_cost else whole
+        return plan
 
     def _initial_edge_weights(self, seed: int) -> np.ndarray:
         layer = self.topology.layer_of[self.topology.edges]
@@ -251,16 +346,58 @@ class Network:
                 base[:, block.cols].addmm_(x, w)
         return base
 
+    def product_plan(self) -> list[Product]:
+        """The matrix products of one step, in order (:class:`Product`). The input block is
+        not here: its product is in :meth:`input_drive`, once per batch. ``eqprop bench``
+        times exactly these products as the lower bound of a step."""
+        return list(self._plan)
+
     def drive(self, s: torch.Tensor, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``W rho(s) + W_in x + b`` into ``out`` (states in ``[0, 1]``, so ``rho(s) = s``)."""
         out.copy_(base)
-        for block, w in zip(self.blocks, self.weights, strict=True):
-            if block.is_input:
-                continue
-            out[:, block.cols].addmm_(s[:, block.rows], w)
-            if not block.is_diagonal:
-                out[:, block.rows].addmm_(s[:, block.cols], w.T)
+        for p in self._plan:
+            if p.sparse is None:
+                out[:, p.cols].addmm_(s[:, p.rows], p.weight)
+        for p in self._plan:  # sparse products after the dense ones, as in a step
+            if p.sparse is not None:
+                out[:, p.cols].add_(torch.mm(p.csr(), s[:, p.rows].T.contiguous()).T)
         return out
+
+    def _stepper(
+        self,
+        s: torch.Tensor,
+        base: torch.Tensor,
+        h: torch.Tensor,
+        eps: float,
+        beta: float,
+        target: torch.Tensor | None,
+    ) -> Callable[[], None]:
+        """One in-place step ``s <- clip((1 - eps) s + eps (drive + nudging))`` as a closure
+        over views (and CSR values) prepared once per phase, so the loop does no slicing and
+        no gathering; the same operations in the same order as :meth:`drive`."""
+        dense, sparse = [], []
+        for p in self._plan:
+            if p.sparse is None:
+                dense.append((h[:, p.cols], s[:, p.rows], p.weight))
+            else:
+                rows = p.rows.stop - p.rows.start
+                buffer = torch.empty(rows, s.shape[0], dtype=s.dtype, device=s.device)
+                sparse.append((h[:, p.cols], s[:, p.rows], p.csr(), buffer))
+        h_out, s_out = h[:, self.output], s[:, self.output]
+        keep = 1.0 - eps
+
+        def step() -> None:
+            h.copy_(base)
+            for out, state, w in dense:
+                out.addmm_(state, w)
+            for out, state, csr, buffer in sparse:
+                buffer.copy_(state.T)  # CSR @ dense wants a contiguous right-hand side
+                out.add_(torch.mm(csr, buffer).T)
+            if beta != 0:
+                h_out.add_(target - s_out, alpha=beta)
+            s.mul_(keep).add_(h, alpha=eps).clamp_(0.0, 1.0)
+
+        return step
 
     def grad_F(
         self,
@@ -295,18 +432,73 @@ class Network:
         if beta != 0 and target is None:
             raise ConfigError("a weakly-clamped phase (beta != 0) needs a target")
         s.clamp_(0.0, 1.0)
+        if tol is None and self.cuda_graphs and s.is_cuda:
+            self._relax_cuda_graph(s, base, steps, eps, beta, target)
+            self.last_steps = steps
+            return s
         h = torch.empty_like(s)
-        prev = torch.empty_like(s) if tol is not None else None
-        out = self.output
+        step = self._stepper(s, base, h, eps, beta, target)
+        if tol is None:
+            for _ in range(steps):
+                step()
+            self.last_steps = steps
+            return s
+        prev = torch.empty_like(s)
         taken = 0
         for taken in range(1, steps + 1):  # noqa: B007 - `taken` is read after the loop
-            if prev is not None:
-                prev.copy_(s)
-            self.drive(s, base, h)
-            if beta != 0:
-                h[:, out].add_(target - s[:, out], alpha=beta)
-            s.mul_(1.0 - eps).add_(h, alpha=eps).clamp_(0.0, 1.0)
-            if prev is not None and float((s - prev).abs().max()) < tol:
+            prev.copy_(s)
+            step()
+            if float((s - prev).abs().max()) < tol:
                 break
         self.last_steps = taken
         return s
+
+    def _relax_cuda_graph(
+        self,
+        s: torch.Tensor,
+        base: torch.Tensor,
+        steps: int,
+        eps: float,
+        beta: float,
+        target: torch.Tensor | None,
+    ) -> None:
+        """The fixed-step loop captured once as a CUDA graph (per batch size, steps, eps and
+        beta) and replayed: one launch per phase instead of ~5 kernel launches per step.
+
+        The graph reads the weight tensors in place, so in-place updates are seen; it is
+        recaptured if the weight tensors are replaced. Inputs are copied into the graph's
+        static tensors and the result copied back into ``s``.
+        """
+        weights = tuple(w.data_ptr() for w in self.weights)
+        key = (s.shape[0], steps, float(eps), float(beta), weights)
+        entry = self._graphs.get(key)
+        if entry is None:
+            static = {
+                "s": s.clone(),
+                "base": base.clone(),
+                "h": torch.empty_like(s),
+                "target": None if target is None else target.clone(),
+            }
+            step = self._stepper(
+                static["s"], static["base"], static["h"], eps, beta, static["target"]
+            )
+            side = torch.cuda.Stream(device=s.device)
+            side.wait_stream(torch.cuda.current_stream(s.device))
+            with torch.cuda.stream(side):  # warm-up (cuBLAS handles, workspaces) off-graph
+                for _ in range(3):
+                    step()
+            torch.cuda.current_stream(s.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(steps):
+                    step()
+            if len(self._graphs) >= 8:  # a handful of shapes per run; drop the oldest
+                self._graphs.pop(next(iter(self._graphs)))
+            entry = self._graphs[key] = (graph, static)
+        graph, static = entry
+        static["s"].copy_(s)
+        static["base"].copy_(base)
+        if target is not None:
+            static["target"].copy_(target)
+        graph.replay()
+        s.copy_(static["s"])
