@@ -119,6 +119,34 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from eqprop import bench
+
+    for name in args.preset or []:
+        cfg.preset(name)  # an unknown preset fails here, with the list of names
+    options = bench.BenchOptions(
+        batches=args.batches,
+        naive_batches=args.naive_batches,
+        steps=args.steps,
+        naive_steps=args.naive_steps,
+        device=args.device,
+        threads=args.threads,
+        memory=not args.no_memory,
+    )
+    bench.main(args.preset or list(bench.DEFAULT_PRESETS), options, args.out)
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``eqprop`` command."""
     parser = _Parser(prog="eqprop", description="Equilibrium propagation on any topology.")
@@ -173,6 +201,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     p.add_argument("--data-dir", help="directory of the IDX files")
     p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("bench", help="time the engine against the naive dense formulation")
+    p.add_argument(
+        "--preset",
+        action="append",
+        help="preset to time (repeatable; default icons-layered and icons-skip)",
+    )
+    p.add_argument("--batches", type=_positive, default=3, help="timed training batches (3)")
+    p.add_argument(
+        "--naive-batches", type=_positive, default=1, help="timed batches of the naive engine (1)"
+    )
+    p.add_argument("--steps", type=_positive, help="free steps instead of the paper's 500")
+    p.add_argument(
+        "--naive-steps",
+        type=_positive,
+        help="time the naive free phase at this many steps and scale linearly (faster)",
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: fastest on a probe)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
+    p.set_defaults(func=_bench)
     return parser
 
 

@@ -1,0 +1,534 @@
+"""How fast the relaxation engine is, measured against two references in the same run.
+
+For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clamped steps):
+
+- **ms per relaxation step** of :meth:`eqprop.network.Network.relax`;
+- its **matmul lower bound**: the same products alone (:meth:`Network.product_plan`: same
+  shapes, same weight tensors, ``addmm_`` into preallocated buffers), timed alternately with
+  the steps so both see the same machine load; the ratio is the median of the per-repeat
+  ratios;
+- **s per training batch** (:meth:`eqprop.training.Trainer.train_batch`: free and clamped
+  phases, update, eq. 2 rates) and the projected **s per epoch** of 50,000 examples;
+- the **naive formulation** (``benchmarks/naive.py``: one masked dense ``N x N`` matrix over
+  all neurons, per-example outer products) timed on the same batches, interleaved with ours,
+  and the **speedup** naive / ours;
+- **peak resident memory** (``ru_maxrss``) of a short training run on random data of MNIST
+  shape (50,000 examples) at batch 20, in a fresh subprocess;
+- per storage layout (``blocks``, ``dense``) the step, its bound, how many of its products
+  run as ``torch.sparse`` CSR products, and the bound of the unsplit plan (one dense product
+  per stored block and direction), which shows what layer-pair splitting and CSR save.
+
+``eqprop bench`` and ``python benchmarks/run.py`` both call :func:`main`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from eqprop import config as cfg
+from eqprop.errors import EqpropError
+from eqprop.network import Product
+
+#: The naive reference engine, next to the package in a repository checkout.
+NAIVE_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "naive.py"
+DEFAULT_PRESETS = ("icons-layered", "icons-skip")
+PAPER = {"batch_size": 20, "eps": 0.5, "n_free": 500, "n_clamped": 8}
+EPOCH_EXAMPLES = 50_000
+#: Speed targets of the "fast relaxation" issue: minimum speedup over the naive engine per
+#: preset, and the largest step / lower-bound ratio.
+SPEEDUP_TARGETS = {"icons-layered": 12.0, "icons-skip": 6.0}
+BOUND_TARGET = 1.3
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    """What to measure.
+
+    Attributes:
+        batches: timed training batches of ours (after one untimed warm-up batch).
+        naive_batches: timed batches of the naive engine.
+        steps: free steps (default the paper's 500); clamped steps stay at 8.
+        naive_steps: time the naive engine with this many free steps and scale its free
+            phase linearly to ``steps`` (default: time it at ``steps``, no scaling).
+        repeats, step_window: the step timing runs ``repeats`` times ``step_window`` steps.
+        device: ``cpu`` or ``cuda``.
+        threads: torch threads; 0 picks the fastest of 1..cores on a probe matmul.
+        memory: measure peak memory in a subprocess; ``memory_examples`` random examples.
+        layouts: also time the other layouts.
+    """
+
+    batches: int = 3
+    naive_batches: int = 1
+    steps: int | None = None
+    naive_steps: int | None = None
+    repeats: int = 5
+    step_window: int = 100
+    device: str = "cpu"
+    threads: int = 0
+    memory: bool = True
+    memory_examples: int = EPOCH_EXAMPLES
+    layouts: bool = True
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def naive_module() -> ModuleType:
+    """Import ``benchmarks/naive.py`` from the repository checkout next to the package."""
+    if not NAIVE_PATH.is_file():
+        raise EqpropError(
+            f"the naive reference engine {NAIVE_PATH} is missing; 'eqprop bench' needs a "
+            f"repository checkout (pip install -e .), not an installed copy of the package"
+        )
+    spec = importlib.util.spec_from_file_location("eqprop_bench_naive", NAIVE_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while defining
+    spec.loader.exec_module(module)
+    return module
+
+
+def _clock(device: torch.device) -> Callable[[], float]:
+    def now() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return now
+
+
+def choose_threads(requested: int, device: torch.device) -> tuple[int, dict[int, float]]:
+    """Set torch's thread count: ``requested``, or (0) the fastest of 1..cores on a probe
+    product of the paper's largest step shape (20 x 1510 by 1510 x 1510), timed here because a
+    loaded machine can make more OpenMP threads several times slower, not faster."""
+    if requested > 0 or device.type == "cuda":
+        torch.set_num_threads(max(requested, 1) if requested > 0 else torch.get_num_threads())
+        return torch.get_num_threads(), {}
+    probe: dict[int, float] = {}
+    g = torch.Generator().manual_seed(0)
+    a, w = torch.rand(20, 1510, generator=g), torch.rand(1510, 1510, generator=g)
+    out = torch.zeros(20, 1510)
+    for threads in range(1, (os.cpu_count() or 1) + 1):
+        torch.set_num_threads(threads)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(10):
+                out.addmm_(a, w)
+            times.append((time.perf_counter() - start) / 10 * 1e3)
+        probe[threads] = statistics.median(times)
+    best = min(probe, key=probe.get)
+    torch.set_num_threads(best)
+    return best, probe
+
+
+def bench_config(preset: str | cfg.RunConfig, options: BenchOptions) -> cfg.RunConfig:
+    """The preset at the paper's settings (``--steps`` overrides the free steps), float32."""
+    config = cfg.resolve(preset) if isinstance(preset, str) else preset
+    settings = dict(PAPER, device=options.device, dtype="float32", tol=0.0)
+    if options.steps is not None:
+        settings["n_free"] = options.steps
+    return dataclasses.replace(config, **settings)
+
+
+def _random_data(n: int, n_in: int, n_out: int, device: torch.device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, n_in, generator=g).to(device)
+    y = torch.randint(0, n_out, (n,), generator=g).to(device)
+    return x, y
+
+
+# -- measurements -----------------------------------------------------------------------------
+def _products_alone(products, batch: int, net, g: torch.Generator) -> Callable[[], None]:
+    """The products of a step on preallocated buffers, nothing else: dense ones as ``addmm_``
+    of the same shapes with the same weight views, CSR ones as ``out^T += W^T s^T`` with a
+    contiguous right-hand side (what a step multiplies, without its transposing copies)."""
+    work = []
+    for p in products:
+        n_rows, n_cols = p.rows.stop - p.rows.start, p.cols.stop - p.cols.start
+        if p.sparse is None:
+            a = torch.rand(batch, n_rows, generator=g).to(net.device, net.dtype)
+            out = torch.zeros(batch, n_cols, dtype=net.dtype, device=net.device)
+            work.append((a, p.weight, out))
+        else:
+            a = torch.rand(n_rows, batch, generator=g).to(net.device, net.dtype)
+            out = torch.zeros(n_cols, batch, dtype=net.dtype, device=net.device)
+            work.append((p.csr(), a, out))
+
+    def products_alone() -> None:
+        for first, second, out in work:
+            out.addmm_(first, second)
+
+    return products_alone
+
+
+def whole_block_products(net) -> list[Product]:
+    """One dense product per stored block and direction, as before layer-pair splitting and
+    CSR: the reference that shows what the plan's splitting saves."""
+    plan = []
+    for block, w in zip(net.blocks, net.weights, strict=True):
+        if not block.is_input:
+            plan.append(Product(block.rows, block.cols, w))
+            if not block.is_diagonal:
+                plan.append(Product(block.cols, block.rows, w.T))
+    return plan
+
+
+def step_timing(net, batch: int, options: BenchOptions, whole: bool = False) -> dict[str, Any]:
+    """ms per relaxation step and per step of its products alone (repeats alternate between
+    the two, so both see the same machine load); with ``whole``, also the bound of one dense
+    product per stored block (:func:`whole_block_products`)."""
+    now = _clock(net.device)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, net.n_input, generator=g).to(net.device, net.dtype)
+    base = net.input_drive(x)
+    s = net.relax(net.zero_state(batch), base, 10)  # warm-up; states inside [0, 1]
+    products = _products_alone(net.product_plan(), batch, net, g)
+    unsplit = _products_alone(whole_block_products(net), batch, net, g) if whole else None
+
+    window = options.step_window
+    steps, bounds, ratios, wholes = [], [], [], []
+    products()
+    for _ in range(options.repeats):
+        t0 = now()
+        net.relax(s, base, window)
+        t1 = now()
+        for _ in range(window):
+            products()
+        t2 = now()
+        steps.append((t1 - t0) / window * 1e3)
+        bounds.append((t2 - t1) / window * 1e3)
+        ratios.append((t1 - t0) / (t2 - t1))
+        if unsplit is not None:
+            for _ in range(window):
+                unsplit()
+            wholes.append((now() - t2) / window * 1e3)
+    result = {
+        "ms_per_step": statistics.median(steps),
+        "lower_bound_ms": statistics.median(bounds),
+        "step_over_bound": statistics.median(ratios),
+        "products": len(net.product_plan()),
+        "csr_products": sum(p.sparse is not None for p in net.product_plan()),
+    }
+    if wholes:
+        result["whole_blocks_bound_ms"] = statistics.median(wholes)
+    return result
+
+
+def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> dict[str, Any]:
+    """s per training batch of ours and of the naive engine, interleaved on the same data."""
+    from eqprop.runs import build_network, build_trainer
+
+    naive = naive_module()
+    device = torch.device(config.device)
+    now = _clock(device)
+    b = config.batch_size
+    n_batches = max(options.batches, options.naive_batches) + 1
+    x, y = _random_data(n_batches * b, config.sizes[0], config.sizes[-1], device)
+    net = build_network(config, topology)
+    trainer = build_trainer(config, net, len(x))
+    naive_steps = options.naive_steps if options.naive_steps else config.n_free
+    naive_steps = min(naive_steps, config.n_free)
+    naive_config = dataclasses.replace(config, n_free=naive_steps)
+    reference = build_network(config, topology)  # same seed: the same initial weights
+    ref_trainer = build_trainer(naive_config, reference, len(x))  # for its rule and relaxation
+    ref = naive.NaiveEP(
+        reference,
+        ref_trainer.rule,
+        ref_trainer.relaxation,
+        n_train=len(x),
+        batch_size=b,
+        seed=config.seed,
+    )
+
+    def index(i: int) -> torch.Tensor:
+        return torch.arange(i * b, (i + 1) * b, device=device)
+
+    trainer.train_batch(x[index(0)], y[index(0)], index(0))  # warm-up (allocations)
+    ours, theirs = [], []
+    for i in range(1, n_batches):
+        idx = index(i)
+        if i <= options.batches:
+            t0 = now()
+            trainer.train_batch(x[idx], y[idx], idx)
+            ours.append(now() - t0)
+        if i <= options.naive_batches:
+            t0 = now()
+            ref.train_batch(x[idx], y[idx], idx)
+            theirs.append(now() - t0)
+    naive_s = statistics.median(theirs)
+    scaled = naive_steps < config.n_free
+    if scaled:  # add the free steps not run, at the naive engine's measured cost per step
+        s = torch.cat([x[index(1)], torch.rand(b, ref.n - config.sizes[0], device=device)], 1)
+        t0 = now()
+        ref.phase(s, naive_steps)
+        per_step = (now() - t0) / naive_steps
+        naive_s += (config.n_free - naive_steps) * per_step
+
+    # the update alone (both phases already done): its share of a batch
+    s_free = trainer.particles[index(1)]
+    s_clamped = s_free.clone().clamp_(0.0, 1.0)
+    t0 = now()
+    trainer.rule.update(x[index(1)], s_free, s_clamped, 1.0)
+    update_ms = (now() - t0) * 1e3
+    s_per_batch = statistics.median(ours)
+    return {
+        "s_per_batch": s_per_batch,
+        "s_per_batch_all": ours,
+        "update_ms": update_ms,
+        "s_per_epoch": s_per_batch * EPOCH_EXAMPLES / b,
+        "naive": {
+            "s_per_batch": naive_s,
+            "batches_timed": len(theirs),
+            "free_steps_timed": naive_steps,
+            "scaled": scaled,
+            "note": (
+                f"naive free phase timed at {naive_steps} steps and scaled linearly to "
+                f"{config.n_free}"
+                if scaled
+                else "naive batches timed in full (no scaling)"
+            ),
+        },
+        "speedup": naive_s / s_per_batch,
+    }
+
+
+def memory_probe(config: cfg.RunConfig, examples: int, batches: int = 2) -> dict[str, Any]:
+    """Peak resident memory of a short training run in a fresh interpreter: random data of
+    ``examples`` x input size (MNIST shape at the default), the preset's network, persistent
+    particles for every example, ``batches`` batches (free steps capped at 50: memory does
+    not depend on them)."""
+    probe_config = dataclasses.replace(config, n_free=min(config.n_free, 50))
+    code = (
+        "import json, sys; from eqprop.bench import _memory_child; "
+        "print(json.dumps(_memory_child(sys.stdin.read(), int(sys.argv[1]), int(sys.argv[2]), "
+        "int(sys.argv[3]))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(examples), str(batches), str(torch.get_num_threads())],
+        input=probe_config.to_toml(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise EqpropError(f"the memory probe failed: {tail[0]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(batches=batches, n_free=probe_config.n_free, examples=examples)
+    return result
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")  # pragma: no cover - not Linux
+
+
+def _memory_child(config_toml: str, examples: int, batches: int, threads: int) -> dict:
+    from eqprop.runs import build_network, build_topology, build_trainer
+
+    torch.set_num_threads(threads)
+    config = cfg.from_dict(cfg.parse_toml(config_toml, "memory probe config"))
+    device = torch.device(config.device)
+    baseline = _rss_mib()
+    topology = build_topology(config)
+    net = build_network(config, topology)
+    trainer = build_trainer(config, net, examples)
+    x, y = _random_data(examples, config.sizes[0], config.sizes[-1], device)
+    order = torch.randperm(examples, generator=torch.Generator().manual_seed(0)).to(device)
+    for i in range(batches):
+        idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+        trainer.train_batch(x[idx], y[idx], idx)
+    # Linux reports ru_maxrss in KiB
+    out = {
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_imports_mib": baseline,
+    }
+    if device.type == "cuda":
+        out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+# -- the whole benchmark ----------------------------------------------------------------------
+def run_benchmark(
+    presets: list[str | tuple[str, cfg.RunConfig]],
+    options: BenchOptions,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Measure every preset (a preset name, or ``(label, RunConfig)``); returns the JSON
+    record (see the module docs)."""
+    from eqprop.runs import build_network, build_topology
+
+    naive_module()  # fail early, with one line, when the reference engine is missing
+    device = torch.device(options.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EqpropError("--device cuda requested but no CUDA GPU is available; use cpu")
+    load_before = os.getloadavg()
+    threads, probe = choose_threads(options.threads, device)
+    log(f"torch threads: {threads}" + (f" (probe ms: {probe})" if probe else ""))
+    record: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "device": str(device),
+            "torch_threads": threads,
+            "thread_probe_ms": probe,
+            "load_average_before": list(load_before),
+        },
+        "settings": {
+            **PAPER,
+            "n_free": options.steps if options.steps is not None else PAPER["n_free"],
+            "batches": options.batches,
+            "naive_batches": options.naive_batches,
+            "epoch_examples": EPOCH_EXAMPLES,
+            "dtype": "float32",
+        },
+        "presets": [],
+    }
+    for item in presets:
+        label, base = (item, item) if isinstance(item, str) else item
+        config = bench_config(base, options)
+        log(f"[{label}] building topology")
+        topology = build_topology(config)
+        net = build_network(config, topology)
+        entry: dict[str, Any] = {
+            "preset": label,
+            "sizes": list(config.sizes),
+            "topology": config.topology,
+            "edges": int(len(topology.edges)),
+            "neurons": topology.n_neurons,
+            "layout": net.layout,
+            "blocks": [[b.row_group, b.col_group] for b in net.blocks],
+        }
+        log(f"[{label}] timing relaxation steps (layout {net.layout})")
+        entry.update(step_timing(net, config.batch_size, options))
+        if options.layouts:
+            entry["layouts"] = {}
+            for layout in ("blocks", "dense"):
+                other = build_network(dataclasses.replace(config, layout=layout), topology)
+                entry["layouts"][layout] = step_timing(
+                    other, config.batch_size, options, whole=True
+                )
+        log(f"[{label}] timing training batches, ours and naive")
+        entry.update(training_timing(config, topology, options))
+        if options.memory:
+            log(f"[{label}] peak memory (subprocess)")
+            entry["memory"] = memory_probe(config, options.memory_examples)
+        entry["targets"] = _targets(label, entry)
+        record["presets"].append(entry)
+        log(format_row(entry))
+    record["machine"]["load_average_after"] = list(os.getloadavg())
+    return record
+
+
+def _targets(label: str, entry: dict) -> list[dict]:
+    out = [
+        {
+            "what": "relaxation step / matmul lower bound",
+            "target": f"<= {BOUND_TARGET}",
+            "measured": round(entry["step_over_bound"], 3),
+            "met": entry["step_over_bound"] <= BOUND_TARGET,
+        }
+    ]
+    if label in SPEEDUP_TARGETS:
+        goal = SPEEDUP_TARGETS[label]
+        out.append(
+            {
+                "what": "training batch speedup over naive",
+                "target": f">= {goal}",
+                "measured": round(entry["speedup"], 2),
+                "met": entry["speedup"] >= goal,
+            }
+        )
+    return out
+
+
+# -- output -----------------------------------------------------------------------------------
+HEADER = (
+    f"{'preset':16s} {'layout':6s} {'ms/step':>8s} {'bound ms':>8s} {'ratio':>6s} "
+    f"{'s/batch':>8s} {'s/epoch':>8s} {'naive s/b':>9s} {'speedup':>8s} {'peak MiB':>8s}"
+)
+
+
+def format_row(entry: dict) -> str:
+    """One table row of a preset."""
+    memory = entry.get("memory", {}).get("peak_rss_mib")
+    mem = f"{memory:8.0f}" if memory is not None else f"{'-':>8s}"
+    return (
+        f"{entry['preset']:16s} {entry['layout']:6s} {entry['ms_per_step']:8.3f} "
+        f"{entry['lower_bound_ms']:8.3f} {entry['step_over_bound']:6.2f} "
+        f"{entry['s_per_batch']:8.3f} {entry['s_per_epoch']:8.0f} "
+        f"{entry['naive']['s_per_batch']:9.2f} {entry['speedup']:7.1f}x {mem}"
+    )
+
+
+def format_table(record: dict) -> str:
+    """The human-readable table of a benchmark record."""
+    m, s = record["machine"], record["settings"]
+    lines = [
+        f"eqprop bench: torch {m['torch']}, device {m['device']}, {m['cpu_count']} CPU cores, "
+        f"torch threads {m['torch_threads']}, load average {m['load_average_before'][0]:.2f} "
+        f"before / {m['load_average_after'][0]:.2f} after",
+        f"settings: batch {s['batch_size']}, eps {s['eps']}, {s['n_free']} free + "
+        f"{s['n_clamped']} clamped steps, float32; epoch = {s['epoch_examples']} examples; "
+        f"{s['batches']} timed batches (ours), {s['naive_batches']} (naive)",
+        HEADER,
+    ]
+    lines += [format_row(e) for e in record["presets"]]
+    lines.append("")
+    for e in record["presets"]:
+        lines.append(f"{e['preset']}: {e['naive']['note']}; update {e['update_ms']:.1f} ms/batch")
+        for name, t in e.get("layouts", {}).items():
+            lines.append(
+                f"  layout {name:6s}: {t['ms_per_step']:.3f} ms/step, bound "
+                f"{t['lower_bound_ms']:.3f} ms ({t['products']} products, {t['csr_products']} "
+                f"CSR); one dense product per stored block: {t['whole_blocks_bound_ms']:.3f} ms"
+            )
+        if "memory" in e:
+            mem = e["memory"]
+            lines.append(
+                f"  peak RSS {mem['peak_rss_mib']:.0f} MiB ({mem['rss_after_imports_mib']:.0f} MiB "
+                f"after imports; {mem['examples']} examples, {mem['batches']} batches)"
+            )
+        for t in e["targets"]:
+            verdict = "met" if t["met"] else "MISSED"
+            lines.append(f"  target {t['what']} {t['target']}: {t['measured']} {verdict}")
+    return "\n".join(lines)
+
+
+def main(
+    presets: list[str] | None = None,
+    options: BenchOptions | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark, print the table, write the JSON record to ``out`` (if given)."""
+    options = options or BenchOptions()
+    record = run_benchmark(
+        list(presets or DEFAULT_PRESETS),
+        options,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(format_table(record))
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {path}")
+    return record
