@@ -1,0 +1,205 @@
+"""Figure 3 of the ICONS paper: training (solid) and test (dashed) error per epoch of
+networks A (layered, per-layer rates), B (layered, one rate) and C (ICONS layer-skipping).
+
+Scales:
+
+- ``smoke``: the bundled 8x8 digits, layers 64-32-32-32-10, first 300 examples of each
+  split, at most 20 free steps, 3 epochs (seconds; no download).
+- ``quick``: MNIST (icons split), first 3,000 examples of each split (150 batches per
+  epoch, 3,000 held-out examples), free steps / 5 (100), 10 epochs; about 35 minutes on 2
+  CPU cores (measured per-step costs: A and B about 1.5 ms per relaxation step of a batch of
+  20, C about 4 ms; evaluating 1,000 examples about 8 s for A, B and 15 s for C).
+- ``full``: the paper protocol, the presets ``icons-layered-perlayer`` (A),
+  ``icons-layered`` (B) and ``icons-skip`` (C) unchanged: 250 epochs on the first 50,000
+  training images, evaluation on the other 10,000.
+
+Run directories are ``out/A``, ``out/B`` and ``out/C`` (plain ``eqprop train`` run
+directories), so a run started by hand, e.g. ``eqprop train --preset icons-skip --out
+OUT/C``, is resumed by ``eqprop reproduce fig3 --scale full --out OUT``, not restarted. Runs
+are trained one after the other in the order C, A, B (C first: it is the paper's point and
+the slowest per epoch); ``EQPROP_ONLY=C`` (or ``A,B``, ...) trains only the named networks
+and reports the others from what their directories hold. Rerunning continues where it
+stopped.
+
+Outputs in ``out``: ``errors.png`` (Figure 3), ``errors_zoom.png`` (the same with the error
+axis cut to the low-error range) and ``results.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.ticker import MaxNLocator
+
+from eqprop.config import RunConfig
+from eqprop.experiments import paper_runs as pr
+from eqprop.plots import errors_figure
+
+SCALES = pr.SCALES
+#: training order (see the module docstring)
+ORDER = ("C", "A", "B")
+REDUCTIONS = {
+    "smoke": pr.Reduction(limit=300, max_free=20, epochs=3, small=True),
+    "quick": pr.Reduction(limit=3_000, free_divisor=5, epochs=10),
+}
+#: what the paper states for each network (ICONS section 4, Figure 3)
+PAPER = {
+    "A": "0% training / about 2.5% test error in about 150 epochs",
+    "B": "does not converge (0% training) in 250 epochs; stays about 0.5% worse",
+    "C": "0% training error in about 190 epochs",
+}
+#: epochs the paper states for reaching 0% training error
+PAPER_EPOCHS = {"A": 150, "C": 190}
+
+
+def planned(scale: str) -> list[tuple[str, RunConfig]]:
+    """The declared runs of ``scale``, in training order."""
+    return [(name, pr.scaled(pr.paper_config(name), scale, REDUCTIONS)) for name in ORDER]
+
+
+def run(scale: str, out: Path, data_dir: Path | None) -> Path:
+    """Run (or resume) networks C, A, B at ``scale`` into ``out``; return ``results.md``."""
+    pr.check_scale(scale)
+    out = Path(out)
+    results = pr.execute(planned(scale), out, data_dir)
+    shown = sorted(results, key=lambda r: r.name)  # A, B, C in plots and tables
+    curves = [(r.name, r.records) for r in shown if r.records]
+    full = errors_figure(curves)
+    full.axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    pr.save_png(full, out / "errors.png")
+    zoom = errors_figure(curves)
+    ax = zoom.axes[0]
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    finals = [100 * r.records[-1]["test_error"] for r in shown if r.records]
+    ax.set_ylim(0, min(100.0, max([5.0, *(2 * f for f in finals)])))
+    ax.set_title("Training (solid) and test (dashed) error, low-error range")
+    pr.save_png(zoom, out / "errors_zoom.png")
+    path = out / "results.md"
+    pr.atomic_write_bytes(path, render(scale, shown).encode())
+    return path
+
+
+def _best(records: list[dict], key: str) -> tuple[float, int] | None:
+    if not records:
+        return None
+    best = min(records, key=lambda r: (r[key], r["epoch"]))
+    return best[key], best["epoch"]
+
+
+def first_zero_epoch(records: list[dict]) -> int | None:
+    """First epoch with 0% training error, or None."""
+    return next((r["epoch"] for r in records if r["train_error"] == 0), None)
+
+
+def _row(r: pr.RunResult) -> list[str]:
+    last = r.records[-1] if r.records else {}
+    best_train, best_test = _best(r.records, "train_error"), _best(r.records, "test_error")
+    zero = first_zero_epoch(r.records)
+    return [
+        r.name,
+        f"`{pr.NETWORKS[r.name]}`",
+        f"{r.epochs_done}/{r.config.epochs}",
+        pr.pct(last.get("train_error")),
+        pr.pct(last.get("test_error")),
+        f"{pr.pct(best_train[0])} ({best_train[1]})" if best_train else "–",
+        f"{pr.pct(best_test[0])} ({best_test[1]})" if best_test else "–",
+        str(zero) if zero is not None else "not reached",
+        PAPER[r.name],
+    ]
+
+
+def comparison_lines(results: list[pr.RunResult]) -> list[str]:
+    """Markdown bullets: each network's measurements against the paper's statement."""
+    by = {r.name: r for r in results if r.records}
+    lines = []
+    for name in ("A", "C"):
+        if name not in by:
+            lines.append(f"- {name}: no finished epoch yet (paper: {PAPER[name]}).")
+            continue
+        r = by[name]
+        zero = first_zero_epoch(r.records)
+        last = r.records[-1]
+        if zero is not None:
+            at = next(x for x in r.records if x["epoch"] == zero)
+            reached = (
+                f"0% training error first at epoch {zero} (test error then "
+                f"{pr.pct(at['test_error'])})"
+            )
+        else:
+            best = _best(r.records, "train_error")
+            reached = (
+                f"0% training error not reached in {r.epochs_done} epochs (lowest "
+                f"{pr.pct(best[0])} at epoch {best[1]})"
+            )
+        lines.append(
+            f"- {name}: {reached}; final test error {pr.pct(last['test_error'])} "
+            f"(paper: {PAPER[name]})."
+        )
+    if "B" in by:
+        b = by["B"]
+        zero = first_zero_epoch(b.records)
+        state = (
+            f"reached 0% training error at epoch {zero}"
+            if zero is not None
+            else f"did not reach 0% training error in {b.epochs_done} epochs"
+        )
+        gaps = [
+            f"{(b.records[-1]['test_error'] - by[o].records[-1]['test_error']) * 100:+.2f} "
+            f"points against {o}"
+            for o in ("A", "C")
+            if o in by
+        ]
+        gap = f"; final test error {pr.pct(b.records[-1]['test_error'])}" + (
+            f" ({', '.join(gaps)})" if gaps else ""
+        )
+        lines.append(f"- B: {state}{gap} (paper: {PAPER['B']}).")
+    else:
+        lines.append(f"- B: no finished epoch yet (paper: {PAPER['B']}).")
+    return lines
+
+
+def render(scale: str, results: list[pr.RunResult]) -> str:
+    """The text of ``results.md``."""
+    header = [
+        "network",
+        "preset",
+        "epochs",
+        "final train",
+        "final test",
+        "best train (epoch)",
+        "best test (epoch)",
+        "first epoch at 0% train",
+        "paper",
+    ]
+    parts = [
+        *pr.header_lines(
+            "Figure 3 (ICONS): error per epoch of A, B, C", scale, REDUCTIONS.get(scale)
+        ),
+        "Networks: A = layered 784-500x3-10 with per-pair rates .128/.032/.008/.002; "
+        "B = layered, one rate .02; C = ICONS layer-skipping (n = 100,000 replacements, "
+        "p = 7.56%), a = .05, rate .02 (SPEC section 4). Test error is the error on the "
+        "held-out split (for MNIST's icons split the last 10,000 of the 60,000 training "
+        "images). Training order C, A, B; `EQPROP_ONLY` selects networks.",
+        "",
+        pr.protocol_table(results),
+        "",
+        *pr.status_lines(results),
+        "",
+        "## Results",
+        "",
+        pr.table(header, [_row(r) for r in results]),
+        "",
+        "## Against the paper",
+        "",
+        *comparison_lines(results),
+        "",
+        "![Figure 3: training (solid) and test (dashed) error per epoch](errors.png)",
+        "",
+        "![Figure 3, low-error range](errors_zoom.png)",
+        "",
+        "Reading the plots: one colour per network; solid lines are the training error of "
+        "each epoch (measured during training, on the examples as they were met), dashed "
+        "lines the held-out error after the epoch.",
+        "",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,433 @@
+"""Shared machinery of the ICONS-paper experiments (``fig3``, ``fig4``, ``fig5``).
+
+- **Declaring runs**: every run is a ``(name, RunConfig)`` pair derived from a bundled preset
+  (:func:`paper_config`, one source of truth for the paper's numbers) by :func:`derive`; a
+  :class:`Reduction` turns the paper protocol into a cheaper scale (``smoke``: the bundled
+  8x8 digits and small layers, no download; ``quick``: MNIST with ``limit`` and fewer free
+  steps). The ``full`` scale applies no reduction.
+- **Running**: :func:`execute` runs the declared runs in order, each in ``out/<name>``, with
+  the run-directory machinery of :mod:`eqprop.runs`: a directory whose metrics already hold
+  every epoch is skipped, one with a saved config (and checkpoint) is resumed exactly by
+  :func:`~eqprop.runs.train_run`, and a missing one is started. A directory whose saved
+  config differs from the declared one in anything but operational fields (``description``,
+  ``device``, ``checkpoint_every``, ``layout``; ``epochs`` is extended) is refused with a
+  one-line error, so a run made at another scale is never continued by mistake. A run that
+  diverges leaves a ``DIVERGED`` file (its message) and is not retried; delete the file to
+  retry.
+- **Collecting**: :class:`RunResult` (config, per-epoch metrics, per-batch rates) and the rate
+  statistics of Figures 4 and 5 (:func:`summarize_rates`, :func:`spread`, :func:`ratios`).
+
+Environment variables (read by :func:`execute`):
+
+- ``EQPROP_ONLY``: comma-separated run names (e.g. ``C`` or ``C,A``); only those are trained,
+  the others are reported from whatever their directories hold. For long ``full`` runs.
+- ``EQPROP_DEVICE``: device of *newly started* runs (e.g. ``cuda``); a resumed run keeps the
+  device saved in its config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from eqprop import config as cfg
+from eqprop.errors import ConfigError, DivergenceError
+from eqprop.metrics import log_spread
+from eqprop.runs import (
+    CONFIG,
+    RunOptions,
+    atomic_write_bytes,
+    read_config,
+    read_layer_rates,
+    read_metrics,
+    start_run,
+    train_run,
+)
+from eqprop.topology import p_from_n
+
+SCALES = ("smoke", "quick", "full")
+#: network label -> bundled preset (ICONS section 4 and the journal version)
+NETWORKS = {
+    "A": "icons-layered-perlayer",
+    "B": "icons-layered",
+    "C": "icons-skip",
+    "deep-layered": "frontiers-layered-deep",
+    "deep-skip": "frontiers-skip-deep",
+}
+ONLY_ENV = "EQPROP_ONLY"
+DEVICE_ENV = "EQPROP_DEVICE"
+DIVERGED = "DIVERGED"
+#: config fields that do not change what a run computes (may differ on resume)
+OPERATIONAL = ("description", "device", "checkpoint_every", "layout")
+#: smoke scale: layer sizes on the 8x8 digits (input 64, every hidden layer 32, 10 classes)
+SMOKE_INPUT, SMOKE_HIDDEN = 64, 32
+#: largest PNG written (bytes); a larger one is re-rendered at a lower resolution
+MAX_PNG_BYTES = 300_000
+
+
+# -- declaring runs ---------------------------------------------------------------------------
+def paper_config(network: str) -> cfg.RunConfig:
+    """The validated config of a paper network (a key of :data:`NETWORKS`), unchanged."""
+    return cfg.from_dict(cfg.preset(NETWORKS[network]))
+
+
+def derive(config: cfg.RunConfig, **changes: Any) -> cfg.RunConfig:
+    """``config`` with ``changes`` applied and validated (what ``RunConfig.replace`` does;
+    tuples are passed as the lists TOML would give, which ``from_dict`` expects)."""
+    values = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
+    return cfg.from_dict({**values, **changes})
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """How a cheaper scale departs from the paper protocol; every other field stays the
+    preset's.
+
+    Attributes:
+        limit: keep the first ``limit`` examples of each split (0: all).
+        free_divisor: free-phase steps are the preset's divided by this.
+        epochs: epochs of every run (None: as declared).
+        small: train on the bundled 8x8 digits with hidden layers of :data:`SMOKE_HIDDEN`
+            neurons (same depth); an ICONS ``n`` is converted to the ``p`` it has in the
+            paper-sized network, so the small network gets the same fraction of skips.
+        max_free: cap on free-phase steps (0: none).
+    """
+
+    limit: int = 0
+    free_divisor: int = 1
+    epochs: int | None = None
+    small: bool = False
+    max_free: int = 0
+
+    def apply(self, config: cfg.RunConfig) -> cfg.RunConfig:
+        """The reduced config."""
+        changes: dict[str, Any] = {"limit": self.limit}
+        n_free = max(1, config.n_free // self.free_divisor)
+        changes["n_free"] = min(n_free, self.max_free) if self.max_free else n_free
+        if self.epochs is not None:
+            changes["epochs"] = self.epochs
+        if self.small:
+            hidden = [SMOKE_HIDDEN] * (len(config.sizes) - 2)
+            changes.update(dataset="digits", sizes=[SMOKE_INPUT, *hidden, config.sizes[-1]])
+            if config.topology.startswith("icons") and config.n >= 0:
+                p = p_from_n(config.n, config.sizes, config.p_formula)
+                changes.update(n=-1, p=p)
+        return derive(config, **changes)
+
+    def describe(self) -> str:
+        """One Markdown sentence: what this scale changes."""
+        parts = []
+        if self.small:
+            parts.append(
+                f"the bundled 8x8 `digits` data with hidden layers of {SMOKE_HIDDEN} neurons "
+                "(same depth; ICONS `n` converted to its equivalent `p`)"
+            )
+        if self.limit:
+            parts.append(f"only the first {self.limit:,} examples of each split")
+        if self.free_divisor > 1:
+            parts.append(f"free-phase steps divided by {self.free_divisor}")
+        if self.max_free:
+            parts.append(f"at most {self.max_free} free-phase steps")
+        if self.epochs is not None:
+            parts.append(f"{self.epochs} epoch{'s' if self.epochs != 1 else ''} per run")
+        if not parts:
+            return "The paper protocol: the presets unchanged."
+        return "Departs from the paper protocol (presets) only in: " + "; ".join(parts) + "."
+
+
+def scaled(config: cfg.RunConfig, scale: str, reductions: dict[str, Reduction]) -> cfg.RunConfig:
+    """``config`` at ``scale``: reduced by ``reductions[scale]``, or unchanged for ``full``."""
+    check_scale(scale)
+    return reductions[scale].apply(config) if scale in reductions else config
+
+
+def check_scale(scale: str) -> None:
+    """ConfigError unless ``scale`` is one of :data:`SCALES`."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
+
+
+# -- running ----------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    """What one declared run holds on disk."""
+
+    name: str
+    config: cfg.RunConfig
+    run_dir: Path
+    records: list[dict]
+    status: str
+
+    @property
+    def epochs_done(self) -> int:
+        return max((r["epoch"] for r in self.records), default=0)
+
+    @property
+    def complete(self) -> bool:
+        return self.epochs_done >= self.config.epochs
+
+    def rates(self) -> np.ndarray:
+        """Per-batch per-pair rates (eq. 2) of the finished epochs, ``(batches, pairs)``."""
+        return read_layer_rates(self.run_dir).astype(np.float64)
+
+
+def only_names() -> set[str] | None:
+    """Run names selected by ``EQPROP_ONLY`` (None: all)."""
+    raw = os.environ.get(ONLY_ENV, "").strip()
+    return {name.strip() for name in raw.split(",") if name.strip()} or None
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _check_compatible(existing: cfg.RunConfig, declared: cfg.RunConfig, run_dir: Path) -> None:
+    skip = set(OPERATIONAL) | {"epochs"}
+    old, new = dataclasses.asdict(existing), dataclasses.asdict(declared)
+    for key in new:
+        if key not in skip and old[key] != new[key]:
+            raise ConfigError(
+                f"{run_dir} holds a run with {key} = {old[key]!r} but this experiment needs "
+                f"{key} = {new[key]!r} (another scale?); choose another --out or delete {run_dir}"
+            )
+
+
+def ensure_run(name: str, config: cfg.RunConfig, run_dir: Path, data_dir: Path | None) -> str:
+    """Bring one run to ``config.epochs``: skip, resume or start it. Returns what was done:
+    ``"complete"`` (nothing to do), ``"resumed"``, ``"started"`` or ``"diverged"``."""
+    run_dir = Path(run_dir)
+    if (run_dir / DIVERGED).exists():
+        return "diverged"
+    if (run_dir / CONFIG).exists():
+        existing = read_config(run_dir)
+        _check_compatible(existing, config, run_dir)
+        done = max((r["epoch"] for r in read_metrics(run_dir)), default=0)
+        if done >= config.epochs:
+            return "complete"
+        if existing.epochs != config.epochs:
+            atomic_write_bytes(
+                run_dir / CONFIG, derive(existing, epochs=config.epochs).to_toml().encode()
+            )
+        action = "resumed"
+        _log(f"{name}: resuming {run_dir} after epoch {done} of {config.epochs}")
+    else:
+        device = os.environ.get(DEVICE_ENV)
+        start_run(derive(config, device=device) if device else config, run_dir)
+        action = "started"
+        _log(f"{name}: started {run_dir} ({config.epochs} epochs)")
+    options = RunOptions(data_dir=data_dir, quiet=not sys.stderr.isatty())
+    try:
+        train_run(run_dir, options)
+    except DivergenceError as exc:
+        atomic_write_bytes(run_dir / DIVERGED, f"{exc}\n".encode())
+        _log(f"{name}: diverged ({exc}); recorded in {run_dir / DIVERGED}")
+        return "diverged"
+    return action
+
+
+def execute(
+    planned: Sequence[tuple[str, cfg.RunConfig]], out: Path, data_dir: Path | None
+) -> list[RunResult]:
+    """Run (skip, resume or start) every declared run in order, in ``out/<name>``, and return
+    what each holds afterwards. Runs not named in ``EQPROP_ONLY`` (when set) are not trained."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    only = only_names()
+    names = [name for name, _ in planned]
+    if only is not None and not only <= set(names):
+        unknown = ", ".join(sorted(only - set(names)))
+        raise ConfigError(
+            f"{ONLY_ENV} names unknown runs ({unknown}); choose among: {', '.join(names)}"
+        )
+    results = []
+    for name, config in planned:
+        run_dir = out / name
+        if only is None or name in only:
+            status = ensure_run(name, config, run_dir, data_dir)
+        else:
+            status = f"not selected ({ONLY_ENV})"
+        records = read_metrics(run_dir) if (run_dir / CONFIG).exists() else []
+        result = RunResult(name, config, run_dir, records, status)
+        if status.startswith("not selected"):
+            result.status = "complete" if result.complete else status
+        results.append(result)
+    return results
+
+
+# -- rates (Figures 4 and 5) ------------------------------------------------------------------
+#: "first batches" window of the rate statistics (before any late collapse of the output pair)
+FIRST_BATCHES = 50
+
+
+@dataclass(frozen=True)
+class RateSummary:
+    """Per-pair statistics of a run's per-batch rates.
+
+    ``mean``: mean over the batches whose rate is finite and positive (NaN if none);
+    ``first``: the same over the first :data:`FIRST_BATCHES` batches; ``zero_output``:
+    fraction of batches whose output-pair rate is zero (or not finite); ``batches``.
+    """
+
+    mean: np.ndarray
+    first: np.ndarray
+    zero_output: float
+    batches: int
+
+
+def _positive_mean(rates: np.ndarray) -> np.ndarray:
+    good = np.isfinite(rates) & (rates > 0)
+    counts = good.sum(axis=0)
+    sums = np.where(good, rates, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def summarize_rates(rates: np.ndarray, first: int = FIRST_BATCHES) -> RateSummary | None:
+    """:class:`RateSummary` of ``rates`` ``(batches, pairs)``; None when there are none."""
+    rates = np.asarray(rates, dtype=np.float64)
+    if rates.size == 0:
+        return None
+    output = rates[:, -1]
+    zero = float(np.mean(~(np.isfinite(output) & (output > 0))))
+    return RateSummary(_positive_mean(rates), _positive_mean(rates[:first]), zero, len(rates))
+
+
+def spread(means: np.ndarray) -> float:
+    """Log-spread (std of log10) of per-pair mean rates; NaN if any is not positive."""
+    means = np.asarray(means, dtype=np.float64)
+    if len(means) == 0 or not np.all(np.isfinite(means) & (means > 0)):
+        return math.nan
+    return log_spread(means[None, :])
+
+
+def ratios(means: np.ndarray) -> np.ndarray:
+    """``means[k + 1] / means[k]``: how much faster each pair trains than the next deeper one
+    (pair 0 is the input pair)."""
+    means = np.asarray(means, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return means[1:] / means[:-1]
+
+
+def plottable(rates: np.ndarray) -> np.ndarray:
+    """Rates with non-finite entries set to 0, so the eq. 3 moving average stays finite."""
+    return np.nan_to_num(np.asarray(rates, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+# -- output -----------------------------------------------------------------------------------
+def save_png(fig: Figure, path: Path, max_bytes: int = MAX_PNG_BYTES) -> Path:
+    """Write ``fig`` as PNG no larger than ``max_bytes`` (lowering the resolution if needed)
+    and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for dpi in (150, 120, 96, 72, 56):
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        if path.stat().st_size <= max_bytes:
+            break
+    plt.close(fig)
+    return path
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage, or an en dash when missing."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{100 * value:.{digits}f}%"
+
+
+def num(value: float | None, fmt: str = ".3g") -> str:
+    """A number, or an en dash when missing or not finite."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return format(value, fmt)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+#: the fields shown in the protocol table of every results.md
+PROTOCOL_FIELDS = (
+    "dataset",
+    "split",
+    "limit",
+    "sizes",
+    "topology",
+    "n",
+    "p",
+    "a",
+    "lr",
+    "eps",
+    "n_free",
+    "n_clamped",
+    "batch_size",
+    "epochs",
+    "seed",
+)
+
+
+def _show(key: str, value: Any) -> str:
+    if isinstance(value, tuple):
+        return "-".join(map(str, value)) if key == "sizes" else "/".join(f"{v:g}" for v in value)
+    if key in ("n", "p", "a") and value == -1:
+        return "–"
+    if key == "limit" and value == 0:
+        return "all"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def protocol_table(results: Sequence[RunResult]) -> str:
+    """The settings of every run (the fields of :data:`PROTOCOL_FIELDS`), a row per run."""
+    rows = [[r.name, *(_show(k, getattr(r.config, k)) for k in PROTOCOL_FIELDS)] for r in results]
+    return table(["run", *PROTOCOL_FIELDS], rows)
+
+
+def status_lines(results: Sequence[RunResult]) -> list[str]:
+    """Markdown bullets: each run's epochs done, status and training wall time."""
+    lines = []
+    for r in results:
+        wall = r.records[-1].get("wall_time", math.nan) if r.records else math.nan
+        status = _STATUS.get(r.status, r.status)
+        lines.append(
+            f"- `{r.name}` ({r.run_dir.name}/): {r.epochs_done}/{r.config.epochs} epochs, "
+            f"{status}; training wall time {num(wall, '.0f')} s."
+        )
+    return lines
+
+
+_STATUS = {
+    "started": "started in this call",
+    "resumed": "resumed in this call",
+    "complete": "already complete (skipped)",
+    "diverged": f"diverged (see its {DIVERGED} file)",
+}
+
+
+def header_lines(title: str, scale: str, reduction: Reduction | None) -> list[str]:
+    """Title and protocol sentence shared by the three results files."""
+    text = reduction.describe() if reduction else Reduction().describe()
+    lines = [f"# {title}, scale `{scale}`", "", "## Protocol", "", text]
+    if scale != "full":
+        lines += [
+            "",
+            "At this scale the numbers are not comparable with the paper's; they check the "
+            "pipeline and show trends at a small budget only.",
+        ]
+    return lines + [""]

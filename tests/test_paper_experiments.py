@@ -1,0 +1,174 @@
+"""The ICONS-paper experiments (fig3, fig4, fig5) at smoke scale: files, tables, resuming."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eqprop import config as cfg
+from eqprop.errors import ConfigError
+from eqprop.experiments import experiment, fig3, fig4, fig5
+from eqprop.experiments import paper_runs as pr
+from eqprop.runs import CHECKPOINT, METRICS, read_metrics, start_run, train_run
+
+MAX_PNG = 300_000
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tiny networks on a shared machine run far faster on one thread; no env selection."""
+    monkeypatch.delenv(pr.ONLY_ENV, raising=False)
+    monkeypatch.delenv(pr.DEVICE_ENV, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_state(out: Path) -> dict[str, tuple[int, str]]:
+    """(mtime, content) of every run's metrics and checkpoint."""
+    state = {}
+    for path in sorted(out.glob(f"*/{METRICS}")) + sorted(out.glob(f"*/{CHECKPOINT}")):
+        state[str(path.relative_to(out))] = (path.stat().st_mtime_ns, path.read_bytes())
+    return state
+
+
+def table_rows(text: str, header_start: str) -> list[list[str]]:
+    """Body rows of the first Markdown table whose header starts with ``header_start``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def check_pngs(out: Path, names: list[str]) -> None:
+    for name in names:
+        path = out / name
+        assert path.exists(), name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert 0 < path.stat().st_size < MAX_PNG
+
+
+def run_twice(module, out: Path) -> str:
+    """Run the smoke scale, check that a rerun leaves every run untouched, return results."""
+    results = module.run("smoke", out, None)
+    assert results == out / "results.md"
+    before = run_state(out)
+    assert before
+    again = module.run("smoke", out, None)
+    assert run_state(out) == before
+    return again.read_text()
+
+
+def test_registry_and_full_scale_is_the_paper_protocol():
+    for name, module in (("fig3", fig3), ("fig4", fig4), ("fig5", fig5)):
+        assert experiment(name) is module
+        assert module.SCALES == ("smoke", "quick", "full")
+    # full: the presets unchanged, so "eqprop train --preset icons-skip --out OUT/C" matches
+    full = dict(fig3.planned("full"))
+    assert [name for name, _ in fig3.planned("full")] == ["C", "A", "B"]
+    for name, preset in (
+        ("A", "icons-layered-perlayer"),
+        ("B", "icons-layered"),
+        ("C", "icons-skip"),
+    ):
+        assert full[name] == cfg.resolve(preset)
+    assert (full["C"].epochs, full["C"].limit, full["C"].n_free) == (250, 0, 500)
+    quick = dict(fig4.planned("quick"))
+    assert quick["A"].lr == full["A"].lr and quick["A"].n_free == full["A"].n_free // 5
+    assert quick["deep-skip"].n_free == cfg.resolve("frontiers-skip-deep").n_free // 5
+    assert all(c.dataset == "mnist" and c.limit > 0 for c in quick.values())
+    for scale, count in (("smoke", 7), ("quick", 7), ("full", 13)):
+        ps = fig5.p_values(scale)
+        assert len(ps) == count and ps[0] == pytest.approx(1e-5) and ps[-1] == pytest.approx(0.9)
+        assert np.allclose(np.diff(np.log(ps)), np.log(ps[1] / ps[0]))
+    swept = dict(fig5.planned("full"))
+    c = swept[fig5.run_name(0.9)]
+    assert (c.topology, c.n, c.p, c.lr, c.epochs, c.a) == ("icons", -1, 0.9, 0.02, 1, 0.05)
+    assert swept["B"] == cfg.resolve("icons-layered", None, ["epochs=1"])
+    smoke = dict(fig3.planned("smoke"))
+    assert smoke["C"].dataset == "digits" and smoke["C"].p == pytest.approx(0.0756, abs=1e-4)
+
+
+def test_rate_summary_ignores_zero_batches():
+    rates = np.array([[1e-3, 4e-3], [1e-3, 0.0], [np.nan, 4e-3], [1e-3, 0.0]])
+    s = pr.summarize_rates(rates, first=2)
+    assert s.mean.tolist() == [1e-3, 4e-3] and s.first.tolist() == [1e-3, 4e-3]
+    assert s.zero_output == 0.5 and s.batches == 4
+    assert pr.ratios(s.mean).tolist() == [4.0]
+    assert pr.spread(np.array([1e-3, 1e-1])) == pytest.approx(1.0)
+    assert np.isnan(pr.spread(np.array([1e-3, 0.0])))
+    assert pr.summarize_rates(np.zeros((0, 0))) is None
+
+
+def test_fig3_smoke(tmp_path):
+    text = run_twice(fig3, tmp_path)
+    check_pngs(tmp_path, ["errors.png", "errors_zoom.png"])
+    rows = table_rows(text, "| network | preset | epochs |")
+    assert [r[0] for r in rows] == ["A", "B", "C"]
+    assert all(r[2] == "3/3" for r in rows)
+    assert all(re.fullmatch(r"\d+\.\d\d%", r[3]) for r in rows)
+    assert "## Against the paper" in text and "about 150 epochs" in text
+    assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {"A", "B", "C"}
+
+
+def test_fig3_resumes_an_existing_run_and_extends_epochs(tmp_path, monkeypatch):
+    # A run directory made by hand (as 'eqprop train --out OUT/C' would), one epoch done,
+    # with an operational field changed: fig3 continues it instead of restarting.
+    declared = dict(fig3.planned("smoke"))["C"]
+    start_run(pr.derive(declared, epochs=1, checkpoint_every=4), tmp_path / "C")
+    first = train_run(tmp_path / "C")
+    monkeypatch.setenv(pr.ONLY_ENV, "C")
+    text = fig3.run("smoke", tmp_path, None).read_text()
+    records = read_metrics(tmp_path / "C")
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[0] == first[0]
+    assert not (tmp_path / "A").exists() and not (tmp_path / "B").exists()
+    assert "not selected (EQPROP_ONLY)" in text
+    monkeypatch.setenv(pr.ONLY_ENV, "C,D")
+    with pytest.raises(ConfigError, match="unknown runs"):
+        fig3.run("smoke", tmp_path, None)
+    monkeypatch.setenv(pr.ONLY_ENV, "C")
+    # a longer protocol resumes from the checkpoint and keeps the finished epochs
+    monkeypatch.setitem(
+        fig3.REDUCTIONS, "smoke", pr.Reduction(limit=300, max_free=20, epochs=4, small=True)
+    )
+    fig3.run("smoke", tmp_path, None)
+    longer = read_metrics(tmp_path / "C")
+    assert [r["epoch"] for r in longer] == [1, 2, 3, 4] and longer[:3] == records
+    # another protocol in the same directory is refused, not continued
+    monkeypatch.setitem(
+        fig3.REDUCTIONS, "smoke", pr.Reduction(limit=200, max_free=20, epochs=4, small=True)
+    )
+    with pytest.raises(ConfigError, match="limit"):
+        fig3.run("smoke", tmp_path, None)
+
+
+def test_fig4_smoke(tmp_path):
+    text = run_twice(fig4, tmp_path)
+    check_pngs(tmp_path, ["layer_rates.png", "rate_profile.png"])
+    for header in ("## Rates over all batches", f"## Rates over the first {pr.FIRST_BATCHES}"):
+        assert header in text
+    rows = table_rows(text, "| network | batches | mean rate per pair")
+    assert [r[0] for r in rows] == list(fig4.ORDER)
+    assert len(rows[0][2].split(" / ")) == 4 and len(rows[-1][2].split(" / ")) == 6
+    checks = [line for line in text.splitlines() if re.match(r"(PASS|FAIL) \(\d\)", line)]
+    assert [c.split()[1] for c in checks] == ["(1)", "(2)", "(3)"]
+    assert "zero output-pair rate" in text
+
+
+def test_fig5_smoke(tmp_path):
+    text = run_twice(fig5, tmp_path)
+    check_pngs(tmp_path, ["fig5.png"])
+    rows = table_rows(text, "| network | p |")
+    assert [r[0] for r in rows] == ["B"] + [fig5.run_name(p) for p in fig5.p_values("smoke")]
+    assert all(re.fullmatch(r"\d+\.\d\d%", r[3]) for r in rows)
+    assert "Measured trend: the one-epoch training error" in text
