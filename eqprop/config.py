@@ -149,11 +149,11 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     """Bring a TOML value to the field's type, or raise a one-line ConfigError."""
     want = type(default)
     if name == "lr":
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             return tuple(_coerce("lr[]", v, 0.0) for v in value)
         return _coerce("lr[]", value, 0.0)
     if name == "sizes":
-        if not isinstance(value, list) or not all(
+        if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
             raise ConfigError(

@@ -71,6 +71,24 @@ def test_config_round_trips_through_toml():
     assert again == c
 
 
+def test_replace_keeps_tuples_valid():
+    paper = cfg.resolve("icons-layered-perlayer", None, [])
+    changed = paper.replace(epochs=3, sizes=(784, 100, 10), lr=(0.1, 0.01))
+    assert (changed.epochs, changed.sizes, changed.lr) == (3, (784, 100, 10), (0.1, 0.01))
+    assert paper.replace() == paper
+    with pytest.raises(ConfigError, match="epochs must be > 0"):
+        paper.replace(epochs=0)
+
+
+def test_resume_can_extend_the_epochs(tmp_path):
+    from eqprop.cli import main
+
+    run = start_run(small_config("epochs=1"), tmp_path / "run")
+    train_run(run, RunOptions(quiet=True))
+    assert main(["train", "--resume", str(run), "--set", "epochs=2", "--quiet"]) == 0
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
