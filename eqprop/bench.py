@@ -13,7 +13,10 @@ For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clampe
   all neurons, per-example outer products) timed on the same batches, interleaved with ours,
   and the **speedup** naive / ours;
 - **peak resident memory** (``ru_maxrss``) of a short training run on random data of MNIST
-  shape (50,000 examples) at batch 20, in a fresh subprocess;
+  shape (50,000 examples) at batch 20, in a fresh subprocess started before this process
+  allocates anything large: on Linux a child's ``ru_maxrss`` starts from its parent's
+  resident size at the fork, so a late probe would report the parent. ``VmHWM`` (the child's
+  own high-water mark) is recorded as a cross-check;
 - per storage layout (``blocks``, ``dense``) the step, its bound, how many of its products
   run as ``torch.sparse`` CSR products, and the bound of the unsplit plan (one dense product
   per stored block and direction), which shows what layer-pair splitting and CSR save.
@@ -316,6 +319,7 @@ def memory_probe(config: cfg.RunConfig, examples: int, batches: int = 2) -> dict
         "print(json.dumps(_memory_child(sys.stdin.read(), int(sys.argv[1]), int(sys.argv[2]), "
         "int(sys.argv[3]))))"
     )
+    parent_rss = _status_mib("VmRSS")
     done = subprocess.run(
         [sys.executable, "-c", code, str(examples), str(batches), str(torch.get_num_threads())],
         input=probe_config.to_toml(),
@@ -327,16 +331,25 @@ def memory_probe(config: cfg.RunConfig, examples: int, batches: int = 2) -> dict
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
         raise EqpropError(f"the memory probe failed: {tail[0]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result.update(batches=batches, n_free=probe_config.n_free, examples=examples)
+    result.update(
+        batches=batches,
+        n_free=probe_config.n_free,
+        examples=examples,
+        parent_rss_at_start_mib=parent_rss,
+    )
     return result
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")  # pragma: no cover - not Linux
+def _status_mib(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB; NaN off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return float("nan")  # pragma: no cover
 
 
 def _memory_child(config_toml: str, examples: int, batches: int, threads: int) -> dict:
@@ -345,7 +358,7 @@ def _memory_child(config_toml: str, examples: int, batches: int, threads: int) -
     torch.set_num_threads(threads)
     config = cfg.from_dict(cfg.parse_toml(config_toml, "memory probe config"))
     device = torch.device(config.device)
-    baseline = _rss_mib()
+    baseline = _status_mib("VmRSS")
     topology = build_topology(config)
     net = build_network(config, topology)
     trainer = build_trainer(config, net, examples)
@@ -358,6 +371,7 @@ def _memory_child(config_toml: str, examples: int, batches: int, threads: int) -
     out = {
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_imports_mib": baseline,
+        "vm_hwm_mib": _status_mib("VmHWM"),
     }
     if device.type == "cuda":
         out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -402,9 +416,16 @@ def run_benchmark(
         },
         "presets": [],
     }
+    configs = []
     for item in presets:
         label, base = (item, item) if isinstance(item, str) else item
-        config = bench_config(base, options)
+        configs.append((label, bench_config(base, options)))
+    memory: dict[str, dict] = {}
+    if options.memory:  # first, while this process is still small (see the module docs)
+        for label, config in configs:
+            log(f"[{label}] peak memory (subprocess)")
+            memory[label] = memory_probe(config, options.memory_examples)
+    for label, config in configs:
         log(f"[{label}] building topology")
         topology = build_topology(config)
         net = build_network(config, topology)
@@ -428,9 +449,8 @@ def run_benchmark(
                 )
         log(f"[{label}] timing training batches, ours and naive")
         entry.update(training_timing(config, topology, options))
-        if options.memory:
-            log(f"[{label}] peak memory (subprocess)")
-            entry["memory"] = memory_probe(config, options.memory_examples)
+        if label in memory:
+            entry["memory"] = memory[label]
         entry["targets"] = _targets(label, entry)
         record["presets"].append(entry)
         log(format_row(entry))
@@ -504,8 +524,9 @@ def format_table(record: dict) -> str:
         if "memory" in e:
             mem = e["memory"]
             lines.append(
-                f"  peak RSS {mem['peak_rss_mib']:.0f} MiB ({mem['rss_after_imports_mib']:.0f} MiB "
-                f"after imports; {mem['examples']} examples, {mem['batches']} batches)"
+                f"  peak RSS {mem['peak_rss_mib']:.0f} MiB (ru_maxrss; VmHWM "
+                f"{mem['vm_hwm_mib']:.0f} MiB; {mem['rss_after_imports_mib']:.0f} MiB after "
+                f"imports; {mem['examples']} examples, {mem['batches']} batches)"
             )
         for t in e["targets"]:
             verdict = "met" if t["met"] else "MISSED"

@@ -150,6 +150,7 @@ def test_bench_record_structure():
     assert set(entry["layouts"]) == {"blocks", "dense"}
     memory = entry["memory"]
     assert memory["examples"] == 300 and memory["peak_rss_mib"] >= memory["rss_after_imports_mib"]
+    assert 0 < memory["vm_hwm_mib"] <= memory["peak_rss_mib"] + 1
     assert [t["what"] for t in entry["targets"]] == ["relaxation step / matmul lower bound"]
     table = bench.format_table(record)
     assert "tiny" in table and "naive batches timed in full" in table
