@@ -373,8 +373,9 @@ class Network:
         target: torch.Tensor | None,
     ) -> Callable[[], None]:
         """One in-place step ``s <- clip((1 - eps) s + eps (drive + nudging))`` as a closure
-        over views (and CSR values) prepared once per phase, so the loop does no slicing and
-        no gathering; the same operations in the same order as :meth:`drive`."""
+        over views and CSR values prepared once per phase (the weights do not change
+        within a phase), so the loop does no slicing and no gathering; the same products in
+        the same order as :meth:`drive`."""
         dense, sparse = [], []
         for p in self._plan:
             if p.sparse is None:
