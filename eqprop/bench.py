@@ -103,13 +103,20 @@ def naive_module() -> ModuleType:
     return module
 
 
-def _clock(device: torch.device) -> Callable[[], float]:
-    def now() -> float:
+def _clock(device: torch.device) -> Callable[[], tuple[float, float]]:
+    """Wall-clock and process CPU time. CPU time counts only this process's work, so on a
+    machine shared with other jobs it is the steadier measure (single-threaded runs)."""
+
+    def now() -> tuple[float, float]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return time.perf_counter()
+        return time.perf_counter(), time.process_time()
 
     return now
+
+
+def _since(start: tuple[float, float], end: tuple[float, float]) -> tuple[float, float]:
+    return end[0] - start[0], end[1] - start[1]
 
 
 def choose_threads(requested: int, device: torch.device) -> tuple[int, dict[int, float]]:
@@ -202,7 +209,7 @@ def step_timing(net, batch: int, options: BenchOptions, whole: bool = False) -> 
     unsplit = _products_alone(whole_block_products(net), batch, net, g) if whole else None
 
     window = options.step_window
-    steps, bounds, ratios, wholes = [], [], [], []
+    steps, bounds, wholes = [], [], []  # (wall, cpu) seconds per window
     products()
     for _ in range(options.repeats):
         t0 = now()
@@ -211,22 +218,35 @@ def step_timing(net, batch: int, options: BenchOptions, whole: bool = False) -> 
         for _ in range(window):
             products()
         t2 = now()
-        steps.append((t1 - t0) / window * 1e3)
-        bounds.append((t2 - t1) / window * 1e3)
-        ratios.append((t1 - t0) / (t2 - t1))
+        steps.append(_since(t0, t1))
+        bounds.append(_since(t1, t2))
         if unsplit is not None:
             for _ in range(window):
                 unsplit()
-            wholes.append((now() - t2) / window * 1e3)
+            wholes.append(_since(t2, now()))
+
+    def ms(values: list[tuple[float, float]], k: int) -> float:
+        return statistics.median(v[k] for v in values) / window * 1e3
+
+    def ratio(k: int) -> float:  # median of per-repeat ratios: each pair saw the same load
+        pairs = zip(steps, bounds, strict=True)
+        return statistics.median(a[k] / max(b[k], 1e-12) for a, b in pairs)
+
     result = {
-        "ms_per_step": statistics.median(steps),
-        "lower_bound_ms": statistics.median(bounds),
-        "step_over_bound": statistics.median(ratios),
+        "ms_per_step": ms(steps, 0),
+        "lower_bound_ms": ms(bounds, 0),
+        "step_over_bound": ratio(0),
+        "cpu": {
+            "ms_per_step": ms(steps, 1),
+            "lower_bound_ms": ms(bounds, 1),
+            "step_over_bound": ratio(1),
+        },
         "products": len(net.product_plan()),
         "csr_products": sum(p.sparse is not None for p in net.product_plan()),
     }
     if wholes:
-        result["whole_blocks_bound_ms"] = statistics.median(wholes)
+        result["whole_blocks_bound_ms"] = ms(wholes, 0)
+        result["cpu"]["whole_blocks_bound_ms"] = ms(wholes, 1)
     return result
 
 
@@ -266,34 +286,42 @@ def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> d
         if i <= options.batches:
             t0 = now()
             trainer.train_batch(x[idx], y[idx], idx)
-            ours.append(now() - t0)
+            ours.append(_since(t0, now()))
         if i <= options.naive_batches:
             t0 = now()
             ref.train_batch(x[idx], y[idx], idx)
-            theirs.append(now() - t0)
-    naive_s = statistics.median(theirs)
+            theirs.append(_since(t0, now()))
+    naive_s = [statistics.median(v[k] for v in theirs) for k in (0, 1)]
     scaled = naive_steps < config.n_free
     if scaled:  # add the free steps not run, at the naive engine's measured cost per step
         s = torch.cat([x[index(1)], torch.rand(b, ref.n - config.sizes[0], device=device)], 1)
         t0 = now()
         ref.phase(s, naive_steps)
-        per_step = (now() - t0) / naive_steps
-        naive_s += (config.n_free - naive_steps) * per_step
+        per_step = _since(t0, now())
+        for k in (0, 1):
+            naive_s[k] += (config.n_free - naive_steps) * per_step[k] / naive_steps
 
     # the update alone (both phases already done): its share of a batch
     s_free = trainer.particles[index(1)]
     s_clamped = s_free.clone().clamp_(0.0, 1.0)
     t0 = now()
     trainer.rule.update(x[index(1)], s_free, s_clamped, 1.0)
-    update_ms = (now() - t0) * 1e3
-    s_per_batch = statistics.median(ours)
+    update_ms = _since(t0, now())[0] * 1e3
+    s_per_batch = [statistics.median(v[k] for v in ours) for k in (0, 1)]
     return {
-        "s_per_batch": s_per_batch,
-        "s_per_batch_all": ours,
+        "s_per_batch": s_per_batch[0],
+        "s_per_batch_all": [v[0] for v in ours],
         "update_ms": update_ms,
-        "s_per_epoch": s_per_batch * EPOCH_EXAMPLES / b,
+        "s_per_epoch": s_per_batch[0] * EPOCH_EXAMPLES / b,
+        "speedup": naive_s[0] / s_per_batch[0],
+        "cpu": {
+            "s_per_batch": s_per_batch[1],
+            "s_per_epoch": s_per_batch[1] * EPOCH_EXAMPLES / b,
+            "naive_s_per_batch": naive_s[1],
+            "speedup": naive_s[1] / s_per_batch[1],
+        },
         "naive": {
-            "s_per_batch": naive_s,
+            "s_per_batch": naive_s[0],
             "batches_timed": len(theirs),
             "free_steps_timed": naive_steps,
             "scaled": scaled,
@@ -304,7 +332,6 @@ def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> d
                 else "naive batches timed in full (no scaling)"
             ),
         },
-        "speedup": naive_s / s_per_batch,
     }
 
 
@@ -439,7 +466,9 @@ def run_benchmark(
             "blocks": [[b.row_group, b.col_group] for b in net.blocks],
         }
         log(f"[{label}] timing relaxation steps (layout {net.layout})")
-        entry.update(step_timing(net, config.batch_size, options))
+        steps = step_timing(net, config.batch_size, options)
+        cpu = steps.pop("cpu")
+        entry.update(steps)
         if options.layouts:
             entry["layouts"] = {}
             for layout in ("blocks", "dense"):
@@ -448,7 +477,9 @@ def run_benchmark(
                     other, config.batch_size, options, whole=True
                 )
         log(f"[{label}] timing training batches, ours and naive")
-        entry.update(training_timing(config, topology, options))
+        training = training_timing(config, topology, options)
+        entry["cpu"] = {**cpu, **training.pop("cpu")}
+        entry.update(training)
         if label in memory:
             entry["memory"] = memory[label]
         entry["targets"] = _targets(label, entry)
@@ -459,31 +490,34 @@ def run_benchmark(
 
 
 def _targets(label: str, entry: dict) -> list[dict]:
-    out = [
-        {
-            "what": "relaxation step / matmul lower bound",
-            "target": f"<= {BOUND_TARGET}",
-            "measured": round(entry["step_over_bound"], 3),
-            "met": entry["step_over_bound"] <= BOUND_TARGET,
-        }
-    ]
+    """The issue's targets, judged on wall-clock time and, as a second reading that other
+    jobs on the machine disturb less, on process CPU time."""
+    checks = [("relaxation step / matmul lower bound", "step_over_bound", "<=", BOUND_TARGET)]
     if label in SPEEDUP_TARGETS:
-        goal = SPEEDUP_TARGETS[label]
-        out.append(
-            {
-                "what": "training batch speedup over naive",
-                "target": f">= {goal}",
-                "measured": round(entry["speedup"], 2),
-                "met": entry["speedup"] >= goal,
-            }
+        checks.append(
+            ("training batch speedup over naive", "speedup", ">=", SPEEDUP_TARGETS[label])
         )
+    out = []
+    for what, key, sense, goal in checks:
+        for clock, source in (("wall", entry), ("cpu", entry["cpu"])):
+            value = source[key]
+            out.append(
+                {
+                    "what": what,
+                    "clock": clock,
+                    "target": f"{sense} {goal}",
+                    "measured": round(value, 3),
+                    "met": value <= goal if sense == "<=" else value >= goal,
+                }
+            )
     return out
 
 
 # -- output -----------------------------------------------------------------------------------
 HEADER = (
     f"{'preset':16s} {'layout':6s} {'ms/step':>8s} {'bound ms':>8s} {'ratio':>6s} "
-    f"{'s/batch':>8s} {'s/epoch':>8s} {'naive s/b':>9s} {'speedup':>8s} {'peak MiB':>8s}"
+    f"{'s/batch':>8s} {'s/epoch':>8s} {'naive s/b':>9s} {'speedup':>8s} {'cpu spd':>8s} "
+    f"{'peak MiB':>8s}"
 )
 
 
@@ -495,7 +529,8 @@ def format_row(entry: dict) -> str:
         f"{entry['preset']:16s} {entry['layout']:6s} {entry['ms_per_step']:8.3f} "
         f"{entry['lower_bound_ms']:8.3f} {entry['step_over_bound']:6.2f} "
         f"{entry['s_per_batch']:8.3f} {entry['s_per_epoch']:8.0f} "
-        f"{entry['naive']['s_per_batch']:9.2f} {entry['speedup']:7.1f}x {mem}"
+        f"{entry['naive']['s_per_batch']:9.2f} {entry['speedup']:7.1f}x "
+        f"{entry['cpu']['speedup']:7.1f}x {mem}"
     )
 
 
@@ -509,17 +544,27 @@ def format_table(record: dict) -> str:
         f"settings: batch {s['batch_size']}, eps {s['eps']}, {s['n_free']} free + "
         f"{s['n_clamped']} clamped steps, float32; epoch = {s['epoch_examples']} examples; "
         f"{s['batches']} timed batches (ours), {s['naive_batches']} (naive)",
+        "wall-clock columns; 'cpu spd': the speedup in process CPU time (details below)",
         HEADER,
     ]
     lines += [format_row(e) for e in record["presets"]]
     lines.append("")
     for e in record["presets"]:
+        c = e["cpu"]
         lines.append(f"{e['preset']}: {e['naive']['note']}; update {e['update_ms']:.1f} ms/batch")
+        lines.append(
+            f"  CPU time: {c['ms_per_step']:.3f} ms/step, bound {c['lower_bound_ms']:.3f} ms, "
+            f"ratio {c['step_over_bound']:.2f}, {c['s_per_batch']:.3f} s/batch, "
+            f"{c['s_per_epoch']:.0f} s/epoch, naive {c['naive_s_per_batch']:.2f} s/batch, "
+            f"speedup {c['speedup']:.1f}x"
+        )
         for name, t in e.get("layouts", {}).items():
             lines.append(
-                f"  layout {name:6s}: {t['ms_per_step']:.3f} ms/step, bound "
-                f"{t['lower_bound_ms']:.3f} ms ({t['products']} products, {t['csr_products']} "
-                f"CSR); one dense product per stored block: {t['whole_blocks_bound_ms']:.3f} ms"
+                f"  layout {name:6s}: {t['ms_per_step']:.3f} ms/step (CPU "
+                f"{t['cpu']['ms_per_step']:.3f}), bound {t['lower_bound_ms']:.3f} ms (CPU "
+                f"{t['cpu']['lower_bound_ms']:.3f}), {t['products']} products "
+                f"({t['csr_products']} CSR); one dense product per stored block: "
+                f"{t['whole_blocks_bound_ms']:.3f} ms (CPU {t['cpu']['whole_blocks_bound_ms']:.3f})"
             )
         if "memory" in e:
             mem = e["memory"]
@@ -530,7 +575,9 @@ def format_table(record: dict) -> str:
             )
         for t in e["targets"]:
             verdict = "met" if t["met"] else "MISSED"
-            lines.append(f"  target {t['what']} {t['target']}: {t['measured']} {verdict}")
+            lines.append(
+                f"  target {t['what']} {t['target']} ({t['clock']} time): {t['measured']} {verdict}"
+            )
     return "\n".join(lines)
 
 

@@ -151,7 +151,12 @@ def test_bench_record_structure():
     memory = entry["memory"]
     assert memory["examples"] == 300 and memory["peak_rss_mib"] >= memory["rss_after_imports_mib"]
     assert 0 < memory["vm_hwm_mib"] <= memory["peak_rss_mib"] + 1
-    assert [t["what"] for t in entry["targets"]] == ["relaxation step / matmul lower bound"]
+    targets = [(t["what"], t["clock"]) for t in entry["targets"]]
+    assert targets == [("relaxation step / matmul lower bound", c) for c in ("wall", "cpu")]
+    cpu = entry["cpu"]  # the same measurements in process CPU time
+    for key in ("ms_per_step", "lower_bound_ms", "s_per_batch", "naive_s_per_batch", "speedup"):
+        assert cpu[key] > 0
+    assert cpu["speedup"] == pytest.approx(cpu["naive_s_per_batch"] / cpu["s_per_batch"])
     table = bench.format_table(record)
     assert "tiny" in table and "naive batches timed in full" in table
     json.dumps(record)  # the record is plain JSON
