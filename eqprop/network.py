@@ -93,6 +93,7 @@ class Product:
         shape = (self.cols.stop - self.cols.start, self.rows.stop - self.rows.start)
         with warnings.catch_warnings():  # "sparse CSR support is in beta": used as documented
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
+            warnings.filterwarnings("ignore", message="Sparse invariant checks")
             return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
     @staticmethod
