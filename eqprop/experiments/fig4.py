@@ -137,7 +137,9 @@ def rate_table(summaries: dict[str, pr.RateSummary | None], field: str) -> str:
         rows.append(
             [
                 name,
-                str(s.batches) if s else "0",
+                str(min(s.batches, pr.FIRST_BATCHES) if field == "first" else s.batches)
+                if s
+                else "0",
                 _joined(means),
                 " / ".join(pr.num(v, ".2f") for v in pr.ratios(means)) or "–",
                 pr.num(all_pairs, ".3f"),
@@ -152,7 +154,7 @@ def rate_table(summaries: dict[str, pr.RateSummary | None], field: str) -> str:
         "ratio pair k+1 / pair k",
         "log-spread (all pairs)",
         "log-spread (deeper pairs)",
-        "batches with zero output-pair rate",
+        "batches with zero output-pair rate (whole run)",
     ]
     return pr.table(header, rows)
 

@@ -409,7 +409,21 @@ def status_lines(results: Sequence[RunResult]) -> list[str]:
             f"- `{r.name}` ({r.run_dir.name}/): {r.epochs_done}/{r.config.epochs} epochs, "
             f"{status}; training wall time {num(wall, '.0f')} s."
         )
+    collapsed = [r.name for r in results if _output_collapsed(r.run_dir)]
+    if collapsed:
+        lines.append(
+            f"- Output layer collapsed in {', '.join(f'`{n}`' for n in collapsed)}: the output "
+            "pair's rate is exactly 0 in most batches (every output clipped at 0 in both "
+            "phases, chance-level error). This is what the stated protocol does here, not tuned "
+            "away; the diagnosis is in the repository's docs/results/output-collapse/README.md."
+        )
     return lines
+
+
+def _output_collapsed(run_dir: Path) -> bool:
+    """Whether the output pair's rate is exactly 0 in more than half of the run's batches."""
+    rates = read_layer_rates(run_dir)
+    return rates.size > 0 and float((rates[:, -1] == 0).mean()) > 0.5
 
 
 _STATUS = {
