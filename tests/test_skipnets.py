@@ -11,6 +11,7 @@ import torch
 
 from eqprop.errors import ConfigError
 from eqprop.experiments import experiment, skipnets
+from eqprop.runs import start_run
 
 torch.set_num_threads(1)
 
@@ -34,8 +35,11 @@ def test_smoke_writes_results_table_and_plots(smoke: tuple[Path, float]) -> None
 
     protocol = skipnets.PROTOCOLS["smoke"]
     n_depths = sum(len(d) for d in protocol.depths.values())
-    expected_runs = len(skipnets.RULE_NAMES) * len(protocol.architectures) * n_depths + 1
-    assert len(list((out / "runs").glob("*.json"))) == expected_runs  # + linear readout
+    baseline_runs = len(skipnets.RULE_NAMES) * len(protocol.architectures) * n_depths + 1
+    assert protocol.ep is not None
+    ep_runs = len(skipnets.EP_PRESETS) * len(protocol.ep.depths)
+    expected_runs = baseline_runs + ep_runs  # + linear readout, + EP
+    assert len(list((out / "runs").glob("*.json"))) == expected_runs
 
     text = results.read_text()
     header = (
@@ -45,16 +49,53 @@ def test_smoke_writes_results_table_and_plots(smoke: tuple[Path, float]) -> None
     lines = text.splitlines()
     start = lines.index(header)
     rows = [line for line in lines[start + 2 :] if line.startswith("| ")]
-    # one row per rule x architecture x (activation, depth), plus the linear readout
+    # one row per rule x architecture x (activation, depth), plus the linear readout and EP
     assert len(rows) == expected_runs
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 7
-        assert cells[0] in skipnets.RULE_NAMES
+        assert cells[0] in (*skipnets.RULE_NAMES, "EP")
         assert 0.0 <= float(cells[5]) <= 100.0 and 0.0 <= float(cells[6]) <= 100.0
         assert cells[4].startswith("lr=")
     assert "**Verdict: the claim" in text
     assert sum(line.startswith("- FA,") or line.startswith("- DTP,") for line in lines) == 4
+
+    # EP rows: layered and layer-skipping at every EP depth, after the baselines' rows, each
+    # the best-validation epoch
+    ep_rows = [row for row in rows if row.startswith("| EP |")]
+    assert rows[-len(ep_rows) :] == ep_rows
+    expected = [
+        f"| EP | {arch} | hardsigmoid | {depth} | lr=0.015, epoch="
+        for arch in ("NN", "skip")
+        for depth in protocol.ep.depths
+    ]
+    assert [row[: len(e)] for row, e in zip(ep_rows, expected, strict=True)] == expected
+    records = {
+        (r["architecture"], r["depth"]): r
+        for r in skipnets.load_records(out / "runs")
+        if r["rule"] == "EP"
+    }
+    for row in ep_rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        record = records[(cells[1], int(cells[3]))]
+        assert len(record["grid"]) == 2  # one grid point per epoch
+        best = max(record["grid"], key=lambda g: g["valid_accuracy"])
+        assert float(cells[5]) == pytest.approx(100 * best["valid_accuracy"], abs=0.006)
+        assert float(cells[6]) == pytest.approx(100 * best["test_accuracy"], abs=0.006)
+        assert record["valid_examples"] == 287 and record["test_examples"] == 360
+    assert "## EP: layered vs layer-skipping" in text
+    depth_lines = [line for line in lines if line.startswith(("- Depth 3:", "- Depth 4:"))]
+    assert len(depth_lines) == 2 and all("layer-skipping (skip)" in x for x in depth_lines)
+    assert any(line.startswith("- Depth 3 -> 4: NN ") for line in lines)
+    assert any(
+        line.startswith("- In short: with EP the layer-skipping network is") for line in lines
+    )
+    # EP run directories are scratch space under the output folder
+    for record in records.values():
+        config = record["config"]
+        name = f"EP-{record['architecture']}-hardsigmoid-d{record['depth']}-lr0.015"
+        assert (out / "ep_runs" / name / "checkpoint.pt").exists()
+        assert config["n_clamped"] == 12 and config["evaluate_test"] is True
 
 
 def test_rerun_resumes_without_training(smoke: tuple[Path, float]) -> None:
@@ -66,6 +107,68 @@ def test_rerun_resumes_without_training(smoke: tuple[Path, float]) -> None:
     assert skipnets.run("smoke", results.parent, None) == results
     assert [p.stat().st_mtime_ns for p in runs[1:]] == stamps[1:]  # untouched
     assert removed.exists()  # only the missing run was redone
+
+
+def test_rerun_rebuilds_ep_row_from_its_run_directory(smoke: tuple[Path, float]) -> None:
+    """An EP run file that is missing is rebuilt from the finished run directory: no
+    training (the checkpoint is untouched), the same grid; other EP runs are skipped."""
+    out = smoke[0].parent
+    ep_files = sorted((out / "runs").glob("EP-*.json"))
+    removed = ep_files[0]
+    before = json.loads(removed.read_text())
+    checkpoints = sorted((out / "ep_runs").glob("*/checkpoint.pt"))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    others = [p.stat().st_mtime_ns for p in ep_files[1:]]
+    removed.unlink()
+    skipnets.run("smoke", out, None)
+    after = json.loads(removed.read_text())
+    assert after["grid"] == before["grid"] and after["history"] == before["history"]
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    assert [p.stat().st_mtime_ns for p in ep_files[1:]] == others
+
+
+def test_ep_configs_derive_from_the_journal_presets(tmp_path: Path) -> None:
+    quick = skipnets.PROTOCOLS["quick"]
+    for arch, topology in (("NN", "layered"), ("skip", "rewired")):
+        config = skipnets.ep_config(quick, arch, 5)
+        assert config.sizes == (784, 128, 128, 128, 128, 128, 10)
+        assert (config.dataset, config.split, config.limit) == ("mnist", "icons", 0)
+        assert config.topology == topology
+        assert (config.lr, config.eps, config.beta, config.random_sign) == (0.015, 0.5, 1.0, True)
+        assert (config.n_free, config.n_clamped, config.epochs) == (500, 12, 2)
+        assert config.persistent and config.evaluate_test and not config.test_persistent
+    assert skipnets.ep_config(quick, "skip", 3).p == 0.1
+    full = skipnets.ep_config(skipnets.PROTOCOLS["full"], "NN", 7)
+    assert (full.n_free, full.n_clamped, full.epochs) == (1000, 12, 100)
+    with pytest.raises(ConfigError, match="EP architecture must be one of NN, skip"):
+        skipnets.ep_config(quick, "DN", 3)
+
+    # a run directory that holds another configuration is not silently reused
+    smoke = skipnets.PROTOCOLS["smoke"]
+    other = skipnets.ep_config(smoke, "NN", 3).replace(sizes=[64, 8, 10], epochs=1)
+    start_run(other, tmp_path / "ep_runs" / "EP-NN-hardsigmoid-d3-lr0.015")
+    with pytest.raises(ConfigError, match="another configuration; delete it"):
+        skipnets.run_ep(smoke, "NN", 3, tmp_path, None)
+
+
+def test_ep_comparison_states_the_measured_difference() -> None:
+    def row(arch: str, depth: int, acc: float) -> skipnets.Row:
+        return skipnets.Row("EP", arch, "hardsigmoid", depth, {}, acc, acc)
+
+    rows = [row("NN", 3, 0.95), row("skip", 3, 0.96), row("NN", 5, 0.90), row("skip", 5, 0.94)]
+    lines = skipnets.ep_comparison(rows, 10_000)
+    assert lines[0].startswith("- Depth 3: test accuracy layered (NN) 95.00%, layer-skipping")
+    assert "(skip - NN = +1.00 points)" in lines[0]
+    assert lines[2] == (
+        "- Depth 3 -> 5: NN 95.00 -> 90.00% (-5.00 points), skip 96.00 -> 94.00% (-2.00 points)."
+    )
+    assert "ahead of the layered one at every depth measured" in lines[3]
+    rows[1] = row("skip", 3, 0.93)
+    assert (
+        "ahead of the layered one at depth 5 and behind at depth 3"
+        in (skipnets.ep_comparison(rows)[-1])
+    )
+    assert skipnets.ep_comparison(rows[:1]) == []
 
 
 def test_extra_rows_from_other_rules_join_the_table(smoke: tuple[Path, float]) -> None:
@@ -82,7 +185,7 @@ def test_extra_rows_from_other_rules_join_the_table(smoke: tuple[Path, float]) -
         ],
     }
     rows = skipnets.collect_rows([*records, json.loads(json.dumps(extra))])
-    (ep,) = [r for r in rows if r.rule == "EP"]
+    (ep,) = [r for r in rows if (r.rule, r.architecture) == ("EP", "DN")]
     assert ep.hyperparameters == {"beta": 0.5} and ep.test_accuracy == 0.55
     assert "| EP | DN | sigmoid | 3 | beta=0.5 | 60.00 | 55.00 |" in skipnets.format_table(rows)
 

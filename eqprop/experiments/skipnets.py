@@ -11,20 +11,35 @@ with the best *validation* accuracy; its test accuracy is reported. Outputs in `
   writing files of the same form): ``rule``, ``architecture``, ``activation``, ``depth`` and
   ``grid``, a list of ``{"hyperparameters": {...}, "valid_accuracy", "test_accuracy"}``;
   optional ``seconds`` and ``cpu_seconds``.
-- ``accuracy_vs_depth.png`` (the seed's Figure 1), ``sensitivity.png`` (its Figure 2: test
-  accuracies of all grid points, sorted);
-- ``results.md``: protocol, table, and the claim check.
+- ``ep_runs/<name>/``: the EP run directories (:mod:`eqprop.runs`: config, per-epoch
+  metrics, checkpoint), scratch space that resumes exactly; an EP run's ``runs/*.json`` is
+  written once the run has finished all its epochs;
+- ``accuracy_vs_depth.png`` (the seed's Figure 1, plus an EP panel), ``sensitivity.png`` (its
+  Figure 2: test accuracies of all grid points, sorted; baselines only);
+- ``results.md``: protocol, table, the claim check and the EP comparison.
+
+EP rows (:class:`EPProtocol`): equilibrium propagation from the core on a layered network
+(architecture "NN") and on the journal's layer-skipping network (architecture "skip": the
+rewired topology, p = 0.1), 128 units per hidden layer, activation "hardsigmoid". Their
+configurations derive from the presets ``frontiers-layered-deep`` and ``frontiers-skip-deep``
+(one source of truth for lr, eps, beta, steps and particles) with the sizes, data and budget of
+the scale replaced. Their grid is the epochs of one run: the row is the epoch with the best
+validation accuracy (EP's held-out evaluation on the validation split), and its test accuracy
+is the official test set evaluated after the same epoch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.axes import Axes
@@ -32,9 +47,18 @@ from matplotlib.figure import Figure
 
 from eqprop.baselines import ArchitectureConfig, Network, TrainConfig, TrainingData, make_rule
 from eqprop.baselines import train as train_rule
+from eqprop.config import RunConfig, from_dict, preset
 from eqprop.data import load_dataset
-from eqprop.errors import ConfigError
-from eqprop.runs import atomic_write_bytes
+from eqprop.errors import ConfigError, DivergenceError
+from eqprop.runs import (
+    RunOptions,
+    atomic_write_bytes,
+    load_data,
+    read_config,
+    read_metrics,
+    start_run,
+    train_run,
+)
 
 SCALES = ("smoke", "quick", "full")
 RULE_NAMES = ("BP", "FA", "DTP")
@@ -48,6 +72,37 @@ NEAR_BP = 0.02
 DEGRADE_MARGIN = 0.01
 
 _LOG = logging.getLogger(__name__)
+
+#: EP's rule name, activation label, and architecture label -> the preset its config derives from
+EP_RULE = "EP"
+EP_ACTIVATION = "hardsigmoid"
+EP_PRESETS = {"NN": "frontiers-layered-deep", "skip": "frontiers-skip-deep"}
+#: input features per dataset (EP's configs are built before any data is loaded)
+_N_INPUTS = {"digits": 64, "mnist": 784, "fashion-mnist": 784}
+_N_CLASSES = 10
+EP_DIR = "ep_runs"
+
+
+@dataclass(frozen=True)
+class EPProtocol:
+    """The EP rows of one scale.
+
+    Attributes:
+        depths: hidden layers of each EP network.
+        dataset: dataset name, loaded with ``split="icons"``.
+        limit: keep the first examples of *each* split (0: all), as ``RunConfig.limit``.
+        hidden: units per hidden layer.
+        overrides: further :class:`~eqprop.config.RunConfig` fields replaced over the preset
+            (the budget of the scale: ``n_free``, ``epochs``, ...).
+        note: how this scale departs from the journal's protocol, stated in ``results.md``.
+    """
+
+    depths: tuple[int, ...]
+    dataset: str = "mnist"
+    limit: int = 0
+    hidden: int = 128
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,8 +119,10 @@ class Protocol:
         max_examples: "mlp" / "conv" -> cap on examples seen per run.
         eval_every: examples between validation evaluations.
         patience: evaluations without validation improvement that stop a run.
-        seed: seed of initialisation, feedback matrices, DTP noise and batch order.
+        seed: seed of initialisation, feedback matrices, DTP noise and batch order (EP: of
+            initialisation, particles and batch order).
         caveat: what this scale cannot show, stated in ``results.md``.
+        ep: the EP rows of this scale (None: none).
     """
 
     dataset: str
@@ -81,6 +138,7 @@ class Protocol:
     patience: int
     seed: int = 0
     caveat: str = ""
+    ep: EPProtocol | None = None
 
 
 def _same_rates(sigmoid: tuple[float, ...], relu: tuple[float, ...]) -> dict:
@@ -106,6 +164,12 @@ PROTOCOLS: dict[str, Protocol] = {
         eval_every=1_150,
         patience=2,
         caveat="Plumbing check on a tiny dataset with a few epochs; says nothing about the claim.",
+        ep=EPProtocol(
+            depths=(3, 4),
+            dataset="digits",
+            overrides={"n_free": 20, "epochs": 2},
+            note="Plumbing check: digits, 20 free steps, 2 epochs.",
+        ),
     ),
     # MNIST, all 50k training images but a short budget (80k examples, 1.6 epochs; the seed's
     # starting points are 200k-1000k), 3 of the seed's depths per activation, 2 learning rates
@@ -127,6 +191,18 @@ PROTOCOLS: dict[str, Protocol] = {
             "200k-1000k, so networks that learn slowly (deep plain ones especially) are "
             "penalised more than under the seed's protocol; 3 depths per activation, 2 "
             "learning rates, validation on 5k examples, one seed."
+        ),
+        # EP: the journal's settings but N_free 500 (its 1000 would double the cost) and 2
+        # epochs of the 50k training images (100k examples, against the baselines' 80k cap):
+        # about 35 CPU minutes for the four runs on one core.
+        ep=EPProtocol(
+            depths=(3, 5),
+            overrides={"n_free": 500, "epochs": 2},
+            note=(
+                "N_free 500 instead of the journal's 1000, and 2 epochs instead of its 100 "
+                "(budget comparable to the baselines' 80k-example cap); the journal's networks "
+                "have 100 units per hidden layer and train on the standard 60k split."
+            ),
         ),
     ),
     # The seed's protocol (section 3, Table 1): MNIST 50k / 10k / 10k, depths 3-7 (sigmoid)
@@ -153,6 +229,16 @@ PROTOCOLS: dict[str, Protocol] = {
         eval_every=50_000,
         patience=3,
         caveat="One seed; ConvNets at this size need a GPU-sized budget.",
+        # EP: the journal's protocol (N_free 1000, N_clamped 12, lr .015, 100 epochs) on the
+        # seed's sigmoid depths, 128 units per hidden layer.
+        ep=EPProtocol(
+            depths=(3, 4, 5, 6, 7),
+            note=(
+                "The journal's dynamics and budget (N_free 1000, 100 epochs) with 128 units per "
+                "hidden layer (the journal's have 100) on the icons split (50k train, the 10k "
+                "validation images for model selection) instead of the standard 60k split."
+            ),
+        ),
     ),
 }
 
@@ -260,6 +346,149 @@ def _planned_runs(protocol: Protocol) -> list[tuple[str, str, str, int, float]]:
     return runs + [(*LINEAR, lr) for lr in protocol.learning_rates[("BP", "relu")]]
 
 
+def ep_config(protocol: Protocol, architecture: str, depth: int) -> RunConfig:
+    """The EP run configuration of ``architecture`` ("NN" or "skip") at ``depth``: its preset
+    with the data, sizes, evaluation and budget of ``protocol`` replaced."""
+    ep = protocol.ep
+    if ep is None:
+        raise ConfigError("this skipnets scale has no EP rows")
+    if architecture not in EP_PRESETS:
+        raise ConfigError(
+            f"EP architecture must be one of {', '.join(EP_PRESETS)}; got {architecture!r}"
+        )
+    base = from_dict(preset(EP_PRESETS[architecture]))
+    sizes = [_N_INPUTS[ep.dataset], *[ep.hidden] * depth, _N_CLASSES]
+    return base.replace(
+        description=(
+            f"skipnets EP row: {architecture} ({base.topology}) "
+            f"{sizes[0]}-{ep.hidden}x{depth}-{sizes[-1]}, from preset {EP_PRESETS[architecture]}"
+        ),
+        dataset=ep.dataset,
+        split="icons",
+        limit=ep.limit,
+        sizes=sizes,
+        evaluate_test=True,
+        seed=protocol.seed,
+        **ep.overrides,
+    )
+
+
+def _planned_ep_runs(protocol: Protocol) -> list[tuple[str, int]]:
+    """(architecture, depth) of every EP run of the protocol."""
+    if protocol.ep is None:
+        return []
+    return [(arch, depth) for depth in protocol.ep.depths for arch in EP_PRESETS]
+
+
+def _ep_name(config: RunConfig, architecture: str, depth: int) -> str:
+    lr = config.lr if isinstance(config.lr, float) else config.lr[0]
+    return _run_name(EP_RULE, architecture, EP_ACTIVATION, depth, lr)
+
+
+def _ep_record(
+    config: RunConfig,
+    architecture: str,
+    depth: int,
+    metrics: Sequence[Mapping],
+    cpu_seconds: float,
+    diverged: bool,
+    data_dir: Path | None,
+) -> dict:
+    """The run file of a finished (or diverged) EP run: one grid point per epoch."""
+    data = load_data(config, data_dir)
+    n_train, n_valid, n_test = len(data.train), len(data.held_out), len(data.test)
+    lr = config.lr if isinstance(config.lr, float) else list(config.lr)
+    grid, history = [], []
+    for m in metrics:
+        valid = round(1.0 - m["test_error"], 6)
+        test = round(1.0 - m["official_test_error"], 6)
+        examples = m["epoch"] * n_train
+        grid.append(
+            {
+                "hyperparameters": {"learning_rate": lr, "epoch": m["epoch"]},
+                "valid_accuracy": valid,
+                "test_accuracy": test,
+                "examples": examples,
+            }
+        )
+        history.append(
+            {
+                "epoch": m["epoch"],
+                "examples": examples,
+                "valid_accuracy": valid,
+                "test_accuracy": test,
+                "train_stats": {
+                    "train_error": m["train_error"],
+                    "free_steps": m["free_steps"],
+                    "layer_rates": m["layer_rates"],
+                },
+                "wall_time": m["wall_time"],
+            }
+        )
+    return {
+        "rule": EP_RULE,
+        "architecture": architecture,
+        "activation": EP_ACTIVATION,
+        "depth": depth,
+        "grid": grid,
+        "diverged": diverged,
+        "seconds": metrics[-1]["wall_time"] if metrics else 0.0,
+        "cpu_seconds": cpu_seconds,
+        "examples_per_epoch": n_train,
+        "valid_examples": n_valid,
+        "test_examples": n_test,
+        "config": dataclasses.asdict(config),
+        "history": history,
+    }
+
+
+_CPU_FILE = "skipnets_cpu_seconds.json"
+
+
+def run_ep(
+    protocol: Protocol, architecture: str, depth: int, out: Path, data_dir: Path | None
+) -> Path:
+    """Train (or resume, or skip when done) one EP run of ``protocol`` and write its run file
+    ``out/runs/EP-...json``; return that path.
+
+    The run directory ``out/ep_runs/<name>`` resumes exactly (:func:`eqprop.runs.train_run`);
+    it must hold this very configuration. CPU seconds spent on it are summed over invocations
+    in the run directory.
+    """
+    config = ep_config(protocol, architecture, depth)
+    name = _ep_name(config, architecture, depth)
+    path = Path(out) / "runs" / name
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(out) / EP_DIR / Path(name).stem
+    if (run_dir / "config.toml").exists():
+        if read_config(run_dir) != config:
+            raise ConfigError(
+                f"{run_dir} holds an EP run with another configuration; delete it to retrain"
+            )
+    else:
+        start_run(config, run_dir)
+    cpu_file = run_dir / _CPU_FILE
+    spent = json.loads(cpu_file.read_text())["cpu_seconds"] if cpu_file.exists() else 0.0
+    begin = time.process_time()
+    diverged = False
+    try:
+        train_run(run_dir, RunOptions(data_dir=data_dir, quiet=True))
+    except DivergenceError as exc:
+        _LOG.warning("skipnets %s diverged: %s", name, exc)
+        diverged = True
+    finally:
+        spent += time.process_time() - begin
+        atomic_write_bytes(cpu_file, json.dumps({"cpu_seconds": spent}).encode())
+    metrics = read_metrics(run_dir)
+    record = _ep_record(config, architecture, depth, metrics, spent, diverged, data_dir)
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+    best = max((point["valid_accuracy"] for point in record["grid"]), default=math.nan)
+    _LOG.info("skipnets %s: best valid %.4f (%.0f s)", path.stem, best, record["seconds"])
+    return path
+
+
 def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     """Run (or resume) the experiment at ``scale`` into ``out``; return ``results.md``."""
     if scale not in PROTOCOLS:
@@ -287,6 +516,8 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
             best,
             record["seconds"],
         )
+    for arch, depth in _planned_ep_runs(protocol):
+        run_ep(protocol, arch, depth, out, data_dir)
     records = load_records(runs_dir)
     rows = collect_rows(records)
     plot_accuracy_vs_depth(rows, protocol, out / "accuracy_vs_depth.png")
@@ -301,30 +532,42 @@ def load_records(runs_dir: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(Path(runs_dir).glob("*.json"))]
 
 
+def _record_key(record: Mapping) -> tuple[str, str, str, int]:
+    return record["rule"], record["architecture"], record["activation"], record["depth"]
+
+
 def collect_rows(records: Iterable[Mapping]) -> list[Row]:
     """One row per (rule, architecture, activation, depth): the grid point with the best
-    validation accuracy (ties: the first in file order) across all run records."""
+    validation accuracy (ties: the first in file order) across all run records. Rows of the
+    baseline rules come first, those of other rules (EP) after them."""
     best: dict[tuple[str, str, str, int], Row] = {}
     for record in records:
-        key = (record["rule"], record["architecture"], record["activation"], record["depth"])
+        key = _record_key(record)
         for point in record["grid"]:
             if key in best and point["valid_accuracy"] <= best[key].valid_accuracy:
                 continue
             best[key] = Row(*key, dict(point["hyperparameters"]), *_accuracies(point))
-    order = {name: i for i, name in enumerate(RULE_NAMES)}
-    return sorted(
-        best.values(),
-        key=lambda r: (r.architecture, r.activation, r.depth, order.get(r.rule, len(order))),
-    )
+    return sorted(best.values(), key=_row_key)
+
+
+def _row_key(row: Row) -> tuple:
+    """Baseline rules grouped by architecture, activation and depth; then each other rule."""
+    if row.rule in RULE_NAMES:
+        return (0, "", row.architecture, row.activation, row.depth, RULE_NAMES.index(row.rule))
+    return (1, row.rule, row.architecture, row.activation, row.depth, 0)
 
 
 def _accuracies(point: Mapping) -> tuple[float, float]:
     return float(point["valid_accuracy"]), float(point["test_accuracy"])
 
 
-def _format_hyperparameters(hyperparameters: Mapping[str, float]) -> str:
+def _format_hyperparameters(hyperparameters: Mapping[str, Any]) -> str:
     short = {"learning_rate": "lr", "early_stop_start": "start"}
-    return ", ".join(f"{short.get(k, k)}={v:g}" for k, v in hyperparameters.items())
+
+    def value(v: Any) -> str:
+        return "/".join(f"{x:g}" for x in v) if isinstance(v, (list, tuple)) else f"{v:g}"
+
+    return ", ".join(f"{short.get(k, k)}={value(v)}" for k, v in hyperparameters.items())
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -449,6 +692,160 @@ INTERPRETATIONS = (
 )
 
 
+#: how the EP rows are built, stated in every results.md that has them
+EP_INTERPRETATIONS = (
+    "- EP's architectures are not the seed's NN / DN: NN is the layered network (adjacent "
+    "layers only, no intralayer edges), skip the journal's rewired layer-skipping network "
+    "(every adjacent-layer edge independently, with probability p, replaced by a random edge "
+    "between non-adjacent layers, so it has as many edges as NN; skip weights drawn from "
+    "U[-a, a], a the mean Glorot bound of the adjacent pairs). Neither is densely connected.",
+    "- EP's activation is the hard sigmoid clip of the state (SPEC section 1), its row label "
+    "`hardsigmoid`; it has no ReLU counterpart, so EP appears once per depth.",
+    "- EP's grid points are its epochs: the row is the epoch with the best validation "
+    "accuracy (ties: the earlier), and its test accuracy is that of the network after the same "
+    "epoch. Held-out examples relax from zeros for N_free steps (no test-time particles).",
+)
+
+
+def _ep_runs_table(records: Sequence[Mapping]) -> list[str]:
+    """One line per EP run: per-epoch accuracies, selected epoch, time."""
+    lines = [
+        "| architecture | depth | valid acc per epoch (%) | test acc per epoch (%) "
+        "| train error last epoch (%) | selected epoch | wall s | CPU s |",
+        "|---|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(records, key=lambda r: (r["depth"], r["architecture"])):
+        grid = r["grid"]
+        valid = ", ".join(f"{100 * g['valid_accuracy']:.2f}" for g in grid)
+        test = ", ".join(f"{100 * g['test_accuracy']:.2f}" for g in grid)
+        chosen = max(grid, key=lambda g: g["valid_accuracy"], default=None)
+        epoch = chosen["hyperparameters"]["epoch"] if chosen else "-"
+        history = r.get("history") or [{}]
+        train_error = history[-1].get("train_stats", {}).get("train_error")
+        train = "-" if train_error is None else f"{100 * train_error:.2f}"
+        diverged = " (diverged)" if r.get("diverged") else ""
+        lines.append(
+            f"| {r['architecture']}{diverged} | {r['depth']} | {valid} | {test} | {train} "
+            f"| {epoch} | {float(r.get('seconds', 0.0)):.0f} "
+            f"| {float(r.get('cpu_seconds', 0.0)):.0f} |"
+        )
+    return lines
+
+
+def ep_comparison(rows: Sequence[Row], n_test: int | None = None) -> list[str]:
+    """EP on the layered (NN) against the layer-skipping (skip) network, from the measured
+    rows, as Markdown bullets; empty when no depth has both. ``n_test``: test examples, for
+    the binomial standard error of one accuracy."""
+    ep = {(r.architecture, r.depth): r for r in rows if r.rule == EP_RULE}
+    depths = sorted(d for (arch, d) in ep if arch == "NN" and ("skip", d) in ep)
+    if not depths:
+        return []
+    lines = []
+    diffs = {}
+    for d in depths:
+        nn, skip = ep[("NN", d)], ep[("skip", d)]
+        diffs[d] = 100 * (skip.test_accuracy - nn.test_accuracy)
+        lines.append(
+            f"- Depth {d}: test accuracy layered (NN) {100 * nn.test_accuracy:.2f}%, "
+            f"layer-skipping (skip) {100 * skip.test_accuracy:.2f}% (skip - NN = "
+            f"{diffs[d]:+.2f} points); validation {100 * nn.valid_accuracy:.2f}% vs "
+            f"{100 * skip.valid_accuracy:.2f}%."
+        )
+    if len(depths) > 1:
+        low, high = depths[0], depths[-1]
+        change = {
+            arch: 100 * (ep[(arch, high)].test_accuracy - ep[(arch, low)].test_accuracy)
+            for arch in ("NN", "skip")
+        }
+        lines.append(
+            f"- Depth {low} -> {high}: NN {100 * ep[('NN', low)].test_accuracy:.2f} -> "
+            f"{100 * ep[('NN', high)].test_accuracy:.2f}% ({change['NN']:+.2f} points), skip "
+            f"{100 * ep[('skip', low)].test_accuracy:.2f} -> "
+            f"{100 * ep[('skip', high)].test_accuracy:.2f}% ({change['skip']:+.2f} points)."
+        )
+    ahead = [d for d in depths if diffs[d] > 0]
+    behind = [d for d in depths if diffs[d] < 0]
+    if len(ahead) == len(depths):
+        summary = "ahead of the layered one at every depth measured"
+    elif len(behind) == len(depths):
+        summary = "behind the layered one at every depth measured"
+    else:
+        summary = (
+            f"ahead of the layered one at depth {', '.join(map(str, ahead)) or 'none'} and "
+            f"behind at depth {', '.join(map(str, behind)) or 'none'}"
+        )
+    noise = ""
+    if n_test:
+        p = sum(r.test_accuracy for r in ep.values()) / len(ep)
+        noise = (
+            f"; the binomial standard error of one test accuracy near {100 * p:.1f}% on "
+            f"{n_test:,} examples is about {100 * math.sqrt(p * (1 - p) / n_test):.2f} points"
+        )
+    lines.append(
+        f"- In short: with EP the layer-skipping network is {summary} (differences "
+        f"{', '.join(f'{diffs[d]:+.2f}' for d in depths)} points, one seed{noise})."
+    )
+    return lines
+
+
+def ep_section(protocol: Protocol, records: Sequence[Mapping], rows: Sequence[Row]) -> list[str]:
+    """The EP part of ``results.md`` (protocol, comparison, per-run table); empty when the
+    scale has no EP rows."""
+    ep = protocol.ep
+    if ep is None:
+        return []
+    layered = ep_config(protocol, "NN", ep.depths[0])
+    skip = ep_config(protocol, "skip", ep.depths[0])
+    record = records[0] if records else {}
+    n_train = record.get("examples_per_epoch")
+    n_valid, n_test = record.get("valid_examples"), record.get("test_examples")
+    per_epoch = f"{n_train:,} examples" if n_train else "the training split"
+    total = f" ({layered.epochs * n_train:,} examples per run)" if n_train else ""
+    valid = f"all {n_valid:,}" if n_valid else "all"
+    baseline_valid = (
+        "all" if protocol.valid_limit is None else f"the first {protocol.valid_limit:,}"
+    )
+    test = f" ({n_test:,} examples)" if n_test else ""
+    limit = f"first {ep.limit:,} examples of each split" if ep.limit else "all examples"
+    sign = " with random sign" if layered.random_sign else ""
+    cpu = sum(float(r.get("cpu_seconds", 0.0)) for r in records)
+    wall = sum(float(r.get("seconds", 0.0)) for r in records)
+    return [
+        "## EP: layered vs layer-skipping (equilibrium propagation from the core)",
+        "",
+        "Protocol:",
+        "",
+        f"- Networks: EP on `{ep.dataset}`, split `icons`, {limit}; sizes "
+        f"[{layered.sizes[0]}, {ep.hidden} x depth, {layered.sizes[-1]}], depths "
+        f"{', '.join(map(str, ep.depths))}. NN: preset `{EP_PRESETS['NN']}` (topology "
+        f"`{layered.topology}`); skip: preset `{EP_PRESETS['skip']}` (topology "
+        f"`{skip.topology}`, p = {skip.p:g}).",
+        f"- From the presets: lr {layered.lr}, eps {layered.eps:g}, beta {layered.beta:g}{sign}, "
+        f"N_clamped {layered.n_clamped}, batch {layered.batch_size}, persistent particles "
+        f"{'on' if layered.persistent else 'off'}; replaced for this scale: "
+        + ", ".join(f"{k} {v}" for k, v in ep.overrides.items())
+        + (" (none)" if not ep.overrides else "")
+        + f". Budget: N_free {layered.n_free}, {layered.epochs} epoch(s) of {per_epoch}{total}.",
+        f"- Validation accuracy: EP's held-out evaluation on {valid} validation examples (the "
+        f"baselines use {baseline_valid}); test accuracy: the official test set"
+        f"{test}, evaluated after every epoch. Model selection: the epoch with the best "
+        "validation accuracy; its test accuracy is reported.",
+        f"- Departures from the journal: {ep.note}",
+        f"- {len(records)} EP runs; training time summed over runs {wall:.0f} s wall, "
+        f"{cpu:.0f} s CPU (evaluations included).",
+        *EP_INTERPRETATIONS,
+        "",
+        "Comparison (measured):",
+        "",
+        *(ep_comparison(rows, n_test) or ["- No depth has both EP rows yet."]),
+        "",
+        "Runs:",
+        "",
+        *_ep_runs_table(records),
+        "",
+    ]
+
+
 def render_results(
     scale: str,
     protocol: Protocol,
@@ -457,6 +854,8 @@ def render_results(
 ) -> str:
     """The text of ``results.md``."""
     lines, verdict = claim_check(rows, protocol)
+    ep_records = [r for r in records if r["rule"] == EP_RULE]
+    records = [r for r in records if r["rule"] != EP_RULE]
     train_seconds = sum(float(r.get("seconds", 0.0)) for r in records)
     cpu_seconds = sum(float(r.get("cpu_seconds", 0.0)) for r in records)
     diverged = sum(bool(r.get("diverged")) for r in records)
@@ -500,8 +899,8 @@ def render_results(
         "the best-validation one up to the stop. Test accuracy is only reported.",
         "- DTP: target step 0.5, reconstruction noise 0.1 (not tuned; the seed gives none).",
         f"- Seed {protocol.seed}, one run per grid point.",
-        f"- {len(records)} runs ({grid_points} grid points, {diverged} diverged); training "
-        f"time summed over runs {train_seconds:.0f} s wall, {cpu_seconds:.0f} s CPU "
+        f"- {len(records)} baseline runs ({grid_points} grid points, {diverged} diverged); "
+        f"training time summed over runs {train_seconds:.0f} s wall, {cpu_seconds:.0f} s CPU "
         f"(torch threads: {torch.get_num_threads()}).",
         f"- Caveat: {protocol.caveat}",
         "",
@@ -521,6 +920,7 @@ def render_results(
         "",
         *context_lines(rows, protocol),
         "",
+        *ep_section(protocol, ep_records, rows),
         "## Results (test accuracy at the validation-selected grid point)",
         "",
         format_table(rows),
@@ -528,6 +928,9 @@ def render_results(
         "![accuracy against depth](accuracy_vs_depth.png)",
         "",
         "![hyperparameter sensitivity](sensitivity.png)",
+        "",
+        "The sensitivity figure shows the baselines only: EP's grid points are the epochs of "
+        "one run, not hyperparameters.",
         "",
         "## Interpretations of the seed",
         "",
@@ -537,23 +940,42 @@ def render_results(
     return "\n".join(parts)
 
 
-_COLOURS = {"NN": "tab:red", "DN": "tab:blue", "ConvNet": "tab:orange", "DenseConvNet": "tab:cyan"}
+_COLOURS = {
+    "NN": "tab:red",
+    "DN": "tab:blue",
+    "ConvNet": "tab:orange",
+    "DenseConvNet": "tab:cyan",
+    "skip": "tab:green",
+}
+#: architecture labels of the EP panel's legend
+_EP_LABELS = {"NN": "NN (layered)", "skip": "skip (rewired p=0.1)"}
 
 
 def _panels(
-    protocol: Protocol, rules: Sequence[str], title: str
+    protocol: Protocol,
+    rules: Sequence[str],
+    title: str,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> tuple[Figure, dict[tuple[str, str], Axes]]:
+    """One row per activation of the protocol and one column per rule, plus one column per
+    ``(activation, rule)`` of ``extra`` (rules with an activation of their own, e.g. EP with
+    the hard sigmoid), whose single panel sits in the first row."""
     activations = list(protocol.depths)
-    fig = Figure(figsize=(3.2 * len(rules), 2.6 * len(activations)), dpi=100)
-    axes = fig.subplots(len(activations), len(rules), squeeze=False, sharey="row")
+    n_cols = len(rules) + len(extra)
+    fig = Figure(figsize=(3.2 * n_cols, 2.6 * len(activations)), dpi=100)
+    axes = fig.subplots(len(activations), n_cols, squeeze=False, sharey="row")
     fig.suptitle(title)
     panels = {}
     for i, act in enumerate(activations):
         for j, rule in enumerate(rules):
-            ax = axes[i][j]
-            ax.set_title(f"{rule}, {act}", fontsize=9)
-            ax.grid(alpha=0.3)
-            panels[(act, rule)] = ax
+            panels[(act, rule)] = axes[i][j]
+    for k, key in enumerate(extra):
+        panels[key] = axes[0][len(rules) + k]
+        for i in range(1, len(activations)):
+            axes[i][len(rules) + k].set_visible(False)
+    for (act, rule), ax in panels.items():
+        ax.set_title(f"{rule}, {act}", fontsize=9)
+        ax.grid(alpha=0.3)
     return fig, panels
 
 
@@ -571,23 +993,54 @@ def _mark_linear(ax: Axes, rows: Sequence[Row]) -> None:
         ax.axhline(100 * levels[0], color="grey", ls="--", lw=1, label="linear readout")
 
 
+def _own_activation(key: tuple[str, str, str, int], protocol: Protocol) -> bool:
+    """Whether (rule, architecture, activation, depth) has an activation outside the
+    protocol's (EP's hard sigmoid), the linear readout apart."""
+    return key[2] not in protocol.depths and key != LINEAR
+
+
+def _split_rows(rows: Sequence[Row], protocol: Protocol) -> tuple[list[Row], list[Row]]:
+    """The baselines' rows (and the linear readout), and the rows with an activation of their
+    own (EP)."""
+    own = [_own_activation((r.rule, r.architecture, r.activation, r.depth), protocol) for r in rows]
+    return (
+        [r for r, o in zip(rows, own, strict=True) if not o],
+        [r for r, o in zip(rows, own, strict=True) if o],
+    )
+
+
 def plot_accuracy_vs_depth(rows: Sequence[Row], protocol: Protocol, path: Path) -> None:
     """Test accuracy against depth, one panel per activation and rule, one line per
-    architecture (the seed's Figure 1)."""
-    fig, panels = _panels(protocol, _rules_of(r.rule for r in rows), "Test accuracy vs depth")
+    architecture (the seed's Figure 1); rules with an activation of their own (EP, hard
+    sigmoid) get one more panel in the first row, drawn with square markers."""
+    inside, others = _split_rows(rows, protocol)
+    extra = sorted({(r.activation, r.rule) for r in others}, key=lambda k: (k[1], k[0]))
+    fig, panels = _panels(
+        protocol, _rules_of(r.rule for r in inside), "Test accuracy vs depth", extra
+    )
     for (act, rule), ax in panels.items():
-        for arch in protocol.architectures:
+        own = (act, rule) in extra
+        architectures = (
+            sorted({r.architecture for r in others if (r.activation, r.rule) == (act, rule)})
+            if own
+            else protocol.architectures
+        )
+        depths: set[int] = set()
+        for arch in architectures:
             points = sorted(
                 (r.depth, 100 * r.test_accuracy)
                 for r in rows
                 if (r.rule, r.activation, r.architecture) == (rule, act, arch)
-                and r.depth in protocol.depths[act]
+                and (own or r.depth in protocol.depths[act])
             )
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, "o-", color=_COLOURS.get(arch), label=arch)
+                depths.update(xs)
+                label = f"{rule} {_EP_LABELS.get(arch, arch)}" if own else arch
+                style = "s-" if own else "o-"
+                ax.plot(xs, ys, style, color=_COLOURS.get(arch), label=label)
         _mark_linear(ax, rows)
-        ax.set_xticks(protocol.depths[act])
+        ax.set_xticks(sorted(depths) if own else protocol.depths[act])
         ax.set_xlabel("depth (hidden layers)")
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=7)
@@ -597,7 +1050,10 @@ def plot_accuracy_vs_depth(rows: Sequence[Row], protocol: Protocol, path: Path) 
 
 def plot_sensitivity(records: Sequence[Mapping], protocol: Protocol, path: Path) -> None:
     """Sorted test accuracies of every grid point (learning rate x starting point x depth),
-    one panel per activation and rule, one line per architecture (the seed's Figure 2)."""
+    one panel per activation and rule, one line per architecture (the seed's Figure 2).
+    Only the rules with the protocol's activations (the baselines): EP's grid points are the
+    epochs of one run, not hyperparameters."""
+    records = [r for r in records if not _own_activation(_record_key(r), protocol)]
     points: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for record in records:
         for point in record["grid"]:
