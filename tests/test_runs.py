@@ -205,25 +205,33 @@ def _run_cli(args, **kw):
 
 
 def test_sigkill_and_resume_gives_identical_weights_and_metrics(tmp_path):
+    epochs = 12
     sets = [
         "sizes=[64, 32, 10]", "limit=300", "n_free=60", "n_clamped=6", "batch_size=10",
-        "lr=0.1", "epochs=4", "checkpoint_every=4",
+        "lr=0.1", f"epochs={epochs}", "checkpoint_every=4",
     ]
     args = ["train", "--quiet"] + [a for s in sets for a in ("--set", s)]
     reference = _run_cli(args + ["--out", str(tmp_path / "ref")])
     assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
 
+    # Kill at a random moment inside a random early epoch: triggered by progress rather than
+    # by wall time, so a fast machine cannot finish the run before the kill lands.
+    rng = random.Random(0)
+    kill_after_epochs = rng.randint(1, 4)
     killed = _run_cli(args + ["--out", str(tmp_path / "kill")])
-    ckpt = tmp_path / "kill" / CHECKPOINT
+    metrics = tmp_path / "kill" / "metrics.jsonl"
     deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(0).uniform(0.1, 0.6))
+    while time.time() < deadline and (
+        not metrics.exists() or metrics.read_bytes().count(b"\n") < kill_after_epochs
+    ):
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0.0, 0.02))
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL, "run finished before it could be killed"
+    ckpt = tmp_path / "kill" / CHECKPOINT
     done_before = len(read_metrics(tmp_path / "kill"))
-    assert done_before < 4
+    assert kill_after_epochs <= done_before < epochs
 
     resumed = _run_cli(["train", "--quiet", "--resume", str(tmp_path / "kill")])
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
