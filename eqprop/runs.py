@@ -269,8 +269,10 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
                 wall, started = wall + now - started, now
                 checkpoint()
 
-        result = trainer.train_epoch(x, y, on_batch)
-        bar.close()
+        try:
+            result = trainer.train_epoch(x, y, on_batch)
+        finally:  # also on Ctrl-C, so the message that follows starts on a clean line
+            bar.close()
         held_error = trainer.evaluate(hx, hy, particles=test_particles)
         record = {
             "epoch": result.epoch,
