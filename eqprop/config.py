@@ -167,7 +167,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(value, want) and not (want is int and isinstance(value, bool)):
         return value
     label = name.rstrip("[]")
-    raise ConfigError(f"{label} must be a {want.__name__}, got {value!r}")
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    raise ConfigError(f"{label} must be {kind.get(want, want.__name__)}, got {value!r}")
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:

@@ -53,8 +53,14 @@ def tree_digest(path: Path) -> dict[str, str]:
 
 
 def test_presets_load_and_match_the_paper():
-    assert {"digits", "icons-layered", "icons-layered-perlayer", "icons-skip",
-            "frontiers-layered-deep", "frontiers-skip-deep"} <= set(cfg.preset_names())
+    assert {
+        "digits",
+        "icons-layered",
+        "icons-layered-perlayer",
+        "icons-skip",
+        "frontiers-layered-deep",
+        "frontiers-skip-deep",
+    } <= set(cfg.preset_names())
     a = cfg.resolve("icons-layered-perlayer")
     assert a.lr == (0.128, 0.032, 0.008, 0.002)
     c = cfg.resolve("icons-skip")
@@ -66,7 +72,7 @@ def test_presets_load_and_match_the_paper():
 
 
 def test_config_round_trips_through_toml():
-    c = small_config("topology=\"icons\"", "p=0.1", "lr_skip=0.05")
+    c = small_config('topology="icons"', "p=0.1", "lr_skip=0.05")
     again = cfg.from_dict(cfg.parse_toml(c.to_toml(), "test"))
     assert again == c
 
@@ -98,9 +104,9 @@ def test_resume_can_extend_the_epochs(tmp_path):
         ("eps=0", "eps must be > 0"),
         ("n_free=0", "n_free must be > 0"),
         ('topology="icons"', "needs exactly one of n and p"),
-        ("dataset=\"cifar\"", "dataset = 'cifar' is not allowed"),
+        ('dataset="cifar"', "dataset = 'cifar' is not allowed"),
         ("lr=[0.1, 0.2, 0.3]", "lr has 3 values but sizes has 2 layer pairs"),
-        ("epochs=\"many\"", "epochs must be a int"),
+        ('epochs="many"', "epochs must be an integer"),
     ],
 )
 def test_bad_config_values_raise_one_line_errors(override, message):
@@ -134,8 +140,14 @@ def test_run_writes_metrics_rates_and_checkpoint(tmp_path):
     on_disk = read_metrics(run)
     assert on_disk == records
     for r in records:
-        assert set(r) >= {"train_error", "test_error", "layer_rates", "wall_time", "free_steps",
-                          "relaxation_steps"}
+        assert set(r) >= {
+            "train_error",
+            "test_error",
+            "layer_rates",
+            "wall_time",
+            "free_steps",
+            "relaxation_steps",
+        }
         assert len(r["layer_rates"]) == 2
         assert r["relaxation_steps"] == 20 * (20 + 4)
     rates = read_layer_rates(run)
@@ -172,10 +184,18 @@ def test_tensorboard_logs_scalars(tmp_path):
 
 def test_tensorboard_missing_is_a_one_line_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules['torch.utils.tensorboard'] = None; "
-         "from eqprop.cli import main; sys.exit(main(sys.argv[1:]))",
-         "train", "--tensorboard", "--out", str(tmp_path / "run")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['torch.utils.tensorboard'] = None; "
+            "from eqprop.cli import main; sys.exit(main(sys.argv[1:]))",
+            "train",
+            "--tensorboard",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -200,15 +220,26 @@ def test_checkpoint_write_is_atomic(tmp_path):
 
 def _run_cli(args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "eqprop.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "eqprop.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def test_sigkill_and_resume_gives_identical_weights_and_metrics(tmp_path):
     epochs = 12
     sets = [
-        "sizes=[64, 32, 10]", "limit=300", "n_free=60", "n_clamped=6", "batch_size=10",
-        "lr=0.1", f"epochs={epochs}", "checkpoint_every=4",
+        "sizes=[64, 32, 10]",
+        "limit=300",
+        "n_free=60",
+        "n_clamped=6",
+        "batch_size=10",
+        "lr=0.1",
+        f"epochs={epochs}",
+        "checkpoint_every=4",
     ]
     args = ["train", "--quiet"] + [a for s in sets for a in ("--set", s)]
     reference = _run_cli(args + ["--out", str(tmp_path / "ref")])

@@ -47,8 +47,11 @@ def probe(data_dir: str, variant: str) -> None:
     for _ in range(2):
         result = trainer.train_epoch(x, y)
         rates = " ".join(f"{r:.2e}" for r in result.layer_rates.mean(0).tolist())
-        print(f"{variant:14s} epoch {result.epoch}  train error {result.train_error:.2%}  "
-              f"rates [{rates}]", flush=True)
+        print(
+            f"{variant:14s} epoch {result.epoch}  train error {result.train_error:.2%}  "
+            f"rates [{rates}]",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
