@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "eqprop: interrupted; the last checkpoint is kept (resume with --resume)",
+            "eqprop: interrupted; continue from the last checkpoint with --resume RUN_DIR",
             file=sys.stderr,
         )
         return 130

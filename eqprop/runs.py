@@ -11,7 +11,10 @@ A run directory holds:
   (``n_free`` everywhere unless adaptive relaxation, ``tol``, is on);
 - ``tensorboard/``: TensorBoard event files, when asked for (``--tensorboard``);
 - ``checkpoint.pt``: the trainer's complete state, written atomically (temporary file, fsync,
-  rename) every ``checkpoint_every`` batches and at the end of every epoch.
+  rename) every ``checkpoint_every`` batches, at the end of every epoch, and when the run is
+  interrupted with Ctrl-C (SIGINT): the batch under way finishes, the checkpoint is written,
+  and :class:`KeyboardInterrupt` is raised; a second Ctrl-C stops at once, keeping the last
+  checkpoint.
 
 Resuming restores the checkpoint and drops any metrics written after it, so a run killed at
 any moment and resumed ends with the same weights and metrics as one never interrupted.
@@ -19,11 +22,15 @@ any moment and resumed ends with the same weights and metrics as one never inter
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -191,6 +198,31 @@ def require_tensorboard() -> type:
     return SummaryWriter
 
 
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[list[bool]]:
+    """While active, a first SIGINT only sets the flag (``flag[0]``) so that the caller can
+    stop at a consistent point; a second one raises :class:`KeyboardInterrupt` at once.
+    Outside the main thread (where signal handlers cannot be set) the flag never changes."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame) -> None:
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
+        tqdm.write(
+            "eqprop: stopping after this batch (Ctrl-C again to stop at once)", file=sys.stderr
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def start_run(config: RunConfig, run_dir: str | Path) -> Path:
     """Create a new run directory for ``config``; refuse to touch an existing one."""
     run_dir = Path(run_dir)
@@ -246,65 +278,72 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
         state = {"trainer": trainer.state_dict(), "wall": wall, "test_particles": test_particles}
         atomic_write(ckpt_path, lambda f: torch.save(state, f))
 
-    n_batches = -(-len(x) // config.batch_size)
-    while trainer.epoch < config.epochs:
-        epoch = trainer.epoch + 1
-        bar = tqdm(
-            total=n_batches,
-            initial=trainer.position,
-            desc=f"epoch {epoch}/{config.epochs}",
-            unit="batch",
-            disable=options.quiet,
-            leave=False,
-        )
-        started = time.perf_counter()
-
-        def on_batch(result, bar=bar) -> None:
-            nonlocal wall, started
-            bar.update(1)
-            if trainer.seen:
-                bar.set_postfix(train_error=f"{trainer.errors / trainer.seen:.2%}", refresh=False)
-            if config.checkpoint_every and trainer.position % config.checkpoint_every == 0:
-                now = time.perf_counter()
-                wall, started = wall + now - started, now
-                checkpoint()
-
-        try:
-            result = trainer.train_epoch(x, y, on_batch)
-        finally:  # also on Ctrl-C, so the message that follows starts on a clean line
-            bar.close()
-        held_error = trainer.evaluate(hx, hy, particles=test_particles)
-        record = {
-            "epoch": result.epoch,
-            "train_error": result.train_error,
-            "test_error": held_error,
-            "layer_rates": result.layer_rates.double().mean(0).tolist(),
-            "free_steps": result.mean_free_steps,
-            "relaxation_steps": n_batches * (result.mean_free_steps + config.n_clamped),
-        }
-        if config.evaluate_test and data.valid is not None:
-            record["official_test_error"] = trainer.evaluate(
-                data.test.x.to(device, dtype), data.test.y.to(device)
+    with _deferred_sigint() as interrupted:
+        n_batches = -(-len(x) // config.batch_size)
+        while trainer.epoch < config.epochs:
+            epoch = trainer.epoch + 1
+            bar = tqdm(
+                total=n_batches,
+                initial=trainer.position,
+                desc=f"epoch {epoch}/{config.epochs}",
+                unit="batch",
+                disable=options.quiet,
+                leave=False,
             )
-        wall += time.perf_counter() - started
-        record["wall_time"] = wall
-        atomic_write(
-            run_dir / RATES / f"epoch_{result.epoch:04d}.npy",
-            functools.partial(np.save, arr=result.layer_rates.float().numpy()),
-        )
-        atomic_write(
-            run_dir / STEPS / f"epoch_{result.epoch:04d}.npy",
-            functools.partial(np.save, arr=result.free_steps.numpy()),
-        )
-        if writer is not None:
-            _log_epoch(writer, record)
-        with open(run_dir / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        checkpoint()
-        records.append(record)
-        tqdm.write(_epoch_line(record, config.epochs))
+            started = time.perf_counter()
+
+            def on_batch(result, bar=bar) -> None:
+                nonlocal wall, started
+                bar.update(1)
+                if trainer.seen:
+                    error = trainer.errors / trainer.seen
+                    bar.set_postfix(train_error=f"{error:.2%}", refresh=False)
+                due = config.checkpoint_every and trainer.position % config.checkpoint_every == 0
+                if due or interrupted[0]:
+                    now = time.perf_counter()
+                    wall, started = wall + now - started, now
+                    checkpoint()
+                if interrupted[0]:
+                    raise KeyboardInterrupt
+
+            try:
+                result = trainer.train_epoch(x, y, on_batch)
+            finally:  # also on Ctrl-C, so the message that follows starts on a clean line
+                bar.close()
+            held_error = trainer.evaluate(hx, hy, particles=test_particles)
+            record = {
+                "epoch": result.epoch,
+                "train_error": result.train_error,
+                "test_error": held_error,
+                "layer_rates": result.layer_rates.double().mean(0).tolist(),
+                "free_steps": result.mean_free_steps,
+                "relaxation_steps": n_batches * (result.mean_free_steps + config.n_clamped),
+            }
+            if config.evaluate_test and data.valid is not None:
+                record["official_test_error"] = trainer.evaluate(
+                    data.test.x.to(device, dtype), data.test.y.to(device)
+                )
+            wall += time.perf_counter() - started
+            record["wall_time"] = wall
+            atomic_write(
+                run_dir / RATES / f"epoch_{result.epoch:04d}.npy",
+                functools.partial(np.save, arr=result.layer_rates.float().numpy()),
+            )
+            atomic_write(
+                run_dir / STEPS / f"epoch_{result.epoch:04d}.npy",
+                functools.partial(np.save, arr=result.free_steps.numpy()),
+            )
+            if writer is not None:
+                _log_epoch(writer, record)
+            with open(run_dir / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            checkpoint()
+            records.append(record)
+            tqdm.write(_epoch_line(record, config.epochs))
+            if interrupted[0] and trainer.epoch < config.epochs:
+                raise KeyboardInterrupt
     if writer is not None:
         writer.close()
     return records

@@ -27,6 +27,7 @@ from eqprop.runs import (
     start_run,
     train_run,
 )
+from eqprop.training import Trainer
 
 SMALL = [
     "sizes=[64, 24, 10]",
@@ -279,6 +280,44 @@ def test_sigkill_and_resume_gives_identical_weights_and_metrics(tmp_path):
 
     assert strip(read_metrics(tmp_path / "ref")) == strip(read_metrics(tmp_path / "kill"))
     assert np.array_equal(read_layer_rates(tmp_path / "ref"), read_layer_rates(tmp_path / "kill"))
+
+
+@pytest.mark.parametrize("stop_at", [7, 10])  # mid-epoch; the last batch of epoch 1
+def test_ctrl_c_checkpoints_the_batch_reached_and_resumes_exactly(tmp_path, monkeypatch, stop_at):
+    sets = ("batch_size=20", "checkpoint_every=1000", "epochs=2")  # 10 batches an epoch
+    reference = start_run(small_config(*sets), tmp_path / "ref")
+    train_run(reference)
+
+    run = start_run(small_config(*sets), tmp_path / "run")
+    calls = 0
+    original = Trainer.train_batch
+
+    def train_batch(self, *args):
+        nonlocal calls
+        calls += 1
+        if calls == stop_at:  # Ctrl-C arrives while this batch is being computed
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_batch", train_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(run)
+    state = torch.load(run / CHECKPOINT, weights_only=False)["trainer"]
+    assert state["epoch"] * 10 + state["position"] == stop_at  # no finished batch is lost
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+    monkeypatch.undo()
+    train_run(run)
+    ref = torch.load(reference / CHECKPOINT, weights_only=False)["trainer"]
+    res = torch.load(run / CHECKPOINT, weights_only=False)["trainer"]
+    for a, b in zip(ref["weights"], res["weights"], strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(ref["particles"], res["particles"])
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+
+    assert strip(read_metrics(reference)) == strip(read_metrics(run))
 
 
 def test_divergence_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_path):
