@@ -56,7 +56,13 @@ def _train(args: argparse.Namespace) -> int:
         out = Path(args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir = start_run(config, out)
     print(f"run directory: {run_dir}", file=sys.stderr)
-    records = train_run(run_dir, options)
+    try:
+        records = train_run(run_dir, options)
+    except KeyboardInterrupt:
+        print(
+            f"eqprop: interrupted; continue with: eqprop train --resume {run_dir}", file=sys.stderr
+        )
+        return 130
     if records:
         last = records[-1]
         print(

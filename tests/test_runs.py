@@ -320,6 +320,21 @@ def test_ctrl_c_checkpoints_the_batch_reached_and_resumes_exactly(tmp_path, monk
     assert strip(read_metrics(reference)) == strip(read_metrics(run))
 
 
+def test_ctrl_c_on_the_command_line_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    proc = _run_cli(["train", "--set", "epochs=500", "--out", str(out)])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.decode().replace("\r", "\n").splitlines() if line.strip()]
+    assert proc.returncode == 130
+    assert lines[-1] == f"eqprop: interrupted; continue with: eqprop train --resume {out}"
+    assert "Traceback" not in err.decode()
+    assert len(read_metrics(out)) < 500
+
+
 def test_divergence_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_path):
     run = start_run(small_config("lr=1e38", "checkpoint_every=1"), tmp_path / "run")
     with pytest.raises(DivergenceError, match=r"epoch 1, batch \d+") as e:
