@@ -202,9 +202,12 @@ def require_tensorboard() -> type:
 def _deferred_sigint() -> Iterator[list[bool]]:
     """While active, a first SIGINT only sets the flag (``flag[0]``) so that the caller can
     stop at a consistent point; a second one raises :class:`KeyboardInterrupt` at once.
-    Outside the main thread (where signal handlers cannot be set) the flag never changes."""
+    Outside the main thread (where signal handlers cannot be set), or where SIGINT is ignored
+    (a background job of a non-interactive shell), nothing is changed and the flag stays
+    False."""
     flag = [False]
-    if threading.current_thread() is not threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield flag
         return
 
