@@ -150,20 +150,25 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _read_epochs(run_dir: str | Path, kind: str, empty: np.ndarray) -> np.ndarray:
+    """The per-batch arrays ``run_dir/kind/epoch_*.npy`` of all finished epochs, concatenated
+    in epoch order (``empty`` when there are none)."""
+    files = sorted((Path(run_dir) / kind).glob("epoch_*.npy"))
+    return np.concatenate([np.load(f) for f in files]) if files else empty
+
+
+def _save_epoch(run_dir: Path, kind: str, epoch: int, values: np.ndarray) -> None:
+    atomic_write(run_dir / kind / f"epoch_{epoch:04d}.npy", functools.partial(np.save, arr=values))
+
+
 def read_layer_rates(run_dir: str | Path) -> np.ndarray:
     """Per-batch per-layer rates of all finished epochs, shape ``(batches, pairs)``."""
-    files = sorted((Path(run_dir) / RATES).glob("epoch_*.npy"))
-    if not files:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate([np.load(f) for f in files])
+    return _read_epochs(run_dir, RATES, np.zeros((0, 0), dtype=np.float32))
 
 
 def read_free_steps(run_dir: str | Path) -> np.ndarray:
     """Free-phase steps of every batch of all finished epochs, shape ``(batches,)``."""
-    files = sorted((Path(run_dir) / STEPS).glob("epoch_*.npy"))
-    if not files:
-        return np.zeros(0, dtype=np.int32)
-    return np.concatenate([np.load(f) for f in files])
+    return _read_epochs(run_dir, STEPS, np.zeros(0, dtype=np.int32))
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -273,8 +278,8 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
         wall = state["wall"]
     records = [r for r in read_metrics(run_dir) if r["epoch"] <= trainer.epoch]
     atomic_write_bytes(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records).encode())
-    (run_dir / RATES).mkdir(exist_ok=True)
-    (run_dir / STEPS).mkdir(exist_ok=True)
+    for kind in (RATES, STEPS):
+        (run_dir / kind).mkdir(exist_ok=True)
     writer = require_tensorboard()(str(run_dir / "tensorboard")) if options.tensorboard else None
 
     def checkpoint() -> None:
@@ -328,14 +333,8 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
                 )
             wall += time.perf_counter() - started
             record["wall_time"] = wall
-            atomic_write(
-                run_dir / RATES / f"epoch_{result.epoch:04d}.npy",
-                functools.partial(np.save, arr=result.layer_rates.float().numpy()),
-            )
-            atomic_write(
-                run_dir / STEPS / f"epoch_{result.epoch:04d}.npy",
-                functools.partial(np.save, arr=result.free_steps.numpy()),
-            )
+            _save_epoch(run_dir, RATES, result.epoch, result.layer_rates.float().numpy())
+            _save_epoch(run_dir, STEPS, result.epoch, result.free_steps.numpy())
             if writer is not None:
                 _log_epoch(writer, record)
             with open(run_dir / METRICS, "a") as f:

@@ -133,7 +133,7 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.order: torch.Tensor | None = None  # this epoch's visiting order
         self.position = 0  # next batch of this epoch
-        self.errors = self.seen = self.free_steps = 0  # this epoch so far
+        self.errors = self.seen = 0  # this epoch so far
         self.epoch_rates: list[torch.Tensor] = []  # per-layer rates of this epoch's batches
         self.epoch_steps: list[int] = []  # free steps of this epoch's batches
 
@@ -188,7 +188,6 @@ class Trainer:
             self.position += 1
             self.errors += result.errors
             self.seen += result.size
-            self.free_steps += result.free_steps
             self.epoch_rates.append(result.layer_rates.cpu())
             self.epoch_steps.append(result.free_steps)
             if on_batch is not None:
@@ -196,13 +195,13 @@ class Trainer:
         epoch = EpochResult(
             self.epoch + 1,
             self.errors / self.seen,
-            self.free_steps / n_batches,
+            sum(self.epoch_steps) / n_batches,
             torch.stack(self.epoch_rates),
             torch.tensor(self.epoch_steps, dtype=torch.int32),
         )
         self.epoch += 1
         self.order, self.position = None, 0
-        self.errors = self.seen = self.free_steps = 0
+        self.errors = self.seen = 0
         self.epoch_rates, self.epoch_steps = [], []
         return epoch
 
@@ -248,7 +247,7 @@ class Trainer:
             "epoch": self.epoch,
             "order": self.order,
             "position": self.position,
-            "counters": (self.errors, self.seen, self.free_steps),
+            "counters": (self.errors, self.seen),
             "epoch_rates": [r.clone() for r in self.epoch_rates],
             "epoch_steps": list(self.epoch_steps),
         }
@@ -263,6 +262,7 @@ class Trainer:
             self.particles.copy_(state["particles"])
         self.generator.set_state(state["generator"])
         self.epoch, self.order, self.position = state["epoch"], state["order"], state["position"]
-        self.errors, self.seen, self.free_steps = state["counters"]
+        # older checkpoints also hold the epoch's free-step total, now summed from epoch_steps
+        self.errors, self.seen = state["counters"][:2]
         self.epoch_rates = list(state["epoch_rates"])
-        self.epoch_steps = list(state.get("epoch_steps", [0] * len(self.epoch_rates)))
+        self.epoch_steps = list(state["epoch_steps"])
