@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "eqprop: interrupted; continue from the last checkpoint with --resume RUN_DIR",
+            "eqprop: interrupted; runs keep their last checkpoint (rerun the command to continue)",
             file=sys.stderr,
         )
         return 130
