@@ -187,13 +187,12 @@ def _products_alone(products, batch: int, net, g: torch.Generator) -> Callable[[
 def whole_block_products(net) -> list[Product]:
     """One dense product per stored block and direction, as before layer-pair splitting and
     CSR: the reference that shows what the plan's splitting saves."""
-    plan = []
-    for block, w in zip(net.blocks, net.weights, strict=True):
-        if not block.is_input:
-            plan.append(Product(block.rows, block.cols, w))
-            if not block.is_diagonal:
-                plan.append(Product(block.cols, block.rows, w.T))
-    return plan
+    return [
+        product
+        for block, w in zip(net.blocks, net.weights, strict=True)
+        if not block.is_input
+        for product in block.whole_products(w)
+    ]
 
 
 def step_timing(net, batch: int, options: BenchOptions, whole: bool = False) -> dict[str, Any]:

@@ -68,6 +68,13 @@ class Block:
     def is_diagonal(self) -> bool:
         return self.row_group == self.col_group
 
+    def whole_products(self, weight: torch.Tensor) -> list[Product]:
+        """The block as one dense product per direction (one for a diagonal block)."""
+        products = [Product(self.rows, self.cols, weight)]
+        if not self.is_diagonal:
+            products.append(Product(self.cols, self.rows, weight.T))
+        return products
+
 
 @dataclass(frozen=True, eq=False)
 class Product:
@@ -245,9 +252,7 @@ class Network:
             if block.is_input:
                 continue
             both = 1 if block.is_diagonal else 2  # off-diagonal blocks act in both directions
-            whole = [Product(block.rows, block.cols, w)]
-            if not block.is_diagonal:
-                whole.append(Product(block.cols, block.rows, w.T))
+            whole = block.whole_products(w)
             split, split_cost = [], 0.0
             for k in layers_of[block.row_group]:
                 for m in layers_of[block.col_group]:
@@ -467,12 +472,11 @@ class Network:
         """The fixed-step loop captured once as a CUDA graph (per batch size, steps, eps and
         beta) and replayed: one launch per phase instead of ~5 kernel launches per step.
 
-        The graph reads the weight tensors in place, so in-place updates are seen; it is
-        recaptured if the weight tensors are replaced. Inputs are copied into the graph's
-        static tensors and the result copied back into ``s``.
+        The graph reads the weight tensors in place (the product plan holds views of them and
+        learning updates them in place), so every update is seen. Inputs are copied into the
+        graph's static tensors and the result copied back into ``s``.
         """
-        weights = tuple(w.data_ptr() for w in self.weights)
-        key = (s.shape[0], steps, float(eps), float(beta), weights)
+        key = (s.shape[0], steps, float(eps), float(beta))
         entry = self._graphs.get(key)
         if entry is None:
             static = {

@@ -8,10 +8,7 @@ the same states, weights, biases, beta signs, errors and layer rates.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,18 +20,7 @@ from eqprop.network import Network
 from eqprop.rules import EPConfig, EquilibriumPropagation
 from eqprop.training import Relaxation, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_naive():
-    spec = importlib.util.spec_from_file_location("naive_ep", ROOT / "benchmarks" / "naive.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("naive_ep", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-naive = load_naive()
+naive = bench.naive_module()
 
 SIZES = [30, 20, 20, 5]
 # each family with the learning-rate form that exercises it: per-pair rates (and per-layer
@@ -78,7 +64,9 @@ def test_trainer_equals_naive_engine(family, layout, dtype):
     relax = Relaxation(eps=0.5, n_free=25, n_clamped=5)
     trainer = Trainer(net, rule, relax, n_train=N_TRAIN, batch_size=BATCH, seed=11)
     ref = naive.NaiveEP(net, rule, relax, n_train=N_TRAIN, batch_size=BATCH, seed=11)
-    assert torch.equal(ref.W, net.dense_weights())
+    # the same seed gives the same initial weights, built independently
+    twin = Network(topo, seed=7, dtype=dtype, layout=layout)
+    assert torch.equal(ref.W, twin.dense_weights())
     x, y = toy_data(dtype)
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
 
@@ -115,6 +103,7 @@ def test_naive_engine_follows_adaptive_free_phase():
     epoch = trainer.train_epoch(x, y)
     batches = ref.train_epoch(x, y)
     assert epoch.mean_free_steps == sum(b.free_steps for b in batches) / len(batches)
+    assert epoch.free_steps.tolist() == [b.free_steps for b in batches]
     assert epoch.mean_free_steps < 300
     torch.testing.assert_close(net.dense_weights(), ref.W, rtol=1e-10, atol=1e-12)
 
