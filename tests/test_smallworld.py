@@ -237,7 +237,9 @@ def test_smoke_experiment(tmp_path, monkeypatch):
     for record in data["topologies"].values():
         check = record["csgraph_check"]
         assert check["L"] == pytest.approx(record["metrics"]["L"], abs=1e-12)
-    assert "Interpretation" in text and "footnote 1" in text
+    for row, point in zip(rows, planned, strict=True):  # the table shows the measured values
+        measured = data["topologies"][point.key]["metrics"]
+        assert f" {measured['L']:.4f} |" in row and f" {measured['C']:.4f} |" in row
     # resumable: a rerun measures nothing
     monkeypatch.setattr(module, "measure", lambda *a: pytest.fail("re-measured"))
     module.run("smoke", tmp_path, None)

@@ -51,6 +51,7 @@ from eqprop.config import RunConfig, from_dict, preset
 from eqprop.data import load_dataset
 from eqprop.errors import ConfigError, DivergenceError
 from eqprop.runs import (
+    CONFIG,
     RunOptions,
     atomic_write_bytes,
     load_data,
@@ -462,7 +463,7 @@ def run_ep(
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     run_dir = Path(out) / EP_DIR / Path(name).stem
-    if (run_dir / "config.toml").exists():
+    if (run_dir / CONFIG).exists():
         if read_config(run_dir) != config:
             raise ConfigError(
                 f"{run_dir} holds an EP run with another configuration; delete it to retrain"
