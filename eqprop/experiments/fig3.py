@@ -29,8 +29,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.ticker import MaxNLocator
-
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
 from eqprop.plots import errors_figure
@@ -48,8 +46,6 @@ PAPER = {
     "B": "does not converge (0% training) in 250 epochs; stays about 0.5% worse",
     "C": "0% training error in about 190 epochs",
 }
-#: epochs the paper states for reaching 0% training error
-PAPER_EPOCHS = {"A": 150, "C": 190}
 
 
 def planned(scale: str) -> list[tuple[str, RunConfig]]:
@@ -64,12 +60,9 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     results = pr.execute(planned(scale), out, data_dir)
     shown = sorted(results, key=lambda r: r.name)  # A, B, C in plots and tables
     curves = [(r.name, r.records) for r in shown if r.records]
-    full = errors_figure(curves)
-    full.axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    pr.save_png(full, out / "errors.png")
+    pr.save_png(errors_figure(curves), out / "errors.png")
     zoom = errors_figure(curves)
     ax = zoom.axes[0]
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     finals = [100 * r.records[-1]["test_error"] for r in shown if r.records]
     ax.set_ylim(0, min(100.0, max([5.0, *(2 * f for f in finals)])))
     ax.set_title("Training (solid) and test (dashed) error, low-error range")

@@ -78,7 +78,7 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     pr.check_scale(scale)
     out = Path(out)
     results = pr.execute(planned(scale), out, data_dir)
-    rates = {r.name: r.rates() for r in results}
+    rates = {r.name: r.rates for r in results}
     summaries = {name: pr.summarize_rates(x) for name, x in rates.items()}
     panels = [(LABELS[name], pr.plottable(x)) for name, x in rates.items()]
     fig = layer_rates_figure(panels, smooth=SMOOTH)

@@ -68,10 +68,9 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     skip = pr.paper_config("C")
     if isinstance(skip.lr, tuple):  # pragma: no cover - the preset has one rate
         raise ValueError("fig5 needs the single-rate icons-skip preset")
-    runs = [("B", pr.derive(pr.paper_config("B"), epochs=1))]
+    runs = [("B", pr.paper_config("B").replace(epochs=1))]
     runs += [
-        (run_name(p), pr.derive(skip, topology="icons", n=-1, p=p, epochs=1))
-        for p in p_values(scale)
+        (run_name(p), skip.replace(topology="icons", n=-1, p=p, epochs=1)) for p in p_values(scale)
     ]
     return [(name, pr.scaled(config, scale, REDUCTIONS)) for name, config in runs]
 
@@ -99,7 +98,7 @@ class Point:
         first = result.records[0] if result.records else {}
         self.train_error = first.get("train_error", math.nan)
         self.test_error = first.get("test_error", math.nan)
-        self.summary = pr.summarize_rates(result.rates()) if result.records else None
+        self.summary = pr.summarize_rates(result.rates) if result.records else None
 
     @property
     def rates(self) -> np.ndarray:

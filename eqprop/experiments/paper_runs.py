@@ -28,6 +28,7 @@ Environment variables (read by :func:`execute`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -80,15 +81,6 @@ def paper_config(network: str) -> cfg.RunConfig:
     return cfg.from_dict(cfg.preset(NETWORKS[network]))
 
 
-def derive(config: cfg.RunConfig, **changes: Any) -> cfg.RunConfig:
-    """``config`` with ``changes`` applied and validated (what ``RunConfig.replace`` does;
-    tuples are passed as the lists TOML would give, which ``from_dict`` expects)."""
-    values = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
-    }
-    return cfg.from_dict({**values, **changes})
-
-
 @dataclass(frozen=True)
 class Reduction:
     """How a cheaper scale departs from the paper protocol; every other field stays the
@@ -123,7 +115,7 @@ class Reduction:
             if config.topology.startswith("icons") and config.n >= 0:
                 p = p_from_n(config.n, config.sizes, config.p_formula)
                 changes.update(n=-1, p=p)
-        return derive(config, **changes)
+        return config.replace(**changes)
 
     def describe(self) -> str:
         """One Markdown sentence: what this scale changes."""
@@ -177,8 +169,10 @@ class RunResult:
     def complete(self) -> bool:
         return self.epochs_done >= self.config.epochs
 
+    @functools.cached_property
     def rates(self) -> np.ndarray:
-        """Per-batch per-pair rates (eq. 2) of the finished epochs, ``(batches, pairs)``."""
+        """Per-batch per-pair rates (eq. 2) of the finished epochs, ``(batches, pairs)``
+        (read once)."""
         return read_layer_rates(self.run_dir).astype(np.float64)
 
 
@@ -217,13 +211,13 @@ def ensure_run(name: str, config: cfg.RunConfig, run_dir: Path, data_dir: Path |
             return "complete"
         if existing.epochs != config.epochs:
             atomic_write_bytes(
-                run_dir / CONFIG, derive(existing, epochs=config.epochs).to_toml().encode()
+                run_dir / CONFIG, existing.replace(epochs=config.epochs).to_toml().encode()
             )
         action = "resumed"
         _log(f"{name}: resuming {run_dir} after epoch {done} of {config.epochs}")
     else:
         device = os.environ.get(DEVICE_ENV)
-        start_run(derive(config, device=device) if device else config, run_dir)
+        start_run(config.replace(device=device) if device else config, run_dir)
         action = "started"
         _log(f"{name}: started {run_dir} ({config.epochs} epochs)")
     options = RunOptions(data_dir=data_dir, quiet=not sys.stderr.isatty())
@@ -409,7 +403,7 @@ def status_lines(results: Sequence[RunResult]) -> list[str]:
             f"- `{r.name}` ({r.run_dir.name}/): {r.epochs_done}/{r.config.epochs} epochs, "
             f"{status}; training wall time {num(wall, '.0f')} s."
         )
-    collapsed = [r.name for r in results if _output_collapsed(r.run_dir)]
+    collapsed = [r.name for r in results if _output_collapsed(r)]
     if collapsed:
         lines.append(
             f"- Output layer collapsed in {', '.join(f'`{n}`' for n in collapsed)}: the output "
@@ -420,9 +414,9 @@ def status_lines(results: Sequence[RunResult]) -> list[str]:
     return lines
 
 
-def _output_collapsed(run_dir: Path) -> bool:
+def _output_collapsed(result: RunResult) -> bool:
     """Whether the output pair's rate is exactly 0 in more than half of the run's batches."""
-    rates = read_layer_rates(run_dir)
+    rates = result.rates
     return rates.size > 0 and float((rates[:, -1] == 0).mean()) > 0.5
 
 
