@@ -38,21 +38,21 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         config = read_config(run_dir)
         overrides = dict(cfg.parse_override(item) for item in args.set)
-        if set(overrides) - {"epochs"}:
+        if set(overrides) - {"epochs", "train.epochs"}:
             raise EqpropError(
-                "with --resume only --set epochs=N is allowed (to train longer); "
+                "with --resume only --set train.epochs=N is allowed (to train longer); "
                 "start a new run to change anything else"
             )
         if overrides:
             from eqprop.runs import CONFIG, atomic_write_bytes
 
-            config = config.replace(epochs=overrides["epochs"])
+            config = config.override(overrides)
             atomic_write_bytes(run_dir / CONFIG, config.to_toml().encode())
     else:
-        preset = args.preset or ("digits" if not args.config else None)
-        sets = list(args.set) + ([f'device="{args.device}"'] if args.device else [])
+        preset = args.preset or "digits"
+        sets = list(args.set) + ([f'train.device="{args.device}"'] if args.device else [])
         config = cfg.resolve(preset, args.config, sets)
-        name = preset or Path(args.config).stem
+        name = args.preset or (Path(args.config).stem if args.config else preset)
         out = Path(args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir = start_run(config, out)
     print(f"run directory: {run_dir}", file=sys.stderr)

@@ -1,72 +1,236 @@
-"""Run configurations: one flat, validated record per training run, and the presets.
+"""Run configurations: one validated record per training run, in sections that mirror the
+parts of the library, and the bundled presets.
 
-A configuration is a flat TOML table (see ``eqprop/presets/*.toml``); every field can be
-overridden on the command line with ``--set key=value`` (the value in TOML syntax, e.g.
-``--set lr=[0.128,0.032,0.008,0.002]``). Unknown keys and out-of-range values raise
+A configuration is a TOML document (see ``eqprop/presets/*.toml``)::
+
+    description = "..."
+    [data]        dataset, split, limit
+    [topology]    family, sizes, n, p, p_formula, a, seed
+    [free]        solver, eps, steps, tol           -> a relaxer (eqprop.relaxation)
+    [nudged]      nudging, eps, steps               -> a nudging and the nudged relaxer
+    [estimator]   kind, beta                        -> eqprop.estimators
+    [update]      optimizer, lr, lr_skip, bias_lr   -> eqprop.updates
+    [train]       epochs, batch_size, batch_order, persistent, test_persistent,
+                  evaluate_test, seed, checkpoint_every, device, dtype, layout
+
+An absent key means its default. Every field can be overridden on the command line with
+``--set section.key=value`` (the value in TOML syntax, e.g.
+``--set update.lr=[0.128,0.032,0.008,0.002]``); a bare ``key`` is accepted where it names
+one field only (``--set epochs=3``), and the names of the previous, flat format
+(``n_free``, ``n_clamped``, ``tol``, ...) are understood. Each section is validated once, by
+the library object it builds; unknown keys and bad values raise
 :class:`~eqprop.errors.ConfigError` with one line naming the field and what is allowed.
+
+Version 1 run directories (a flat ``config.toml``, written before the sections existed) are
+read by :func:`migrate`: they used the ``gradient`` nudging and resume exactly as they ran.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
+from eqprop import estimators, nudging
 from eqprop.data import DATASETS, SPLITS
 from eqprop.errors import ConfigError
 from eqprop.network import LAYOUTS
+from eqprop.relaxation import SOLVERS
+from eqprop.training import BATCH_ORDERS
+from eqprop.updates import LearningRates
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+#: written into every config.toml; a file without it is version 1 (flat)
+FORMAT_VERSION = 2
 TOPOLOGIES = ("layered", "icons", "icons-add", "rewired")
+#: the built-in update; any other ``update.optimizer`` names a ``torch.optim`` class
+MASKED_SGD = "masked-sgd"
+
+
+def _choice(section: str, name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"{section}.{name} = {value!r} is not allowed; choose one of {', '.join(allowed)}"
+        )
+
+
+def _at_least(section: str, name: str, value, low, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not value >= low:
+        raise ConfigError(f"{section}.{name} must be >= {low}, got {value}")
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a training run (SPEC sections 1, 2 and 4).
+class DataSection:
+    """``[data]``: ``dataset``, ``split`` (``icons``: first 50k train / last 10k evaluation;
+    ``standard``), ``limit`` (keep only the first examples of each split; absent: all)."""
 
-    Data: ``dataset``, ``split`` (``icons``: first 50k train / last 10k evaluation;
-    ``standard``), ``limit`` (keep only the first examples of each split).
-    Topology: ``sizes``, ``topology``, ``n`` or ``p`` (ICONS replacements or probability;
-    ``p`` also the rewiring probability), ``p_formula``, ``topology_seed``, ``a``. For ``n``,
-    ``p``, ``a`` and ``lr_skip`` the value -1 means unset (TOML has no null).
-    Dynamics: ``eps``, ``n_free``, ``n_clamped``, ``tol`` (adaptive free phase, 0 = off).
-    Rule: ``lr`` (one rate or one per layer pair), ``lr_skip`` (-1 = same as ``lr``), ``beta``,
-    ``random_sign``.
-    Training: ``epochs``, ``batch_size``, ``persistent``, ``test_persistent`` (keep particles
-    for evaluation examples too, as the paper authors' code did), ``evaluate_test``
-    (also report the official test set of the ``icons`` split), ``seed``,
-    ``checkpoint_every`` (batches), ``device``, ``dtype``, ``layout``.
-    """
-
-    description: str = ""
     dataset: str = "digits"
     split: str = "standard"
-    limit: int = 0
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("data", "dataset", self.dataset, DATASETS)
+        _choice("data", "split", self.split, SPLITS)
+        _at_least("data", "limit", self.limit, 1, optional=True)
+
+
+@dataclass(frozen=True)
+class TopologySection:
+    """``[topology]``: ``family``, ``sizes``; ``n`` or ``p`` (ICONS replacements or their
+    probability; ``p`` also the rewiring probability), ``p_formula``, ``a`` (initial bound of
+    intralayer and skip weights; absent: the family's default), ``seed``."""
+
+    family: str = "layered"
     sizes: tuple[int, ...] = (64, 128, 10)
-    topology: str = "layered"
-    n: int = -1
-    p: float = -1.0
+    n: int | None = None
+    p: float | None = None
     p_formula: str = "simple"
-    topology_seed: int = 0
-    a: float = -1.0
+    a: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("topology", "family", self.family, TOPOLOGIES)
+        _choice("topology", "p_formula", self.p_formula, ("simple", "exact"))
+        if len(self.sizes) < 2 or any(s < 1 for s in self.sizes):
+            raise ConfigError(
+                f"topology.sizes must be >= 2 positive layer sizes, got {list(self.sizes)}"
+            )
+        _at_least("topology", "n", self.n, 0, optional=True)
+        _at_least("topology", "a", self.a, 0.0, optional=True)
+        _at_least("topology", "seed", self.seed, 0)
+        if self.family.startswith("icons"):
+            if (self.n is None) == (self.p is None):
+                raise ConfigError(f"topology {self.family!r} needs exactly one of n and p")
+            if self.p is not None and not 0 <= self.p < 1:
+                raise ConfigError(f"topology.p must be in [0, 1), got {self.p}")
+        elif self.family == "rewired":
+            if self.p is None or not 0 <= self.p <= 1:
+                raise ConfigError(f"topology 'rewired' needs p in [0, 1], got {self.p}")
+        elif self.n is not None or self.p is not None:
+            raise ConfigError("topology.n and topology.p apply to the icons and rewired families")
+
+
+@dataclass(frozen=True)
+class FreeSection:
+    """``[free]``: the free-phase solver (:data:`eqprop.relaxation.SOLVERS`), its step size
+    ``eps``, ``steps`` (the number, or the cap for adaptive solvers) and ``tol`` (adaptive
+    solvers only)."""
+
+    solver: str = "fixed"
     eps: float = 0.5
-    n_free: int = 500
-    n_clamped: int = 8
-    tol: float = 0.0
-    lr: float | tuple[float, ...] = 0.02
-    lr_skip: float = -1.0
+    steps: int = 500
+    tol: float | None = None
+
+    def __post_init__(self) -> None:
+        self.build()
+
+    def build(self):
+        """The relaxer this section describes."""
+        _choice("free", "solver", self.solver, SOLVERS)
+        cls = SOLVERS[self.solver]
+        takes_tol = any(f.name == "tol" for f in fields(cls))
+        if self.tol is not None and not takes_tol:
+            raise ConfigError(
+                f"free.tol applies to adaptive solvers; free.solver = {self.solver!r} runs "
+                f"exactly free.steps steps (use free.solver = 'tolerance')"
+            )
+        extra = {"tol": self.tol} if takes_tol and self.tol is not None else {}
+        return _with_section("free", lambda: cls(eps=self.eps, steps=self.steps, **extra))
+
+
+@dataclass(frozen=True)
+class NudgedSection:
+    """``[nudged]``: the ``nudging`` scheme (:data:`eqprop.nudging.NUDGINGS`), its step size
+    ``eps`` and ``steps`` of the weakly-clamped phase (always fixed: they define the learning
+    signal)."""
+
+    nudging: str = "gradient"
+    eps: float = 0.5
+    steps: int = 8
+
+    def __post_init__(self) -> None:
+        self.build()
+
+    def build(self):
+        """The fixed-step relaxer of the weakly-clamped phase."""
+        _choice("nudged", "nudging", self.nudging, nudging.NUDGINGS)
+        from eqprop.relaxation.fixed import FixedSteps
+
+        return _with_section("nudged", lambda: FixedSteps(eps=self.eps, steps=self.steps))
+
+
+@dataclass(frozen=True)
+class EstimatorSection:
+    """``[estimator]``: ``kind`` (:data:`eqprop.estimators.ESTIMATORS`) and ``beta``."""
+
+    kind: str = "random-sign"
     beta: float = 1.0
-    random_sign: bool = True
+
+    def __post_init__(self) -> None:
+        self.build()
+
+    def build(self) -> estimators.Estimator:
+        """The estimator this section describes."""
+        _choice("estimator", "kind", self.kind, estimators.ESTIMATORS)
+        return _with_section("estimator", lambda: estimators.get(self.kind, self.beta))
+
+
+@dataclass(frozen=True)
+class UpdateSection:
+    """``[update]``: ``optimizer`` (``masked-sgd``, the built-in rule, or the name of a
+    ``torch.optim`` class such as ``Adam``), ``lr`` (one rate or one per adjacent layer
+    pair; a single rate for a ``torch.optim`` optimiser), ``lr_skip`` and ``bias_lr``
+    (:class:`eqprop.updates.LearningRates`; absent: the defaults described there)."""
+
+    optimizer: str = MASKED_SGD
+    lr: float | tuple[float, ...] = 0.02
+    lr_skip: float | None = None
+    bias_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        self.rates()
+        if self.optimizer != MASKED_SGD:
+            import torch
+
+            cls = getattr(torch.optim, self.optimizer, None)
+            if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+                raise ConfigError(
+                    f"update.optimizer = {self.optimizer!r} is neither {MASKED_SGD!r} nor a "
+                    f"torch.optim optimiser (such as 'Adam' or 'SGD')"
+                )
+            if isinstance(self.lr, tuple) or self.lr_skip is not None or self.bias_lr is not None:
+                raise ConfigError(
+                    f"update.optimizer = {self.optimizer!r} takes one rate (update.lr); "
+                    f"per-pair, skip and bias rates belong to {MASKED_SGD!r}"
+                )
+
+    def rates(self) -> LearningRates:
+        """The rates of the built-in update."""
+        return _with_section("update", lambda: LearningRates(self.lr, self.lr_skip, self.bias_lr))
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """``[train]``: ``epochs``, ``batch_size``, ``batch_order`` (``reshuffle``, ``fixed``,
+    ``shuffled-once``), ``persistent`` particles, ``test_persistent`` (particles for the
+    evaluation examples too, as the paper authors' code kept), ``evaluate_test`` (also report
+    the official test set of the ``icons`` split), ``seed``, ``checkpoint_every`` (batches; 0:
+    only at epoch ends), ``device``, ``dtype``, ``layout`` (weight storage)."""
+
     epochs: int = 1
     batch_size: int = 20
+    batch_order: str = "reshuffle"
     persistent: bool = True
     test_persistent: bool = False
     evaluate_test: bool = False
@@ -77,107 +241,255 @@ class RunConfig:
     layout: str = "auto"
 
     def __post_init__(self) -> None:
-        choices = {
-            "dataset": DATASETS,
-            "split": SPLITS,
-            "topology": TOPOLOGIES,
-            "p_formula": ("simple", "exact"),
-            "dtype": ("float32", "float64"),
-            "layout": LAYOUTS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"{name} = {getattr(self, name)!r} is not allowed; choose one of "
-                    f"{', '.join(allowed)}"
-                )
-        if len(self.sizes) < 2 or any(s < 1 for s in self.sizes):
-            raise ConfigError(f"sizes must be >= 2 positive layer sizes, got {list(self.sizes)}")
-        for name in ("eps", "n_free", "n_clamped", "epochs", "batch_size"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.beta == 0 or not math.isfinite(self.beta):
-            raise ConfigError(f"beta must be non-zero, got {self.beta}")
-        for name in ("limit", "tol", "checkpoint_every", "topology_seed", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr_skip", "a"):
-            if getattr(self, name) < 0 and getattr(self, name) != -1:
-                raise ConfigError(
-                    f"{name} must be >= 0 (or -1 for the default), got {getattr(self, name)}"
-                )
-        rates = self.lr if isinstance(self.lr, tuple) else (self.lr,)
-        if any(not math.isfinite(r) or r < 0 for r in rates):
-            raise ConfigError(f"lr must be >= 0, got {self.lr}")
-        if isinstance(self.lr, tuple) and len(self.lr) != len(self.sizes) - 1:
-            raise ConfigError(
-                f"lr has {len(self.lr)} values but sizes has {len(self.sizes) - 1} layer pairs"
-            )
-        if self.topology.startswith("icons"):
-            if (self.n >= 0) == (self.p >= 0):
-                raise ConfigError(f"topology {self.topology!r} needs exactly one of n and p")
-            if self.p >= 1:
-                raise ConfigError(f"p must be in [0, 1), got {self.p}")
-        if self.topology == "rewired" and not 0 <= self.p <= 1:
-            raise ConfigError(f"topology 'rewired' needs p in [0, 1], got {self.p}")
+        _at_least("train", "epochs", self.epochs, 1)
+        _at_least("train", "batch_size", self.batch_size, 1)
+        _at_least("train", "seed", self.seed, 0)
+        _at_least("train", "checkpoint_every", self.checkpoint_every, 0)
+        _choice("train", "batch_order", self.batch_order, BATCH_ORDERS)
+        _choice("train", "dtype", self.dtype, ("float32", "float64"))
+        _choice("train", "layout", self.layout, LAYOUTS)
         if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+            raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+
+def _with_section(section: str, build):
+    """Run ``build``; a ConfigError from the library object is prefixed with the section."""
+    try:
+        return build()
+    except ConfigError as exc:
+        raise ConfigError(f"[{section}] {exc}") from None
+
+
+SECTIONS = {
+    "data": DataSection,
+    "topology": TopologySection,
+    "free": FreeSection,
+    "nudged": NudgedSection,
+    "estimator": EstimatorSection,
+    "update": UpdateSection,
+    "train": TrainSection,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run: a ``description`` and one record per section
+    (module docs)."""
+
+    description: str = ""
+    data: DataSection = field(default_factory=DataSection)
+    topology: TopologySection = field(default_factory=TopologySection)
+    free: FreeSection = field(default_factory=FreeSection)
+    nudged: NudgedSection = field(default_factory=NudgedSection)
+    estimator: EstimatorSection = field(default_factory=EstimatorSection)
+    update: UpdateSection = field(default_factory=UpdateSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def __post_init__(self) -> None:
+        lr = self.update.lr
+        if isinstance(lr, tuple) and len(lr) != len(self.topology.sizes) - 1:
+            raise ConfigError(
+                f"update.lr has {len(lr)} values but topology.sizes has "
+                f"{len(self.topology.sizes) - 1} layer pairs"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested dict of the configuration (absent values left out, tuples as lists)."""
+        out: dict[str, Any] = {"format_version": FORMAT_VERSION, "description": self.description}
+        for name in SECTIONS:
+            values = asdict(getattr(self, name))
+            out[name] = {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in values.items()
+                if v is not None
+            }
+        return out
 
     def to_toml(self) -> str:
-        """The configuration as TOML text (every field, so a run directory is complete)."""
-        lines = []
-        for f in fields(self):
-            lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
-        return "\n".join(lines) + "\n"
+        """The configuration as TOML text (every set field, so a run directory is complete)."""
+        return tomli_w.dumps(self.to_dict())
 
-    def replace(self, **changes: Any) -> RunConfig:
-        """A copy with ``changes`` applied and validated."""
-        return from_dict({**dataclasses.asdict(self), **changes})
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (tuple, list)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(v)
+    def override(self, changes: dict[str, Any]) -> RunConfig:
+        """A validated copy with ``changes`` (``section.key`` or bare keys, as ``--set``)."""
+        values = self.to_dict()
+        for key, value in changes.items():
+            _assign(values, key, value)
+        return from_dict(values)
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
+# -- reading --------------------------------------------------------------------------------
+#: the flat keys of version 1 (and ``--set`` aliases): old name -> (section, key)
+LEGACY = {
+    "dataset": ("data", "dataset"),
+    "split": ("data", "split"),
+    "limit": ("data", "limit"),
+    "sizes": ("topology", "sizes"),
+    "topology": ("topology", "family"),
+    "n": ("topology", "n"),
+    "p": ("topology", "p"),
+    "p_formula": ("topology", "p_formula"),
+    "topology_seed": ("topology", "seed"),
+    "a": ("topology", "a"),
+    "n_free": ("free", "steps"),
+    "n_clamped": ("nudged", "steps"),
+    "nudging": ("nudged", "nudging"),
+    "beta": ("estimator", "beta"),
+    "estimator": ("estimator", "kind"),
+    "lr": ("update", "lr"),
+    "lr_skip": ("update", "lr_skip"),
+    "bias_lr": ("update", "bias_lr"),
+    "optimizer": ("update", "optimizer"),
+    **{
+        k: ("train", k)
+        for k in (
+            "epochs",
+            "batch_size",
+            "batch_order",
+            "persistent",
+            "test_persistent",
+            "evaluate_test",
+            "seed",
+            "checkpoint_every",
+            "device",
+            "dtype",
+            "layout",
+        )
+    },
+}
+
+
+def _assign(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` (``section.key``, a unique bare key, or a version-1 name) in ``values``."""
+    if key == "description":
+        values["description"] = value
+        return
+    section, dot, name = key.partition(".")
+    if not dot:
+        if key == "eps":  # one step size of version 1, for both phases
+            for section in ("free", "nudged"):
+                values.setdefault(section, {})["eps"] = value
+            return
+        if key == "tol":  # version 1: tol > 0 was the adaptive free phase, 0 off
+            free = values.setdefault("free", {})
+            free.update(solver="tolerance", tol=value) if value else free.pop("tol", None)
+            return
+        if key == "random_sign":
+            values.setdefault("estimator", {})["kind"] = "random-sign" if value else "positive"
+            return
+        if key not in LEGACY:
+            raise ConfigError(
+                f"unknown config key {key!r}; use section.key with a section among "
+                f"{', '.join(SECTIONS)} (eqprop presets --keys lists them)"
+            )
+        section, name = LEGACY[key]
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"unknown config section {section!r} in {key!r}; sections: {', '.join(SECTIONS)}"
+        )
+    allowed = [f.name for f in fields(SECTIONS[section])]
+    if name not in allowed:
+        raise ConfigError(
+            f"unknown config key {key!r}; [{section}] has {', '.join(allowed)}"
+        )
+    values.setdefault(section, {})[name] = value
+
+
+_KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _coerce(label: str, value: Any, default: Any, optional_kind: type | None) -> Any:
     """Bring a TOML value to the field's type, or raise a one-line ConfigError."""
-    want = type(default)
-    if name == "lr":
+    if label == "update.lr":
         if isinstance(value, (list, tuple)):
-            return tuple(_coerce("lr[]", v, 0.0) for v in value)
-        return _coerce("lr[]", value, 0.0)
-    if name == "sizes":
+            return tuple(_coerce("update.lr[]", v, 0.0, None) for v in value)
+        return _coerce("update.lr[]", value, 0.0, None)
+    if label == "topology.sizes":
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
             raise ConfigError(
-                f"sizes must be a list of integers such as [784, 500, 10], got {value!r}"
+                f"topology.sizes must be a list of integers such as [784, 500, 10], got {value!r}"
             )
         return tuple(value)
+    want = optional_kind or type(default)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if want is float and isinstance(value, float):
+    if isinstance(value, want) and not (want in (int, float) and isinstance(value, bool)):
+        if want is float and not math.isfinite(value):
+            raise ConfigError(f"{label.rstrip('[]')} must be a finite number, got {value!r}")
         return value
-    if isinstance(value, want) and not (want is int and isinstance(value, bool)):
-        return value
-    label = name.rstrip("[]")
-    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    raise ConfigError(f"{label} must be {kind.get(want, want.__name__)}, got {value!r}")
+    raise ConfigError(f"{label.rstrip('[]')} must be {_KIND.get(want, want.__name__)}, got {value!r}")
+
+
+#: fields whose default is None: the type of a value when one is given
+_OPTIONAL = {
+    ("data", "limit"): int,
+    ("topology", "n"): int,
+    ("topology", "p"): float,
+    ("topology", "a"): float,
+    ("free", "tol"): float,
+    ("update", "lr_skip"): float,
+    ("update", "bias_lr"): float,
+}
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
-    """Build a validated config from a flat dict (as read from TOML)."""
-    defaults = {f.name: f.default for f in fields(RunConfig)}
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(defaults)}")
-    return RunConfig(**{k: _coerce(k, v, defaults[k]) for k, v in values.items()})
+    """Build a validated config from a nested dict (as read from TOML); a flat version-1
+    dict is migrated first (:func:`migrate`)."""
+    values = dict(values)
+    version = values.pop("format_version", None)
+    if version is None and not any(isinstance(v, dict) for v in values.values()) and values:
+        values = migrate(values)
+    elif version not in (None, FORMAT_VERSION):
+        raise ConfigError(
+            f"config format_version {version!r} is not one this eqprop reads "
+            f"({FORMAT_VERSION}); use the eqprop version that wrote it"
+        )
+    description = values.pop("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"description must be a string, got {description!r}")
+    sections = {}
+    for name, raw in values.items():
+        if name not in SECTIONS:
+            if name in LEGACY or name in ("eps", "random_sign"):
+                raise ConfigError(
+                    f"config key {name!r} belongs in a section (e.g. "
+                    f"[{LEGACY.get(name, ('free',))[0]}]); see eqprop/presets/*.toml"
+                )
+            raise ConfigError(
+                f"unknown config section {name!r}; sections: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(raw, dict):
+            raise ConfigError(f"[{name}] must be a table of keys, got {raw!r}")
+        cls = SECTIONS[name]
+        defaults = {f.name: f.default for f in fields(cls)}
+        coerced = {}
+        for key, value in raw.items():
+            if value is None:  # programmatic "unset": the default
+                continue
+            if key not in defaults:
+                raise ConfigError(
+                    f"unknown config key '{name}.{key}'; [{name}] has {', '.join(defaults)}"
+                )
+            coerced[key] = _coerce(
+                f"{name}.{key}", value, defaults[key], _OPTIONAL.get((name, key))
+            )
+        sections[name] = cls(**coerced)
+    return RunConfig(description=description, **sections)
+
+
+def migrate(flat: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 flat config as a nested dict: ``-1`` (unset) and ``tol = 0`` (off)
+    dropped, ``tol > 0`` the ``tolerance`` solver, ``random_sign`` the estimator kind,
+    and ``gradient`` nudging (the only step version 1 had)."""
+    values: dict[str, Any] = {"nudged": {"nudging": "gradient"}}
+    for key, value in flat.items():
+        if key in ("n", "p", "a", "lr_skip") and value == -1:
+            continue
+        if key == "limit" and value == 0:
+            continue
+        _assign(values, key, value)
+    return values
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:
@@ -189,12 +501,14 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into a flat dict."""
+    """Read a TOML config file into a dict."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     return parse_toml(text, str(path))
 
 
@@ -219,7 +533,7 @@ def preset_names() -> list[str]:
 
 
 def preset(name: str) -> dict[str, Any]:
-    """The flat dict of preset ``name``."""
+    """The dict of preset ``name``."""
     names = preset_names()
     if name not in names:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(names)}")
@@ -233,10 +547,29 @@ def resolve(
     overrides: list[str] | tuple[str, ...] = (),
 ) -> RunConfig:
     """Preset, then config file, then ``--set`` overrides, validated together."""
-    values: dict[str, Any] = preset(preset_name) if preset_name else {}
+    base = from_dict(preset(preset_name)) if preset_name else RunConfig()
+    changes: dict[str, Any] = {}
     if config_file is not None:
-        values.update(load_file(config_file))
+        changes.update(_flatten(load_file(config_file)))
     for item in overrides:
         key, value = parse_override(item)
-        values[key] = value
-    return from_dict(values)
+        changes[key] = value
+    return base.override(changes)
+
+
+def flat_items(config: RunConfig) -> dict[str, Any]:
+    """The set fields of ``config`` as ``{"section.key": value}`` (and ``description``)."""
+    return _flatten(config.to_dict())
+
+
+def _flatten(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"free": {"steps": 5}}`` as ``{"free.steps": 5}`` (flat version-1 keys kept)."""
+    values = dict(values)
+    values.pop("format_version", None)
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out

@@ -1,6 +1,6 @@
-"""The energy-based network: parameters, energy, one relaxation step, relaxation.
+"""The energy-based network: parameters, energy, and one step's drive.
 
-A continuous Hopfield network (SPEC section 1, Scellier & Bengio 2017) over a
+A continuous Hopfield network (``docs/science.md`` section 1, Scellier & Bengio 2017) over a
 :class:`~eqprop.topology.Topology`. Layer 0 is the input, clamped to the example ``x``; the
 *state* ``s`` holds every other neuron (shape ``(batch, M)``, ``M`` = non-input neurons, in
 layer order), each in ``[0, 1]``.
@@ -9,9 +9,9 @@ layer order), each in ``[0, 1]``.
 - ``E(s) = 1/2 sum_i s_i^2 - sum_{i<j} W_ij rho(s_i) rho(s_j) - sum_i b_i rho(s_i)``, the sums
   running over the state and, for the pair term, input-state pairs too. (The constant
   ``1/2 |x|^2`` of the clamped input is left out: it changes neither dynamics nor gradients.)
-- ``C(s) = 1/2 |s_out - d|^2``; ``F = E + beta C``.
-- One step: ``s <- clip(s - eps dF/ds)`` with ``rho'(s) = 1`` on ``[0, 1]``, i.e.
-  ``s <- clip((1 - eps) s + eps (W rho(s) + W_in x + b + beta (d - s_out)[output]))``.
+- The drive of a step, ``h = W rho(s) + W_in x + b`` (:meth:`Network.stepper`); how a step
+  turns it into the next state (free, or nudged towards a target) is :mod:`eqprop.nudging`'s
+  job, and how many steps are run is :mod:`eqprop.relaxation`'s.
 
 Storage: the symmetric weight matrix is held as dense blocks between *groups* of consecutive
 layers (only blocks that contain an edge). With ``layout="blocks"`` every layer is its own
@@ -25,19 +25,19 @@ matrix products ``out[:, cols] += s[:, rows] @ w`` on views of the stored blocks
 block runs as one product, or, where a cost model says it is cheaper, split into its layer
 pairs, skipping empty pairs and running sparse pairs (on CPU) as CSR products -- e.g. the
 8.8%-dense skip pairs of the ICONS network. The input block's product is done once per batch
-(:meth:`Network.input_drive`); on CUDA fixed-step phases run as captured CUDA graphs.
+(:meth:`Network.input_drive`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from eqprop.errors import ConfigError
+from eqprop.nudging import Kernel, Nudge
 from eqprop.topology import ADJACENT, Topology
 
 LAYOUTS = ("auto", "blocks", "dense")
@@ -143,10 +143,12 @@ class Network:
 
     Example:
         >>> from eqprop import topology
+        >>> from eqprop.relaxation import FixedSteps
         >>> net = Network(topology.layered([4, 3, 2]), seed=0)
-        >>> s = net.relax(net.zero_state(1), net.input_drive(torch.ones(1, 4)), steps=50)
-        >>> tuple(s.shape)
-        (1, 5)
+        >>> x = torch.ones(1, 4)
+        >>> result = FixedSteps(steps=50).relax(net, net.zero_state(1), net.input_drive(x))
+        >>> tuple(result.state.shape), result.steps
+        ((1, 5), 50)
     """
 
     def __init__(
@@ -181,10 +183,6 @@ class Network:
         self._build_groups()
         self._build_blocks(seed)
         self.biases = torch.zeros(self.n_state, dtype=dtype, device=self.device)
-        #: on a CUDA device, run fixed-step phases as captured CUDA graphs (eager on CPU)
-        self.cuda_graphs = True
-        self._graphs: dict[tuple, tuple] = {}
-        self.last_steps = 0
 
     # -- construction ----------------------------------------------------------------------
     def _layer_pairs_present(self) -> set[tuple[int, int]]:
@@ -328,20 +326,15 @@ class Network:
         pair = 0.5 * torch.einsum("bi,ij,bj->b", u, self.dense_weights(), u)
         return 0.5 * (s * s).sum(1) - pair - r @ self.biases
 
-    def cost(self, s: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``C = 1/2 |s_out - d|^2`` per example."""
-        return 0.5 * ((s[:, self.output] - target) ** 2).sum(1)
-
     def total_energy(
-        self,
-        s: torch.Tensor,
-        x: torch.Tensor,
-        beta: float = 0.0,
-        target: torch.Tensor | None = None,
+        self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None
     ) -> torch.Tensor:
-        """``F = E + beta C`` per example."""
+        """``F = E + beta C`` per example, ``C`` the cost of ``nudge``'s scheme (``E`` alone
+        without a nudge)."""
         f = self.energy(s, x)
-        return f if beta == 0 else f + beta * self.cost(s, target)
+        if nudge is None:
+            return f
+        return f + nudge.beta * nudge.nudging.cost(s[:, self.output], nudge.target)
 
     # -- dynamics --------------------------------------------------------------------------
     def input_drive(self, x: torch.Tensor) -> torch.Tensor:
@@ -369,19 +362,14 @@ class Network:
                 out[:, p.cols].add_(torch.mm(p.csr(), s[:, p.rows].T.contiguous()).T)
         return out
 
-    def _stepper(
-        self,
-        s: torch.Tensor,
-        base: torch.Tensor,
-        h: torch.Tensor,
-        eps: float,
-        beta: float,
-        target: torch.Tensor | None,
-    ) -> Callable[[], None]:
-        """One in-place step ``s <- clip((1 - eps) s + eps (drive + nudging))`` as a closure
-        over views and CSR values prepared once per phase (the weights do not change
-        within a phase), so the loop does no slicing and no gathering; the same products in
-        the same order as :meth:`drive`."""
+    def stepper(
+        self, s: torch.Tensor, base: torch.Tensor, h: torch.Tensor, finish: Kernel
+    ) -> Kernel:
+        """One in-place step: the drive ``W rho(s) + base`` into ``h``, then ``finish()``
+        (a kernel of :mod:`eqprop.nudging` that updates ``s`` from ``h``). A closure over
+        views and CSR values prepared once per phase (the weights do not change within a
+        phase), so the loop does no slicing and no gathering; the same products in the same
+        order as :meth:`drive`."""
         dense, sparse = [], []
         for p in self._plan:
             if p.sparse is None:
@@ -390,8 +378,6 @@ class Network:
                 rows = p.rows.stop - p.rows.start
                 buffer = torch.empty(rows, s.shape[0], dtype=s.dtype, device=s.device)
                 sparse.append((h[:, p.cols], s[:, p.rows], p.csr(), buffer))
-        h_out, s_out = h[:, self.output], s[:, self.output]
-        keep = 1.0 - eps
 
         def step() -> None:
             h.copy_(base)
@@ -400,111 +386,16 @@ class Network:
             for out, state, csr, buffer in sparse:
                 buffer.copy_(state.T)  # CSR @ dense wants a contiguous right-hand side
                 out.add_(torch.mm(csr, buffer).T)
-            if beta != 0:
-                h_out.add_(target - s_out, alpha=beta)
-            s.mul_(keep).add_(h, alpha=eps).clamp_(0.0, 1.0)
+            finish()
 
         return step
 
     def grad_F(
-        self,
-        s: torch.Tensor,
-        x: torch.Tensor,
-        beta: float = 0.0,
-        target: torch.Tensor | None = None,
+        self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None
     ) -> torch.Tensor:
-        """``dF/ds`` as the relaxation step uses it (``rho' = 1`` inside ``[0, 1]``)."""
+        """``dF/ds`` as the ``gradient`` step uses it (``rho' = 1`` inside ``[0, 1]``)."""
         g = s - self.drive(s, self.input_drive(x), torch.empty_like(s))
-        if beta != 0:
-            g[:, self.output] += beta * (s[:, self.output] - target)
+        if nudge is not None:
+            out = self.output
+            g[:, out] += nudge.beta * nudge.nudging.cost_grad(s[:, out], nudge.target)
         return g
-
-    def relax(
-        self,
-        s: torch.Tensor,
-        base: torch.Tensor,
-        steps: int,
-        eps: float = 0.5,
-        beta: float = 0.0,
-        target: torch.Tensor | None = None,
-        tol: float | None = None,
-    ) -> torch.Tensor:
-        """Run ``steps`` discrete steps ``s <- clip(s - eps dF/ds)`` in place and return ``s``.
-
-        ``base`` is :meth:`input_drive` of the batch; ``beta = 0`` is the free phase, any other
-        value a weakly-clamped phase towards ``target`` (one-hot, shape ``(batch, n_out)``).
-        With ``tol``, stop early once the largest state change of a step is below ``tol``
-        (adaptive relaxation); :attr:`last_steps` records the steps taken.
-        """
-        if beta != 0 and target is None:
-            raise ConfigError("a weakly-clamped phase (beta != 0) needs a target")
-        s.clamp_(0.0, 1.0)
-        if tol is None and self.cuda_graphs and s.is_cuda:
-            self._relax_cuda_graph(s, base, steps, eps, beta, target)
-            self.last_steps = steps
-            return s
-        h = torch.empty_like(s)
-        step = self._stepper(s, base, h, eps, beta, target)
-        if tol is None:
-            for _ in range(steps):
-                step()
-            self.last_steps = steps
-            return s
-        prev = torch.empty_like(s)
-        taken = 0
-        for taken in range(1, steps + 1):  # noqa: B007 - `taken` is read after the loop
-            prev.copy_(s)
-            step()
-            if float((s - prev).abs().max()) < tol:
-                break
-        self.last_steps = taken
-        return s
-
-    def _relax_cuda_graph(
-        self,
-        s: torch.Tensor,
-        base: torch.Tensor,
-        steps: int,
-        eps: float,
-        beta: float,
-        target: torch.Tensor | None,
-    ) -> None:
-        """The fixed-step loop captured once as a CUDA graph (per batch size, steps, eps and
-        beta) and replayed: one launch per phase instead of ~5 kernel launches per step.
-
-        The graph reads the weight tensors in place (the product plan holds views of them and
-        learning updates them in place), so every update is seen. Inputs are copied into the
-        graph's static tensors and the result copied back into ``s``.
-        """
-        key = (s.shape[0], steps, float(eps), float(beta))
-        entry = self._graphs.get(key)
-        if entry is None:
-            static = {
-                "s": s.clone(),
-                "base": base.clone(),
-                "h": torch.empty_like(s),
-                "target": None if target is None else target.clone(),
-            }
-            step = self._stepper(
-                static["s"], static["base"], static["h"], eps, beta, static["target"]
-            )
-            side = torch.cuda.Stream(device=s.device)
-            side.wait_stream(torch.cuda.current_stream(s.device))
-            with torch.cuda.stream(side):  # warm-up (cuBLAS handles, workspaces) off-graph
-                for _ in range(3):
-                    step()
-            torch.cuda.current_stream(s.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                for _ in range(steps):
-                    step()
-            if len(self._graphs) >= 8:  # a handful of shapes per run; drop the oldest
-                self._graphs.pop(next(iter(self._graphs)))
-            entry = self._graphs[key] = (graph, static)
-        graph, static = entry
-        static["s"].copy_(s)
-        static["base"].copy_(base)
-        if target is not None:
-            static["target"].copy_(target)
-        graph.replay()
-        s.copy_(static["s"])

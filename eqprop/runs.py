@@ -39,13 +39,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from eqprop import nudging
 from eqprop import topology as topo
-from eqprop.config import RunConfig, from_dict, load_file
+from eqprop.config import MASKED_SGD, RunConfig, from_dict, load_file
 from eqprop.data import Dataset, load_dataset
 from eqprop.errors import ConfigError, EqpropError
 from eqprop.network import Network
-from eqprop.rules import EPConfig, EquilibriumPropagation
-from eqprop.training import Relaxation, Trainer
+from eqprop.relaxation.cuda_graph import CudaGraphs
+from eqprop.relaxation.fixed import FixedSteps
+from eqprop.training import Trainer
+from eqprop.updates import MaskedSGD, OptimizerUpdate, Update
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -56,68 +59,74 @@ STEPS = "free_steps"
 
 def build_topology(config: RunConfig) -> topo.Topology:
     """The topology a config describes."""
-    sizes = config.sizes
-    if config.topology == "layered":
-        return topo.layered(sizes)
-    if config.topology == "rewired":
-        return topo.rewired(sizes, config.p, seed=config.topology_seed)
+    section = config.topology
+    if section.family == "layered":
+        return topo.layered(section.sizes)
+    if section.family == "rewired":
+        return topo.rewired(section.sizes, section.p, seed=section.seed)
     return topo.icons(
-        sizes,
-        n=config.n if config.n >= 0 else None,
-        p=config.p if config.p >= 0 else None,
-        mode="add" if config.topology == "icons-add" else "replace",
-        p_formula=config.p_formula,
-        seed=config.topology_seed,
+        section.sizes,
+        n=section.n,
+        p=section.p,
+        mode="add" if section.family == "icons-add" else "replace",
+        p_formula=section.p_formula,
+        seed=section.seed,
     )
 
 
 def build_network(config: RunConfig, topology: topo.Topology | None = None) -> Network:
     """The initial network a config describes."""
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
+    train = config.train
+    if train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"device {config.device!r} requested but no CUDA GPU is available; use --set device=cpu"
+            f"device {train.device!r} requested but no CUDA GPU is available; "
+            f"use --set train.device=cpu"
         )
     return Network(
         topology if topology is not None else build_topology(config),
-        a=None if config.a < 0 else config.a,
-        seed=config.seed,
-        layout=config.layout,
-        dtype=getattr(torch, config.dtype),
-        device=config.device,
+        a=config.topology.a,
+        seed=train.seed,
+        layout=train.layout,
+        dtype=getattr(torch, train.dtype),
+        device=train.device,
     )
+
+
+def build_update(config: RunConfig, network: Network) -> Update:
+    """The update a config describes: the built-in masked SGD, or a ``torch.optim``
+    optimiser through ``.grad``."""
+    section = config.update
+    if section.optimizer == MASKED_SGD:
+        return MaskedSGD(network, section.rates())
+    optimizer = getattr(torch.optim, section.optimizer)
+    return OptimizerUpdate(network, lambda params: optimizer(params, lr=section.lr))
 
 
 def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:
-    """The trainer (rule, relaxation, particles, generator) a config describes."""
-    rule = EquilibriumPropagation(
-        network,
-        EPConfig(
-            lr=config.lr,
-            lr_skip=None if config.lr_skip < 0 else config.lr_skip,
-            beta=config.beta,
-            random_sign=config.random_sign,
-        ),
-    )
-    relaxation = Relaxation(
-        eps=config.eps,
-        n_free=config.n_free,
-        n_clamped=config.n_clamped,
-        tol=config.tol or None,
-    )
+    """The trainer (relaxers, nudging, estimator, update, particles, generator) a config
+    describes. Fixed-step phases run as CUDA graphs on a GPU (:class:`CudaGraphs`)."""
+    free, nudged = config.free.build(), config.nudged.build()
+    if isinstance(free, FixedSteps):
+        free = CudaGraphs(free.eps, free.steps)
     return Trainer(
         network,
-        rule,
-        relaxation,
+        config.estimator.build(),
+        build_update(config, network),
+        free,
+        CudaGraphs(nudged.eps, nudged.steps),
+        nudging.get(config.nudged.nudging),
         n_train=n_train,
-        batch_size=config.batch_size,
-        persistent=config.persistent,
-        seed=config.seed,
+        batch_size=config.train.batch_size,
+        persistent=config.train.persistent,
+        batch_order=config.train.batch_order,
+        seed=config.train.seed,
     )
 
 
 def load_data(config: RunConfig, data_dir: str | Path | None) -> Dataset:
     """The dataset a config trains on."""
-    return load_dataset(config.dataset, config.split, data_dir, limit=config.limit or None)
+    data = config.data
+    return load_dataset(data.dataset, data.split, data_dir, limit=data.limit)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -254,14 +263,14 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     data = load_data(config, options.data_dir)
-    device = torch.device(config.device)
-    dtype = getattr(torch, config.dtype)
+    device = torch.device(config.train.device)
+    dtype = getattr(torch, config.train.dtype)
     x, y = data.train.x.to(device, dtype), data.train.y.to(device)
     held = data.held_out
     hx, hy = held.x.to(device, dtype), held.y.to(device)
     network = build_network(config)
     trainer = build_trainer(config, network, len(x))
-    test_particles = network.zero_state(len(hx)) if config.test_persistent else None
+    test_particles = network.zero_state(len(hx)) if config.train.test_persistent else None
     wall = 0.0
 
     ckpt_path = run_dir / CHECKPOINT
@@ -287,13 +296,13 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
         atomic_write(ckpt_path, lambda f: torch.save(state, f))
 
     with _deferred_sigint() as interrupted:
-        n_batches = -(-len(x) // config.batch_size)
-        while trainer.epoch < config.epochs:
+        n_batches = -(-len(x) // config.train.batch_size)
+        while trainer.epoch < config.train.epochs:
             epoch = trainer.epoch + 1
             bar = tqdm(
                 total=n_batches,
                 initial=trainer.position,
-                desc=f"epoch {epoch}/{config.epochs}",
+                desc=f"epoch {epoch}/{config.train.epochs}",
                 unit="batch",
                 disable=options.quiet,
                 leave=False,
@@ -306,7 +315,7 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
                 if trainer.seen:
                     error = trainer.errors / trainer.seen
                     bar.set_postfix(train_error=f"{error:.2%}", refresh=False)
-                due = config.checkpoint_every and trainer.position % config.checkpoint_every == 0
+                due = config.train.checkpoint_every and trainer.position % config.train.checkpoint_every == 0
                 if due or interrupted[0]:
                     now = time.perf_counter()
                     wall, started = wall + now - started, now
@@ -325,9 +334,9 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
                 "test_error": held_error,
                 "layer_rates": result.layer_rates.double().mean(0).tolist(),
                 "free_steps": result.mean_free_steps,
-                "relaxation_steps": n_batches * (result.mean_free_steps + config.n_clamped),
+                "relaxation_steps": n_batches * (result.mean_free_steps + config.nudged.steps),
             }
-            if config.evaluate_test and data.valid is not None:
+            if config.train.evaluate_test and data.valid is not None:
                 record["official_test_error"] = trainer.evaluate(
                     data.test.x.to(device, dtype), data.test.y.to(device)
                 )
@@ -343,8 +352,8 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
                 os.fsync(f.fileno())
             checkpoint()
             records.append(record)
-            tqdm.write(_epoch_line(record, config.epochs))
-            if interrupted[0] and trainer.epoch < config.epochs:
+            tqdm.write(_epoch_line(record, config.train.epochs))
+            if interrupted[0] and trainer.epoch < config.train.epochs:
                 raise KeyboardInterrupt
     if writer is not None:
         writer.close()

@@ -1,23 +1,30 @@
 """Epochs of equilibrium propagation: persistent particles, evaluation, resumable state.
 
-Exact semantics of one training batch (:meth:`Trainer.train_batch`):
+The trainer composes the parts (``docs/architecture.md``): a free relaxer and a nudged
+relaxer (:mod:`eqprop.relaxation`), a nudging scheme (:mod:`eqprop.nudging`), an estimator
+(:mod:`eqprop.estimators`) and an update (:mod:`eqprop.updates`). Exact semantics of one
+training batch (:meth:`Trainer.train_batch`):
 
 1. The free phase starts from the batch's persistent particles (each example's free
    equilibrium from the last time it was trained on; all zeros the first time), or from zeros
-   when ``persistent=False``, and runs ``n_free`` steps with ``beta = 0`` (fewer with an
-   adaptive tolerance).
+   when ``persistent=False``, and runs the free relaxer.
 2. The prediction is the argmax of the output states at that free equilibrium; the batch's
    training errors are counted here, before the update.
 3. The free equilibrium is stored as the examples' persistent particles.
-4. The sign of beta is drawn (fair coin, from the trainer's generator) when random signs are
-   on; the weakly-clamped phase then runs ``n_clamped`` steps from the free equilibrium.
-5. The EP update is applied (:class:`~eqprop.rules.EquilibriumPropagation`), dividing by the
-   signed beta, and the per-layer rates of eq. 2 are returned.
+4. The estimator names its weakly-clamped phases (:meth:`~eqprop.estimators.Estimator.betas`,
+   drawing from the trainer's generator where it is random); each runs the nudged relaxer
+   from the free equilibrium.
+5. The estimator turns the equilibria into an estimate; the update applies it and returns the
+   per-layer rates of eq. 2.
 
-An epoch visits the training set in an order drawn from the trainer's generator at the start
-of the epoch. All random draws come from that one seeded generator, and its state, the
-epoch's order and position, the particles and the network are in :meth:`Trainer.state_dict`,
-so a run restored mid-epoch continues exactly as if it had never stopped.
+Batch order (``batch_order``): ``reshuffle`` draws a new order of the training set from the
+trainer's generator at the start of every epoch; ``fixed`` visits batch ``k`` = examples
+``k*B .. k*B+B-1`` in file order every epoch (the ICONS authors' code); ``shuffled-once``
+keeps those fixed batches but visits them in one order drawn once from ``seed`` (the
+journal authors' code). All random draws come from seeded generators; their state, the
+epoch's order and position, the particles and the network are in
+:meth:`Trainer.state_dict`, so a run restored mid-epoch continues exactly as if it had never
+stopped.
 """
 
 from __future__ import annotations
@@ -28,36 +35,13 @@ from dataclasses import dataclass
 import torch
 
 from eqprop.errors import ConfigError, DivergenceError
+from eqprop.estimators import Estimator
 from eqprop.network import Network
-from eqprop.rules import EquilibriumPropagation
+from eqprop.nudging import Nudge, Nudging
+from eqprop.relaxation import Relaxer
+from eqprop.updates import Update
 
-
-@dataclass(frozen=True)
-class Relaxation:
-    """How the network relaxes.
-
-    Attributes:
-        eps: step size of the discrete dynamics, > 0.
-        n_free: steps of the free phase (the cap when ``tol`` is set), >= 1.
-        n_clamped: steps of the weakly-clamped phase, >= 1.
-        tol: adaptive free phase: stop once the largest state change of a step falls below
-            ``tol`` (``None``: always ``n_free`` steps, the paper's protocol).
-    """
-
-    eps: float = 0.5
-    n_free: int = 500
-    n_clamped: int = 8
-    tol: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.eps > 0:
-            raise ConfigError(f"eps must be > 0, got {self.eps}")
-        for name in ("n_free", "n_clamped"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value}")
-        if self.tol is not None and not self.tol > 0:
-            raise ConfigError(f"tol must be > 0 (or unset for fixed steps), got {self.tol}")
+BATCH_ORDERS = ("reshuffle", "fixed", "shuffled-once")
 
 
 @dataclass(frozen=True)
@@ -66,7 +50,7 @@ class BatchResult:
 
     errors: int
     size: int
-    beta: float
+    betas: tuple[float, ...]
     free_steps: int
     layer_rates: torch.Tensor
 
@@ -92,22 +76,29 @@ class Trainer:
     """Trains a network with EP on a fixed training set.
 
     Args:
-        network, rule: the network and its learning rule.
-        relaxation: step size and phase lengths.
+        network: the network.
+        estimator, update: how equilibria become an estimate, and how it is applied.
+        free, nudged: the relaxers of the free and the weakly-clamped phases.
+        nudging: how the target enters a weakly-clamped step.
         n_train: number of training examples (sizes the persistent particles).
         batch_size: examples per batch.
         persistent: keep persistent particles (ICONS protocol) or start each free phase at 0.
+        batch_order: ``reshuffle``, ``fixed`` or ``shuffled-once`` (module docs).
         seed: seed of the generator of epoch orders and beta signs.
 
     Example:
         >>> import torch
         >>> from eqprop import topology
+        >>> from eqprop.estimators import RandomSign
         >>> from eqprop.network import Network
-        >>> from eqprop.rules import EPConfig, EquilibriumPropagation
+        >>> from eqprop.nudging import IconsNudging
+        >>> from eqprop.relaxation.fixed import FixedSteps
+        >>> from eqprop.updates import LearningRates, MaskedSGD
         >>> net = Network(topology.layered([4, 8, 2]), seed=0)
         >>> x, y = torch.rand(40, 4), (torch.arange(40) % 2)
-        >>> trainer = Trainer(net, EquilibriumPropagation(net, EPConfig(lr=0.1)),
-        ...                   Relaxation(n_free=20, n_clamped=4), n_train=40, batch_size=10)
+        >>> trainer = Trainer(net, RandomSign(beta=1.0), MaskedSGD(net, LearningRates(lr=0.1)),
+        ...                   FixedSteps(steps=20), FixedSteps(steps=4), IconsNudging(),
+        ...                   n_train=40, batch_size=10)
         >>> result = trainer.train_epoch(x, y)
         >>> result.epoch, tuple(result.layer_rates.shape)
         (1, (4, 2))
@@ -116,19 +107,30 @@ class Trainer:
     def __init__(
         self,
         network: Network,
-        rule: EquilibriumPropagation,
-        relaxation: Relaxation,
+        estimator: Estimator,
+        update: Update,
+        free: Relaxer,
+        nudged: Relaxer,
+        nudging: Nudging,
         *,
         n_train: int,
         batch_size: int = 20,
         persistent: bool = True,
+        batch_order: str = "reshuffle",
         seed: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        self.network, self.rule, self.relaxation = network, rule, relaxation
+        if batch_order not in BATCH_ORDERS:
+            raise ConfigError(
+                f"batch_order must be one of {', '.join(BATCH_ORDERS)}, got {batch_order!r}"
+            )
+        self.network, self.estimator, self.update = network, estimator, update
+        self.free, self.nudged, self.nudging = free, nudged, nudging
         self.n_train, self.batch_size, self.persistent = n_train, batch_size, persistent
+        self.batch_order = batch_order
         self.generator = torch.Generator().manual_seed(seed)
+        self._fixed_order = self._batches_in_file_order(seed)
         self.particles = network.zero_state(n_train) if persistent else None
         self.epoch = 0  # completed epochs
         self.order: torch.Tensor | None = None  # this epoch's visiting order
@@ -137,22 +139,35 @@ class Trainer:
         self.epoch_rates: list[torch.Tensor] = []  # per-layer rates of this epoch's batches
         self.epoch_steps: list[int] = []  # free steps of this epoch's batches
 
+    def _batches_in_file_order(self, seed: int) -> torch.Tensor | None:
+        """The visiting order of the fixed-composition batch orders (None for reshuffle)."""
+        if self.batch_order == "reshuffle":
+            return None
+        examples = torch.arange(self.n_train)
+        if self.batch_order == "fixed":
+            return examples
+        batches = list(torch.split(examples, self.batch_size))
+        once = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed))
+        return torch.cat([batches[int(k)] for k in once])
+
     # -- one batch ---------------------------------------------------------------------------
     def train_batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> BatchResult:
         """One batch of EP (see the module docs for the exact order of events)."""
-        net, relax = self.network, self.relaxation
+        net = self.network
         target = one_hot(y, net.sizes[-1], net.dtype)
         base = net.input_drive(x)
         s = self.particles[index].clone() if self.persistent else net.zero_state(len(index))
-        net.relax(s, base, relax.n_free, relax.eps, tol=relax.tol)
-        free_steps = net.last_steps
+        free = self.free.relax(net, s, base)
         errors = int((s[:, net.output].argmax(1) != y).sum())
         if self.persistent:
             self.particles[index] = s
-        beta = self.rule.draw_beta(self.generator)
-        s_clamped = net.relax(s.clone(), base, relax.n_clamped, relax.eps, beta, target)
-        rates = self.rule.update(x, s, s_clamped, beta)
-        return BatchResult(errors, len(index), beta, free_steps, rates)
+        betas = self.estimator.betas(self.generator)
+        nudged = [
+            self.nudged.relax(net, s.clone(), base, Nudge(self.nudging, beta, target)).state
+            for beta in betas
+        ]
+        rates = self.update.apply(self.estimator.estimate(net, x, s, nudged, betas))
+        return BatchResult(errors, len(index), betas, free.steps, rates)
 
     # -- epochs ------------------------------------------------------------------------------
     def train_epoch(
@@ -171,7 +186,11 @@ class Trainer:
         if len(x) != self.n_train:
             raise ConfigError(f"trainer was built for {self.n_train} examples, got {len(x)}")
         if self.order is None:
-            self.order = torch.randperm(self.n_train, generator=self.generator)
+            self.order = (
+                torch.randperm(self.n_train, generator=self.generator)
+                if self._fixed_order is None
+                else self._fixed_order
+            )
         n_batches = -(-self.n_train // self.batch_size)
         while self.position < n_batches:
             index = self.order[
@@ -220,16 +239,16 @@ class Trainer:
         particles: torch.Tensor | None = None,
         batch_size: int = 1000,
     ) -> float:
-        """Error rate on held-out data. Each example relaxes for ``n_free`` steps from zeros,
+        """Error rate on held-out data. Each example relaxes with the free relaxer from zeros,
         or, when ``particles`` (shape ``(len(x), M)``) is given, from its particle, which is
         then overwritten with the new free equilibrium (the paper authors' protocol)."""
-        net, relax = self.network, self.relaxation
+        net = self.network
         errors = 0
         for start in range(0, len(x), batch_size):
             part = slice(start, start + batch_size)
             xb = x[part]
             s = particles[part].clone() if particles is not None else net.zero_state(len(xb))
-            net.relax(s, net.input_drive(xb), relax.n_free, relax.eps, tol=relax.tol)
+            self.free.relax(net, s, net.input_drive(xb))
             if particles is not None:
                 particles[part] = s
             errors += int((s[:, net.output].argmax(1) != y[part]).sum())

@@ -31,17 +31,17 @@ def _digest(tensors) -> str:
 
 def fingerprint(name: str, overrides: dict) -> dict:
     """Train preset ``name`` for three batches (see the module docs) and fingerprint it."""
-    config = cfg.from_dict({**cfg.preset(name), **overrides})
+    config = cfg.from_dict(cfg.preset(name)).override(overrides)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         network = runs.build_network(config)
         trainer = runs.build_trainer(config, network, N_EXAMPLES)
         g = torch.Generator().manual_seed(1234)
-        x = torch.rand(N_EXAMPLES, config.sizes[0], generator=g).to(network.dtype)
-        y = torch.randint(0, config.sizes[-1], (N_EXAMPLES,), generator=g)
+        x = torch.rand(N_EXAMPLES, config.topology.sizes[0], generator=g).to(network.dtype)
+        y = torch.randint(0, config.topology.sizes[-1], (N_EXAMPLES,), generator=g)
         betas = []
-        epoch = trainer.train_epoch(x, y, lambda result: betas.append(result.beta))
+        epoch = trainer.train_epoch(x, y, lambda result: betas.extend(result.betas))
     finally:
         torch.set_num_threads(threads)
     weights = list(network.weights)

@@ -39,7 +39,7 @@ from eqprop.topology import n_from_p
 SCALES = pr.SCALES
 P_MIN, P_MAX = 1e-5, 0.9
 #: number of p values per scale
-P_COUNT = {"smoke": 7, "quick": 7, "full": 13}
+P_COUNT = {"smoke": 7, "quick": 10, "full": 13}
 #: the paper's threshold: "little change below p = 0.1%"
 P_THRESHOLD = 1e-3
 REDUCTIONS = {
@@ -66,11 +66,12 @@ def run_name(p: float) -> str:
 def planned(scale: str) -> list[tuple[str, RunConfig]]:
     """Reference B, then the sweep in increasing p."""
     skip = pr.paper_config("C")
-    if isinstance(skip.lr, tuple):  # pragma: no cover - the preset has one rate
+    if isinstance(skip.update.lr, tuple):  # pragma: no cover - the preset has one rate
         raise ValueError("fig5 needs the single-rate icons-skip preset")
-    runs = [("B", pr.paper_config("B").replace(epochs=1))]
+    runs = [("B", pr.paper_config("B").override({"train.epochs": 1}))]
     runs += [
-        (run_name(p), skip.replace(topology="icons", n=-1, p=p, epochs=1)) for p in p_values(scale)
+        (run_name(p), skip.override({"topology.n": None, "topology.p": p, "train.epochs": 1}))
+        for p in p_values(scale)
     ]
     return [(name, pr.scaled(config, scale, REDUCTIONS)) for name, config in runs]
 
@@ -94,7 +95,8 @@ class Point:
     def __init__(self, result: pr.RunResult) -> None:
         self.name = result.name
         self.config = result.config
-        self.p = result.config.p if result.config.topology == "icons" else 0.0
+        top = result.config.topology
+        self.p = top.p if top.family == "icons" else 0.0
         first = result.records[0] if result.records else {}
         self.train_error = first.get("train_error", math.nan)
         self.test_error = first.get("test_error", math.nan)
@@ -106,8 +108,8 @@ class Point:
 
     @property
     def replacements(self) -> int:
-        c = self.config
-        return n_from_p(c.p, c.sizes, c.p_formula) if c.topology == "icons" else 0
+        c = self.config.topology
+        return n_from_p(c.p, c.sizes, c.p_formula) if c.family == "icons" else 0
 
 
 def figure(reference: Point, sweep: list[Point]) -> Figure:

@@ -27,7 +27,6 @@ Environment variables (read by :func:`execute`):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -59,6 +58,7 @@ SCALES = ("smoke", "quick", "full")
 #: network label -> bundled preset (ICONS section 4 and the journal version)
 NETWORKS = {
     "A": "icons-layered-perlayer",
+    "A-authors": "icons-layered-perlayer-authors",
     "B": "icons-layered",
     "C": "icons-skip",
     "deep-layered": "frontiers-layered-deep",
@@ -68,7 +68,7 @@ ONLY_ENV = "EQPROP_ONLY"
 DEVICE_ENV = "EQPROP_DEVICE"
 DIVERGED = "DIVERGED"
 #: config fields that do not change what a run computes (may differ on resume)
-OPERATIONAL = ("description", "device", "checkpoint_every", "layout")
+OPERATIONAL = ("description", "train.device", "train.checkpoint_every", "train.layout")
 #: smoke scale: layer sizes on the 8x8 digits (input 64, every hidden layer 32, 10 classes)
 SMOKE_INPUT, SMOKE_HIDDEN = 64, 32
 #: largest PNG written (bytes); a larger one is re-rendered at a lower resolution
@@ -104,18 +104,20 @@ class Reduction:
 
     def apply(self, config: cfg.RunConfig) -> cfg.RunConfig:
         """The reduced config."""
-        changes: dict[str, Any] = {"limit": self.limit}
-        n_free = max(1, config.n_free // self.free_divisor)
-        changes["n_free"] = min(n_free, self.max_free) if self.max_free else n_free
+        changes: dict[str, Any] = {"data.limit": self.limit or None}
+        n_free = max(1, config.free.steps // self.free_divisor)
+        changes["free.steps"] = min(n_free, self.max_free) if self.max_free else n_free
         if self.epochs is not None:
-            changes["epochs"] = self.epochs
+            changes["train.epochs"] = self.epochs
         if self.small:
-            hidden = [SMOKE_HIDDEN] * (len(config.sizes) - 2)
-            changes.update(dataset="digits", sizes=[SMOKE_INPUT, *hidden, config.sizes[-1]])
-            if config.topology.startswith("icons") and config.n >= 0:
-                p = p_from_n(config.n, config.sizes, config.p_formula)
-                changes.update(n=-1, p=p)
-        return config.replace(**changes)
+            top = config.topology
+            hidden = [SMOKE_HIDDEN] * (len(top.sizes) - 2)
+            changes["data.dataset"] = "digits"
+            changes["topology.sizes"] = [SMOKE_INPUT, *hidden, top.sizes[-1]]
+            if top.family.startswith("icons") and top.n is not None:
+                changes["topology.p"] = p_from_n(top.n, top.sizes, top.p_formula)
+                changes["topology.n"] = None
+        return config.override(changes)
 
     def describe(self) -> str:
         """One Markdown sentence: what this scale changes."""
@@ -167,7 +169,7 @@ class RunResult:
 
     @property
     def complete(self) -> bool:
-        return self.epochs_done >= self.config.epochs
+        return self.epochs_done >= self.config.train.epochs
 
     @functools.cached_property
     def rates(self) -> np.ndarray:
@@ -187,18 +189,18 @@ def _log(message: str) -> None:
 
 
 def _check_compatible(existing: cfg.RunConfig, declared: cfg.RunConfig, run_dir: Path) -> None:
-    skip = set(OPERATIONAL) | {"epochs"}
-    old, new = dataclasses.asdict(existing), dataclasses.asdict(declared)
-    for key in new:
-        if key not in skip and old[key] != new[key]:
+    skip = set(OPERATIONAL) | {"train.epochs"}
+    old, new = cfg.flat_items(existing), cfg.flat_items(declared)
+    for key in sorted(set(old) | set(new)):
+        if key not in skip and old.get(key) != new.get(key):
             raise ConfigError(
-                f"{run_dir} holds a run with {key} = {old[key]!r} but this experiment needs "
-                f"{key} = {new[key]!r} (another scale?); choose another --out or delete {run_dir}"
+                f"{run_dir} holds a run with {key} = {old.get(key)!r} but this experiment "
+                f"needs {key} = {new.get(key)!r} (another scale?); choose another --out or delete {run_dir}"
             )
 
 
 def ensure_run(name: str, config: cfg.RunConfig, run_dir: Path, data_dir: Path | None) -> str:
-    """Bring one run to ``config.epochs``: skip, resume or start it. Returns what was done:
+    """Bring one run to ``config.train.epochs``: skip, resume or start it. Returns what was done:
     ``"complete"`` (nothing to do), ``"resumed"``, ``"started"`` or ``"diverged"``."""
     run_dir = Path(run_dir)
     if (run_dir / DIVERGED).exists():
@@ -207,19 +209,19 @@ def ensure_run(name: str, config: cfg.RunConfig, run_dir: Path, data_dir: Path |
         existing = read_config(run_dir)
         _check_compatible(existing, config, run_dir)
         done = max((r["epoch"] for r in read_metrics(run_dir)), default=0)
-        if done >= config.epochs:
+        epochs = config.train.epochs
+        if done >= epochs:
             return "complete"
-        if existing.epochs != config.epochs:
-            atomic_write_bytes(
-                run_dir / CONFIG, existing.replace(epochs=config.epochs).to_toml().encode()
-            )
+        if existing.train.epochs != epochs:
+            extended = existing.override({"train.epochs": epochs})
+            atomic_write_bytes(run_dir / CONFIG, extended.to_toml().encode())
         action = "resumed"
-        _log(f"{name}: resuming {run_dir} after epoch {done} of {config.epochs}")
+        _log(f"{name}: resuming {run_dir} after epoch {done} of {epochs}")
     else:
         device = os.environ.get(DEVICE_ENV)
-        start_run(config.replace(device=device) if device else config, run_dir)
+        start_run(config.override({"train.device": device}) if device else config, run_dir)
         action = "started"
-        _log(f"{name}: started {run_dir} ({config.epochs} epochs)")
+        _log(f"{name}: started {run_dir} ({config.train.epochs} epochs)")
     options = RunOptions(data_dir=data_dir, quiet=not sys.stderr.isatty())
     try:
         train_run(run_dir, options)
@@ -355,33 +357,37 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-#: the fields shown in the protocol table of every results.md
+#: the fields shown in the protocol table of every results.md (section.key, column title)
 PROTOCOL_FIELDS = (
-    "dataset",
-    "split",
-    "limit",
-    "sizes",
-    "topology",
-    "n",
-    "p",
-    "a",
-    "lr",
-    "eps",
-    "n_free",
-    "n_clamped",
-    "batch_size",
-    "epochs",
-    "seed",
+    ("data.dataset", "dataset"),
+    ("data.split", "split"),
+    ("data.limit", "limit"),
+    ("topology.sizes", "sizes"),
+    ("topology.family", "topology"),
+    ("topology.n", "n"),
+    ("topology.p", "p"),
+    ("topology.a", "a"),
+    ("update.lr", "lr"),
+    ("update.bias_lr", "bias lr"),
+    ("free.eps", "eps"),
+    ("free.steps", "free steps"),
+    ("nudged.steps", "nudged steps"),
+    ("nudged.nudging", "nudging"),
+    ("train.batch_order", "batch order"),
+    ("train.test_persistent", "test particles"),
+    ("train.batch_size", "batch"),
+    ("train.epochs", "epochs"),
+    ("train.seed", "seed"),
 )
 
 
 def _show(key: str, value: Any) -> str:
-    if isinstance(value, tuple):
-        return "-".join(map(str, value)) if key == "sizes" else "/".join(f"{v:g}" for v in value)
-    if key in ("n", "p", "a") and value == -1:
-        return "–"
-    if key == "limit" and value == 0:
-        return "all"
+    if value is None:
+        return {"data.limit": "all", "update.bias_lr": "incoming pair"}.get(key, "–")
+    if isinstance(value, (tuple, list)):
+        if key == "topology.sizes":
+            return "-".join(map(str, value))
+        return "/".join(f"{v:g}" for v in value)
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -389,8 +395,11 @@ def _show(key: str, value: Any) -> str:
 
 def protocol_table(results: Sequence[RunResult]) -> str:
     """The settings of every run (the fields of :data:`PROTOCOL_FIELDS`), a row per run."""
-    rows = [[r.name, *(_show(k, getattr(r.config, k)) for k in PROTOCOL_FIELDS)] for r in results]
-    return table(["run", *PROTOCOL_FIELDS], rows)
+    rows = []
+    for r in results:
+        values = cfg.flat_items(r.config)
+        rows.append([r.name, *(_show(k, values.get(k)) for k, _ in PROTOCOL_FIELDS)])
+    return table(["run", *(title for _, title in PROTOCOL_FIELDS)], rows)
 
 
 def status_lines(results: Sequence[RunResult]) -> list[str]:
@@ -400,7 +409,7 @@ def status_lines(results: Sequence[RunResult]) -> list[str]:
         wall = r.records[-1].get("wall_time", math.nan) if r.records else math.nan
         status = _STATUS.get(r.status, r.status)
         lines.append(
-            f"- `{r.name}` ({r.run_dir.name}/): {r.epochs_done}/{r.config.epochs} epochs, "
+            f"- `{r.name}` ({r.run_dir.name}/): {r.epochs_done}/{r.config.train.epochs} epochs, "
             f"{status}; training wall time {num(wall, '.0f')} s."
         )
     collapsed = [r.name for r in results if _output_collapsed(r)]

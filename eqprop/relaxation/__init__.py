@@ -1,0 +1,94 @@
+"""Relaxation: running a network's dynamics towards an equilibrium, behind one interface.
+
+A *relaxer* takes the network, a state (updated in place), the batch's input drive
+(:meth:`~eqprop.network.Network.input_drive`) and an optional :class:`~eqprop.nudging.Nudge`
+(``None``: the free phase), and returns a :class:`RelaxResult`: the final state, the steps
+taken and whether its stopping rule was met. The relaxer never mutates itself; what it did is
+in the result.
+
+Solvers (one file each, registered in :data:`SOLVERS` by name):
+
+- ``fixed`` (:class:`~eqprop.relaxation.fixed.FixedSteps`): exactly ``steps`` discrete steps
+  ``s <- clip(s - eps dF/ds)``, the papers' protocol; on CUDA wrapped by
+  :class:`~eqprop.relaxation.cuda_graph.CudaGraphs` (one captured graph per phase).
+- ``tolerance`` (:class:`~eqprop.relaxation.tolerance.Tolerance`): the same steps, stopping
+  once the largest state change of a step is below ``tol`` (at most ``steps``).
+
+A new solver is a :class:`Relaxer` subclass in its own file plus one line in
+:data:`SOLVERS`; the contract tests (``tests/test_relaxation.py``) then run on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from eqprop.errors import ConfigError
+from eqprop.nudging import Kernel, Nudge, free_kernel
+
+if TYPE_CHECKING:
+    from eqprop.network import Network
+
+
+@dataclass(frozen=True, eq=False)
+class RelaxResult:
+    """What a relaxation did: the final ``state`` (the tensor passed in, updated in place),
+    the ``steps`` taken, and whether the stopping rule was met (``None`` for solvers without
+    one, such as fixed steps)."""
+
+    state: torch.Tensor
+    steps: int
+    converged: bool | None
+
+
+@dataclass(frozen=True)
+class Relaxer:
+    """Base of the solvers: the step size ``eps`` (> 0) of the discrete dynamics and
+    ``steps``, the number of steps (fixed solvers) or the cap on them (adaptive solvers)."""
+
+    eps: float = 0.5
+    steps: int = 500
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.eps, (int, float)) and self.eps > 0):
+            raise ConfigError(f"eps must be a number > 0, got {self.eps!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
+
+    def relax(
+        self,
+        network: Network,
+        state: torch.Tensor,
+        drive: torch.Tensor,
+        nudge: Nudge | None = None,
+    ) -> RelaxResult:
+        """Relax ``state`` in place from the batch's input ``drive``; see the module docs."""
+        raise NotImplementedError
+
+    def kernel(
+        self, network: Network, s: torch.Tensor, h: torch.Tensor, nudge: Nudge | None
+    ) -> Kernel:
+        """The finish of one step: free, or the nudge's scheme (:mod:`eqprop.nudging`)."""
+        if nudge is None:
+            return free_kernel(s, h, self.eps)
+        return nudge.nudging.kernel(s, h, network.output, nudge.target, self.eps, nudge.beta)
+
+
+def fixed_point_residual(network: Network, state: torch.Tensor, drive: torch.Tensor) -> float:
+    """``max |s - clip(W rho(s) + drive)|``: how far ``state`` is from the free fixed point
+    (0 exactly at it, whatever the solver)."""
+    h = network.drive(state, drive, torch.empty_like(state))
+    return float((state - h.clamp_(0.0, 1.0)).abs().max())
+
+
+def _solvers() -> dict[str, type[Relaxer]]:
+    from eqprop.relaxation.fixed import FixedSteps
+    from eqprop.relaxation.tolerance import Tolerance
+
+    return {"fixed": FixedSteps, "tolerance": Tolerance}
+
+
+#: name -> solver class (a new solver is one file plus one line in :func:`_solvers`)
+SOLVERS: dict[str, type[Relaxer]] = _solvers()

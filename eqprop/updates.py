@@ -1,0 +1,197 @@
+"""Updates: applying a gradient estimate (:mod:`eqprop.estimators`) to the network.
+
+- :class:`MaskedSGD`, the built-in rule (``docs/science.md`` section 1):
+  ``W <- W + lr_ij * estimate_ij``, ``b <- b + lr_i * estimate_i``. Rates are one value, or
+  one per adjacent layer pair (input side first); intralayer and skip edges take ``lr_skip``
+  (default: the single rate). A bias takes the rate of its *incoming* pair (layer-1 biases
+  the first rate, output biases the last), or, with ``bias_lr`` set, that one rate (the
+  paper authors' code in per-pair mode: every bias at rate 1). Missing edges have rate 0.
+- :class:`OptimizerUpdate`: the estimate is written into ``.grad`` as ``-estimate`` (zero on
+  missing edges, diagonal blocks symmetrised) and any ``torch.optim`` optimiser (and
+  optional scheduler) takes the step; weights are re-masked after it, so no update ever
+  reaches a missing edge.
+
+Both return the per-layer training rates of eq. 2 (``docs/science.md`` section 3): for each
+adjacent layer pair, the root-mean-square of the *applied* corrections over its existing
+adjacent-layer edges (intralayer and skip edges ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eqprop.errors import ConfigError
+from eqprop.estimators import Estimate
+from eqprop.network import Network
+from eqprop.topology import ADJACENT
+
+
+@dataclass(frozen=True)
+class LearningRates:
+    """Rates of :class:`MaskedSGD` (module docs).
+
+    Attributes:
+        lr: one rate, or one per adjacent layer pair (input side first), each >= 0.
+        lr_skip: rate of intralayer and skip edges (``None``: the single ``lr``; required
+            when ``lr`` is per pair and the topology has such edges).
+        bias_lr: one rate for every bias (``None``: each bias the rate of its incoming pair).
+    """
+
+    lr: float | tuple[float, ...] = 0.02
+    lr_skip: float | None = None
+    bias_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        rates = self.lr if isinstance(self.lr, tuple) else (self.lr,)
+        if not rates or any(not np.isfinite(r) or r < 0 for r in rates):
+            raise ConfigError(f"lr must be >= 0 (one value or one per layer pair), got {self.lr}")
+        for name in ("lr_skip", "bias_lr"):
+            value = getattr(self, name)
+            if value is not None and (not np.isfinite(value) or value < 0):
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+
+
+class Update:
+    """Base of the updates: :meth:`apply` changes the network and returns eq. 2's rates."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self._rate_views = _adjacent_pair_views(network)
+
+    def apply(self, estimate: Estimate) -> torch.Tensor:
+        """Apply ``estimate`` in place; return the per-layer rates (eq. 2), one per pair."""
+        raise NotImplementedError
+
+    def rates(self, corrections: list[torch.Tensor]) -> torch.Tensor:
+        """Eq. 2 from the applied per-block corrections."""
+        return torch.stack(
+            [
+                (corrections[i][rows, cols] ** 2).sum().div(max(count, 1)).sqrt()
+                for i, rows, cols, count in self._rate_views
+            ]
+        )
+
+
+def _adjacent_pair_views(network: Network) -> list[tuple[int, slice, slice, int]]:
+    """For each adjacent layer pair: its block, row and column slices inside the block, and
+    its number of existing edges (the denominator of eq. 2)."""
+    views = []
+    for k in range(network.n_layers - 1):
+        gr, gc = network.group_of_layer[k], network.group_of_layer[k + 1]
+        index = next(
+            i for i, b in enumerate(network.blocks) if (b.row_group, b.col_group) == (gr, gc)
+        )
+        block = network.blocks[index]
+        lo, hi = network.layer_slices[k], network.layer_slices[k + 1]
+        rows = slice(lo.start - block.rows.start, lo.stop - block.rows.start)
+        cols = slice(hi.start - block.cols.start, hi.stop - block.cols.start)
+        count = int(network.masks[index][rows, cols].sum())
+        views.append((index, rows, cols, count))
+    return views
+
+
+class MaskedSGD(Update):
+    """The built-in update with per-edge and per-bias rates (module docs)."""
+
+    def __init__(self, network: Network, rates: LearningRates) -> None:
+        super().__init__(network)
+        self.config = rates
+        n_pairs = network.n_layers - 1
+        if isinstance(rates.lr, tuple):
+            if len(rates.lr) != n_pairs:
+                raise ConfigError(
+                    f"lr has {len(rates.lr)} values but the network has {n_pairs} adjacent "
+                    f"layer pairs; give one rate per pair or a single rate"
+                )
+            pair_rates = np.asarray(rates.lr, dtype=np.float64)
+            if rates.lr_skip is None and np.any(network.topology.kinds != ADJACENT):
+                raise ConfigError(
+                    "lr is per layer pair and the topology has intralayer or skip edges: "
+                    "set lr_skip"
+                )
+        else:
+            pair_rates = np.full(n_pairs, float(rates.lr))
+        skip_rate = float(rates.lr_skip if rates.lr_skip is not None else pair_rates[0])
+        topo = network.topology
+        layer = topo.layer_of[topo.edges]
+        edge_rates = np.full(len(layer), skip_rate)
+        adjacent = topo.kinds == ADJACENT
+        edge_rates[adjacent] = pair_rates[layer[adjacent].min(axis=1)]
+        #: per stored block, the rate of every edge (0 where there is none)
+        self.weight_rates = network.from_edges(edge_rates)
+        # bias of a neuron in layer k >= 1 takes the rate of its incoming pair k-1
+        bias = np.repeat(pair_rates, network.sizes[1:])
+        if rates.bias_lr is not None:
+            bias = np.full_like(bias, rates.bias_lr)
+        self.bias_rates = torch.as_tensor(bias, dtype=network.dtype, device=network.device)
+
+    @torch.no_grad()
+    def apply(self, estimate: Estimate) -> torch.Tensor:
+        net, scale = self.network, estimate.scale
+        corrections = []
+        for block, w, lr, raw in zip(
+            net.blocks, net.weights, self.weight_rates, estimate.weights, strict=True
+        ):
+            corr = raw.mul(lr).mul_(scale)
+            if block.is_diagonal:
+                # exact symmetry: both triangles get the same float sum
+                corr = corr.add_(corr.T.clone()).mul_(0.5)
+            w.add_(corr)
+            corrections.append(corr)
+        net.biases.add_(self.bias_rates * estimate.biases * scale)
+        return self.rates(corrections)
+
+
+class OptimizerUpdate(Update):
+    """Any ``torch.optim`` optimiser on the network's weight blocks and biases (module docs).
+
+    Args:
+        network: the network to update.
+        optimizer: builds the optimiser from the parameter list (the weight blocks in
+            storage order, then the biases), e.g. ``lambda p: torch.optim.Adam(p, lr=1e-3)``.
+        scheduler: optionally builds a learning-rate scheduler from the optimiser; it steps
+            once per batch.
+
+    Example:
+        >>> import torch
+        >>> from eqprop import topology
+        >>> net = Network(topology.layered([4, 3, 2]), seed=0)
+        >>> update = OptimizerUpdate(net, lambda p: torch.optim.Adam(p, lr=1e-3))
+        >>> len(update.optimizer.param_groups[0]["params"])
+        3
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+        scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
+    ) -> None:
+        super().__init__(network)
+        self.parameters = [*network.weights, network.biases]
+        self.optimizer = optimizer(self.parameters)
+        self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+
+    @torch.no_grad()
+    def apply(self, estimate: Estimate) -> torch.Tensor:
+        net = self.network
+        before = [w.clone() for w in net.weights]
+        weights, biases = estimate.descent()
+        for block, w, mask, g in zip(net.blocks, net.weights, net.masks, weights, strict=True):
+            g.mul_(mask).neg_()
+            if block.is_diagonal:
+                g = g.add_(g.T.clone()).mul_(0.5)
+            w.grad = g
+        net.biases.grad = biases.neg_()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        for w, mask in zip(net.weights, net.masks, strict=True):
+            w.mul_(mask)
+            w.grad = None
+        net.biases.grad = None
+        return self.rates([w - b for w, b in zip(net.weights, before, strict=True)])
