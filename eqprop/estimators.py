@@ -47,9 +47,15 @@ class Estimate:
     biases: torch.Tensor
     scale: float
 
-    def descent(self) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The estimate itself, ``scale * raw``, per block and for the biases."""
-        return [w * self.scale for w in self.weights], self.biases * self.scale
+    def descent(self, network: Network) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The estimate itself, ``scale * raw``, per block of ``network`` (zero on missing
+        edges, diagonal blocks symmetrised) and for the biases: the direction of
+        ``-dC/dtheta``, for ``.grad`` or for comparison with the true gradient."""
+        out = []
+        for block, raw, mask in zip(network.blocks, self.weights, network.masks, strict=True):
+            d = raw.mul(self.scale).mul_(mask)
+            out.append(d.add_(d.T.clone()).mul_(0.5) if block.is_diagonal else d)
+        return out, self.biases * self.scale
 
 
 def correlation_difference(

@@ -303,11 +303,13 @@ class Network:
     def n_layers(self) -> int:
         return len(self.sizes)
 
-    def dense_weights(self) -> torch.Tensor:
-        """The full symmetric ``N x N`` weight matrix over all neurons (inputs first)."""
+    def dense_weights(self, blocks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The full symmetric ``N x N`` weight matrix over all neurons (inputs first), of the
+        network's weights or of any tensors shaped like them (e.g. a gradient estimate;
+        diagonal blocks must then be symmetric)."""
         n = self.n_input
         w = torch.zeros(n + self.n_state, n + self.n_state, dtype=self.dtype, device=self.device)
-        for block, t in zip(self.blocks, self.weights, strict=True):
+        for block, t in zip(self.blocks, blocks or self.weights, strict=True):
             r0 = block.rows.start if block.is_input else block.rows.start + n
             c0 = block.cols.start + n
             w[r0 : r0 + t.shape[0], c0 : c0 + t.shape[1]] = t

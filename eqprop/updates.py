@@ -180,12 +180,9 @@ class OptimizerUpdate(Update):
     def apply(self, estimate: Estimate) -> torch.Tensor:
         net = self.network
         before = [w.clone() for w in net.weights]
-        weights, biases = estimate.descent()
-        for block, w, mask, g in zip(net.blocks, net.weights, net.masks, weights, strict=True):
-            g.mul_(mask).neg_()
-            if block.is_diagonal:
-                g = g.add_(g.T.clone()).mul_(0.5)
-            w.grad = g
+        weights, biases = estimate.descent(net)
+        for w, g in zip(net.weights, weights, strict=True):
+            w.grad = g.neg_()
         net.biases.grad = biases.neg_()
         self.optimizer.step()
         if self.scheduler is not None:

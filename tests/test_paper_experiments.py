@@ -74,28 +74,39 @@ def test_registry_and_full_scale_is_the_paper_protocol():
         assert module.SCALES == ("smoke", "quick", "full")
     # full: the presets unchanged, so "eqprop train --preset icons-skip --out OUT/C" matches
     full = dict(fig3.planned("full"))
-    assert [name for name, _ in fig3.planned("full")] == ["C", "A", "B"]
+    assert [name for name, _ in fig3.planned("full")] == ["C", "A", "A-authors", "B"]
     for name, preset in (
         ("A", "icons-layered-perlayer"),
+        ("A-authors", "icons-layered-perlayer-authors"),
         ("B", "icons-layered"),
         ("C", "icons-skip"),
     ):
         assert full[name] == cfg.resolve(preset)
-    assert (full["C"].epochs, full["C"].limit, full["C"].n_free) == (250, 0, 500)
+        assert full[name].nudged.nudging == "icons"
+    c = full["C"]
+    assert (c.train.epochs, c.data.limit, c.free.steps) == (250, None, 500)
+    quick3 = dict(fig3.planned("quick"))
+    assert {(q.data.limit, q.free.steps, q.train.epochs) for q in quick3.values()} == {
+        (10_000, 100, 10)
+    }
     quick = dict(fig4.planned("quick"))
-    assert quick["A"].lr == full["A"].lr and quick["A"].n_free == full["A"].n_free // 5
-    assert quick["deep-skip"].n_free == cfg.resolve("frontiers-skip-deep").n_free // 5
-    assert all(c.dataset == "mnist" and c.limit > 0 for c in quick.values())
-    for scale, count in (("smoke", 7), ("quick", 7), ("full", 13)):
+    assert quick["A"].update.lr == full["A"].update.lr
+    assert quick["A"].free.steps == full["A"].free.steps // 5
+    assert quick["deep-skip"].free.steps == cfg.resolve("frontiers-skip-deep").free.steps // 5
+    assert all(c.data.dataset == "mnist" and c.data.limit > 0 for c in quick.values())
+    for scale, count in (("smoke", 7), ("quick", 10), ("full", 13)):
         ps = fig5.p_values(scale)
         assert len(ps) == count and ps[0] == pytest.approx(1e-5) and ps[-1] == pytest.approx(0.9)
         assert np.allclose(np.diff(np.log(ps)), np.log(ps[1] / ps[0]))
     swept = dict(fig5.planned("full"))
     c = swept[fig5.run_name(0.9)]
-    assert (c.topology, c.n, c.p, c.lr, c.epochs, c.a) == ("icons", -1, 0.9, 0.02, 1, 0.05)
+    top = c.topology
+    assert (top.family, top.n, top.p, top.a) == ("icons", None, 0.9, 0.05)
+    assert (c.update.lr, c.train.epochs, c.nudged.nudging) == (0.02, 1, "icons")
     assert swept["B"] == cfg.resolve("icons-layered", None, ["epochs=1"])
     smoke = dict(fig3.planned("smoke"))
-    assert smoke["C"].dataset == "digits" and smoke["C"].p == pytest.approx(0.0756, abs=1e-4)
+    assert smoke["C"].data.dataset == "digits"
+    assert smoke["C"].topology.p == pytest.approx(0.0756, abs=1e-4)
 
 
 def test_rate_summary_ignores_zero_batches():
@@ -113,20 +124,20 @@ def test_fig3_smoke(tmp_path):
     text = run_twice(fig3, tmp_path)
     check_pngs(tmp_path, ["errors.png", "errors_zoom.png"])
     rows = table_rows(text, "| network | preset | epochs |")
-    assert [r[0] for r in rows] == ["A", "B", "C"]
+    assert [r[0] for r in rows] == ["A", "A-authors", "B", "C"]
     assert all(r[2] == "3/3" for r in rows)
     assert all(re.fullmatch(r"\d+\.\d\d%", r[3]) for r in rows)
     best = min(r["train_error"] for r in read_metrics(tmp_path / "A"))
     line = next(line for line in text.splitlines() if line.startswith("- A:"))
     assert f"{100 * best:.2f}%" in line and "about 150 epochs" in line  # measured vs paper
-    assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {"A", "B", "C"}
+    assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {"A", "A-authors", "B", "C"}
 
 
 def test_fig3_resumes_an_existing_run_and_extends_epochs(tmp_path, monkeypatch):
     # A run directory made by hand (as 'eqprop train --out OUT/C' would), one epoch done,
     # with an operational field changed: fig3 continues it instead of restarting.
     declared = dict(fig3.planned("smoke"))["C"]
-    start_run(declared.replace(epochs=1, checkpoint_every=4), tmp_path / "C")
+    start_run(declared.override({"epochs": 1, "checkpoint_every": 4}), tmp_path / "C")
     first = train_run(tmp_path / "C")
     monkeypatch.setenv(pr.ONLY_ENV, "C")
     text = fig3.run("smoke", tmp_path, None).read_text()

@@ -63,28 +63,96 @@ def test_presets_load_and_match_the_paper():
         "frontiers-skip-deep",
     } <= set(cfg.preset_names())
     a = cfg.resolve("icons-layered-perlayer")
-    assert a.lr == (0.128, 0.032, 0.008, 0.002)
+    assert a.update.lr == (0.128, 0.032, 0.008, 0.002) and a.update.bias_lr is None
+    authors = cfg.resolve("icons-layered-perlayer-authors")
+    assert authors.update.lr == a.update.lr and authors.update.bias_lr == 1.0
     c = cfg.resolve("icons-skip")
-    assert (c.topology, c.n, c.a, c.lr, c.eps, c.beta) == ("icons", 100_000, 0.05, 0.02, 0.5, 1.0)
-    assert (c.n_free, c.n_clamped, c.batch_size, c.epochs, c.split) == (500, 8, 20, 250, "icons")
+    top = c.topology
+    assert (top.family, top.n, top.a, c.update.lr) == ("icons", 100_000, 0.05, 0.02)
+    assert (c.free.eps, c.nudged.eps, c.estimator.beta, c.estimator.kind) == (
+        0.5,
+        0.5,
+        1.0,
+        "random-sign",
+    )
+    assert (c.free.steps, c.nudged.steps, c.train.batch_size, c.train.epochs) == (500, 8, 20, 250)
+    assert (c.data.split, c.train.batch_order, c.train.test_persistent) == ("icons", "fixed", True)
     deep = cfg.resolve("frontiers-skip-deep")
-    assert deep.sizes == (784, 100, 100, 100, 100, 100, 10)
-    assert (deep.lr, deep.n_free, deep.n_clamped, deep.p) == (0.015, 1000, 12, 0.1)
+    assert deep.topology.sizes == (784, 100, 100, 100, 100, 100, 10)
+    assert (deep.update.lr, deep.free.steps, deep.nudged.steps, deep.topology.p) == (
+        0.015,
+        1000,
+        12,
+        0.1,
+    )
+    assert deep.train.batch_order == "shuffled-once"
+
+
+def test_every_paper_preset_uses_the_authors_step():
+    paper = [n for n in cfg.preset_names() if n.startswith(("icons-", "frontiers-"))]
+    assert len(paper) == 6
+    assert {cfg.resolve(n).nudged.nudging for n in paper} == {"icons"}
+    assert cfg.resolve("digits").nudged.nudging == "gradient"
+    assert cfg.RunConfig().nudged.nudging == "gradient"  # the library default: the theory
 
 
 def test_config_round_trips_through_toml():
-    c = small_config('topology="icons"', "p=0.1", "lr_skip=0.05")
+    c = small_config('topology="icons"', "p=0.1", "lr_skip=0.05", "free.solver='tolerance'")
+    c = c.override({"free.tol": 1e-3, "description": 'two\nlines "quoted"'})
     again = cfg.from_dict(cfg.parse_toml(c.to_toml(), "test"))
     assert again == c
 
 
-def test_replace_keeps_tuples_valid():
+def test_override_keeps_tuples_valid():
     paper = cfg.resolve("icons-layered-perlayer", None, [])
-    changed = paper.replace(epochs=3, sizes=(784, 100, 10), lr=(0.1, 0.01))
-    assert (changed.epochs, changed.sizes, changed.lr) == (3, (784, 100, 10), (0.1, 0.01))
-    assert paper.replace() == paper
-    with pytest.raises(ConfigError, match="epochs must be > 0"):
-        paper.replace(epochs=0)
+    changed = paper.override(
+        {"train.epochs": 3, "topology.sizes": (784, 100, 10), "lr": (0.1, 0.01)}
+    )
+    assert (changed.train.epochs, changed.topology.sizes, changed.update.lr) == (
+        3,
+        (784, 100, 10),
+        (0.1, 0.01),
+    )
+    assert paper.override({}) == paper
+    with pytest.raises(ConfigError, match="train.epochs must be >= 1"):
+        paper.override({"epochs": 0})
+
+
+def test_section_keys_bare_keys_and_version_1_names_agree():
+    a = cfg.resolve("digits", None, ["free.steps=33", "train.epochs=2", "nudged.steps=5"])
+    b = cfg.resolve("digits", None, ["n_free=33", "epochs=2", "n_clamped=5"])
+    assert a == b
+    c = cfg.resolve("digits", None, ["random_sign=false", "tol=1e-3"])
+    assert (c.estimator.kind, c.free.solver, c.free.tol) == ("positive", "tolerance", 1e-3)
+
+
+def test_config_file_sections_apply_over_the_default_preset(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text("[free]\nsteps = 12\n\n[update]\nlr = 0.05\n")
+    c = cfg.resolve("digits", path, [])
+    assert (c.free.steps, c.update.lr, c.topology.sizes) == (12, 0.05, (64, 128, 10))
+
+
+def test_a_version_1_run_directory_resumes_as_it_ran(tmp_path):
+    """A run written before the sections (flat config.toml, gradient step) resumes with the
+    same numbers the old code produced when it trained the second epoch itself."""
+    import shutil
+
+    from eqprop.cli import main
+
+    fixtures = Path(__file__).parent / "fixtures"
+    run = tmp_path / "v1"
+    shutil.copytree(fixtures / "v1_run", run)
+    config = cfg.from_dict(cfg.load_file(run / "config.toml"))
+    assert (config.nudged.nudging, config.train.batch_order) == ("gradient", "reshuffle")
+    assert main(["train", "--resume", str(run), "--set", "epochs=2", "--quiet"]) == 0
+    old = [json.loads(line) for line in (fixtures / "v1_two_epochs_metrics.jsonl").open()]
+    new = read_metrics(run)
+    assert [r["epoch"] for r in new] == [1, 2]
+    for a, b in zip(old, new, strict=True):
+        assert b["train_error"] == pytest.approx(a["train_error"], abs=1e-9)
+        assert b["test_error"] == pytest.approx(a["test_error"], abs=1e-9)
+        np.testing.assert_allclose(b["layer_rates"], a["layer_rates"], rtol=1e-4)
 
 
 def test_resume_can_extend_the_epochs(tmp_path):
@@ -100,14 +168,22 @@ def test_resume_can_extend_the_epochs(tmp_path):
     "override, message",
     [
         ("colour=3", "unknown config key 'colour'"),
+        ("free.colour=3", "unknown config key 'free.colour'; [free] has solver, eps"),
+        ("paint.steps=3", "unknown config section 'paint'"),
         ("sizes=[64, -5, 10]", "sizes must be >= 2 positive layer sizes"),
-        ("beta=0", "beta must be non-zero"),
-        ("eps=0", "eps must be > 0"),
-        ("n_free=0", "n_free must be > 0"),
+        ("beta=0", "[estimator] beta must be a non-zero number"),
+        ("eps=0", "[free] eps must be a number > 0"),
+        ("n_free=0", "[free] steps must be an integer >= 1"),
+        ("free.tol=1e-3", "free.tol applies to adaptive solvers"),
+        ("nudging='hard'", "nudged.nudging = 'hard' is not allowed; choose one of gradient"),
+        ("estimator.kind='twice'", "estimator.kind = 'twice' is not allowed"),
+        ("batch_order='sorted'", "train.batch_order = 'sorted' is not allowed"),
+        ("update.optimizer='Magic'", "neither 'masked-sgd' nor a torch.optim optimiser"),
+        ("update.bias_lr=-1", "[update] bias_lr must be >= 0"),
         ('topology="icons"', "needs exactly one of n and p"),
         ('dataset="cifar"', "dataset = 'cifar' is not allowed"),
-        ("lr=[0.1, 0.2, 0.3]", "lr has 3 values but sizes has 2 layer pairs"),
-        ('epochs="many"', "epochs must be an integer"),
+        ("lr=[0.1, 0.2, 0.3]", "lr has 3 values but topology.sizes has 2 layer pairs"),
+        ('epochs="many"', "train.epochs must be an integer"),
     ],
 )
 def test_bad_config_values_raise_one_line_errors(override, message):
@@ -122,8 +198,10 @@ def test_rewired_p_out_of_range():
 
 
 def test_icons_p_out_of_range():
-    with pytest.raises(ConfigError, match=r"p must be in \[0, 1\)"):
-        cfg.resolve("icons-skip", None, ["n=-1", "p=1.5"])
+    with pytest.raises(ConfigError, match=r"topology.p must be in \[0, 1\)"):
+        cfg.resolve("icons-skip").override({"topology.n": None, "topology.p": 1.5})
+    with pytest.raises(ConfigError, match=r"needs exactly one of n and p"):
+        cfg.resolve("icons-skip", None, ["p=0.5"])
 
 
 def test_existing_run_directory_is_refused_and_unchanged(tmp_path):

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from eqprop import config as cfg
+from eqprop.config import from_dict, preset
 from eqprop.errors import ConfigError
 from eqprop.experiments import experiment, skipnets
 from eqprop.runs import start_run
@@ -90,12 +92,33 @@ def test_smoke_writes_results_table_and_plots(smoke: tuple[Path, float]) -> None
     assert any(
         line.startswith("- In short: with EP the layer-skipping network is") for line in lines
     )
-    # EP run directories are scratch space under the output folder
+    # EP run directories are scratch space under the output folder; each run file stores the
+    # configuration it ran, which is the preset's step (icons nudging, shuffled-once order)
     for record in records.values():
         config = record["config"]
         name = f"EP-{record['architecture']}-hardsigmoid-d{record['depth']}-lr0.015"
         assert (out / "ep_runs" / name / "checkpoint.pt").exists()
-        assert config["n_clamped"] == 12 and config["evaluate_test"] is True
+        assert from_dict(config) == skipnets.ep_config(
+            protocol, record["architecture"], record["depth"]
+        )
+        assert config["nudged"]["steps"] == 12 and config["train"]["evaluate_test"] is True
+        assert config["nudged"]["nudging"] == "icons"
+        assert config["train"]["batch_order"] == "shuffled-once"
+        assert config["free"]["steps"] == 20 and config["train"]["epochs"] == 2
+    # the protocol text states the nudging, batch order and held-out evaluation of the configs
+    layered = skipnets.ep_config(protocol, "NN", 3)
+    assert (
+        f"- Nudging `{layered.nudged.nudging}` (the authors' step: the free update, then the "
+        "outputs pulled 2 eps beta towards the target); batch order "
+        f"`{layered.train.batch_order}` (fixed batches visited in one order drawn once from "
+        "the seed, the journal authors' code)." in lines
+    )
+    (held_out,) = [line for line in lines if line.startswith("- Held-out evaluation: ")]
+    assert layered.train.test_persistent and "validation examples keep particles" in held_out
+    assert f"N_free = {layered.free.steps} steps" in held_out
+    (given,) = [line for line in lines if line.startswith("- From the presets: ")]
+    assert f"N_clamped {layered.nudged.steps}, batch {layered.train.batch_size}," in given
+    assert "replaced for this scale: free.steps 20, train.epochs 2." in given
 
 
 def test_rerun_resumes_without_training(smoke: tuple[Path, float]) -> None:
@@ -129,23 +152,48 @@ def test_rerun_rebuilds_ep_row_from_its_run_directory(smoke: tuple[Path, float])
 
 def test_ep_configs_derive_from_the_journal_presets(tmp_path: Path) -> None:
     quick = skipnets.PROTOCOLS["quick"]
+    replaced = {
+        "description",
+        "data.dataset",
+        "data.split",
+        "data.limit",
+        "topology.sizes",
+        "train.evaluate_test",
+        "train.seed",
+        "free.steps",
+        "train.epochs",
+    }
     for arch, topology in (("NN", "layered"), ("skip", "rewired")):
         config = skipnets.ep_config(quick, arch, 5)
-        assert config.sizes == (784, 128, 128, 128, 128, 128, 10)
-        assert (config.dataset, config.split, config.limit) == ("mnist", "icons", 0)
-        assert config.topology == topology
-        assert (config.lr, config.eps, config.beta, config.random_sign) == (0.015, 0.5, 1.0, True)
-        assert (config.n_free, config.n_clamped, config.epochs) == (500, 12, 2)
-        assert config.persistent and config.evaluate_test and not config.test_persistent
-    assert skipnets.ep_config(quick, "skip", 3).p == 0.1
+        assert config.topology.sizes == (784, 128, 128, 128, 128, 128, 10)
+        assert (config.data.dataset, config.data.split, config.data.limit) == (
+            "mnist",
+            "icons",
+            None,
+        )
+        assert config.topology.family == topology
+        assert (config.update.lr, config.free.eps, config.nudged.eps) == (0.015, 0.5, 0.5)
+        assert (config.estimator.kind, config.estimator.beta) == ("random-sign", 1.0)
+        assert (config.free.steps, config.nudged.steps, config.train.epochs) == (500, 12, 2)
+        assert (config.nudged.nudging, config.train.batch_order) == ("icons", "shuffled-once")
+        assert config.train.persistent and config.train.evaluate_test
+        # every field the scale does not replace is the preset's
+        base = cfg.flat_items(from_dict(preset(skipnets.EP_PRESETS[arch])))
+        mine = cfg.flat_items(config)
+        kept = {k: v for k, v in base.items() if k not in replaced}
+        assert kept and {k: mine.get(k) for k in kept} == kept
+        assert set(mine) - set(base) <= replaced
+    assert skipnets.ep_config(quick, "skip", 3).topology.p == 0.1
     full = skipnets.ep_config(skipnets.PROTOCOLS["full"], "NN", 7)
-    assert (full.n_free, full.n_clamped, full.epochs) == (1000, 12, 100)
+    assert (full.free.steps, full.nudged.steps, full.train.epochs) == (1000, 12, 100)
     with pytest.raises(ConfigError, match="EP architecture must be one of NN, skip"):
         skipnets.ep_config(quick, "DN", 3)
 
     # a run directory that holds another configuration is not silently reused
     smoke = skipnets.PROTOCOLS["smoke"]
-    other = skipnets.ep_config(smoke, "NN", 3).replace(sizes=[64, 8, 10], epochs=1)
+    other = skipnets.ep_config(smoke, "NN", 3).override(
+        {"topology.sizes": [64, 8, 10], "train.epochs": 1}
+    )
     start_run(other, tmp_path / "ep_runs" / "EP-NN-hardsigmoid-d3-lr0.015")
     with pytest.raises(ConfigError, match="another configuration; delete it"):
         skipnets.run_ep(smoke, "NN", 3, tmp_path, None)

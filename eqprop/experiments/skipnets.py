@@ -22,15 +22,15 @@ EP rows (:class:`EPProtocol`): equilibrium propagation from the core on a layere
 (architecture "NN") and on the journal's layer-skipping network (architecture "skip": the
 rewired topology, p = 0.1), 128 units per hidden layer, activation "hardsigmoid". Their
 configurations derive from the presets ``frontiers-layered-deep`` and ``frontiers-skip-deep``
-(one source of truth for lr, eps, beta, steps and particles) with the sizes, data and budget of
-the scale replaced. Their grid is the epochs of one run: the row is the epoch with the best
+(one source of truth for lr, eps, beta, steps, particles, the nudging and the batch order: the
+journal's ``icons`` nudging and ``shuffled-once`` order) with the sizes, data and budget of the
+scale replaced. Their grid is the epochs of one run: the row is the epoch with the best
 validation accuracy (EP's held-out evaluation on the validation split), and its test accuracy
 is the official test set evaluated after the same epoch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -91,16 +91,16 @@ class EPProtocol:
     Attributes:
         depths: hidden layers of each EP network.
         dataset: dataset name, loaded with ``split="icons"``.
-        limit: keep the first examples of *each* split (0: all), as ``RunConfig.limit``.
+        limit: keep the first examples of *each* split (None: all), as ``data.limit``.
         hidden: units per hidden layer.
-        overrides: further :class:`~eqprop.config.RunConfig` fields replaced over the preset
-            (the budget of the scale: ``n_free``, ``epochs``, ...).
+        overrides: further :class:`~eqprop.config.RunConfig` fields replaced over the preset,
+            as ``section.key`` (the budget of the scale: ``free.steps``, ``train.epochs``, ...).
         note: how this scale departs from the journal's protocol, stated in ``results.md``.
     """
 
     depths: tuple[int, ...]
     dataset: str = "mnist"
-    limit: int = 0
+    limit: int | None = None
     hidden: int = 128
     overrides: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -168,7 +168,7 @@ PROTOCOLS: dict[str, Protocol] = {
         ep=EPProtocol(
             depths=(3, 4),
             dataset="digits",
-            overrides={"n_free": 20, "epochs": 2},
+            overrides={"free.steps": 20, "train.epochs": 2},
             note="Plumbing check: digits, 20 free steps, 2 epochs.",
         ),
     ),
@@ -198,7 +198,7 @@ PROTOCOLS: dict[str, Protocol] = {
         # about 35 CPU minutes for the four runs on one core.
         ep=EPProtocol(
             depths=(3, 5),
-            overrides={"n_free": 500, "epochs": 2},
+            overrides={"free.steps": 500, "train.epochs": 2},
             note=(
                 "N_free 500 instead of the journal's 1000, and 2 epochs instead of its 100 "
                 "(budget comparable to the baselines' 80k-example cap); the journal's networks "
@@ -359,18 +359,21 @@ def ep_config(protocol: Protocol, architecture: str, depth: int) -> RunConfig:
         )
     base = from_dict(preset(EP_PRESETS[architecture]))
     sizes = [_N_INPUTS[ep.dataset], *[ep.hidden] * depth, _N_CLASSES]
-    return base.replace(
-        description=(
-            f"skipnets EP row: {architecture} ({base.topology}) "
-            f"{sizes[0]}-{ep.hidden}x{depth}-{sizes[-1]}, from preset {EP_PRESETS[architecture]}"
-        ),
-        dataset=ep.dataset,
-        split="icons",
-        limit=ep.limit,
-        sizes=sizes,
-        evaluate_test=True,
-        seed=protocol.seed,
-        **ep.overrides,
+    return base.override(
+        {
+            "description": (
+                f"skipnets EP row: {architecture} ({base.topology.family}) "
+                f"{sizes[0]}-{ep.hidden}x{depth}-{sizes[-1]}, "
+                f"from preset {EP_PRESETS[architecture]}"
+            ),
+            "data.dataset": ep.dataset,
+            "data.split": "icons",
+            "data.limit": ep.limit,
+            "topology.sizes": sizes,
+            "train.evaluate_test": True,
+            "train.seed": protocol.seed,
+            **ep.overrides,
+        }
     )
 
 
@@ -382,7 +385,7 @@ def _planned_ep_runs(protocol: Protocol) -> list[tuple[str, int]]:
 
 
 def _ep_name(config: RunConfig, architecture: str, depth: int) -> str:
-    lr = config.lr if isinstance(config.lr, float) else config.lr[0]
+    lr = config.update.lr if isinstance(config.update.lr, float) else config.update.lr[0]
     return _run_name(EP_RULE, architecture, EP_ACTIVATION, depth, lr)
 
 
@@ -398,7 +401,7 @@ def _ep_record(
     """The run file of a finished (or diverged) EP run: one grid point per epoch."""
     data = load_data(config, data_dir)
     n_train, n_valid, n_test = len(data.train), len(data.held_out), len(data.test)
-    lr = config.lr if isinstance(config.lr, float) else list(config.lr)
+    lr = config.update.lr if isinstance(config.update.lr, float) else list(config.update.lr)
     grid, history = [], []
     for m in metrics:
         valid = round(1.0 - m["test_error"], 6)
@@ -438,7 +441,7 @@ def _ep_record(
         "examples_per_epoch": n_train,
         "valid_examples": n_valid,
         "test_examples": n_test,
-        "config": dataclasses.asdict(config),
+        "config": config.to_dict(),
         "history": history,
     }
 
@@ -704,8 +707,41 @@ EP_INTERPRETATIONS = (
     "`hardsigmoid`; it has no ReLU counterpart, so EP appears once per depth.",
     "- EP's grid points are its epochs: the row is the epoch with the best validation "
     "accuracy (ties: the earlier), and its test accuracy is that of the network after the same "
-    "epoch. Held-out examples relax from zeros for N_free steps (no test-time particles).",
+    "epoch.",
 )
+
+#: what the nudging schemes and batch orders of the core do, for the protocol text
+_NUDGING_TEXT = {
+    "gradient": "one gradient step on E + beta C, the theory's",
+    "icons": "the authors' step: the free update, then the outputs pulled 2 eps beta towards "
+    "the target",
+}
+_ORDER_TEXT = {
+    "reshuffle": "a new order of the training set every epoch",
+    "fixed": "fixed batches visited in file order",
+    "shuffled-once": "fixed batches visited in one order drawn once from the seed, the "
+    "journal authors' code",
+}
+
+
+def _both(layered: Any, skip: Any, fmt: str = "{}") -> str:
+    """One value when the two EP configurations agree, else both, labelled."""
+    if layered == skip:
+        return fmt.format(layered)
+    return f"NN {fmt.format(layered)}, skip {fmt.format(skip)}"
+
+
+def _ep_held_out(config: RunConfig) -> str:
+    """How the held-out examples of ``config`` relax, for the protocol text."""
+    zeros = f"relaxes from zeros for N_free = {config.free.steps} steps"
+    if config.train.test_persistent:
+        return (
+            "the validation examples keep particles across evaluations (each epoch's "
+            "evaluation starts from the previous one's free equilibria: "
+            f"`train.test_persistent`, the paper authors' protocol); the official test set "
+            f"{zeros}"
+        )
+    return f"every held-out example {zeros} (no test-time particles)"
 
 
 def _ep_runs_table(records: Sequence[Mapping]) -> list[str]:
@@ -801,14 +837,27 @@ def ep_section(protocol: Protocol, records: Sequence[Mapping], rows: Sequence[Ro
     n_train = record.get("examples_per_epoch")
     n_valid, n_test = record.get("valid_examples"), record.get("test_examples")
     per_epoch = f"{n_train:,} examples" if n_train else "the training split"
-    total = f" ({layered.epochs * n_train:,} examples per run)" if n_train else ""
+    total = f" ({layered.train.epochs * n_train:,} examples per run)" if n_train else ""
     valid = f"all {n_valid:,}" if n_valid else "all"
     baseline_valid = (
         "all" if protocol.valid_limit is None else f"the first {protocol.valid_limit:,}"
     )
     test = f" ({n_test:,} examples)" if n_test else ""
-    limit = f"first {ep.limit:,} examples of each split" if ep.limit else "all examples"
-    sign = " with random sign" if layered.random_sign else ""
+    limit = "all examples" if ep.limit is None else f"first {ep.limit:,} examples of each split"
+
+    def both(get: Any, fmt: str = "{}") -> str:
+        return _both(get(layered), get(skip), fmt)
+
+    def explained(get: Any, texts: Mapping[str, str]) -> str:
+        return "; ".join(texts[n] for n in dict.fromkeys((get(layered), get(skip))) if n in texts)
+
+    def nudging(c: RunConfig) -> str:
+        return c.nudged.nudging
+
+    def order(c: RunConfig) -> str:
+        return c.train.batch_order
+
+    held_out = both(_ep_held_out)
     cpu = sum(float(r.get("cpu_seconds", 0.0)) for r in records)
     wall = sum(float(r.get("seconds", 0.0)) for r in records)
     return [
@@ -817,16 +866,23 @@ def ep_section(protocol: Protocol, records: Sequence[Mapping], rows: Sequence[Ro
         "Protocol:",
         "",
         f"- Networks: EP on `{ep.dataset}`, split `icons`, {limit}; sizes "
-        f"[{layered.sizes[0]}, {ep.hidden} x depth, {layered.sizes[-1]}], depths "
-        f"{', '.join(map(str, ep.depths))}. NN: preset `{EP_PRESETS['NN']}` (topology "
-        f"`{layered.topology}`); skip: preset `{EP_PRESETS['skip']}` (topology "
-        f"`{skip.topology}`, p = {skip.p:g}).",
-        f"- From the presets: lr {layered.lr}, eps {layered.eps:g}, beta {layered.beta:g}{sign}, "
-        f"N_clamped {layered.n_clamped}, batch {layered.batch_size}, persistent particles "
-        f"{'on' if layered.persistent else 'off'}; replaced for this scale: "
+        f"[{layered.topology.sizes[0]}, {ep.hidden} x depth, {layered.topology.sizes[-1]}], "
+        f"depths {', '.join(map(str, ep.depths))}. NN: preset `{EP_PRESETS['NN']}` (topology "
+        f"`{layered.topology.family}`); skip: preset `{EP_PRESETS['skip']}` (topology "
+        f"`{skip.topology.family}`, p = {skip.topology.p:g}).",
+        f"- From the presets: lr {both(lambda c: c.update.lr)}, eps "
+        f"{both(lambda c: c.free.eps, '{:g}')} (free) / {both(lambda c: c.nudged.eps, '{:g}')} "
+        f"(nudged), estimator {both(lambda c: c.estimator.kind, '`{}`')}, beta "
+        f"{both(lambda c: c.estimator.beta, '{:g}')}, N_clamped {both(lambda c: c.nudged.steps)}, "
+        f"batch {both(lambda c: c.train.batch_size)}, persistent particles "
+        f"{both(lambda c: 'on' if c.train.persistent else 'off')}; replaced for this scale: "
         + ", ".join(f"{k} {v}" for k, v in ep.overrides.items())
         + (" (none)" if not ep.overrides else "")
-        + f". Budget: N_free {layered.n_free}, {layered.epochs} epoch(s) of {per_epoch}{total}.",
+        + f". Budget: N_free {both(lambda c: c.free.steps)}, "
+        f"{both(lambda c: c.train.epochs)} epoch(s) of {per_epoch}{total}.",
+        f"- Nudging {both(nudging, '`{}`')} ({explained(nudging, _NUDGING_TEXT)}); batch order "
+        f"{both(order, '`{}`')} ({explained(order, _ORDER_TEXT)}).",
+        f"- Held-out evaluation: {held_out}.",
         f"- Validation accuracy: EP's held-out evaluation on {valid} validation examples (the "
         f"baselines use {baseline_valid}); test accuracy: the official test set"
         f"{test}, evaluated after every epoch. Model selection: the epoch with the best "

@@ -1,0 +1,121 @@
+"""The relaxer contract, run on every solver: reaches the reference fixed point, respects
+its step cap, is deterministic. A new solver is added to :data:`RELAXERS` and inherits it."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from eqprop import topology
+from eqprop.errors import ConfigError
+from eqprop.network import Network
+from eqprop.nudging import IconsNudging, Nudge
+from eqprop.relaxation import SOLVERS, RelaxResult, fixed_point_residual
+from eqprop.relaxation.cuda_graph import CudaGraphs
+from eqprop.relaxation.fixed import FixedSteps
+from eqprop.relaxation.tolerance import Tolerance
+
+SIZES = [10, 8, 8, 3]
+FAMILIES = {
+    "layered": lambda: topology.layered(SIZES),
+    "icons": lambda: topology.icons(SIZES, n=30, seed=2),
+    "rewired": lambda: topology.rewired(SIZES, p=0.3, seed=2),
+}
+TOL = 1e-6
+#: every solver, configured to converge to TOL within 3,000 steps
+RELAXERS = {
+    "fixed": FixedSteps(eps=0.5, steps=3000),
+    "tolerance": Tolerance(eps=0.5, steps=3000, tol=TOL / 100),
+    "cuda-graphs": CudaGraphs(eps=0.5, steps=3000),
+}
+
+
+def problem(family, dtype=torch.float64):
+    net = Network(FAMILIES[family](), seed=4, dtype=dtype)
+    g = torch.Generator().manual_seed(5)
+    net.biases.uniform_(-0.2, 0.4, generator=g)
+    x = torch.rand(6, SIZES[0], generator=g).to(dtype)
+    return net, x, net.input_drive(x)
+
+
+def reference_fixed_point(net, base):
+    return FixedSteps(eps=0.5, steps=5000).relax(net, net.zero_state(len(base)), base).state
+
+
+def test_every_registered_solver_is_under_contract():
+    assert set(SOLVERS) <= set(RELAXERS)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", RELAXERS)
+def test_reaches_the_reference_fixed_point(name, family):
+    net, x, base = problem(family)
+    reference = reference_fixed_point(net, base)
+    assert fixed_point_residual(net, reference, base) < 1e-12
+    result = RELAXERS[name].relax(net, net.zero_state(len(x)), base)
+    assert isinstance(result, RelaxResult)
+    assert 1 <= result.steps <= 3000
+    assert fixed_point_residual(net, result.state, base) < TOL
+    torch.testing.assert_close(result.state, reference, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("name", RELAXERS)
+def test_deterministic_and_in_place(name):
+    net, x, base = problem("icons", torch.float32)
+    a, b = net.zero_state(len(x)), net.zero_state(len(x))
+    ra, rb = RELAXERS[name].relax(net, a, base), RELAXERS[name].relax(net, b, base)
+    assert ra.state is a and torch.equal(a, b) and ra.steps == rb.steps
+
+
+@pytest.mark.parametrize("name", RELAXERS)
+def test_respects_the_step_cap(name):
+    net, x, base = problem("layered")
+    capped = dataclasses.replace(RELAXERS[name], steps=3)
+    result = capped.relax(net, net.zero_state(len(x)), base)
+    assert result.steps <= 3
+    exact = FixedSteps(eps=0.5, steps=result.steps).relax(net, net.zero_state(len(x)), base)
+    torch.testing.assert_close(result.state, exact.state, rtol=0, atol=0)
+
+
+def test_tolerance_stops_at_the_first_small_change():
+    net, x, base = problem("layered")
+    result = Tolerance(eps=0.5, steps=3000, tol=1e-4).relax(net, net.zero_state(len(x)), base)
+    assert result.converged
+    before = FixedSteps(eps=0.5, steps=result.steps - 1).relax(net, net.zero_state(6), base)
+    after = FixedSteps(eps=0.5, steps=1).relax(net, before.state.clone(), base)
+    assert float((after.state - before.state).abs().max()) < 1e-4
+    earlier = FixedSteps(eps=0.5, steps=result.steps - 2).relax(net, net.zero_state(6), base)
+    assert float((before.state - earlier.state).abs().max()) >= 1e-4
+
+
+def test_nudged_relaxation_of_every_solver_matches_fixed_steps():
+    net, x, base = problem("rewired")
+    target = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0, 1, 2]]
+    nudge = Nudge(IconsNudging(), 0.2, target)
+    want = FixedSteps(eps=0.5, steps=8).relax(net, net.zero_state(6), base, nudge).state
+    got = CudaGraphs(eps=0.5, steps=8).relax(net, net.zero_state(6), base, nudge).state
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: FixedSteps(eps=0.0), "eps must be a number > 0"),
+        (lambda: FixedSteps(steps=0), "steps must be an integer >= 1"),
+        (lambda: FixedSteps(steps=2.5), "steps must be an integer >= 1"),
+        (lambda: Tolerance(tol=0.0), "tol must be a number > 0"),
+    ],
+)
+def test_invalid_settings_are_one_line_errors(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+def test_cuda_graphs_equal_eager_steps_on_gpu():
+    net, x, base = problem("icons", torch.float32)
+    net = Network(FAMILIES["icons"](), seed=4, device="cuda")
+    base = net.input_drive(x.float().cuda())
+    want = FixedSteps(eps=0.5, steps=40).relax(net, net.zero_state(6), base).state
+    got = CudaGraphs(eps=0.5, steps=40).relax(net, net.zero_state(6), base).state
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
