@@ -418,7 +418,8 @@ def _coerce(label: str, value: Any, default: Any, optional_kind: type | None) ->
         if want is float and not math.isfinite(value):
             raise ConfigError(f"{label.rstrip('[]')} must be a finite number, got {value!r}")
         return value
-    raise ConfigError(f"{label.rstrip('[]')} must be {_KIND.get(want, want.__name__)}, got {value!r}")
+    kind = _KIND.get(want, want.__name__)
+    raise ConfigError(f"{label.rstrip('[]')} must be {kind}, got {value!r}")
 
 
 #: fields whose default is None: the type of a value when one is given

@@ -315,7 +315,8 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
                 if trainer.seen:
                     error = trainer.errors / trainer.seen
                     bar.set_postfix(train_error=f"{error:.2%}", refresh=False)
-                due = config.train.checkpoint_every and trainer.position % config.train.checkpoint_every == 0
+                every = config.train.checkpoint_every
+                due = every and trainer.position % every == 0
                 if due or interrupted[0]:
                     now = time.perf_counter()
                     wall, started = wall + now - started, now

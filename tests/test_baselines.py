@@ -14,7 +14,7 @@ from eqprop.baselines import (
     DifferenceTargetPropagation,
     DTPConfig,
     FeedbackAlignment,
-    Network,
+    FeedforwardNetwork,
     TrainConfig,
     TrainingData,
     make_rule,
@@ -33,10 +33,14 @@ def digits() -> TrainingData:
     return TrainingData.from_dataset(load_dataset("digits", split="icons"))
 
 
-def _net(architecture: str, depth: int = 3, activation: str = "sigmoid", **kw) -> Network:
+def _net(
+    architecture: str, depth: int = 3, activation: str = "sigmoid", **kw
+) -> FeedforwardNetwork:
     conv = "Conv" in architecture
     shape = (1, 8, 8) if conv else (64,)
-    return Network(ArchitectureConfig(architecture, depth, activation, **kw), shape, 10, seed=1)
+    return FeedforwardNetwork(
+        ArchitectureConfig(architecture, depth, activation, **kw), shape, 10, seed=1
+    )
 
 
 def _batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +112,11 @@ def test_conv_networks_keep_the_image_size_with_depth_times_16_channels() -> Non
         ]
         assert net.edge(2, 1).weight.shape == (6, 6, 3, 3)
     assert ArchitectureConfig("ConvNet", 5).convolutional
-    assert Network(ArchitectureConfig("ConvNet", 5), (1, 8, 8), 10).shapes[1] == (80, 8, 8)
+    assert FeedforwardNetwork(ArchitectureConfig("ConvNet", 5), (1, 8, 8), 10).shapes[1] == (
+        80,
+        8,
+        8,
+    )
 
 
 @pytest.mark.parametrize(
@@ -198,7 +206,9 @@ def test_dtp_reconstruction_loss_decreases_during_training(
     """The inverses learn: with the forward weights fixed the reconstruction loss falls by more
     than 40%; after full DTP training (forward and inverses together) the learned inverses
     reconstruct the trained network's layers far better than freshly initialised ones."""
-    net = Network(ArchitectureConfig(architecture, 3, "sigmoid", width=32), (64,), 10, seed=0)
+    net = FeedforwardNetwork(
+        ArchitectureConfig(architecture, 3, "sigmoid", width=32), (64,), 10, seed=0
+    )
     rule = DifferenceTargetPropagation(net, seed=0)
     if architecture == "DN":  # one inverse per hidden-to-hidden edge: 2->1, 3->1, 3->2
         assert set(rule.inverses.keys()) == {edge_key(2, 1), edge_key(3, 1), edge_key(3, 2)}
@@ -255,7 +265,7 @@ def test_each_rule_trains_a_small_network_on_digits_well_above_chance(
     )
 
     def run() -> tuple:
-        net = Network(ArchitectureConfig(arch, depth, act, width=64), (64,), 10, seed=0)
+        net = FeedforwardNetwork(ArchitectureConfig(arch, depth, act, width=64), (64,), 10, seed=0)
         result = train(make_rule(rule, net, seed=0), digits, config)
         return result.evaluations, result.select()
 
@@ -270,7 +280,7 @@ def test_selection_from_a_longer_run_equals_a_run_with_that_starting_point(
     net_config = ArchitectureConfig("NN", 2, "sigmoid", width=32)
 
     def run(start: int):
-        net = Network(net_config, (64,), 10, seed=0)
+        net = FeedforwardNetwork(net_config, (64,), 10, seed=0)
         config = TrainConfig(
             learning_rate=3e-2,
             early_stop_start=start,
@@ -301,7 +311,7 @@ def test_training_data_requires_a_validation_split() -> None:
 
 
 def test_divergence_is_recorded_not_raised(digits: TrainingData) -> None:
-    net = Network(ArchitectureConfig("NN", 2, "relu", width=32), (64,), 10, seed=0)
+    net = FeedforwardNetwork(ArchitectureConfig("NN", 2, "relu", width=32), (64,), 10, seed=0)
     with torch.no_grad():
         for p in net.parameters():
             p.mul_(1e30)

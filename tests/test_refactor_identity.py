@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fingerprint import fingerprint
 
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "presets_before_refactor.json").read_text())
+FIXTURE_FILE = Path(__file__).parent / "fixtures" / "presets_before_refactor.json"
+FIXTURE = json.loads(FIXTURE_FILE.read_text())
 #: what version 1 always did, now explicit choices
 OLD_BEHAVIOUR = {"nudging": "gradient", "batch_order": "reshuffle"}
 

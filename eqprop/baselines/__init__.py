@@ -9,7 +9,7 @@ model selection) in ``training``.
 
 from __future__ import annotations
 
-from eqprop.baselines.architectures import ARCHITECTURES, ArchitectureConfig, Network
+from eqprop.baselines.architectures import ARCHITECTURES, ArchitectureConfig, FeedforwardNetwork
 from eqprop.baselines.backprop import Backprop
 from eqprop.baselines.feedback_alignment import FeedbackAlignment
 from eqprop.baselines.rule import LearningRule
@@ -23,7 +23,7 @@ RULES: dict[str, type[LearningRule]] = {
 }
 
 
-def make_rule(name: str, network: Network, seed: int = 0) -> LearningRule:
+def make_rule(name: str, network: FeedforwardNetwork, seed: int = 0) -> LearningRule:
     """The learning rule called ``name`` ("BP", "FA" or "DTP") for ``network``."""
     if name not in RULES:
         raise ConfigError(f"rule must be one of {', '.join(RULES)}; got {name!r}")
@@ -38,7 +38,7 @@ __all__ = [
     "DifferenceTargetPropagation",
     "FeedbackAlignment",
     "LearningRule",
-    "Network",
+    "FeedforwardNetwork",
     "RULES",
     "TrainConfig",
     "TrainResult",

@@ -177,7 +177,7 @@ def init_bound(activation: str, fan_in: int, fan_out: int) -> float:
     return math.sqrt(6.0 / (fan_in + fan_out))
 
 
-class Network(nn.Module):
+class FeedforwardNetwork(nn.Module):
     """A plain or densely connected MLP / ConvNet (see the module docstring).
 
     Args:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eqprop.baselines.architectures import Edge, Network, uniform_init
+from eqprop.baselines.architectures import Edge, FeedforwardNetwork, uniform_init
 from eqprop.baselines.rule import LearningRule
 
 
@@ -52,7 +52,7 @@ class FeedbackAlignment(LearningRule):
 
     name = "FA"
 
-    def __init__(self, network: Network, seed: int = 0) -> None:
+    def __init__(self, network: FeedforwardNetwork, seed: int = 0) -> None:
         super().__init__(network, seed)
         generator = torch.Generator().manual_seed(seed)
         self.feedback: dict[str, Tensor] = {}

@@ -7,11 +7,11 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from eqprop.baselines.architectures import Network
+from eqprop.baselines.architectures import FeedforwardNetwork
 
 
 class LearningRule(ABC):
-    """Computes parameter updates for a :class:`Network` from one mini-batch.
+    """Computes parameter updates for a :class:`FeedforwardNetwork` from one mini-batch.
 
     The training loop owns the optimiser: it zeroes the gradients of :meth:`parameters`, calls
     :meth:`compute_gradients`, and steps. A rule writes its update direction into each
@@ -26,7 +26,7 @@ class LearningRule(ABC):
     #: short name used in tables and file names ("BP", "FA", "DTP")
     name: ClassVar[str]
 
-    def __init__(self, network: Network, seed: int = 0) -> None:
+    def __init__(self, network: FeedforwardNetwork, seed: int = 0) -> None:
         self.network = network
         self.seed = seed
 

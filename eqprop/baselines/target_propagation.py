@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eqprop.baselines._validation import check_number
-from eqprop.baselines.architectures import Network, edge_key, init_bound
+from eqprop.baselines.architectures import FeedforwardNetwork, edge_key, init_bound
 from eqprop.baselines.rule import LearningRule
 
 
@@ -71,7 +71,9 @@ class DifferenceTargetPropagation(LearningRule):
 
     name = "DTP"
 
-    def __init__(self, network: Network, seed: int = 0, config: DTPConfig | None = None) -> None:
+    def __init__(
+        self, network: FeedforwardNetwork, seed: int = 0, config: DTPConfig | None = None
+    ) -> None:
         super().__init__(network, seed)
         self.config = config if config is not None else DTPConfig()
         self._generator = torch.Generator().manual_seed(seed)

@@ -195,7 +195,8 @@ def _check_compatible(existing: cfg.RunConfig, declared: cfg.RunConfig, run_dir:
         if key not in skip and old.get(key) != new.get(key):
             raise ConfigError(
                 f"{run_dir} holds a run with {key} = {old.get(key)!r} but this experiment "
-                f"needs {key} = {new.get(key)!r} (another scale?); choose another --out or delete {run_dir}"
+                f"needs {key} = {new.get(key)!r} (another scale?); choose another --out or "
+                f"delete {run_dir}"
             )
 
 

@@ -45,7 +45,13 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from eqprop.baselines import ArchitectureConfig, Network, TrainConfig, TrainingData, make_rule
+from eqprop.baselines import (
+    ArchitectureConfig,
+    FeedforwardNetwork,
+    TrainConfig,
+    TrainingData,
+    make_rule,
+)
 from eqprop.baselines import train as train_rule
 from eqprop.config import RunConfig, from_dict, preset
 from eqprop.data import load_dataset
@@ -282,7 +288,9 @@ def _train_one(
         arch = ArchitectureConfig("NN", depth=0)
     else:
         arch = ArchitectureConfig(architecture, depth, activation)
-    network = Network(arch, data.input_shape(arch.convolutional), data.n_classes, protocol.seed)
+    network = FeedforwardNetwork(
+        arch, data.input_shape(arch.convolutional), data.n_classes, protocol.seed
+    )
     config = TrainConfig(
         learning_rate=learning_rate,
         early_stop_start=max(starts),
