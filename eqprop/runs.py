@@ -47,7 +47,7 @@ from eqprop.errors import ConfigError, EqpropError
 from eqprop.network import Network
 from eqprop.relaxation.cuda_graph import CudaGraphs
 from eqprop.relaxation.fixed import FixedSteps
-from eqprop.training import Trainer
+from eqprop.training import DeadOutputMonitor, Trainer
 from eqprop.updates import MaskedSGD, OptimizerUpdate, Update
 
 CHECKPOINT = "checkpoint.pt"
@@ -295,6 +295,7 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
         state = {"trainer": trainer.state_dict(), "wall": wall, "test_particles": test_particles}
         atomic_write(ckpt_path, lambda f: torch.save(state, f))
 
+    monitor = DeadOutputMonitor(config.nudged.nudging)
     with _deferred_sigint() as interrupted:
         n_batches = -(-len(x) // config.train.batch_size)
         while trainer.epoch < config.train.epochs:
@@ -312,6 +313,9 @@ def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[di
             def on_batch(result, bar=bar) -> None:
                 nonlocal wall, started
                 bar.update(1)
+                warning = monitor.update(result.layer_rates)
+                if warning:
+                    tqdm.write(warning, file=sys.stderr)
                 if trainer.seen:
                     error = trainer.errors / trainer.seen
                     bar.set_postfix(train_error=f"{error:.2%}", refresh=False)

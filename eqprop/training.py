@@ -67,6 +67,36 @@ class EpochResult:
     free_steps: torch.Tensor
 
 
+class DeadOutputMonitor:
+    """Notices a dead output layer: the output pair's eq. 2 rate exactly 0 for ``patience``
+    consecutive batches (every output clipped at 0 in both phases, so nothing reaches it).
+
+    :meth:`update` returns a one-line warning the first time that happens, then ``None``.
+    """
+
+    def __init__(self, nudging: str, patience: int = 100) -> None:
+        self.nudging, self.patience = nudging, patience
+        self.run = 0
+        self.warned = False
+
+    def update(self, layer_rates: torch.Tensor) -> str | None:
+        """Record one batch's per-layer rates; the warning, once, when the layer is dead."""
+        self.run = self.run + 1 if float(layer_rates[-1]) == 0.0 else 0
+        if self.warned or self.run < self.patience:
+            return None
+        self.warned = True
+        fix = (
+            "this is the known collapse of the gradient step at large rates: use "
+            "--set nudged.nudging=icons (the papers' step) or a lower update.lr"
+            if self.nudging == "gradient"
+            else "lower update.lr or check the data and targets"
+        )
+        return (
+            f"eqprop: warning: the output layer has stopped learning (its pair's rate was "
+            f"exactly 0 for {self.patience} consecutive batches); {fix}"
+        )
+
+
 def one_hot(labels: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
     """One-hot targets ``d`` of shape ``(batch, n_classes)``."""
     return torch.nn.functional.one_hot(labels, n_classes).to(dtype)

@@ -442,3 +442,49 @@ def test_digits_preset_learns_below_ten_percent(tmp_path):
     records = train_run(run, None)
     assert records[-1]["test_error"] < 0.10
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 10
+
+
+def test_a_dead_output_layer_is_reported_once_in_one_line(tmp_path):
+    """At rate 2 with the gradient step the digits network's outputs die (measured: output
+    pair rate exactly 0 in every batch of epoch 3); the run says so once, with the fix."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eqprop.cli",
+            "train",
+            "--quiet",
+            "--set",
+            "sizes=[64, 24, 10]",
+            "--set",
+            "lr=2.0",
+            "--set",
+            "epochs=3",
+            "--set",
+            "n_free=20",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0
+    warnings = [line for line in out.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        "eqprop: warning: the output layer has stopped learning (its pair's rate was exactly 0 "
+        "for 100 consecutive batches); this is the known collapse of the gradient step at "
+        "large rates: use --set nudged.nudging=icons (the papers' step) or a lower update.lr"
+    ]
+
+
+def test_dead_output_monitor_needs_consecutive_zero_batches():
+    from eqprop.training import DeadOutputMonitor
+
+    monitor = DeadOutputMonitor("icons", patience=3)
+    zero, alive = torch.tensor([1e-3, 0.0]), torch.tensor([1e-3, 1e-4])
+    assert [monitor.update(r) for r in (zero, zero, alive, zero, zero)] == [None] * 5
+    message = monitor.update(zero)
+    assert message.startswith("eqprop: warning: the output layer has stopped learning")
+    assert "lower update.lr" in message
+    assert monitor.update(zero) is None  # once only
