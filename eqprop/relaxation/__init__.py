@@ -14,6 +14,15 @@ Solvers (one file each, registered in :data:`SOLVERS` by name):
 - ``tolerance`` (:class:`~eqprop.relaxation.tolerance.Tolerance`): the same steps, stopping
   once the largest state change of a step is below ``tol`` (at most ``steps``).
 
+Free-phase solvers stopped on the fixed-point residual ``max |s - clip(W rho(s) + W_in x +
+b)|`` below ``tol`` (:func:`fixed_point_residual`; at most ``steps`` steps, one drive each):
+
+- ``residual`` (:class:`~eqprop.relaxation.residual.Residual`): the papers' damped step;
+- ``fista`` (:class:`~eqprop.relaxation.fista.Fista`): projected gradient with Nesterov
+  momentum and gradient restart;
+- ``layer-sweep`` (:class:`~eqprop.relaxation.layer_sweep.LayerSweep`): exact even/odd layer
+  updates, for topologies with no edge between layers of the same parity.
+
 A new solver is a :class:`Relaxer` subclass in its own file plus one line in
 :data:`SOLVERS`; the contract tests (``tests/test_relaxation.py``) then run on it.
 """
@@ -84,10 +93,19 @@ def fixed_point_residual(network: Network, state: torch.Tensor, drive: torch.Ten
 
 
 def _solvers() -> dict[str, type[Relaxer]]:
+    from eqprop.relaxation.fista import Fista
     from eqprop.relaxation.fixed import FixedSteps
+    from eqprop.relaxation.layer_sweep import LayerSweep
+    from eqprop.relaxation.residual import Residual
     from eqprop.relaxation.tolerance import Tolerance
 
-    return {"fixed": FixedSteps, "tolerance": Tolerance}
+    return {
+        "fixed": FixedSteps,
+        "tolerance": Tolerance,
+        "residual": Residual,
+        "fista": Fista,
+        "layer-sweep": LayerSweep,
+    }
 
 
 #: name -> solver class (a new solver is one file plus one line in :func:`_solvers`)
