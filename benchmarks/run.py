@@ -1,5 +1,9 @@
 """Run the engine benchmark: the same as ``eqprop bench`` (same options), as a script.
 
+The naive reference engine it compares against is part of the package
+(:mod:`eqprop.reference`), so this script and ``eqprop bench`` also work from an installed
+copy of eqprop.
+
 python benchmarks/run.py --out docs/performance.json
 python benchmarks/run.py --preset icons-skip --steps 50 --naive-batches 1
 """

@@ -2,16 +2,21 @@
 
 For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clamped steps):
 
-- **ms per relaxation step** of :meth:`eqprop.network.Network.relax`;
+- **ms per relaxation step** of a fixed-step free phase
+  (:class:`eqprop.relaxation.fixed.FixedSteps`; on CUDA the captured graph,
+  :class:`eqprop.relaxation.cuda_graph.CudaGraphs`, that training uses);
 - its **matmul lower bound**: the same products alone (:meth:`Network.product_plan`: same
   shapes, same weight tensors, ``addmm_`` into preallocated buffers), timed alternately with
   the steps so both see the same machine load; the ratio is the median of the per-repeat
   ratios;
 - **s per training batch** (:meth:`eqprop.training.Trainer.train_batch`: free and clamped
-  phases, update, eq. 2 rates) and the projected **s per epoch** of 50,000 examples;
-- the **naive formulation** (``benchmarks/naive.py``: one masked dense ``N x N`` matrix over
+  phases with the preset's nudging, estimate, update, eq. 2 rates) and the projected
+  **s per epoch** of 50,000 examples;
+- the **naive formulation** (:mod:`eqprop.reference`: one masked dense ``N x N`` matrix over
   all neurons, per-example outer products) timed on the same batches, interleaved with ours,
-  and the **speedup** naive / ours;
+  and the **speedup** naive / ours. The naive engine is not the authors' code: it is 2-3x
+  slower than it (:data:`NAIVE_ENGINE`), so the speedup overstates the speedup over the
+  authors' code by that factor;
 - **peak resident memory** (``ru_maxrss``) of a short training run on random data of MNIST
   shape (50,000 examples) at batch 20, in a fresh subprocess started before this process
   allocates anything large: on Linux a child's ``ru_maxrss`` starts from its parent's
@@ -27,7 +32,6 @@ For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clampe
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import platform
@@ -38,19 +42,28 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 
 from eqprop import config as cfg
+from eqprop import reference
 from eqprop.errors import EqpropError
 from eqprop.network import Product
+from eqprop.relaxation.cuda_graph import CudaGraphs
+from eqprop.relaxation.fixed import FixedSteps
 
-#: The naive reference engine, next to the package in a repository checkout.
-NAIVE_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "naive.py"
 DEFAULT_PRESETS = ("icons-layered", "icons-skip")
-PAPER = {"batch_size": 20, "eps": 0.5, "n_free": 500, "n_clamped": 8}
+#: The ICONS paper's protocol: batch, step size of both phases, free and nudged steps.
+PAPER = {"batch_size": 20, "eps": 0.5, "free_steps": 500, "nudged_steps": 8}
+#: What the naive engine is, printed and recorded beside every speedup against it.
+NAIVE_ENGINE = (
+    "the naive engine (eqprop.reference) multiplies by the whole N x N matrix including the "
+    "inputs at every step and builds per-example outer products for the update; measured by "
+    "us, it is 2-3x slower than the authors' actual ICONS code (which does a paper-protocol "
+    "batch in about 1.5 s on the 2-core machine of docs/performance.md), so speedups against "
+    "it overstate speedups against the authors' code by that factor"
+)
 EPOCH_EXAMPLES = 50_000
 #: Speed targets of the "fast relaxation" issue: minimum speedup over the naive engine per
 #: preset, and the largest step / lower-bound ratio.
@@ -65,7 +78,7 @@ class BenchOptions:
     Attributes:
         batches: timed training batches of ours (after one untimed warm-up batch).
         naive_batches: timed batches of the naive engine.
-        steps: free steps (default the paper's 500); clamped steps stay at 8.
+        steps: free steps (default the paper's 500); nudged steps stay at 8.
         naive_steps: time the naive engine with this many free steps and scale its free
             phase linearly to ``steps`` (default: time it at ``steps``, no scaling).
         repeats, step_window: the step timing runs ``repeats`` times ``step_window`` steps.
@@ -89,20 +102,6 @@ class BenchOptions:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def naive_module() -> ModuleType:
-    """Import ``benchmarks/naive.py`` from the repository checkout next to the package."""
-    if not NAIVE_PATH.is_file():
-        raise EqpropError(
-            f"the naive reference engine {NAIVE_PATH} is missing; 'eqprop bench' needs a "
-            f"repository checkout (pip install -e .), not an installed copy of the package"
-        )
-    spec = importlib.util.spec_from_file_location("eqprop_bench_naive", NAIVE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while defining
-    spec.loader.exec_module(module)
-    return module
-
-
 def _clock(device: torch.device) -> Callable[[], tuple[float, float]]:
     """Wall-clock and process CPU time. CPU time counts only this process's work, so on a
     machine shared with other jobs it is the steadier measure (single-threaded runs)."""
@@ -145,12 +144,23 @@ def choose_threads(requested: int, device: torch.device) -> tuple[int, dict[int,
 
 
 def bench_config(preset: str | cfg.RunConfig, options: BenchOptions) -> cfg.RunConfig:
-    """The preset at the paper's settings (``--steps`` overrides the free steps), float32."""
+    """The preset at the paper's settings (``--steps`` overrides the free steps), fixed-step
+    free phase, float32; the preset's nudging, estimator and rates are kept."""
     config = cfg.resolve(preset) if isinstance(preset, str) else preset
-    settings = dict(PAPER, device=options.device, dtype="float32", tol=0.0)
-    if options.steps is not None:
-        settings["n_free"] = options.steps
-    return dataclasses.replace(config, **settings)
+    steps = options.steps if options.steps is not None else PAPER["free_steps"]
+    return config.override(
+        {
+            "train.batch_size": PAPER["batch_size"],
+            "free.solver": "fixed",
+            "free.tol": None,
+            "free.eps": PAPER["eps"],
+            "free.steps": steps,
+            "nudged.eps": PAPER["eps"],
+            "nudged.steps": PAPER["nudged_steps"],
+            "train.device": options.device,
+            "train.dtype": "float32",
+        }
+    )
 
 
 def _random_data(n: int, n_in: int, n_out: int, device: torch.device, seed: int = 0):
@@ -195,24 +205,31 @@ def whole_block_products(net) -> list[Product]:
     ]
 
 
-def step_timing(net, batch: int, options: BenchOptions, whole: bool = False) -> dict[str, Any]:
+def step_timing(
+    net, batch: int, options: BenchOptions, whole: bool = False, eps: float = PAPER["eps"]
+) -> dict[str, Any]:
     """ms per relaxation step and per step of its products alone (repeats alternate between
     the two, so both see the same machine load); with ``whole``, also the bound of one dense
-    product per stored block (:func:`whole_block_products`)."""
+    product per stored block (:func:`whole_block_products`). The steps are free steps of
+    :class:`FixedSteps` (on CUDA its captured graph, :class:`CudaGraphs`, as in training)."""
     now = _clock(net.device)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(batch, net.n_input, generator=g).to(net.device, net.dtype)
     base = net.input_drive(x)
-    s = net.relax(net.zero_state(batch), base, 10)  # warm-up; states inside [0, 1]
+    s = net.zero_state(batch)
+    FixedSteps(eps, 10).relax(net, s, base)  # warm-up; states inside [0, 1]
+    window = options.step_window
+    relaxer = CudaGraphs(eps, window) if net.device.type == "cuda" else FixedSteps(eps, window)
+    if net.device.type == "cuda":
+        relaxer.relax(net, s, base)  # capture the graph outside the timed windows
     products = _products_alone(net.product_plan(), batch, net, g)
     unsplit = _products_alone(whole_block_products(net), batch, net, g) if whole else None
 
-    window = options.step_window
     steps, bounds, wholes = [], [], []  # (wall, cpu) seconds per window
     products()
     for _ in range(options.repeats):
         t0 = now()
-        net.relax(s, base, window)
+        relaxer.relax(net, s, base)
         t1 = now()
         for _ in range(window):
             products()
@@ -250,29 +267,24 @@ def step_timing(net, batch: int, options: BenchOptions, whole: bool = False) -> 
 
 
 def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> dict[str, Any]:
-    """s per training batch of ours and of the naive engine, interleaved on the same data."""
+    """s per training batch of ours and of the naive engine (:mod:`eqprop.reference`),
+    interleaved on the same data."""
     from eqprop.runs import build_network, build_trainer
 
-    naive = naive_module()
-    device = torch.device(config.device)
+    device = torch.device(config.train.device)
     now = _clock(device)
-    b = config.batch_size
+    b = config.train.batch_size
+    sizes = config.topology.sizes
+    n_free = config.free.steps
     n_batches = max(options.batches, options.naive_batches) + 1
-    x, y = _random_data(n_batches * b, config.sizes[0], config.sizes[-1], device)
+    x, y = _random_data(n_batches * b, sizes[0], sizes[-1], device)
     net = build_network(config, topology)
     trainer = build_trainer(config, net, len(x))
-    naive_steps = options.naive_steps if options.naive_steps else config.n_free
-    naive_steps = min(naive_steps, config.n_free)
-    naive_config = dataclasses.replace(config, n_free=naive_steps)
-    reference = build_network(config, topology)  # same seed: the same initial weights
-    ref_trainer = build_trainer(naive_config, reference, len(x))  # for its rule and relaxation
-    ref = naive.NaiveEP(
-        reference,
-        ref_trainer.rule,
-        ref_trainer.relaxation,
-        n_train=len(x),
-        batch_size=b,
-        seed=config.seed,
+    naive_steps = min(options.naive_steps or n_free, n_free)
+    naive_config = config.override({"free.steps": naive_steps})
+    # a network built from the same config has the same initial weights
+    ref = reference.NaiveEP.from_config(
+        build_network(config, topology), naive_config, n_train=len(x)
     )
 
     def index(i: int) -> torch.Tensor:
@@ -291,20 +303,21 @@ def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> d
             ref.train_batch(x[idx], y[idx], idx)
             theirs.append(_since(t0, now()))
     naive_s = [statistics.median(v[k] for v in theirs) for k in (0, 1)]
-    scaled = naive_steps < config.n_free
+    scaled = naive_steps < n_free
     if scaled:  # add the free steps not run, at the naive engine's measured cost per step
-        s = torch.cat([x[index(1)], torch.rand(b, ref.n - config.sizes[0], device=device)], 1)
+        s = torch.cat([x[index(1)], torch.rand(b, ref.n - sizes[0], device=device)], 1)
         t0 = now()
-        ref.phase(s, naive_steps)
+        ref.free_phase(s)
         per_step = _since(t0, now())
         for k in (0, 1):
-            naive_s[k] += (config.n_free - naive_steps) * per_step[k] / naive_steps
+            naive_s[k] += (n_free - naive_steps) * per_step[k] / naive_steps
 
-    # the update alone (both phases already done): its share of a batch
+    # the estimate and update alone (both phases already done): their share of a batch
     s_free = trainer.particles[index(1)]
     s_clamped = s_free.clone().clamp_(0.0, 1.0)
     t0 = now()
-    trainer.rule.update(x[index(1)], s_free, s_clamped, 1.0)
+    estimate = trainer.estimator.estimate(net, x[index(1)], s_free, [s_clamped], (1.0,))
+    trainer.update.apply(estimate)
     update_ms = _since(t0, now())[0] * 1e3
     s_per_batch = [statistics.median(v[k] for v in ours) for k in (0, 1)]
     return {
@@ -324,9 +337,9 @@ def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> d
             "batches_timed": len(theirs),
             "free_steps_timed": naive_steps,
             "scaled": scaled,
+            "engine": NAIVE_ENGINE,
             "note": (
-                f"naive free phase timed at {naive_steps} steps and scaled linearly to "
-                f"{config.n_free}"
+                f"naive free phase timed at {naive_steps} steps and scaled linearly to {n_free}"
                 if scaled
                 else "naive batches timed in full (no scaling)"
             ),
@@ -339,7 +352,7 @@ def memory_probe(config: cfg.RunConfig, examples: int, batches: int = 2) -> dict
     ``examples`` x input size (MNIST shape at the default), the preset's network, persistent
     particles for every example, ``batches`` batches (free steps capped at 50: memory does
     not depend on them)."""
-    probe_config = dataclasses.replace(config, n_free=min(config.n_free, 50))
+    probe_config = config.override({"free.steps": min(config.free.steps, 50)})
     code = (
         "import json, sys; from eqprop.bench import _memory_child; "
         "print(json.dumps(_memory_child(sys.stdin.read(), int(sys.argv[1]), int(sys.argv[2]), "
@@ -359,7 +372,7 @@ def memory_probe(config: cfg.RunConfig, examples: int, batches: int = 2) -> dict
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result.update(
         batches=batches,
-        n_free=probe_config.n_free,
+        free_steps=probe_config.free.steps,
         examples=examples,
         parent_rss_at_start_mib=parent_rss,
     )
@@ -383,15 +396,16 @@ def _memory_child(config_toml: str, examples: int, batches: int, threads: int) -
 
     torch.set_num_threads(threads)
     config = cfg.from_dict(cfg.parse_toml(config_toml, "memory probe config"))
-    device = torch.device(config.device)
+    device = torch.device(config.train.device)
     baseline = _status_mib("VmRSS")
     topology = build_topology(config)
     net = build_network(config, topology)
     trainer = build_trainer(config, net, examples)
-    x, y = _random_data(examples, config.sizes[0], config.sizes[-1], device)
+    sizes, b = config.topology.sizes, config.train.batch_size
+    x, y = _random_data(examples, sizes[0], sizes[-1], device)
     order = torch.randperm(examples, generator=torch.Generator().manual_seed(0)).to(device)
     for i in range(batches):
-        idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+        idx = order[i * b : (i + 1) * b]
         trainer.train_batch(x[idx], y[idx], idx)
     # Linux reports ru_maxrss in KiB
     out = {
@@ -414,7 +428,6 @@ def run_benchmark(
     record (see the module docs)."""
     from eqprop.runs import build_network, build_topology
 
-    naive_module()  # fail early, with one line, when the reference engine is missing
     device = torch.device(options.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EqpropError("--device cuda requested but no CUDA GPU is available; use cpu")
@@ -434,12 +447,13 @@ def run_benchmark(
         },
         "settings": {
             **PAPER,
-            "n_free": options.steps if options.steps is not None else PAPER["n_free"],
+            "free_steps": options.steps if options.steps is not None else PAPER["free_steps"],
             "batches": options.batches,
             "naive_batches": options.naive_batches,
             "epoch_examples": EPOCH_EXAMPLES,
             "dtype": "float32",
         },
+        "naive_engine": NAIVE_ENGINE,
         "presets": [],
     }
     configs = []
@@ -457,24 +471,25 @@ def run_benchmark(
         net = build_network(config, topology)
         entry: dict[str, Any] = {
             "preset": label,
-            "sizes": list(config.sizes),
-            "topology": config.topology,
+            "sizes": list(config.topology.sizes),
+            "topology": config.topology.family,
+            "nudging": config.nudged.nudging,
+            "estimator": config.estimator.kind,
             "edges": int(len(topology.edges)),
             "neurons": topology.n_neurons,
             "layout": net.layout,
             "blocks": [[b.row_group, b.col_group] for b in net.blocks],
         }
         log(f"[{label}] timing relaxation steps (layout {net.layout})")
-        steps = step_timing(net, config.batch_size, options)
+        batch, eps = config.train.batch_size, config.free.eps
+        steps = step_timing(net, batch, options, eps=eps)
         cpu = steps.pop("cpu")
         entry.update(steps)
         if options.layouts:
             entry["layouts"] = {}
             for layout in ("blocks", "dense"):
-                other = build_network(dataclasses.replace(config, layout=layout), topology)
-                entry["layouts"][layout] = step_timing(
-                    other, config.batch_size, options, whole=True
-                )
+                other = build_network(config.override({"train.layout": layout}), topology)
+                entry["layouts"][layout] = step_timing(other, batch, options, True, eps)
         log(f"[{label}] timing training batches, ours and naive")
         training = training_timing(config, topology, options)
         entry["cpu"] = {**cpu, **training.pop("cpu")}
@@ -540,17 +555,21 @@ def format_table(record: dict) -> str:
         f"eqprop bench: torch {m['torch']}, device {m['device']}, {m['cpu_count']} CPU cores, "
         f"torch threads {m['torch_threads']}, load average {m['load_average_before'][0]:.2f} "
         f"before / {m['load_average_after'][0]:.2f} after",
-        f"settings: batch {s['batch_size']}, eps {s['eps']}, {s['n_free']} free + "
-        f"{s['n_clamped']} clamped steps, float32; epoch = {s['epoch_examples']} examples; "
+        f"settings: batch {s['batch_size']}, eps {s['eps']}, {s['free_steps']} free + "
+        f"{s['nudged_steps']} nudged steps, float32; epoch = {s['epoch_examples']} examples; "
         f"{s['batches']} timed batches (ours), {s['naive_batches']} (naive)",
         "wall-clock columns; 'cpu spd': the speedup in process CPU time (details below)",
         HEADER,
     ]
     lines += [format_row(e) for e in record["presets"]]
+    lines.append(f"'speedup', 'cpu spd': naive / ours, where {record['naive_engine']}")
     lines.append("")
     for e in record["presets"]:
         c = e["cpu"]
-        lines.append(f"{e['preset']}: {e['naive']['note']}; update {e['update_ms']:.1f} ms/batch")
+        lines.append(
+            f"{e['preset']} ({e['nudging']} nudging, {e['estimator']}): {e['naive']['note']}; "
+            f"estimate + update {e['update_ms']:.1f} ms/batch"
+        )
         lines.append(
             f"  CPU time: {c['ms_per_step']:.3f} ms/step, bound {c['lower_bound_ms']:.3f} ms, "
             f"ratio {c['step_over_bound']:.2f}, {c['s_per_batch']:.3f} s/batch, "

@@ -388,9 +388,7 @@ def _assign(values: dict[str, Any], key: str, value: Any) -> None:
         )
     allowed = [f.name for f in fields(SECTIONS[section])]
     if name not in allowed:
-        raise ConfigError(
-            f"unknown config key {key!r}; [{section}] has {', '.join(allowed)}"
-        )
+        raise ConfigError(f"unknown config key {key!r}; [{section}] has {', '.join(allowed)}")
     values.setdefault(section, {})[name] = value
 
 
@@ -457,9 +455,7 @@ def from_dict(values: dict[str, Any]) -> RunConfig:
                     f"config key {name!r} belongs in a section (e.g. "
                     f"[{LEGACY.get(name, ('free',))[0]}]); see eqprop/presets/*.toml"
                 )
-            raise ConfigError(
-                f"unknown config section {name!r}; sections: {', '.join(SECTIONS)}"
-            )
+            raise ConfigError(f"unknown config section {name!r}; sections: {', '.join(SECTIONS)}")
         if not isinstance(raw, dict):
             raise ConfigError(f"[{name}] must be a table of keys, got {raw!r}")
         cls = SECTIONS[name]

@@ -20,11 +20,11 @@ training batch (:meth:`Trainer.train_batch`):
 Batch order (``batch_order``): ``reshuffle`` draws a new order of the training set from the
 trainer's generator at the start of every epoch; ``fixed`` visits batch ``k`` = examples
 ``k*B .. k*B+B-1`` in file order every epoch (the ICONS authors' code); ``shuffled-once``
-keeps those fixed batches but visits them in one order drawn once from ``seed`` (the
-journal authors' code). All random draws come from seeded generators; their state, the
-epoch's order and position, the particles and the network are in
-:meth:`Trainer.state_dict`, so a run restored mid-epoch continues exactly as if it had never
-stopped.
+keeps those fixed batches but visits them in one order drawn once from ``seed`` (the journal
+authors' code; a short last batch, when ``B`` does not divide the set, stays last). All
+random draws come from seeded generators; their state, the epoch's order and position, the
+particles and the network are in :meth:`Trainer.state_dict`, so a run restored mid-epoch
+continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -176,9 +176,12 @@ class Trainer:
         examples = torch.arange(self.n_train)
         if self.batch_order == "fixed":
             return examples
+        # the full batches in one order drawn from the seed; a short last batch stays last,
+        # so batch k of the epoch is always examples order[k*B : (k+1)*B]
+        full = self.n_train // self.batch_size
         batches = list(torch.split(examples, self.batch_size))
-        once = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed))
-        return torch.cat([batches[int(k)] for k in once])
+        once = torch.randperm(full, generator=torch.Generator().manual_seed(seed))
+        return torch.cat([batches[int(k)] for k in once] + batches[full:])
 
     # -- one batch ---------------------------------------------------------------------------
     def train_batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> BatchResult:

@@ -1,40 +1,70 @@
 """The fast engine against the naive dense formulation, and the benchmark harness.
 
-``benchmarks/naive.py`` rewrites EP the way the paper authors' code works (one masked dense
-``N x N`` matrix over all neurons, per-example outer products for the update). Training with
-it and with :class:`eqprop.training.Trainer` from the same initial weights and seeds must give
-the same states, weights, biases, beta signs, errors and layer rates.
+:mod:`eqprop.reference` rewrites EP the way the paper authors' code works (one masked dense
+``N x N`` matrix over all neurons, per-example outer products for the update, both nudging
+schemes written out from their formulas). Training with it and with
+:class:`eqprop.training.Trainer` from the same initial weights and seeds must give the same
+states, weights, biases, beta signs, errors and layer rates.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from eqprop import bench, topology
+import eqprop
+from eqprop import bench, reference, topology
 from eqprop import config as cfg
 from eqprop.cli import main
+from eqprop.estimators import Positive, RandomSign
 from eqprop.network import Network
-from eqprop.rules import EPConfig, EquilibriumPropagation
-from eqprop.training import Relaxation, Trainer
-
-naive = bench.naive_module()
+from eqprop.nudging import GradientNudging, IconsNudging, Nudge
+from eqprop.relaxation.fixed import FixedSteps
+from eqprop.relaxation.tolerance import Tolerance
+from eqprop.runs import build_network, build_topology, build_trainer
+from eqprop.training import Trainer
+from eqprop.updates import LearningRates, MaskedSGD
 
 SIZES = [30, 20, 20, 5]
-# each family with the learning-rate form that exercises it: per-pair rates (and per-layer
-# bias rates) on the layered net, per-pair plus lr_skip on ICONS, one rate on rewired
+NUDGINGS = {"gradient": GradientNudging, "icons": IconsNudging}
+# each family with the rates, estimator and batch order that exercise it: per-pair rates and
+# per-layer bias rates on the layered net; per-pair plus lr_skip plus one bias rate on ICONS,
+# in file order; one rate and a bias rate on ICONS-add; one rate and the positive estimator
+# on rewired, in file order (shuffled-once: test_shuffled_once_*)
 CASES = {
-    "layered": (lambda: topology.layered(SIZES), EPConfig(lr=(0.2, 0.1, 0.05))),
+    "layered": (
+        lambda: topology.layered(SIZES),
+        LearningRates(lr=(0.2, 0.1, 0.05)),
+        RandomSign(beta=1.0),
+        "reshuffle",
+    ),
     "icons": (
         lambda: topology.icons(SIZES, n=150, seed=2),
-        EPConfig(lr=(0.2, 0.1, 0.05), lr_skip=0.08),
+        LearningRates(lr=(0.2, 0.1, 0.05), lr_skip=0.08, bias_lr=0.25),
+        RandomSign(beta=1.0),
+        "fixed",
     ),
-    "icons-add": (lambda: topology.icons(SIZES, n=100, mode="add", seed=4), EPConfig(lr=0.1)),
-    "rewired": (lambda: topology.rewired(SIZES, p=0.3, seed=3), EPConfig(lr=0.15)),
+    "icons-add": (
+        lambda: topology.icons(SIZES, n=100, mode="add", seed=4),
+        LearningRates(lr=0.1, bias_lr=0.05),
+        RandomSign(beta=1.0),
+        "reshuffle",
+    ),
+    "rewired": (
+        lambda: topology.rewired(SIZES, p=0.3, seed=3),
+        LearningRates(lr=0.15),
+        Positive(beta=0.5),
+        "fixed",
+    ),
 }
-N_TRAIN, BATCH = 50, 20  # batches of 20, 20, 10 per epoch (a ragged last batch)
+N_TRAIN, BATCH, SEED = 50, 20, 11  # batches of 20, 20, 10 per epoch (a ragged last batch)
 
 
 @pytest.fixture(autouse=True)
@@ -46,73 +76,206 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def toy_data(dtype):
+def toy_data(dtype, n=N_TRAIN):
     g = torch.Generator().manual_seed(5)
-    x = torch.rand(N_TRAIN, SIZES[0], generator=g, dtype=torch.float64).to(dtype)
-    y = torch.randint(0, SIZES[-1], (N_TRAIN,), generator=g)
+    x = torch.rand(n, SIZES[0], generator=g, dtype=torch.float64).to(dtype)
+    y = torch.randint(0, SIZES[-1], (n,), generator=g)
     return x, y
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("layout", ["blocks", "dense"])
-@pytest.mark.parametrize("family", CASES)
-def test_trainer_equals_naive_engine(family, layout, dtype):
-    make_topology, ep = CASES[family]
-    topo = make_topology()
-    net = Network(topo, seed=7, dtype=dtype, layout=layout)
-    rule = EquilibriumPropagation(net, ep)
-    relax = Relaxation(eps=0.5, n_free=25, n_clamped=5)
-    trainer = Trainer(net, rule, relax, n_train=N_TRAIN, batch_size=BATCH, seed=11)
-    ref = naive.NaiveEP(net, rule, relax, n_train=N_TRAIN, batch_size=BATCH, seed=11)
-    # the same seed gives the same initial weights, built independently
-    twin = Network(topo, seed=7, dtype=dtype, layout=layout)
-    assert torch.equal(ref.W, twin.dense_weights())
-    x, y = toy_data(dtype)
-    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+def tolerances(dtype) -> dict:
+    if dtype == torch.float32:
+        return {"rtol": 1e-5, "atol": 1e-5}
+    return {"rtol": 1e-10, "atol": 1e-12}
 
-    if family.startswith("icons"):  # the sparse skip pairs really take the CSR path
-        assert any(p.sparse is not None for p in net.product_plan())
-    ours, theirs, coins = [], [], []
-    for _ in range(2):  # the second epoch starts every free phase from a persistent particle
-        ours.append(trainer.train_epoch(x, y, on_batch=lambda r: coins.append(r.beta)))
+
+def build_pair(
+    family, nudging, dtype=torch.float64, layout="auto", free=None, seed=SEED, **changes
+):
+    """A trainer of the case and the naive engine following it, from the same weights;
+    ``changes`` override ``n_train`` and ``batch_order``."""
+    make_topology, rates, estimator, order = CASES[family]
+    order = changes.get("batch_order", order)
+    n_train = changes.get("n_train", N_TRAIN)
+    net = Network(make_topology(), seed=7, dtype=dtype, layout=layout)
+    trainer = Trainer(
+        net,
+        estimator,
+        MaskedSGD(net, rates),
+        free or FixedSteps(eps=0.5, steps=25),
+        FixedSteps(eps=0.5, steps=5),
+        NUDGINGS[nudging](),
+        n_train=n_train,
+        batch_size=BATCH,
+        batch_order=order,
+        seed=seed,
+    )
+    return trainer, reference.NaiveEP.from_trainer(trainer, seed=seed)
+
+
+def train_both(trainer, ref, x, y, epochs, tol):
+    """Train both engines ``epochs`` epochs, comparing particles, weights and biases after
+    each; returns both engines' epochs and the trainer's betas."""
+    net = trainer.network
+    ours, theirs, betas = [], [], []
+    for _ in range(epochs):
+        ours.append(trainer.train_epoch(x, y, on_batch=lambda r: betas.append(r.betas)))
         theirs.append(ref.train_epoch(x, y))
         torch.testing.assert_close(trainer.particles, ref.state_particles(), **tol)
         torch.testing.assert_close(net.dense_weights(), ref.W, **tol)
         torch.testing.assert_close(net.biases, ref.biases(), **tol)
+    return ours, theirs, betas
+
+
+@pytest.mark.parametrize("nudging", NUDGINGS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("layout", ["blocks", "dense"])
+@pytest.mark.parametrize("family", CASES)
+def test_trainer_equals_naive_engine(family, layout, dtype, nudging):
+    trainer, ref = build_pair(family, nudging, dtype, layout)
+    net = trainer.network
+    topo = net.topology
+    # the same seed gives the same initial weights, built independently
+    twin = Network(topo, seed=7, dtype=dtype, layout=layout)
+    assert torch.equal(ref.W, twin.dense_weights())
+    if family.startswith("icons"):  # the sparse skip pairs really take the CSR path
+        assert any(p.sparse is not None for p in net.product_plan())
+    x, y = toy_data(dtype)
+    tol = tolerances(dtype)
+
+    # the second epoch starts every free phase from a persistent particle
+    ours, theirs, betas = train_both(trainer, ref, x, y, 2, tol)
     naive_batches = [b for batches in theirs for b in batches]
-    assert coins == [b.beta for b in naive_batches]  # the same fair coins, signs of both kinds
-    assert set(coins) == {1.0, -1.0}
+    assert betas == [b.betas for b in naive_batches]  # the same coins, signs of both kinds
+    beta = CASES[family][2].beta
+    if isinstance(CASES[family][2], RandomSign):
+        assert set(betas) == {(beta,), (-beta,)}
+    else:
+        assert set(betas) == {(beta,)}
     for epoch, batches in zip(ours, theirs, strict=True):
         assert epoch.train_error == sum(b.errors for b in batches) / N_TRAIN
         torch.testing.assert_close(
             epoch.layer_rates, torch.stack([b.layer_rates for b in batches]), **tol
         )
-    # the update really moved the weights (the comparison is not between two initial states)
+    # the update really moved the weights and biases (not a comparison of initial states)
     start = Network(topo, seed=7, dtype=dtype).dense_weights()
     assert (net.dense_weights() - start).abs().max() > 1e-3
+    assert net.biases.abs().max() > 1e-3
+
+
+def test_cases_differ_in_what_they_exercise():
+    """The nudgings, bias_lr and batch orders each change the outcome, so the equivalence
+    tests above compare different computations, not one computation several times."""
+    x, y = toy_data(torch.float64)
+
+    def weights_after(family, nudging, **changes) -> torch.Tensor:
+        _, ref = build_pair(family, nudging)
+        if changes:
+            settings = reference.Settings(**{**ref.settings.__dict__, **changes})
+            net = Network(CASES[family][0](), seed=7, dtype=torch.float64)
+            ref = reference.NaiveEP(net, settings, n_train=N_TRAIN)
+        ref.train_epoch(x, y)
+        return torch.cat([ref.W.flatten(), ref.b])
+
+    base = weights_after("icons", "gradient")  # bias_lr set, fixed order
+    for changed in (
+        weights_after("icons", "icons"),
+        weights_after("icons", "gradient", bias_lr=None),
+        weights_after("icons", "gradient", batch_order="reshuffle"),
+        weights_after("icons", "gradient", batch_order="shuffled-once"),
+    ):
+        assert (changed - base).abs().max() > 1e-3
+    # fixed: file-order batches; shuffled-once: the same batches, whole, in another order
+    _, ref = build_pair("icons", "gradient")
+    file_order = [list(range(k, min(k + BATCH, N_TRAIN))) for k in range(0, N_TRAIN, BATCH)]
+    assert [b.tolist() for b in ref.epoch_batches()] == file_order
+    _, ref = build_pair("icons", "gradient", batch_order="shuffled-once")
+    once = [b.tolist() for b in ref.epoch_batches()]
+    assert once != file_order and sorted(once) == file_order
+    assert [b.tolist() for b in ref.epoch_batches()] == once  # every epoch the same
+
+
+@pytest.mark.parametrize("nudging", NUDGINGS)
+def test_shuffled_once_equals_naive_engine(nudging):
+    """Shuffled-once batch order, 60 examples in 3 whole batches of 20."""
+    trainer, ref = build_pair("icons-add", nudging, batch_order="shuffled-once", n_train=60)
+    x, y = toy_data(torch.float64, 60)
+    ours, theirs, _ = train_both(trainer, ref, x, y, 2, tolerances(torch.float64))
+    assert [e.train_error for e in ours] == [sum(b.errors for b in t) / 60 for t in theirs]
+
+
+def test_shuffled_once_with_a_ragged_batch_equals_naive_engine():
+    """50 examples in batches of 20: the full batches are shuffled, the short one stays last
+    and whole (each batch keeps its file-order examples)."""
+    trainer, ref = build_pair("icons-add", "gradient", batch_order="shuffled-once")
+    batches = [b.tolist() for b in ref.epoch_batches()]
+    assert batches[-1] == list(range(40, 50))
+    assert sorted(batches[:-1]) == [list(range(0, 20)), list(range(20, 40))]
+    x, y = toy_data(torch.float64)
+    train_both(trainer, ref, x, y, 1, tolerances(torch.float64))
 
 
 def test_naive_engine_follows_adaptive_free_phase():
-    topo = topology.layered(SIZES)
-    net = Network(topo, seed=1, dtype=torch.float64)
-    rule = EquilibriumPropagation(net, EPConfig(lr=0.1))
-    relax = Relaxation(n_free=300, n_clamped=4, tol=1e-2)
-    trainer = Trainer(net, rule, relax, n_train=N_TRAIN, batch_size=BATCH, seed=0)
-    ref = naive.NaiveEP(net, rule, relax, n_train=N_TRAIN, batch_size=BATCH, seed=0)
+    free = Tolerance(eps=0.5, steps=300, tol=1e-2)
+    trainer, ref = build_pair("layered", "gradient", free=free, seed=0)
     x, y = toy_data(torch.float64)
     epoch = trainer.train_epoch(x, y)
     batches = ref.train_epoch(x, y)
     assert epoch.mean_free_steps == sum(b.free_steps for b in batches) / len(batches)
     assert epoch.free_steps.tolist() == [b.free_steps for b in batches]
     assert epoch.mean_free_steps < 300
-    torch.testing.assert_close(net.dense_weights(), ref.W, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(trainer.network.dense_weights(), ref.W, rtol=1e-10, atol=1e-12)
+
+
+def test_naive_engine_from_config_equals_built_trainer():
+    """An ICONS-protocol config (icons nudging, file-order batches, per-pair rates with one
+    bias rate) through ``runs.build_trainer`` and through ``NaiveEP.from_config``."""
+    config = cfg.from_dict(
+        {
+            "topology": {"family": "icons", "sizes": SIZES, "n": 150, "seed": 2},
+            "free": {"steps": 20},
+            "nudged": {"nudging": "icons", "steps": 4},
+            "update": {"lr": [0.1, 0.05, 0.02], "lr_skip": 0.04, "bias_lr": 0.1},
+            "train": {"batch_size": BATCH, "batch_order": "fixed", "dtype": "float64"},
+        }
+    )
+    net = build_network(config)
+    trainer = build_trainer(config, net, N_TRAIN)
+    ref = reference.NaiveEP.from_config(build_network(config), config, n_train=N_TRAIN)
+    assert ref.settings == reference.settings_from_trainer(trainer, config.train.seed)
+    x, y = toy_data(torch.float64)
+    _, _, betas = train_both(trainer, ref, x, y, 2, tolerances(torch.float64))
+    assert set(betas) == {(1.0,), (-1.0,)}
+
+
+def test_naive_engine_rejects_what_it_does_not_implement():
+    with pytest.raises(eqprop.errors.ConfigError, match="estimator"):
+        reference.Settings(estimator="centered")
+    with pytest.raises(eqprop.errors.ConfigError, match="masked-sgd"):
+        reference.settings_from_config(cfg.RunConfig().override({"update.optimizer": "Adam"}))
 
 
 # -- the benchmark harness ---------------------------------------------------------------------
 def tiny_config() -> cfg.RunConfig:
     return cfg.from_dict(
-        {"sizes": [30, 20, 20, 5], "topology": "icons", "n": 150, "lr": 0.05, "dataset": "digits"}
+        {
+            "data": {"dataset": "digits"},
+            "topology": {"family": "icons", "sizes": SIZES, "n": 150},
+            "nudged": {"nudging": "icons"},
+            "update": {"lr": 0.05},
+        }
     )
+
+
+def test_bench_config_sets_the_paper_protocol():
+    config = bench.bench_config(
+        tiny_config().override({"free.solver": "tolerance", "free.tol": 1e-2}),
+        bench.BenchOptions(steps=7),
+    )
+    assert (config.free.solver, config.free.tol, config.free.steps) == ("fixed", None, 7)
+    assert (config.free.eps, config.nudged.eps, config.nudged.steps) == (0.5, 0.5, 8)
+    assert (config.train.batch_size, config.train.dtype) == (20, "float32")
+    assert config.nudged.nudging == "icons"  # the preset's own nudging is kept
 
 
 def test_bench_record_structure():
@@ -127,18 +290,24 @@ def test_bench_record_structure():
     )
     record = bench.run_benchmark([("tiny", tiny_config())], options)
     assert record["machine"]["torch_threads"] == 1
-    assert record["settings"]["n_free"] == 4 and record["settings"]["n_clamped"] == 8
+    settings = record["settings"]
+    assert settings["free_steps"] == 4 and settings["nudged_steps"] == 8
+    assert "2-3x slower than the authors' actual ICONS code" in record["naive_engine"]
     (entry,) = record["presets"]
     assert entry["preset"] == "tiny" and entry["neurons"] == 75
+    assert entry["nudging"] == "icons" and entry["estimator"] == "random-sign"
     for key in ("ms_per_step", "lower_bound_ms", "step_over_bound", "s_per_batch", "speedup"):
         assert entry[key] > 0
     assert len(entry["s_per_batch_all"]) == 2
     assert entry["s_per_epoch"] == pytest.approx(entry["s_per_batch"] * 50_000 / 20)
-    assert entry["naive"]["batches_timed"] == 1 and not entry["naive"]["scaled"]
-    assert entry["speedup"] == pytest.approx(entry["naive"]["s_per_batch"] / entry["s_per_batch"])
+    naive = entry["naive"]
+    assert naive["batches_timed"] == 1 and not naive["scaled"]
+    assert naive["engine"] == record["naive_engine"]
+    assert entry["speedup"] == pytest.approx(naive["s_per_batch"] / entry["s_per_batch"])
     assert set(entry["layouts"]) == {"blocks", "dense"}
     memory = entry["memory"]
     assert memory["examples"] == 300 and memory["peak_rss_mib"] >= memory["rss_after_imports_mib"]
+    assert memory["free_steps"] == 4
     assert 0 < memory["vm_hwm_mib"] <= memory["peak_rss_mib"] + 1
     targets = [(t["what"], t["clock"]) for t in entry["targets"]]
     assert targets == [("relaxation step / matmul lower bound", c) for c in ("wall", "cpu")]
@@ -148,13 +317,18 @@ def test_bench_record_structure():
     assert cpu["speedup"] == pytest.approx(cpu["naive_s_per_batch"] / cpu["s_per_batch"])
     table = bench.format_table(record)
     assert "tiny" in table and "naive batches timed in full" in table
+    assert "4 free + 8 nudged steps" in table
+    # the note on what the naive engine is stands right under the speedup columns
+    lines = table.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("tiny "))
+    assert "speedup" in lines[row + 1] and "overstate" in lines[row + 1]
     json.dumps(record)  # the record is plain JSON
 
 
 def test_naive_timing_can_be_scaled_from_fewer_steps():
     config = bench.bench_config(tiny_config(), bench.BenchOptions(steps=6))
     options = bench.BenchOptions(batches=1, naive_batches=1, steps=6, naive_steps=2)
-    result = bench.training_timing(config, topology.icons([30, 20, 20, 5], n=150), options)
+    result = bench.training_timing(config, build_topology(config), options)
     assert result["naive"]["scaled"] and result["naive"]["free_steps_timed"] == 2
     assert "scaled linearly" in result["naive"]["note"]
 
@@ -166,14 +340,30 @@ def test_cli_bench_writes_json(tmp_path, capsys):
     record = json.loads(out.read_text())
     assert [e["preset"] for e in record["presets"]] == ["digits"]
     assert "memory" not in record["presets"][0]
+    assert "overstate" in record["presets"][0]["naive"]["engine"]
     assert "digits" in capsys.readouterr().out
 
 
-def test_cli_bench_without_naive_engine_is_one_line_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "NAIVE_PATH", tmp_path / "benchmarks" / "naive.py")
-    assert main(["bench", "--preset", "digits", "--steps", "2", "--no-memory"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("eqprop: error: the naive reference engine") and err.count("\n") == 1
+def test_bench_runs_from_an_installed_copy_of_the_package(tmp_path):
+    """``eqprop bench`` needs nothing outside the package: a copy of ``eqprop/`` alone (no
+    ``benchmarks/`` next to it, as in a non-editable install) runs it."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        Path(eqprop.__file__).parent, site / "eqprop", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    code = (
+        "import eqprop, eqprop.reference; from eqprop.cli import main; "
+        "print(eqprop.__file__); "
+        "raise SystemExit(main(['bench', '--preset', 'digits', '--steps', '2', '--batches', "
+        "'1', '--threads', '1', '--no-memory']))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[0] == str(site / "eqprop" / "__init__.py")
+    assert "digits" in done.stdout
 
 
 def test_cli_bench_rejects_unknown_preset(capsys):
@@ -186,21 +376,32 @@ def test_cli_bench_rejects_unknown_preset(capsys):
     not torch.cuda.is_available(), reason="no CUDA GPU: the CUDA-graph relaxation runs only there"
 )
 def test_cuda_graph_relaxation_equals_eager_loop():
-    topo = topology.icons([30, 20, 20, 5], n=150, seed=2)
-    graphed = Network(topo, seed=3, device="cuda")
-    eager = Network(topo, seed=3, device="cuda")
-    eager.cuda_graphs = False
+    from eqprop.relaxation.cuda_graph import CudaGraphs
+
+    topo = topology.icons(SIZES, n=150, seed=2)
+    net = Network(topo, seed=3, device="cuda")
     x = torch.rand(8, 30, device="cuda")
     target = torch.eye(5, device="cuda")[torch.arange(8) % 5]
-    for net in (graphed, eager):
-        net.s = net.relax(net.zero_state(8), net.input_drive(x), 40)
-        net.c = net.relax(net.s.clone(), net.input_drive(x), 6, 0.5, -1.0, target)
-    torch.testing.assert_close(graphed.s, eager.s, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(graphed.c, eager.c, rtol=1e-6, atol=1e-6)
-    assert len(graphed._graphs) == 2
-    # in-place weight updates are seen by the captured graph on the next replay
-    for net in (graphed, eager):
-        net.weights[1].mul_(0.5)
-        net.s2 = net.relax(net.zero_state(8), net.input_drive(x), 40)
-    torch.testing.assert_close(graphed.s2, eager.s2, rtol=1e-6, atol=1e-6)
-    assert len(graphed._graphs) == 2
+    graphed_free, eager_free = CudaGraphs(0.5, 40), FixedSteps(0.5, 40)
+    graphed_nudged, eager_nudged = CudaGraphs(0.5, 6), FixedSteps(0.5, 6)
+
+    def phases(free, nudged, nudging, beta):
+        base = net.input_drive(x)
+        s = free.relax(net, net.zero_state(8), base).state
+        c = nudged.relax(net, s.clone(), base, Nudge(nudging, beta, target)).state
+        return s, c
+
+    for nudging in (GradientNudging(), IconsNudging()):
+        for beta in (1.0, -0.5):
+            graphed = phases(graphed_free, graphed_nudged, nudging, beta)
+            eager = phases(eager_free, eager_nudged, nudging, beta)
+            for a, b in zip(graphed, eager, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert len(graphed_free._graphs) == 1 and len(graphed_nudged._graphs) == 4
+    # in-place weight updates are seen by the captured graphs on the next replay
+    net.weights[1].mul_(0.5)
+    graphed = phases(graphed_free, graphed_nudged, IconsNudging(), 1.0)
+    eager = phases(eager_free, eager_nudged, IconsNudging(), 1.0)
+    for a, b in zip(graphed, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert len(graphed_free._graphs) == 1 and len(graphed_nudged._graphs) == 4

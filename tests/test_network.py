@@ -100,5 +100,3 @@ def test_layered_network_does_no_dense_work():
     assert net.layout == "blocks"
     stored = sum(w.numel() for w in net.weights)
     assert stored == 897_000
-
-

@@ -67,8 +67,7 @@ def ep_estimate(net, estimator, nudging, x, target, s0):
     base = net.input_drive(x)
     betas = estimator.betas(torch.Generator().manual_seed(0))
     nudged = [
-        relax_to_fixed_point(net, s0.clone(), base, Nudge(nudging, beta, target))
-        for beta in betas
+        relax_to_fixed_point(net, s0.clone(), base, Nudge(nudging, beta, target)) for beta in betas
     ]
     weights, biases = estimator.estimate(net, x, s0, nudged, betas).descent(net)
     t = net.topology
