@@ -392,9 +392,7 @@ class Network:
 
         return step
 
-    def grad_F(
-        self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None
-    ) -> torch.Tensor:
+    def grad_F(self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None) -> torch.Tensor:
         """``dF/ds`` as the ``gradient`` step uses it (``rho' = 1`` inside ``[0, 1]``)."""
         g = s - self.drive(s, self.input_drive(x), torch.empty_like(s))
         if nudge is not None:
