@@ -143,6 +143,40 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_solvers(args: argparse.Namespace) -> int:
+    from eqprop import solver_bench
+    from eqprop.relaxation import SOLVERS
+
+    for name in args.preset or []:
+        cfg.preset(name)  # an unknown preset fails here, with the list of names
+    solvers = tuple(args.solver or solver_bench.DEFAULT_SOLVERS)
+    unknown = [s for s in solvers if s not in SOLVERS]
+    if unknown:
+        raise EqpropError(f"unknown solver {unknown[0]!r}; choose among {', '.join(SOLVERS)}")
+    options = solver_bench.SolverBenchOptions(
+        solvers=solvers,
+        tol=args.tol,
+        cap=args.cap,
+        sample=args.sample,
+        limit=args.limit,
+        threads=args.threads,
+        data_dir=args.data_dir,
+        quiet=args.quiet,
+    )
+    solver_bench.main(args.preset or list(solver_bench.DEFAULT_PRESETS), options, args.out)
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -229,6 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "bench-solvers",
+        help="a real epoch (training + held-out evaluation) per free-phase solver, beside the "
+        "paper protocol",
+    )
+    p.add_argument(
+        "--preset", action="append", help="preset (repeatable; default icons-layered, icons-skip)"
+    )
+    p.add_argument("--solver", action="append", help="free-phase solver (repeatable; fista)")
+    p.add_argument("--tol", type=_positive_float, default=1e-3, help="residual tolerance (1e-3)")
+    p.add_argument("--cap", type=_positive, default=1000, help="step cap per phase (1000)")
+    p.add_argument(
+        "--sample", type=_positive, default=20, help="batches timed at the paper protocol (20)"
+    )
+    p.add_argument("--limit", type=_positive, help="first N examples of each split (all)")
+    p.add_argument("--threads", type=_positive, default=2, help="torch threads (2)")
+    p.add_argument("--data-dir", help="directory of the IDX files (or set EQPROP_DATA_DIR)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
+    p.set_defaults(func=_bench_solvers)
     return parser
 
 

@@ -146,6 +146,18 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.close(dir_fd)
 
 
+def check_writable_file(path: Path) -> None:
+    """A one-line error now, before long work, if ``path`` cannot be written later: its
+    directory is missing or not writable, or the path is a directory."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise EqpropError(f"{path} is a directory; give a file name such as {path / 'out.json'}")
+    if not parent.is_dir():
+        raise EqpropError(f"the directory of {path} does not exist; create {parent} first")
+    if not os.access(parent, os.W_OK):
+        raise EqpropError(f"cannot write into {parent} (permission denied); choose another path")
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """:func:`atomic_write` of a bytes payload."""
     atomic_write(path, lambda f: f.write(payload))

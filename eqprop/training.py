@@ -38,7 +38,7 @@ from eqprop.errors import ConfigError, DivergenceError
 from eqprop.estimators import Estimator
 from eqprop.network import Network
 from eqprop.nudging import Nudge, Nudging
-from eqprop.relaxation import Relaxer
+from eqprop.relaxation import Relaxer, RelaxResult
 from eqprop.updates import Update
 
 BATCH_ORDERS = ("reshuffle", "fixed", "shuffled-once")
@@ -271,17 +271,21 @@ class Trainer:
         *,
         particles: torch.Tensor | None = None,
         batch_size: int = 1000,
+        on_relax: Callable[[RelaxResult], None] | None = None,
     ) -> float:
         """Error rate on held-out data. Each example relaxes with the free relaxer from zeros,
         or, when ``particles`` (shape ``(len(x), M)``) is given, from its particle, which is
-        then overwritten with the new free equilibrium (the paper authors' protocol)."""
+        then overwritten with the new free equilibrium (the paper authors' protocol).
+        ``on_relax`` receives each evaluation batch's relaxation result (steps taken)."""
         net = self.network
         errors = 0
         for start in range(0, len(x), batch_size):
             part = slice(start, start + batch_size)
             xb = x[part]
             s = particles[part].clone() if particles is not None else net.zero_state(len(xb))
-            self.free.relax(net, s, net.input_drive(xb))
+            relaxed = self.free.relax(net, s, net.input_drive(xb))
+            if on_relax is not None:
+                on_relax(relaxed)
             if particles is not None:
                 particles[part] = s
             errors += int((s[:, net.output].argmax(1) != y[part]).sum())

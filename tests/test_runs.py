@@ -488,3 +488,79 @@ def test_dead_output_monitor_needs_consecutive_zero_batches():
     assert message.startswith("eqprop: warning: the output layer has stopped learning")
     assert "lower update.lr" in message
     assert monitor.update(zero) is None  # once only
+
+
+@pytest.mark.parametrize("solver", ["fista", "layer-sweep"])
+def test_a_run_with_a_fast_solver_is_deterministic_and_resumes_bit_for_bit(tmp_path, solver):
+    from eqprop.cli import main
+
+    sets = (f"free.solver='{solver}'", "free.tol=1e-3", "free.steps=300", "checkpoint_every=7")
+    whole = start_run(small_config(*sets), tmp_path / "whole")
+    train_run(whole, RunOptions(quiet=True))
+    again = start_run(small_config(*sets), tmp_path / "again")
+    train_run(again, RunOptions(quiet=True))
+    split = start_run(small_config(*sets, "epochs=1"), tmp_path / "split")
+    train_run(split, RunOptions(quiet=True))
+    assert main(["train", "--resume", str(split), "--set", "epochs=2", "--quiet"]) == 0
+    states = [
+        torch.load(r / CHECKPOINT, weights_only=False)["trainer"] for r in (whole, again, split)
+    ]
+    for other in states[1:]:
+        for a, b in zip(states[0]["weights"], other["weights"], strict=True):
+            assert torch.equal(a, b)
+        assert torch.equal(states[0]["particles"], other["particles"])
+    steps = read_free_steps(whole)
+    assert steps.max() < 300 and np.array_equal(steps, read_free_steps(split))
+
+
+def test_bench_solvers_reports_steps_residuals_and_the_paper_protocol(tmp_path):
+    out = tmp_path / "solvers.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eqprop.cli",
+            "bench-solvers",
+            "--preset",
+            "digits",
+            "--solver",
+            "fista",
+            "--threads",
+            "1",
+            "--sample",
+            "5",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["preset"], row["solver"], row["examples"], row["held_out"]) == (
+        "digits",
+        "fista",
+        1437,
+        360,
+    )
+    assert 1 <= row["free_steps_mean"] <= row["free_steps_max"] < 1000
+    assert row["residual_solver"] < 1e-3  # every sampled batch stopped below the tolerance
+    assert row["paper_epoch_s"] > 0 and row["speedup"] == pytest.approx(
+        row["paper_epoch_s"] / row["epoch_s"]
+    )
+    assert "digits" in result.stdout and "fista" in result.stdout
+
+
+def test_bench_solvers_refuses_a_missing_output_directory_before_running(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "eqprop.cli", "bench-solvers", "--out", str(tmp_path / "no/x.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"eqprop: error: the directory of {tmp_path / 'no/x.json'} does not exist; "
+        f"create {tmp_path / 'no'} first"
+    )
