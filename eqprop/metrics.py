@@ -1,4 +1,4 @@
-"""Measurements of training: error rates and per-layer training rates (SPEC section 3).
+"""Measurements of training: error rates and per-layer training rates (docs/science.md section 3).
 
 The per-batch rates themselves (eq. 2 of the ICONS paper) are computed by
 :meth:`eqprop.rules.EquilibriumPropagation.update` from the corrections it applies.

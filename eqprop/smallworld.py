@@ -1,4 +1,5 @@
-"""Small-world metrics of a network's connection graph (SPEC section 3, Watts & Strogatz 1998).
+"""Small-world metrics of a network's connection graph (``docs/science.md`` section 3;
+Watts & Strogatz 1998).
 
 The graph is the undirected, unweighted graph of a :class:`~eqprop.topology.Topology` (every
 neuron a node, inputs included; every connection an edge) or any edge array with a node

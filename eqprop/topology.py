@@ -8,7 +8,7 @@ order). Every edge is classified by *position*:
 - ``INTRALAYER``: both lie in the same (hidden) layer;
 - ``SKIP``: they lie in layers two or more apart.
 
-Allowed pairs (SPEC section 2): two different neurons, not both input, not both output.
+Allowed pairs (docs/science.md section 2): two different neurons, not both input, not both output.
 
 Counts a researcher wants (:meth:`Topology.counts`) follow the ICONS paper's notation: ``N_o``
 is the number of connections after the intralayer edges are added (it stays constant under
@@ -188,7 +188,7 @@ def p_from_n(n: int, sizes: tuple[int, ...] | list[int], formula: str = "simple"
     absent with probability ``(N_I/N_o)(1 - exp(-p N_o/N_I))``. Equating the two gives
     ``p = -(N_I/N_o) ln(N_I/(N_o+N_I) + N_o/(N_o+N_I) r**n)``. (The seed text's rendering of
     the footnote is garbled; this form uses the same bracketed term and gives the 7.556% that
-    SPEC section 2 states for the paper network.)
+    docs/science.md section 2 states for the paper network.)
     """
     if n < 0:
         raise ConfigError(f"n (replacements) must be >= 0, got {n}")

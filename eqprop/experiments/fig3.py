@@ -190,7 +190,7 @@ def render(scale: str, results: list[pr.RunResult]) -> str:
         "bias at its incoming pair's rate; A-authors = the same with every bias at rate 1 "
         "(what the authors' code did); "
         "B = layered, one rate .02; C = ICONS layer-skipping (n = 100,000 replacements, "
-        "p = 7.56%), a = .05, rate .02 (SPEC section 4). Test error is the error on the "
+        "p = 7.56%), a = .05, rate .02 (docs/science.md section 4). Test error is the error on the "
         "held-out split (for MNIST's icons split the last 10,000 of the 60,000 training "
         "images). All four use the authors' weakly-clamped step (`icons` nudging), fixed "
         "batches in file order and persistent particles for the held-out examples. Training "

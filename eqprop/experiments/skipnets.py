@@ -683,7 +683,8 @@ def context_lines(rows: Sequence[Row], protocol: Protocol) -> list[str]:
 #: implementation choices where the seed is silent or ambiguous, stated in every results.md
 INTERPRETATIONS = (
     "- Depth counts hidden layers (the output layer is extra).",
-    "- Dense layers receive every earlier layer *including the input*, as SPEC section 5 "
+    "- Dense layers receive every earlier layer *including the input*, as docs/science.md "
+    "section 5 "
     "says; the seed's formula sums from h_1 while defining h_0 = x, which leaves it open. "
     "The output layer is a layer like the others, so it also reads every hidden layer and the "
     "pixels.",
@@ -711,7 +712,8 @@ EP_INTERPRETATIONS = (
     "(every adjacent-layer edge independently, with probability p, replaced by a random edge "
     "between non-adjacent layers, so it has as many edges as NN; skip weights drawn from "
     "U[-a, a], a the mean Glorot bound of the adjacent pairs). Neither is densely connected.",
-    "- EP's activation is the hard sigmoid clip of the state (SPEC section 1), its row label "
+    "- EP's activation is the hard sigmoid clip of the state (docs/science.md section 1), "
+    "its row label "
     "`hardsigmoid`; it has no ReLU counterpart, so EP appears once per depth.",
     "- EP's grid points are its epochs: the row is the epoch with the best validation "
     "accuracy (ties: the earlier), and its test accuracy is that of the network after the same "

@@ -1,4 +1,5 @@
-"""Small-world metrics of the paper's topologies (SPEC section 3; ICONS appendix, section 6.2).
+"""Small-world metrics of the paper's topologies (``docs/science.md`` section 3; ICONS
+appendix, section 6.2).
 
 For the layered network, the ICONS "replace" topology at several replacement probabilities
 ``p`` (including ``n = 0``: layered plus intralayer edges, and the paper's network C,
