@@ -3,8 +3,8 @@
 A network has hidden layers ``1..L`` (``L`` = ``depth``) and an output layer ``L + 1`` that
 produces logits; ``h_0 = x`` is the input. Layer ``l`` has a set of *sources*: ``{l - 1}`` in a
 plain network, ``{0, ..., l - 1}`` (every earlier layer, the input included, as
-``docs/science.md`` section 5 says) in a dense one. Each source ``j`` reaches ``l`` through its own weight matrix (an
-:class:`Edge`), and the seed's dense layer equation is
+``docs/science.md`` section 5 says) in a dense one. Each source ``j`` reaches ``l`` through
+its own weight matrix (an :class:`Edge`), and the seed's dense layer equation is
 
     h_l = f(W_{l,0} h_0 + W_{l,1} h_1 + ... + W_{l,l-1} h_{l-1} + b_l),
 
