@@ -284,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.set_defaults(func=_bench_solvers)
+
+    from eqprop import sweep  # its options live beside its code; Ray is imported only to run
+
+    p = sub.add_parser(
+        "sweep", help="run a grid of configs as trials on Ray (pip install eqprop[ray])"
+    )
+    sweep.configure_parser(p)
+    p.set_defaults(func=sweep.run_from_cli)
     return parser
 
 
