@@ -128,8 +128,14 @@ def default_skip_bound(topology: Topology) -> float:
     return 0.05
 
 
-class Network:
+class Network(torch.nn.Module):
     """A continuous Hopfield network with symmetric, topology-masked weights.
+
+    A ``torch.nn.Module``: the weight blocks (:attr:`weights`) and :attr:`biases` are its
+    parameters (``requires_grad=False``: EP computes its own estimates), so ``.to(dtype or
+    device)``, ``state_dict()`` and ``load_state_dict()`` work as for any module; the 0/1
+    masks are non-persistent buffers (they follow from the topology). Move a network before
+    building a trainer or update on it: those keep per-edge tensors of their own.
 
     Args:
         topology: which neurons connect.
@@ -163,6 +169,7 @@ class Network:
     ) -> None:
         if layout not in LAYOUTS:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        super().__init__()
         self.topology = topology
         self.sizes = topology.sizes
         self.n_input = self.sizes[0]
@@ -181,8 +188,10 @@ class Network:
         self.output = self.layer_slices[-1]
         self.layout = self._choose_layout(layout)
         self._build_groups()
+        self.biases = torch.nn.Parameter(
+            torch.zeros(self.n_state, dtype=dtype, device=self.device), requires_grad=False
+        )
         self._build_blocks(seed)
-        self.biases = torch.zeros(self.n_state, dtype=dtype, device=self.device)
 
     # -- construction ----------------------------------------------------------------------
     def _layer_pairs_present(self) -> set[tuple[int, int]]:
@@ -232,9 +241,44 @@ class Network:
             sel = np.flatnonzero((gi == r) & (gj == c))
             self.blocks.append(Block(r, c, self.group_slices[r], self.group_slices[c]))
             self._edge_index.append((sel, li[sel], lj[sel]))
-        self.weights = self.from_edges(self._initial_edge_weights(seed))
-        self.masks = self.from_edges(np.ones(len(edges)))
+        self.blocks_weights = torch.nn.ParameterList(
+            torch.nn.Parameter(w, requires_grad=False)
+            for w in self.from_edges(self._initial_edge_weights(seed))
+        )
+        for i, mask in enumerate(self.from_edges(np.ones(len(edges)))):
+            self.register_buffer(f"mask_{i}", mask, persistent=False)
         self._plan = self._build_plan()
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """The stored weight blocks, one per :class:`Block` (parameters, updated in place)."""
+        return list(self.blocks_weights)
+
+    @property
+    def masks(self) -> list[torch.Tensor]:
+        """The 0/1 edge masks shaped like :attr:`weights`."""
+        return [getattr(self, f"mask_{i}") for i in range(len(self.blocks))]
+
+    def _apply(self, fn, recurse: bool = True):
+        """After ``.to()`` / ``.double()`` / ...: adopt the new dtype and device and rebuild
+        the product plan (it holds views of the old tensors)."""
+        super()._apply(fn, recurse)
+        self.dtype, self.device = self.biases.dtype, self.biases.device
+        self._plan = self._build_plan()
+        return self
+
+    def predict(self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None):
+        """Predicted classes of ``x``: the argmax of the outputs at the free equilibrium
+        reached by ``relaxer`` (default: FISTA to a fixed-point residual below 1e-5) from
+        ``state`` (default zeros; updated in place when given)."""
+        from eqprop.relaxation.fista import Fista
+
+        relaxer = relaxer if relaxer is not None else Fista(steps=10_000, tol=1e-5)
+        x = x.to(self.device, self.dtype)
+        s = self.zero_state(len(x)) if state is None else state
+        with torch.no_grad():
+            relaxer.relax(self, s, self.input_drive(x))
+        return s[:, self.output].argmax(1)
 
     def _build_plan(self) -> list[Product]:
         """The products of one step (see the module docs): per stored block, the cheaper of

@@ -100,3 +100,38 @@ def test_layered_network_does_no_dense_work():
     assert net.layout == "blocks"
     stored = sum(w.numel() for w in net.weights)
     assert stored == 897_000
+
+
+def test_network_is_a_module_that_moves_and_round_trips_through_state_dict(tmp_path):
+    net = Network(FAMILIES["icons"](), seed=1)  # float32
+    net.biases.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(3, SIZES[0])
+    before = FixedSteps(steps=30).relax(net, net.zero_state(3), net.input_drive(x)).state
+    weights = [w.clone() for w in net.weights]
+    assert isinstance(net, torch.nn.Module)
+    assert {n for n, _ in net.named_parameters()} == {
+        "biases",
+        *(f"blocks_weights.{i}" for i in range(len(weights))),
+    }
+    net.double()  # another dtype: the plan follows, the dynamics still run
+    assert net.dtype == torch.float64 and all(w.dtype == torch.float64 for w in net.weights)
+    moved = FixedSteps(steps=30).relax(net, net.zero_state(3), net.input_drive(x.double())).state
+    torch.testing.assert_close(moved.float(), before, rtol=1e-5, atol=1e-5)
+    net.float()  # and back: float32 -> float64 -> float32 is exact
+    assert all(torch.equal(a, b) for a, b in zip(net.weights, weights, strict=True))
+    again = FixedSteps(steps=30).relax(net, net.zero_state(3), net.input_drive(x)).state
+    assert torch.equal(again, before)
+    path = tmp_path / "net.pt"
+    torch.save(net.state_dict(), path)
+    other = Network(FAMILIES["icons"](), seed=2)  # same topology, other weights, then loaded
+    other.load_state_dict(torch.load(path, weights_only=True))
+    assert all(torch.equal(a, b) for a, b in zip(other.weights, weights, strict=True))
+    after = FixedSteps(steps=30).relax(other, other.zero_state(3), other.input_drive(x)).state
+    assert torch.equal(after, before)
+
+
+def test_predict_is_the_argmax_at_the_free_fixed_point():
+    net = make("layered")
+    x = torch.rand(8, SIZES[0], dtype=torch.float64)
+    s = FixedSteps(steps=3000).relax(net, net.zero_state(8), net.input_drive(x)).state
+    assert torch.equal(net.predict(x), s[:, net.output].argmax(1))
