@@ -1,0 +1,160 @@
+"""Check an EP estimate against the true gradient, for a user's own network and settings.
+
+:func:`check_gradient` relaxes a few examples to their free fixed point ``s*`` (to a residual
+of 1e-12 in float64), runs the configured estimator's nudged phases to their own fixed points
+at a small ``beta``, and compares the estimate with ``-dC(s*)/dtheta`` computed by the adjoint
+method, independently of EP. ``C`` is the nudging's own cost (``docs/science.md`` section 1):
+``1/2 |s_out - d|^2`` for ``gradient``, ``|s_out - d|^2`` for ``icons``, so a correct estimate
+has cosine near 1 *and* norm ratio near 1 for both.
+
+Adjoint method: at the fixed point the units strictly inside ``(0, 1)`` (the set ``F``) obey
+``s_F = (W u + b)_F`` with ``u = (x, s)``; the others are clipped and locally constant. With
+``lambda`` solving ``(I - W_FF) lambda = dC/ds_F`` (``W`` is symmetric), the gradient of an
+edge weight ``w_ij`` is ``lambda_i u_j [i in F] + lambda_j u_i [j in F]`` and of a bias
+``lambda_i [i in F]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eqprop import config as cfg
+from eqprop import nudging as nudgings
+from eqprop import runs
+from eqprop.estimators import Estimator
+from eqprop.network import Network
+from eqprop.nudging import Nudge, Nudging
+from eqprop.relaxation import fixed_point_residual
+from eqprop.relaxation.fixed import FixedSteps
+from eqprop.training import one_hot
+
+#: the fixed points are relaxed until the residual (or, nudged, the step change) is below this
+PRECISION = 1e-12
+
+
+@dataclass(frozen=True)
+class GradientCheck:
+    """How an EP estimate compares with the true gradient (weights and biases apart)."""
+
+    cosine_weights: float
+    cosine_biases: float
+    norm_ratio_weights: float
+    norm_ratio_biases: float
+    free_fraction: float
+    examples: int
+    beta: float
+
+    def lines(self) -> list[str]:
+        """The result as short lines for the command line."""
+        return [
+            f"weights: cosine {self.cosine_weights:.6f}, norm ratio {self.norm_ratio_weights:.4f}",
+            f"biases:  cosine {self.cosine_biases:.6f}, norm ratio {self.norm_ratio_biases:.4f}",
+            f"({self.examples} examples, beta {self.beta:g}, {self.free_fraction:.0%} of the "
+            f"units strictly inside (0, 1) at the free fixed point)",
+        ]
+
+
+def _relax_until_still(net: Network, s: torch.Tensor, base: torch.Tensor, nudge=None) -> None:
+    step = FixedSteps(eps=0.5, steps=50)
+    for _ in range(2000):
+        prev = s.clone()
+        step.relax(net, s, base, nudge)
+        if float((s - prev).abs().max()) < PRECISION:
+            return
+    raise RuntimeError("the fixed point was not reached in 100,000 steps")
+
+
+def true_gradient(
+    net: Network, x: torch.Tensor, s: torch.Tensor, target: torch.Tensor, nudging: Nudging
+) -> tuple[np.ndarray, np.ndarray]:
+    """``-dC(s*)/dtheta`` per topology edge and per bias, batch mean, by the adjoint method
+    (module docs)."""
+    w = net.dense_weights().double()
+    edges = net.topology.edges
+    n_in = net.n_input
+    grad_w = np.zeros(len(edges))
+    grad_b = np.zeros(net.n_state)
+    for k in range(len(x)):
+        sk = s[k].double()
+        free = ((sk > 1e-9) & (sk < 1 - 1e-9)).nonzero().squeeze(1)
+        dc = torch.zeros(net.n_state, dtype=torch.float64)
+        dc[net.output] = nudging.cost_grad(sk[net.output][None], target[k][None].double())[0]
+        lam = torch.zeros(net.n_state, dtype=torch.float64)
+        if len(free):
+            w_ff = w[n_in:, n_in:][free][:, free]
+            eye = torch.eye(len(free), dtype=torch.float64)
+            lam[free] = torch.linalg.solve(eye - w_ff, dc[free])
+        lam_all = torch.cat([torch.zeros(n_in, dtype=torch.float64), lam]).numpy()
+        u = torch.cat([x[k].double(), sk]).numpy()
+        grad_w += lam_all[edges[:, 0]] * u[edges[:, 1]] + lam_all[edges[:, 1]] * u[edges[:, 0]]
+        grad_b += lam.numpy()
+    return -grad_w / len(x), -grad_b / len(x)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def check_gradient(
+    net: Network,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    estimator: Estimator,
+    nudging: Nudging,
+) -> GradientCheck:
+    """Compare ``estimator``'s estimate (with ``nudging``, at its ``beta``) with the true
+    gradient on the examples ``x, y`` (module docs). Runs in float64 on a copy of ``net``."""
+    net = _float64_copy(net)
+    x = x.double()
+    target = one_hot(y, net.sizes[-1], torch.float64)
+    base = net.input_drive(x)
+    s0 = net.zero_state(len(x))
+    _relax_until_still(net, s0, base)
+    if fixed_point_residual(net, s0, base) > 1e-9:
+        raise RuntimeError("the free phase stopped moving away from its fixed point")
+    betas = estimator.betas(torch.Generator().manual_seed(0))
+    nudged = []
+    for beta in betas:
+        s = s0.clone()
+        _relax_until_still(net, s, base, Nudge(nudging, beta, target))
+        nudged.append(s)
+    weights, biases = estimator.estimate(net, x, s0, nudged, betas).descent(net)
+    edges = net.topology.edges
+    est_w = net.dense_weights(weights)[edges[:, 0], edges[:, 1]].numpy()
+    true_w, true_b = true_gradient(net, x, s0, target, nudging)
+    est_b = biases.numpy()
+    return GradientCheck(
+        cosine_weights=_cosine(est_w, true_w),
+        cosine_biases=_cosine(est_b, true_b),
+        norm_ratio_weights=float(np.linalg.norm(est_w) / np.linalg.norm(true_w)),
+        norm_ratio_biases=float(np.linalg.norm(est_b) / np.linalg.norm(true_b)),
+        free_fraction=float(((s0 > 1e-9) & (s0 < 1 - 1e-9)).double().mean()),
+        examples=len(x),
+        beta=float(betas[0]),
+    )
+
+
+def _float64_copy(net: Network) -> Network:
+    copy = Network(net.topology, seed=0, layout=net.layout, dtype=torch.float64)
+    copy.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
+    return copy
+
+
+def check_config(
+    config: cfg.RunConfig, examples: int = 8, beta: float = 1e-4, data_dir=None
+) -> GradientCheck:
+    """:func:`check_gradient` for a config's initial network, estimator and nudging, with
+    ``beta`` replacing the config's, on the first ``examples`` training examples."""
+    config = config.override({"estimator.beta": beta, "data.limit": None})
+    data = runs.load_data(config, data_dir)
+    net = runs.build_network(config.override({"train.dtype": "float64", "train.device": "cpu"}))
+    return check_gradient(
+        net,
+        data.train.x[:examples],
+        data.train.y[:examples],
+        config.estimator.build(),
+        nudgings.get(config.nudged.nudging),
+    )
