@@ -87,7 +87,7 @@ def test_registry_and_full_scale_is_the_paper_protocol():
     assert (c.train.epochs, c.data.limit, c.free.steps) == (250, None, 500)
     quick3 = dict(fig3.planned("quick"))
     assert {(q.data.limit, q.free.steps, q.train.epochs) for q in quick3.values()} == {
-        (10_000, 100, 10)
+        (10_000, 100, 5)
     }
     quick = dict(fig4.planned("quick"))
     assert quick["A"].update.lr == full["A"].update.lr

@@ -7,7 +7,7 @@ Scales:
 - ``smoke``: the bundled 8x8 digits, layers 64-32-32-32-10, first 300 examples of each
   split, at most 20 free steps, 3 epochs (seconds; no download).
 - ``quick``: MNIST (icons split), first 10,000 examples of each split (500 batches per
-  epoch, 10,000 held-out examples), free steps / 5 (100), 10 epochs.
+  epoch, 10,000 held-out examples), free steps / 5 (100), 5 epochs.
 - ``full``: the paper protocol, the presets ``icons-layered-perlayer`` (A),
   ``icons-layered-perlayer-authors`` (A-authors), ``icons-layered`` (B) and ``icons-skip`` (C)
   unchanged: 250 epochs on the first 50,000
@@ -38,7 +38,7 @@ SCALES = pr.SCALES
 ORDER = ("C", "A", "A-authors", "B")
 REDUCTIONS = {
     "smoke": pr.Reduction(limit=300, max_free=20, epochs=3, small=True),
-    "quick": pr.Reduction(limit=10_000, free_divisor=5, epochs=10),
+    "quick": pr.Reduction(limit=10_000, free_divisor=5, epochs=5),
 }
 #: what the paper states for each network (ICONS section 4, Figure 3)
 PAPER = {
