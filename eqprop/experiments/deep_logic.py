@@ -5,11 +5,18 @@ each gate and method is trained from 10 seeds. Methods: DEEP (eq. 1 dynamics, eq
 asymmetric EP (Scellier et al. 2018) with the same hyperparameters, and again with its
 learning rate divided by ``M_beta`` (eq. 2 divides the path integral by ``M_beta``;
 asymmetric EP takes one step, so the same learning rate gives it ``M_beta`` times larger
-updates); DEEP with L1 and stochastic pruning (eq. 3) at a weak and a strong L1.
+updates); DEEP with L1 and stochastic pruning (eq. 3) at a weak and a strong L1, the strong
+one again with regrowth (pruned weights set to 0 but free to grow back, as in the authors'
+notebook); and DEEP with the protocol of the authors' notebook (:data:`AUTHORS`).
 
-Outputs in ``out``: ``runs/<gate>-<method>.json`` (one per gate and method, resumable),
-``fig1_mse.png`` (MSE against epoch: median, quartile and min-max bands),
-``fig2_pruned.png`` (the sparsest pruned network per gate) and ``results.md``.
+Besides these, ``results.md`` compares our protocol with the notebook's point by point and
+measures what the differences do: the notebook's protocol with one point at a time set to
+ours (:func:`ablations`), and XOR from 100 seeds (:func:`searches`).
+
+Outputs in ``out``: ``runs/<gate>-<method>.json`` (one per gate and method, resumable; the
+100-seed runs are ``runs/xor-<method>-seeds0-99.json``), ``fig1_mse.png`` (MSE against
+epoch: median, quartile and min-max bands), ``fig2_pruned.png`` (the sparsest pruned network
+per gate) and ``results.md``.
 """
 
 from __future__ import annotations
@@ -52,6 +59,36 @@ _DEEP = DirectedConfig(
 #: L1 strengths of the two pruned variants: weak enough for XOR, strong enough for AND and OR
 _L1 = (3e-6, 3e-5)
 
+#: The protocol of the authors' notebook, ``logical_operations_DEEP.ipynb`` of
+#: MatildeTristany/DEEP-model-ESANN-2020, with its L1 and pruning switched on (the committed
+#: notebook has both flags off) at the values of its hyperparameter dictionary. The notebook
+#: steps the weights by ``dt_W = 100`` times the path integral of eq. 2 averaged over
+#: ``M_beta`` and the batch, not divided by ``beta``; eq. 2 here divides by ``beta``, so the
+#: same step is ``lr = dt_W * beta``. Its L1 step ``reg_W sign(W)``, ``reg_W = 1.5e-4``, is not
+#: scaled by ``dt_W``; here it is ``lr * l1``, so ``l1 = reg_W / lr``.
+AUTHORS = DirectedConfig(
+    rule="deep",
+    n_hidden=5,
+    input_edges=False,
+    eps=0.05,
+    beta=10.0,
+    free_steps=1000,
+    nudged_steps=1000,
+    lr=100.0 * 10.0,
+    l1=1.5e-4 / (100.0 * 10.0),
+    prune_threshold=0.01,
+    temperature=5.0,
+    init_scale=0.05,
+    epochs=200,
+    batch_size=None,
+    init_distribution="normal",
+    state_init_scale=0.1,
+    prune_normalisation="column",
+    prune_permanent=False,
+)
+#: seeds of the XOR search at full scale
+_SEARCH_SEEDS = tuple(range(100))
+
 
 @dataclass(frozen=True)
 class Method:
@@ -62,10 +99,21 @@ class Method:
     config: DirectedConfig
 
 
-def methods(scale: str) -> tuple[tuple[Method, ...], tuple[int, ...]]:
-    """The methods and seeds of a scale; ConfigError for an unknown scale."""
+def _check_scale(scale: str) -> None:
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r} for deep-logic; choose one of: smoke, full")
+
+
+def _authors(scale: str) -> DirectedConfig:
+    """:data:`AUTHORS`, shortened at smoke scale."""
+    return (
+        AUTHORS if scale == "full" else replace(AUTHORS, epochs=5, free_steps=100, nudged_steps=100)
+    )
+
+
+def methods(scale: str) -> tuple[tuple[Method, ...], tuple[int, ...]]:
+    """The methods and seeds of a scale; ConfigError for an unknown scale."""
+    _check_scale(scale)
     deep = _DEEP if scale == "full" else replace(_DEEP, epochs=40, free_steps=100)
     sparse = tuple(
         Method(
@@ -75,6 +123,11 @@ def methods(scale: str) -> tuple[tuple[Method, ...], tuple[int, ...]]:
         )
         for l1 in _L1
     )
+    regrow = Method(
+        f"deep-l1-{_L1[1]:g}-regrow",
+        f"DEEP + L1 {_L1[1]:g} + pruning, regrowth",
+        replace(sparse[1].config, prune_permanent=False),
+    )
     asymmetric = replace(deep, rule="asymmetric")
     matched = replace(asymmetric, lr=deep.lr / deep.nudged_steps)
     seeds = tuple(range(10)) if scale == "full" else (0, 1, 2)
@@ -83,7 +136,59 @@ def methods(scale: str) -> tuple[tuple[Method, ...], tuple[int, ...]]:
         Method("asym", "asymmetric EP", asymmetric),
         Method("asym-lr", f"asymmetric EP, lr / {deep.nudged_steps}", matched),
         *sparse,
+        regrow,
+        Method("deep-authors", "DEEP, authors' protocol", _authors(scale)),
     ), seeds
+
+
+def ablations(scale: str) -> tuple[Method, ...]:
+    """The authors' protocol as the notebook is committed (no L1, no pruning), then with one
+    point at a time set to the value of our deep-logic protocol; trained on every gate from
+    the seeds of :func:`methods`."""
+    _check_scale(scale)
+    authors = _authors(scale)
+    ours = _DEEP
+    return (
+        Method(
+            "authors-committed",
+            "as committed: no L1, no pruning",
+            replace(authors, l1=0.0, prune_threshold=0.0),
+        ),
+        Method(
+            "authors-permanent",
+            "pruned connections removed for good",
+            replace(authors, prune_permanent=True),
+        ),
+        Method(
+            "authors-present",
+            "eq. 3 normalised over present connections",
+            replace(authors, prune_normalisation="present"),
+        ),
+        Method(
+            "authors-input-edges",
+            "with the edges into the inputs",
+            replace(authors, input_edges=ours.input_edges),
+        ),
+        Method(
+            "authors-zero-states",
+            "first phase from zero states",
+            replace(authors, state_init_scale=ours.state_init_scale),
+        ),
+        Method(
+            "authors-uniform-init",
+            f"initial weights U[-{ours.init_scale:g}, {ours.init_scale:g}]",
+            replace(authors, init_distribution=ours.init_distribution, init_scale=ours.init_scale),
+        ),
+    )
+
+
+def searches(scale: str) -> tuple[tuple[Method, ...], tuple[int, ...]]:
+    """The pruned methods trained on XOR from many seeds (100 at full scale): how often a
+    correct XOR network as sparse as the paper's comes out."""
+    all_methods, _ = methods(scale)
+    names = (f"deep-l1-{_L1[1]:g}", f"deep-l1-{_L1[1]:g}-regrow", "deep-authors")
+    chosen = tuple(m for m in all_methods if m.name in names)
+    return chosen, _SEARCH_SEEDS if scale == "full" else tuple(range(5))
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -141,13 +246,21 @@ def _summarise(result: TrainingResult, seeds: tuple[int, ...], seconds: float) -
     }
 
 
-def _run_file(out: Path, gate: str, method: Method, seeds: tuple[int, ...]) -> dict:
-    """Train one gate with one method from every seed, or load the stored result."""
-    path = out / "runs" / f"{gate.lower()}-{method.name}.json"
+def _run_file(
+    out: Path, gate: str, method: Method, seeds: tuple[int, ...], suffix: str = ""
+) -> dict:
+    """Train one gate with one method from every seed, or load the stored result.
+
+    A stored config lacking fields added to :class:`DirectedConfig` since it was written is
+    read with their defaults, which reproduce the behaviour of the time.
+    """
+    path = out / "runs" / f"{gate.lower()}-{method.name}{suffix}.json"
     settings = {"gate": gate, "method": method.name, "config": asdict(method.config)}
     settings["seeds"] = list(seeds)
     if path.exists():
         stored = json.loads(path.read_text())
+        if isinstance(stored.get("config"), dict):
+            stored["config"] = asdict(DirectedConfig()) | stored["config"]
         if {k: stored.get(k) for k in settings} != settings:
             raise ConfigError(f"{path} holds results of other settings; use another output folder")
         return stored
@@ -313,16 +426,21 @@ def _settings_table(all_methods: tuple[Method, ...]) -> list[str]:
 
 
 def _results_markdown(
-    scale: str, records: dict, all_methods: tuple[Method, ...], seeds: tuple[int, ...]
+    scale: str,
+    records: dict,
+    all_methods: tuple[Method, ...],
+    seeds: tuple[int, ...],
+    notebook: list[str],
+    seconds: float,
 ) -> str:
-    seconds = sum(record["seconds"] for record in records.values())
     threshold = all_methods[0].config.success_mse
     lines = [
         "# DEEP on logic gates (Farinha et al., Figures 1 and 2)",
         "",
         f"Scale `{scale}`: {len(seeds)} seeded runs ({seeds[0]}..{seeds[-1]}) per gate and method, "
         f"8-neuron complete directed graph (2 inputs, 5 hidden, 1 output). Training time "
-        f"{seconds:.0f} s in all (sum over the run files, as measured when each was computed).",
+        f"{seconds:.0f} s in all, the notebook comparison included (sum over the run files, as "
+        "measured when each was computed).",
         "",
         "## Results",
         "",
@@ -332,7 +450,8 @@ def _results_markdown(
         f"- *epochs*: first epoch with MSE < {threshold:g}, median [min, max] over the runs that "
         "reach it.",
         "- *sparsity*: fraction of the 48 learnable connections (42 edges into hidden and output "
-        "neurons, 6 biases) removed by pruning, mean [min, max] over runs.",
+        "neurons, 6 biases) removed by pruning (with regrowth: whose weight is 0 at the end), "
+        "mean [min, max] over runs.",
         "",
         f"| gate | method | MSE < {threshold:g} | correct | diverged | epochs | "
         "final MSE (median) | sparsity | paper |",
@@ -351,8 +470,9 @@ def _results_markdown(
         *_settings_table(all_methods),
         "",
         "Each epoch is one full-batch update on the four examples: a first phase of "
-        "`free_steps` Euler steps from zero states, a second phase of `nudged_steps` steps with "
-        "`beta`, then the update, L1 and pruning. The graph also holds the 12 edges from the "
+        "`free_steps` Euler steps from zero states (from `U[0, state_init_scale)` when that is "
+        "positive), a second phase of `nudged_steps` steps with `beta`, then the update, L1 and "
+        "pruning. Except in the authors' protocol, the graph also holds the 12 edges from the "
         "hidden and output neurons into the inputs (`input_edges`), which only add to the leak "
         "of eq. 1 and are never changed by the learning rules; they are not counted in the "
         "sparsity. Asymmetric EP uses its own dynamics (leak `-s_j`).",
@@ -361,9 +481,12 @@ def _results_markdown(
         "",
         *_comparison(records, all_methods),
         "",
+        *notebook,
+        "",
         "## Choices where the paper is silent",
         "",
-        "- Farinha et al. give no hyperparameters. These were chosen on XOR with seeds 10..29 "
+        "- Farinha et al. give no hyperparameters (their notebook does: the authors' protocol "
+        "above). Ours were chosen on XOR with seeds 10..29 "
         "(a random search over `init_scale`, `beta`, `lr`, `eps`, `nudged_steps`), then run here "
         "on seeds 0..9; the two L1 strengths bracket the trade-off between sparsity and "
         "learning found on seeds 10..19.",
@@ -377,7 +500,8 @@ def _results_markdown(
         "both are first-order estimates of the same size; the learning rate absorbs the rest.",
         "- Pruning (eq. 3) runs after every update from the first epoch, as the paper says, over "
         "the incoming connections still present (the bias included); removed connections never "
-        "come back.",
+        "come back, except in the methods marked *regrowth* and the authors' protocol, where a "
+        "pruned weight is set to 0 and later updates can make it grow again, as in the notebook.",
         "",
     ]
     return "\n".join(lines)
@@ -417,8 +541,281 @@ def _comparison(records: dict, all_methods: tuple[Method, ...]) -> list[str]:
     return lines
 
 
+#: the point-by-point comparison: point, the notebook, our deep-logic protocol, the fields
+_POINTS = (
+    (
+        "graph",
+        "x1, x2 and the bias as a third clamped input; 5 hidden, 1 output; no edges into "
+        "clamped neurons",
+        "a bias neuron; also the 12 edges from free neurons into the inputs (leak only)",
+        "`input_edges`",
+    ),
+    (
+        "initial weights",
+        "N(0, 0.05^2), then the structural zeros",
+        "U[-0.5, 0.5]",
+        "`init_distribution`, `init_scale`",
+    ),
+    (
+        "start of the first phase",
+        "free states U[0, 0.1), drawn afresh every epoch",
+        "0",
+        "`state_init_scale`",
+    ),
+    ("step size", "0.05", "0.1", "`eps`"),
+    (
+        "phase lengths",
+        "1000 + 1000 steps (its early stop is off)",
+        "200 + 20 steps",
+        "`free_steps`, `nudged_steps`",
+    ),
+    ("beta", "10", "2", "`beta`"),
+    (
+        "weight step",
+        "`dt_W` = 100 times the path integral of eq. 2 averaged over the 1000 steps and 4 "
+        "examples, not divided by beta (lr = 1000 here)",
+        "lr = 10 on eq. 2 divided by beta",
+        "`lr`",
+    ),
+    (
+        "L1",
+        "`reg_W` sign(W) = 1.5e-4 per update, not scaled by `dt_W` (l1 = 1.5e-7 here); off in "
+        "the committed notebook",
+        "lr l1 = 3e-5 or 3e-4 per update",
+        "`l1`",
+    ),
+    (
+        "pruning schedule",
+        "after every update from the first epoch; off in the committed notebook",
+        "the same",
+        "`prune_threshold` > 0",
+    ),
+    ("threshold, temperature", "0.01, 5", "0.01, 1", "`prune_threshold`, `temperature`"),
+    (
+        "sum in eq. 3",
+        "the 9 entries of the column, the self-loop and zeroed entries adding exp(0) = 1",
+        "the connections still present",
+        "`prune_normalisation`",
+    ),
+    (
+        "what pruning removes",
+        "sets the weight to 0; the edge stays and the next update can regrow it",
+        "the edge, for good",
+        "`prune_permanent`",
+    ),
+    ("biases pruned", "yes (bias = an input column)", "yes", ""),
+    (
+        "epochs, batch",
+        "200; full batch, one update per epoch",
+        "4000; full batch, one update per epoch",
+        "`epochs`, `batch_size`",
+    ),
+    ("runs", "10 (`num_net`)", "10 (seeds 0..9)", ""),
+    (
+        "sparsity count",
+        "1 - edges / (81 - 33) = / 48 when the bias neuron is drawn; the committed plotting "
+        "cell leaves it out (/ 42), where 93.75%, 95.83% and 62.50% cannot occur",
+        "1 - present / 48",
+        "",
+    ),
+)
+
+
+def _correct_sparsities(record: dict) -> list[float]:
+    return sorted(100 * run["sparsity"] for run in record["runs"] if run["correct"])
+
+
+def _cell(record: dict) -> str:
+    """``correct/runs; sparsest correct; mean sparsity over all runs``."""
+    runs = record["runs"]
+    correct = _correct_sparsities(record)
+    best = f"{correct[-1]:.2f}%" if correct else "none correct"
+    mean = 100 * sum(run["sparsity"] for run in runs) / len(runs)
+    return f"{len(correct)}/{len(runs)}; {best}; {mean:.1f}%"
+
+
+def _notebook_section(
+    scale: str,
+    records: dict,
+    ablation_records: dict,
+    search_records: dict,
+    all_methods: tuple[Method, ...],
+    ablation_methods: tuple[Method, ...],
+    search_methods: tuple[Method, ...],
+    search_seeds: tuple[int, ...],
+) -> list[str]:
+    """Section "Our protocol against the authors' notebook": the points, then the measures."""
+    lines = [
+        "## Our protocol against the authors' notebook",
+        "",
+        "The authors' notebook (`logical_operations_DEEP.ipynb` of "
+        "MatildeTristany/DEEP-model-ESANN-2020) against the deep-logic protocol of this package "
+        "(full-scale values; the pruned methods' `l1`, `prune_threshold` and `temperature`). The "
+        "dynamics (eq. 1 with the hard-sigmoid clip after each step) and the rule (eq. 2 with "
+        "backward differences, biases as weights from a unit at 1) are the same in both; "
+        "*DEEP, authors' protocol* (`deep_logic.AUTHORS`) sets every point to the notebook's "
+        "value, with its L1 and pruning switched on at the values of its hyperparameter "
+        "dictionary (the committed notebook has both off).",
+        "",
+        "| point | authors' notebook | our protocol | field |",
+        "|---|---|---|---|",
+        *(f"| {point} | {theirs} | {ours} | {field} |" for point, theirs, ours, field in _POINTS),
+        "",
+        "Measured, on the seeds of the table above: each cell is *correct runs; sparsity of the "
+        "sparsest correct network; mean sparsity over all runs*. The rows after the authors' "
+        "protocol change one point of it to our value.",
+        "",
+        "| method | AND | OR | XOR |",
+        "|---|---|---|---|",
+        "| paper (Figure 2, one network per gate) | "
+        + " | ".join(f"{100 * PAPER_SPARSITY[g]:.2f}%" for g in GATES)
+        + " |",
+    ]
+    pruned = [m for m in all_methods if m.config.prune_threshold > 0]
+    for method in pruned:
+        cells = " | ".join(_cell(records[gate, method.name]) for gate in GATES)
+        lines.append(f"| {method.label} | {cells} |")
+    for method in ablation_methods:
+        cells = " | ".join(_cell(ablation_records[gate, method.name]) for gate in GATES)
+        lines.append(f"| authors' protocol, {method.label} | {cells} |")
+    paper = 100 * PAPER_SPARSITY["XOR"]
+    lines += [
+        "",
+        f"XOR from {len(search_seeds)} seeds ({search_seeds[0]}..{search_seeds[-1]}): how often "
+        "a correct network as sparse as the paper's comes out.",
+        "",
+        f"| method | correct | correct and >= {paper:.2f}% sparse | sparsest correct | "
+        "median sparsity of the correct |",
+        "|---|---|---|---|---|",
+    ]
+    found = {}
+    for method in search_methods:
+        record = search_records[method.name]
+        correct = _correct_sparsities(record)
+        found[method.name] = (len(correct), sum(v >= paper - 1e-9 for v in correct), correct)
+        median = f"{correct[len(correct) // 2]:.1f}%" if correct else "n/a"
+        best = f"{correct[-1]:.2f}%" if correct else "none correct"
+        lines.append(
+            f"| {method.label} | {len(correct)}/{len(record['runs'])} | "
+            f"{found[method.name][1]} | {best} | {median} |"
+        )
+    explanation = _explanation(
+        scale, records, ablation_records, found, all_methods, len(search_seeds)
+    )
+    lines += ["", *explanation, ""]
+    return lines
+
+
+def _mean_sparsity(records: dict, name: str) -> float:
+    """Mean sparsity (%) over every run of every gate of one method."""
+    values = [100 * run["sparsity"] for g in GATES for run in records[g, name]["runs"]]
+    return sum(values) / len(values)
+
+
+def _explanation(
+    scale: str,
+    records: dict,
+    ablation_records: dict,
+    found: dict,
+    all_methods: tuple,
+    n_seeds: int,
+) -> list[str]:
+    """What the measures say about the sparsity gap, numbers filled in from the runs."""
+    by_name = {m.name: m for m in all_methods}
+    weak, strong = f"deep-l1-{_L1[0]:g}", f"deep-l1-{_L1[1]:g}"
+    regrow = f"{strong}-regrow"
+    kept = ", ".join(f"{round(48 * (1 - PAPER_SPARSITY[g]))}" for g in GATES)
+    n_runs = len(records["XOR", strong]["runs"])
+    paper = f"{100 * PAPER_SPARSITY['XOR']:.2f}%"
+
+    def best(values: list[float]) -> str:
+        return f"{values[-1]:.2f}%" if values else "none"
+
+    def correct(record: dict) -> list[float]:
+        return _correct_sparsities(record)
+
+    def tally(name: str, gate: str = "XOR", table: dict = records) -> str:
+        return f"{len(correct(table[gate, name]))}/{n_runs}"
+
+    def searched(name: str) -> str:
+        n_correct, n_paper, values = found[name]
+        return (
+            f"{n_correct} correct, {n_paper} of them at least {paper} sparse (up to {best(values)})"
+        )
+
+    authors_mean = _mean_sparsity(records, "deep-authors")
+    changes = sorted(
+        (
+            (_mean_sparsity(ablation_records, m) - authors_mean, m)
+            for m in (
+                "authors-permanent",
+                "authors-present",
+                "authors-input-edges",
+                "authors-zero-states",
+                "authors-uniform-init",
+            )
+        ),
+        key=lambda pair: -abs(pair[0]),
+    )
+    labels = {m.name: m.label for m in ablations(scale)}
+    ours = [
+        m.name for m in all_methods if m.config.prune_threshold > 0 and m.name != "deep-authors"
+    ]
+    below = [
+        g
+        for g in GATES
+        if best(correct(records[g, "deep-authors"])) != "none"
+        and correct(records[g, "deep-authors"])[-1]
+        < max((correct(records[g, name]) or [0.0])[-1] for name in ours)
+    ]
+    runs = records["XOR", strong]["runs"]
+    seeds = f"{runs[0]['seed']}..{runs[-1]['seed']}"
+    small = max(abs(change) for change, _ in changes[2:])
+    lines = [
+        "What the measures say about the gap to the paper's Figure 2:",
+        "",
+        f"- *Not the count.* Both count 48 connections; the paper's figures are {kept} of 48 "
+        "kept (AND, OR, XOR).",
+        "- *Not the dynamics or the rule.* The preset's weight step is the notebook's "
+        "(`tests/test_deep_logic.py`).",
+        "- *Not the notebook's hyperparameters.* With them (*DEEP, authors' protocol*) the "
+        "sparsest correct networks are "
+        + ", ".join(f"{g} {best(correct(records[g, 'deep-authors']))}" for g in GATES)
+        + (f", below ours on {' and '.join(below)}" if below else "")
+        + f"; on XOR from {n_seeds} seeds: {searched('deep-authors')}. Of its points, two move "
+        f"its mean sparsity ({authors_mean:.1f}% over the three gates) most: "
+        f"{labels[changes[0][1]]} ({changes[0][0]:+.1f} points) and {labels[changes[1][1]]} "
+        f"({changes[1][0]:+.1f}); the others by at most {small:.1f}. Removing pruned "
+        f"connections for good also takes its correct XOR runs from {tally('deep-authors')} to "
+        f"{tally('authors-permanent', table=ablation_records)}.",
+        f"- *What lifts our XOR: regrowth and seeds.* At L1 {_L1[1]:g} with pruned "
+        f"connections removed for good ({by_name[strong].label}), {tally(strong)} runs on seeds "
+        f"{seeds} learn XOR, so the sparsest correct XOR network of the table above is "
+        f"{best(correct(records['XOR', weak]))} at L1 {_L1[0]:g} and "
+        f"{best(correct(records['XOR', strong]))} at L1 {_L1[1]:g}. Letting pruned weights "
+        f"regrow, as the notebook does, gives {tally(regrow)} correct, the sparsest at "
+        f"{best(correct(records['XOR', regrow]))} (AND and OR: {tally(strong, 'AND')} and "
+        f"{tally(strong, 'OR')} correct become {tally(regrow, 'AND')} and "
+        f"{tally(regrow, 'OR')}, sparsest {best(correct(records['AND', regrow]))} and "
+        f"{best(correct(records['OR', regrow]))}). On XOR from {n_seeds} seeds: "
+        f"{searched(strong)} with permanent removal; {searched(regrow)} with regrowth.",
+        f"- So the XOR gap is a rare outcome that {n_runs} seeds can miss: under the strong L1, "
+        f"{found[strong][0]} of {n_seeds} seeds give a correct XOR network when pruned "
+        f"connections are removed for good and {found[regrow][0]} when they can regrow; the "
+        f"paper shows one network. The notebook's own values give {found['deep-authors'][1]} "
+        f"correct XOR networks at least {paper} sparse in {n_seeds} seeds.",
+    ]
+    if scale != "full":
+        lines.append(
+            "- (Smoke scale: these runs are far too short to learn; the numbers only show that "
+            "the section is filled in.)"
+        )
+    return lines
+
+
 def run(scale: str, out: Path, data_dir: Path | None) -> Path:
-    """Run (or resume) every gate and method of ``scale``; write the figures and results.md.
+    """Run (or resume) every gate and method of ``scale``, the ablations of the authors'
+    protocol and the XOR seed search; write the figures and results.md.
 
     ``data_dir`` is unused: the truth tables are generated.
     """
@@ -429,10 +826,34 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
         for gate in GATES
         for method in all_methods
     }
+    ablation_methods = ablations(scale)
+    ablation_records = {
+        (gate, method.name): _run_file(out, gate, method, seeds)
+        for gate in GATES
+        for method in ablation_methods
+    }
+    search_methods, search_seeds = searches(scale)
+    suffix = f"-seeds{search_seeds[0]}-{search_seeds[-1]}"
+    search_records = {
+        method.name: _run_file(out, "XOR", method, search_seeds, suffix)
+        for method in search_methods
+    }
     _plot_mse(records, all_methods, out / "fig1_mse.png")
     pruned = tuple(m for m in all_methods if m.config.prune_threshold > 0)
     _plot_networks(records, pruned, out / "fig2_pruned.png")
+    notebook = _notebook_section(
+        scale,
+        records,
+        ablation_records,
+        search_records,
+        all_methods,
+        ablation_methods,
+        search_methods,
+        search_seeds,
+    )
+    every = [*records.values(), *ablation_records.values(), *search_records.values()]
+    seconds = sum(record["seconds"] for record in every)
     results = out / "results.md"
-    text = _results_markdown(scale, records, all_methods, seeds)
+    text = _results_markdown(scale, records, all_methods, seeds, notebook, seconds)
     _write_atomic(results, lambda p: p.write_text(text))
     return results

@@ -4,9 +4,11 @@ rewired skip).
 
 For each network the per-batch rates of every adjacent layer pair are summarised as:
 
-- the mean rate of each pair over the batches where it is finite and positive (after the
-  output layer collapses, some batches have an output-pair rate of exactly 0; they are left
-  out of the mean and their fraction is reported), and the same over the first
+- the mean rate of each pair over the batches where it is finite and positive (some batches
+  have an output-pair rate of exactly 0: with the authors' step at ``beta = -1`` outputs at 0
+  stay at 0, ``clip(2 * 0 - d) = 0``, so a batch whose free outputs are all 0 gives the output
+  pair no correction; with the ``gradient`` step, a dead output layer. They are left out of
+  the mean and their fraction is reported), and the same over the first
   :data:`~eqprop.experiments.paper_runs.FIRST_BATCHES` (50) batches only;
 - the ratio between consecutive pairs' means (pair k+1 over pair k, pair 0 at the input);
 - the log-spread (std of log10 of the means) over all pairs and over the deeper pairs (all
@@ -225,9 +227,11 @@ def render(
         "Rate of a layer pair in a batch (eq. 2): RMS of the corrections applied to the pair's "
         "adjacent-layer edges (skip and intralayer edges ignored). Means are over the batches "
         f"where the rate is finite and positive; 'first {pr.FIRST_BATCHES} batches' uses only "
-        "the start of training, before any collapse of the output layer (whose rate is then "
-        "exactly 0). Log-spread: population std of log10 of the pairs' means; deeper pairs = "
-        "all pairs but the output pair.",
+        "the start of training. A zero output-pair rate (last column) is a batch whose free "
+        "outputs are all 0 nudged at beta = -1: the authors' step leaves them at "
+        "clip(2 * 0 - d) = 0, so the output pair gets no correction (with the `gradient` step "
+        "it would be a dead output layer). Log-spread: population std of log10 of the pairs' "
+        "means; deeper pairs = all pairs but the output pair.",
         "",
         pr.protocol_table(results),
         "",

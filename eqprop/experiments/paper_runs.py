@@ -263,7 +263,7 @@ def execute(
 
 
 # -- rates (Figures 4 and 5) ------------------------------------------------------------------
-#: "first batches" window of the rate statistics (before any late collapse of the output pair)
+#: "first batches" window of the rate statistics (the start of training)
 FIRST_BATCHES = 50
 
 
@@ -418,8 +418,8 @@ def status_lines(results: Sequence[RunResult]) -> list[str]:
         lines.append(
             f"- Output layer collapsed in {', '.join(f'`{n}`' for n in collapsed)}: the output "
             "pair's rate is exactly 0 in most batches (every output clipped at 0 in both "
-            "phases, chance-level error). This is what the stated protocol does here, not tuned "
-            "away; the diagnosis is in the repository's docs/results/output-collapse/README.md."
+            "phases, chance-level error): what the `gradient` step does at large rates on these "
+            "networks; see the repository's docs/results/output-collapse/README.md."
         )
     return lines
 
