@@ -270,3 +270,98 @@ def test_initial_state_clamps_inputs_and_bias() -> None:
     s = initial_state(net, x)
     assert s.shape == (3, 4, 5)
     assert torch.equal(s[0, :, :2], x) and (s[..., -1] == 1).all() and (s[..., 2:4] == 0).all()
+
+
+def test_normal_initial_weights_and_unchanged_uniform_ones() -> None:
+    net = complete_network(2, 5, 1, 0.05, torch.Generator().manual_seed(0), 400, False, "normal")
+    allowed = allowed_edges(8, 2, input_edges=False)
+    values = net.weights[:, allowed]
+    assert (net.weights[:, ~allowed] == 0).all()
+    assert values.mean().abs() < 0.002 and values.std().item() == pytest.approx(0.05, rel=0.02)
+    assert (values.abs() > 0.1).any()  # unbounded tails, not a uniform of half-width 0.05
+    uniform = complete_network(2, 5, 1, 0.5, torch.Generator().manual_seed(1))
+    draws = torch.rand(9, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.equal(uniform.weights, (2.0 * draws - 1.0) * 0.5 * allowed_edges(8, 2))
+    with pytest.raises(ConfigError, match="^distribution must be one of"):
+        complete_network(2, 5, 1, 0.5, torch.Generator(), distribution="cauchy")
+
+
+def test_initial_state_with_given_free_states() -> None:
+    net = complete_network(2, 1, 1, 0.1, torch.Generator().manual_seed(0), n_networks=3)
+    x, _ = logic_gate("XOR")
+    free = torch.rand(3, 4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    s = initial_state(net, x, free)
+    assert torch.equal(s[..., :2], x.expand(3, -1, -1).double())
+    assert torch.equal(s[..., 2:4], free) and (s[..., -1] == 1).all()
+
+
+def test_column_normalisation_counts_absent_sources_as_weight_zero() -> None:
+    net = complete_network(2, 2, 1, 0.5, torch.Generator().manual_seed(5), input_edges=False)
+    column, temperature = 3, 0.2
+    mask = net.mask.clone()
+    mask[4, column] = False  # a pruned connection 4 -> 3
+    net = net.with_weights(net.weights, mask)
+    p = removal_probabilities(net, temperature, over="column")
+    # all 6 sources of the column: 0, 1, 2 and the bias 5 present, the self-loop 3 and the
+    # pruned 4 absent, each absent one adding exp(0) = 1 to the sum
+    present = [0, 1, 2, 5]
+    boltzmann = [math.exp(-abs(net.weights[i, column].item()) / temperature) for i in present]
+    total = sum(boltzmann) + 2.0
+    for i, value in zip(present, boltzmann, strict=True):
+        assert p[i, column].item() == pytest.approx(value / total, rel=1e-12)
+    assert p[3, column] == 0 and p[4, column] == 0
+    assert p[:, column].sum().item() == pytest.approx(sum(boltzmann) / total)
+    over_present = removal_probabilities(net, temperature)
+    assert over_present[:, column].sum().item() == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="^over must be one of"):
+        removal_probabilities(net, temperature, over="row")
+
+
+def test_pruning_without_permanent_removal_zeroes_and_lets_weights_regrow() -> None:
+    net = complete_network(2, 3, 1, 0.2, torch.Generator().manual_seed(6), input_edges=False)
+    uniform = torch.zeros_like(net.weights)  # every weak connection is removed
+    weak = net.mask & (net.weights.abs() < 0.1)
+    assert weak.sum() >= 5
+    kept = prune(net, 0.1, 0.05, uniform, permanent=False)
+    assert torch.equal(kept.mask, net.mask)
+    assert (kept.weights[weak] == 0).all()
+    assert torch.equal(kept.weights[~weak], net.weights[~weak])
+    gone = prune(net, 0.1, 0.05, uniform)
+    assert torch.equal(gone.mask, net.mask & ~weak)
+    step = torch.ones_like(net.weights)
+    assert (apply_update(kept, step, lr=0.01, l1=0.0).weights[weak] == 0.01).all()  # regrown
+    assert (apply_update(gone, step, lr=0.01, l1=0.0).weights[weak] == 0).all()
+
+
+def test_state_init_scale_sets_the_start_of_the_first_phase() -> None:
+    x, y = logic_gate("AND")  # targets 0, 0, 0, 1
+    zero = dict(epochs=1, init_scale=0.0, lr=1e-12, free_steps=5, nudged_steps=1)  # s stays
+    result = train(DirectedConfig(**zero, state_init_scale=0.1), x, y, seeds=[0, 1])
+    # each example's output starts in [0, 0.1): (s - 0)^2 < 0.01 three times, (1 - s)^2 > 0.81
+    assert ((result.mse > 0.81 / 4) & (result.mse < 1.03 / 4)).all()
+    assert result.mse[0, 0] != result.mse[0, 1]  # drawn afresh for the final evaluation
+    assert result.mse[0, 0] != result.mse[1, 0]  # and per run
+    plain = train(DirectedConfig(**zero), x, y, seeds=[0])
+    assert plain.mse[0, 0] == 0.25 and plain.mse[0, 1].item() == pytest.approx(0.25, abs=1e-9)
+    with pytest.raises(ConfigError, match="^state_init_scale must be in"):
+        DirectedConfig(state_init_scale=1.5)
+
+
+def test_regrowth_mode_counts_zero_weights_as_absent() -> None:
+    config = DirectedConfig(
+        epochs=30, l1=1e-3, prune_threshold=0.05, input_edges=False, prune_permanent=False
+    )
+    result = train(config, *logic_gate("OR"), seeds=[0, 1])
+    net = result.network
+    allowed = allowed_edges(8, 2, input_edges=False)
+    assert torch.equal(net.mask, allowed & (net.weights != 0))
+    zeros = (net.weights[:, :, 2:8] == 0) & allowed[:, 2:8]
+    assert zeros.any()
+    assert torch.allclose(result.sparsity, zeros.sum(dim=(-2, -1)).double() / 48, rtol=1e-12)
+
+
+def test_new_config_fields_are_validated() -> None:
+    with pytest.raises(ConfigError, match="^init_distribution must be one of"):
+        DirectedConfig(init_distribution="laplace")
+    with pytest.raises(ConfigError, match="^prune_normalisation must be one of"):
+        DirectedConfig(prune_normalisation="row")

@@ -93,6 +93,10 @@ def allowed_edges(n_neurons: int, n_inputs: int, input_edges: bool = True) -> to
     return allowed
 
 
+#: distributions of the initial weights accepted by :func:`complete_network`
+INIT_DISTRIBUTIONS = ("uniform", "normal")
+
+
 def complete_network(
     n_inputs: int,
     n_hidden: int,
@@ -101,35 +105,56 @@ def complete_network(
     generator: torch.Generator,
     n_networks: int | None = None,
     input_edges: bool = True,
+    distribution: str = "uniform",
 ) -> DirectedNetwork:
-    """Complete directed network with weights and biases drawn from ``U[-init_scale, init_scale]``.
+    """Complete directed network with random initial weights and biases.
 
     Args:
         n_inputs, n_hidden, n_outputs: neuron counts (``n_outputs >= 1``).
-        init_scale: half-width of the uniform initial distribution (``>= 0``).
+        init_scale: ``>= 0``; the half-width of ``U[-init_scale, init_scale]`` for
+            ``distribution="uniform"``, the standard deviation of ``N(0, init_scale^2)`` for
+            ``"normal"`` (the authors' notebook draws ``N(0, 0.05^2)``).
         generator: source of randomness.
         n_networks: if given, a leading dimension of that many independent networks.
         input_edges: include the edges from free neurons into inputs (see
             :func:`allowed_edges`).
+        distribution: ``"uniform"`` or ``"normal"``; absent edges are zero either way.
     """
     if n_inputs < 0 or n_hidden < 0 or n_outputs < 1:
         raise ConfigError("neuron counts must be >= 0 (inputs, hidden) and >= 1 (outputs)")
     if init_scale < 0:
         raise ConfigError(f"init_scale must be >= 0, got {init_scale}")
+    if distribution not in INIT_DISTRIBUTIONS:
+        raise ConfigError(
+            f"distribution must be one of {', '.join(INIT_DISTRIBUTIONS)}, got {distribution!r}"
+        )
     n = n_inputs + n_hidden + n_outputs
     shape = (n + 1, n + 1) if n_networks is None else (n_networks, n + 1, n + 1)
-    uniform = torch.rand(shape, generator=generator, dtype=torch.float64)
     mask = allowed_edges(n, n_inputs, input_edges).expand(shape).clone()
-    weights = (2.0 * uniform - 1.0) * init_scale * mask
+    if distribution == "uniform":
+        uniform = torch.rand(shape, generator=generator, dtype=torch.float64)
+        weights = (2.0 * uniform - 1.0) * init_scale * mask
+    else:
+        weights = torch.randn(shape, generator=generator, dtype=torch.float64) * init_scale * mask
     return DirectedNetwork(weights, mask, n_inputs, n_outputs)
 
 
-def initial_state(net: DirectedNetwork, x: torch.Tensor) -> torch.Tensor:
-    """State ``(..., B, N + 1)``: inputs clamped to ``x`` ``(..., B, P)``, bias 1, others 0."""
+def initial_state(
+    net: DirectedNetwork, x: torch.Tensor, free: torch.Tensor | None = None
+) -> torch.Tensor:
+    """State ``(..., B, N + 1)``: inputs clamped to ``x`` ``(..., B, P)``, bias 1.
+
+    The free (hidden and output) neurons start at ``free`` ``(..., B, N - P)`` when it is
+    given (the authors' notebook draws them from ``U[0, 0.1)`` at every epoch), else at 0.
+    """
     leading = torch.broadcast_shapes(net.weights.shape[:-2], x.shape[:-2])
+    if free is not None:
+        leading = torch.broadcast_shapes(leading, free.shape[:-2])
     batch_shape = leading + (x.shape[-2], net.n_neurons + 1)
     s = torch.zeros(batch_shape, dtype=net.weights.dtype)
     s[..., : net.n_inputs] = x.to(s.dtype)
+    if free is not None:
+        s[..., net.free] = free.to(s.dtype)
     s[..., -1] = 1.0
     return s
 

@@ -14,8 +14,14 @@ from dataclasses import dataclass
 import torch
 
 from eqprop.directed.learning import apply_update, asymmetric_ep_update, deep_update
-from eqprop.directed.network import DirectedNetwork, complete_network, initial_state, relax
-from eqprop.directed.pruning import prune
+from eqprop.directed.network import (
+    INIT_DISTRIBUTIONS,
+    DirectedNetwork,
+    complete_network,
+    initial_state,
+    relax,
+)
+from eqprop.directed.pruning import NORMALISATIONS, prune
 from eqprop.errors import ConfigError
 
 RULES = ("deep", "asymmetric")
@@ -26,7 +32,10 @@ class DirectedConfig:
     """Hyperparameters of training a complete directed network; validated on construction.
 
     Farinha et al. give none of these. The defaults are those of the deep-logic experiment,
-    chosen on XOR with seeds 10..29 (the experiment reports seeds 0..9).
+    chosen on XOR with seeds 10..29 (the experiment reports seeds 0..9). The authors'
+    notebook (``logical_operations_DEEP.ipynb`` of MatildeTristany/DEEP-model-ESANN-2020)
+    uses other values; the fields after ``success_mse`` exist to express its protocol, and
+    their defaults keep this package's own protocol unchanged.
 
     Attributes:
         rule: ``"deep"`` (eq. 1 dynamics, eq. 2 rule of Farinha et al.) or ``"asymmetric"``
@@ -47,6 +56,19 @@ class DirectedConfig:
         epochs: passes over the data.
         batch_size: examples per update; None for the full batch.
         success_mse: a run has converged when its first-phase MSE falls below this.
+        init_distribution: ``"uniform"``: initial weights and biases ``U[-init_scale,
+            init_scale]``; ``"normal"``: ``N(0, init_scale^2)`` (the notebook, with 0.05).
+        state_init_scale: the free neurons start every first phase (and the final
+            evaluation) at states drawn from ``U[0, state_init_scale)``, afresh for each
+            example and epoch (the notebook, with 0.1); 0 starts them at 0. In [0, 1].
+        prune_normalisation: what eq. 3's Boltzmann distribution is normalised over:
+            ``"present"``, the incoming connections still present; ``"column"``, every
+            source of the column with absent ones counted as weight 0 (the notebook). See
+            :func:`~eqprop.directed.pruning.removal_probabilities`.
+        prune_permanent: True: a pruned connection is gone for good. False: its weight is set
+            to 0 but later updates can make it grow again (the notebook); the final
+            network's mask then drops the connections whose weight is exactly 0, and its
+            sparsity counts them, as the notebook counts the zero entries of its matrix.
     """
 
     rule: str = "deep"
@@ -64,10 +86,22 @@ class DirectedConfig:
     epochs: int = 100
     batch_size: int | None = None
     success_mse: float = 0.01
+    init_distribution: str = "uniform"
+    state_init_scale: float = 0.0
+    prune_normalisation: str = "present"
+    prune_permanent: bool = True
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        for name, allowed in (
+            ("init_distribution", INIT_DISTRIBUTIONS),
+            ("prune_normalisation", NORMALISATIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         checks = [
             ("n_hidden", self.n_hidden >= 0, "must be >= 0"),
             ("eps", 0 < self.eps <= 1, "must be in (0, 1]"),
@@ -82,6 +116,7 @@ class DirectedConfig:
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("batch_size", self.batch_size is None or self.batch_size >= 1, "must be >= 1"),
             ("success_mse", 0 < self.success_mse < math.inf, "must be > 0 and finite"),
+            ("state_init_scale", 0 <= self.state_init_scale <= 1, "must be in [0, 1]"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -130,6 +165,7 @@ def _initial_network(
             config.init_scale,
             g,
             input_edges=config.input_edges,
+            distribution=config.init_distribution,
         )
         for g in generators
     ]
@@ -138,19 +174,31 @@ def _initial_network(
 
 
 def free_phase_errors(
-    net: DirectedNetwork, config: DirectedConfig, x: torch.Tensor, y: torch.Tensor
+    net: DirectedNetwork,
+    config: DirectedConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    free: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Output errors ``s_out - y`` at the end of the first phase, ``(..., B, n_outputs)``."""
-    s = relax(net, initial_state(net, x), config.free_steps, config.eps, config.leak)
+    """Output errors ``s_out - y`` at the end of the first phase, ``(..., B, n_outputs)``.
+
+    ``free``: initial states of the free neurons (see
+    :func:`~eqprop.directed.network.initial_state`); zeros when None.
+    """
+    s = relax(net, initial_state(net, x, free), config.free_steps, config.eps, config.leak)
     return s[..., net.outputs] - y
 
 
 def _step(
-    net: DirectedNetwork, config: DirectedConfig, x: torch.Tensor, y: torch.Tensor
+    net: DirectedNetwork,
+    config: DirectedConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both phases on a batch; returns the first-phase squared errors summed per network and
-    the update direction."""
-    free = relax(net, initial_state(net, x), config.free_steps, config.eps, config.leak)
+    """Both phases on a batch, the first from free states ``start`` (zeros when None);
+    returns the first-phase squared errors summed per network and the update direction."""
+    free = relax(net, initial_state(net, x, start), config.free_steps, config.eps, config.leak)
     squared_error = (free[..., net.outputs] - y).square().sum(dim=(-2, -1))
     if config.rule == "deep":
         path = relax(net, free, config.nudged_steps, config.eps, config.leak, config.beta, y, True)
@@ -164,17 +212,29 @@ def _uniform(generators: Sequence[torch.Generator], shape: torch.Size) -> torch.
     return torch.stack([torch.rand(shape, generator=g, dtype=torch.float64) for g in generators])
 
 
+def _start(
+    config: DirectedConfig, generators: Sequence[torch.Generator], n_examples: int, n_free: int
+) -> torch.Tensor | None:
+    """Initial free states of a first phase: ``U[0, state_init_scale)`` per run, or None."""
+    if config.state_init_scale == 0:
+        return None
+    return config.state_init_scale * _uniform(generators, torch.Size((n_examples, n_free)))
+
+
 def train(
     config: DirectedConfig, x: torch.Tensor, y: torch.Tensor, seeds: Sequence[int]
 ) -> TrainingResult:
     """Train one complete directed network per seed on ``(x, y)``.
 
     Each epoch visits the examples in a random order per run, in batches of
-    ``config.batch_size``. Per batch: first phase from zero states, second phase from its
-    end, one update with the rule's direction and L1 (:func:`apply_update`), then stochastic
-    pruning (eq. 3) when ``prune_threshold > 0``. The MSE of an epoch is that of the first
-    phases during the epoch, before each batch's update. A run whose weights become
-    non-finite is marked diverged and frozen (its later MSE is NaN); the others go on.
+    ``config.batch_size``. Per batch: first phase from zero states (or from
+    ``U[0, state_init_scale)``), second phase from its end, one update with the rule's
+    direction and L1 (:func:`apply_update`), then stochastic pruning (eq. 3) when
+    ``prune_threshold > 0``. The MSE of an epoch is that of the first phases during the
+    epoch, before each batch's update. A run whose weights become non-finite is marked
+    diverged and frozen (its later MSE is NaN); the others go on. With
+    ``prune_permanent=False`` the final networks' masks drop the edges whose weight is
+    exactly 0, except for diverged runs (whose weights are all set to 0), which keep theirs.
     """
     x, y = x.to(torch.float64), y.to(torch.float64)
     n_examples = x.shape[0]
@@ -183,6 +243,7 @@ def train(
         raise ConfigError(f"batch_size must be <= {n_examples} (the number of examples)")
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     net = _initial_network(config, x.shape[-1], y.shape[-1], generators)
+    n_free = net.n_neurons - net.n_inputs
     n_runs = len(generators)
     mse = torch.full((n_runs, config.epochs + 1), math.nan, dtype=torch.float64)
     diverged_at = torch.full((n_runs,), -1)
@@ -191,18 +252,26 @@ def train(
         squared_error = torch.zeros(n_runs, dtype=torch.float64)
         for start in range(0, n_examples, batch_size):
             batch = order[:, start : start + batch_size]
-            error, direction = _step(net, config, x[batch], y[batch])
+            start = _start(config, generators, batch.shape[-1], n_free)
+            error, direction = _step(net, config, x[batch], y[batch], start)
             squared_error += error
             net = apply_update(net, direction, config.lr, config.l1)
             if config.prune_threshold > 0:
                 uniform = _uniform(generators, net.weights.shape[1:])
-                net = prune(net, config.prune_threshold, config.temperature, uniform)
+                net = prune(
+                    net,
+                    config.prune_threshold,
+                    config.temperature,
+                    uniform,
+                    config.prune_normalisation,
+                    config.prune_permanent,
+                )
         mse[:, epoch] = squared_error / y[0].numel() / n_examples
         bad = ~net.weights.isfinite().all(dim=(-2, -1)) & (diverged_at < 0)
         if bad.any():
             diverged_at[bad] = epoch
             net = net.with_weights(net.weights.masked_fill((diverged_at >= 0)[:, None, None], 0))
-    errors = free_phase_errors(net, config, x, y)
+    errors = free_phase_errors(net, config, x, y, _start(config, generators, n_examples, n_free))
     mse[:, -1] = errors.square().mean(dim=(-2, -1))
     epochs = torch.arange(config.epochs + 1)
     mse[(diverged_at[:, None] >= 0) & (epochs > diverged_at[:, None])] = math.nan
@@ -210,4 +279,7 @@ def train(
     converged = torch.where(below.any(dim=-1), below.int().argmax(dim=-1), -1)
     success = below[:, -1]
     max_error = errors.abs().amax(dim=(-2, -1))
+    if not config.prune_permanent:
+        present = (net.weights != 0) | (diverged_at >= 0)[:, None, None]
+        net = net.with_weights(net.weights, net.mask & present)
     return TrainingResult(mse, net, diverged_at, converged, success, max_error, net.sparsity())

@@ -712,6 +712,11 @@ def _mean_sparsity(records: dict, name: str) -> float:
     return sum(values) / len(values)
 
 
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _explanation(
     scale: str,
     records: dict,
@@ -776,12 +781,13 @@ def _explanation(
         "",
         f"- *Not the count.* Both count 48 connections; the paper's figures are {kept} of 48 "
         "kept (AND, OR, XOR).",
-        "- *Not the dynamics or the rule.* The preset's weight step is the notebook's "
-        "(`tests/test_deep_logic.py`).",
+        "- *Not the dynamics or the rule.* One epoch of the preset is the notebook's epoch "
+        "restated on its own node order (`test_one_epoch_of_the_preset_is_the_notebooks_epoch` "
+        "in `tests/test_deep_logic.py`).",
         "- *Not the notebook's hyperparameters.* With them (*DEEP, authors' protocol*) the "
         "sparsest correct networks are "
         + ", ".join(f"{g} {best(correct(records[g, 'deep-authors']))}" for g in GATES)
-        + (f", below ours on {' and '.join(below)}" if below else "")
+        + (f", below ours on {_and(below)}" if below else "")
         + f"; on XOR from {n_seeds} seeds: {searched('deep-authors')}. Of its points, two move "
         f"its mean sparsity ({authors_mean:.1f}% over the three gates) most: "
         f"{labels[changes[0][1]]} ({changes[0][0]:+.1f} points) and {labels[changes[1][1]]} "
