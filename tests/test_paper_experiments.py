@@ -186,3 +186,32 @@ def test_fig5_smoke(tmp_path):
     assert [r[0] for r in rows] == ["B"] + [fig5.run_name(p) for p in fig5.p_values("smoke")]
     assert all(re.fullmatch(r"\d+\.\d\d%", r[3]) for r in rows)
     assert "Measured trend: the one-epoch training error" in text
+
+
+def test_solvers_smoke(tmp_path):
+    from eqprop.experiments import solvers
+
+    assert experiment("solvers") is solvers
+    declared = dict(solvers.planned("quick"))
+    assert set(declared) == {
+        f"{n}-{k}" for n in ("B", "C") for k in ("paper-seed0", "paper-seed1", "fista-seed0")
+    }
+    assert declared["C-paper-seed1"].free.steps == 500 and declared["C-paper-seed1"].train.seed == 1
+    fast = declared["C-fista-seed0"]
+    assert (fast.free.solver, fast.free.tol, fast.data.limit, fast.train.epochs) == (
+        "fista",
+        1e-3,
+        10_000,
+        3,
+    )
+    text = run_twice(solvers, tmp_path)
+    check_pngs(tmp_path, ["errors.png"])
+    for net in ("B", "C"):
+        rows = table_rows(text.split(f"## Network {net}")[1], "| epoch |")
+        assert [r[0] for r in rows] == ["1", "2"]
+        fast_train = read_metrics(tmp_path / f"{net}-fista-seed0")[0]["train_error"]
+        assert rows[0][3] == f"{100 * fast_train:.2f}%"
+    steps = read_metrics(tmp_path / "C-fista-seed0")
+    cost = table_rows(text, "| run | epochs |")
+    row = next(r for r in cost if r[0] == "C-fista-seed0")
+    assert row[2] == " / ".join(f"{m['free_steps']:.0f}" for m in steps)

@@ -21,6 +21,7 @@ EXPERIMENTS: dict[str, str] = {
     "smallworld": "eqprop.experiments.smallworld",
     "skipnets": "eqprop.experiments.skipnets",
     "deep-logic": "eqprop.experiments.deep_logic",
+    "solvers": "eqprop.experiments.solvers",
 }
 
 

@@ -1,0 +1,164 @@
+"""Equal learning with a fast free-phase solver: networks B and C trained with the paper
+protocol (two seeds, for the seed-to-seed noise) and with FISTA to a fixed-point residual
+below 1e-3 (seed 0), side by side.
+
+The free phase only has to reach the fixed point; the weakly-clamped phase keeps the paper's
+8 steps. The question is whether a solver that stops at a residual of 1e-3 learns what the
+paper's 500 fixed steps learn: per epoch, the fast run's training and held-out errors are
+compared with the paper protocol's (same seed), against the larger of the seed-to-seed
+difference of the paper protocol in that epoch and 0.5 points.
+
+Scales:
+
+- ``smoke``: the bundled digits, 64-32-32-32-10, first 300 examples, 20 free steps for the
+  paper protocol, 2 epochs (seconds; no download).
+- ``quick``: MNIST, the first 10,000 images of each split, the paper protocol (500 free +
+  8 nudged steps), 3 epochs.
+- ``full``: the first 50,000 training images and the 10,000 held-out ones, 3 epochs.
+
+Run directories ``out/<network>-<protocol>-seed<k>``; rerunning resumes. Outputs:
+``results.md`` (per-epoch table, verdicts, free steps per batch and wall time of each run) and
+``errors.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eqprop import config as cfg
+from eqprop.experiments import paper_runs as pr
+from eqprop.plots import errors_figure
+
+SCALES = pr.SCALES
+#: network label -> preset
+NETWORKS = {"C": "icons-skip", "B": "icons-layered"}
+#: the fast protocol's free phase
+FAST = {"free.solver": "fista", "free.tol": 1e-3, "free.steps": 1000}
+FAST_LABEL = "FISTA, residual < 1e-3"
+SEEDS = (0, 1)
+REDUCTIONS = {
+    "smoke": pr.Reduction(limit=300, max_free=20, epochs=2, small=True),
+    "quick": pr.Reduction(limit=10_000, epochs=3),
+    "full": pr.Reduction(epochs=3),
+}
+#: the floor of the "within noise" criterion, in error fraction (0.5 points)
+FLOOR = 0.005
+
+
+def planned(scale: str) -> list[tuple[str, cfg.RunConfig]]:
+    """Per network: the paper protocol at each seed, then the fast solver at seed 0."""
+    runs = []
+    for net, preset in NETWORKS.items():
+        paper = pr.scaled(cfg.resolve(preset), scale, REDUCTIONS)
+        for seed in SEEDS:
+            runs.append((f"{net}-paper-seed{seed}", paper.override({"train.seed": seed})))
+        runs.append((f"{net}-fista-seed0", paper.override({**FAST, "train.seed": 0})))
+    return runs
+
+
+def run(scale: str, out: Path, data_dir: Path | None) -> Path:
+    """Run (or resume) the declared runs at ``scale`` into ``out``; return ``results.md``."""
+    pr.check_scale(scale)
+    out = Path(out)
+    results = pr.execute(planned(scale), out, data_dir)
+    curves = [(r.name, r.records) for r in results if r.records]
+    pr.save_png(errors_figure(curves), out / "errors.png")
+    path = out / "results.md"
+    pr.atomic_write_bytes(path, render(scale, results).encode())
+    return path
+
+
+def comparison(results: list[pr.RunResult], net: str) -> tuple[list[list[str]], list[str]]:
+    """Per-epoch rows (both seeds of the paper protocol, the fast run, the differences) and
+    the verdict lines of network ``net``."""
+    by = {r.name: {x["epoch"]: x for x in r.records} for r in results}
+    ref, other, fast = (
+        by.get(f"{net}-{k}", {}) for k in ("paper-seed0", "paper-seed1", "fista-seed0")
+    )
+    epochs = sorted(set(ref) & set(other) & set(fast))
+    rows, misses = [], []
+    for e in epochs:
+        cells = [str(e)]
+        for key in ("train_error", "test_error"):
+            noise = abs(ref[e][key] - other[e][key])
+            diff = fast[e][key] - ref[e][key]
+            allowed = max(noise, FLOOR)
+            ok = abs(diff) <= allowed
+            if not ok:
+                misses.append(f"epoch {e} {key.split('_')[0]}")
+            cells += [
+                pr.pct(ref[e][key]),
+                pr.pct(other[e][key]),
+                pr.pct(fast[e][key]),
+                f"{100 * diff:+.2f} ({'ok' if ok else 'OUT'}, allowed {100 * allowed:.2f})",
+            ]
+        rows.append(cells)
+    if not epochs:
+        return rows, [f"- {net}: no epoch finished by all three runs yet."]
+    verdict = (
+        "within the seed-to-seed noise (or 0.5 points) at every epoch, training and held-out"
+        if not misses
+        else f"outside the noise at {', '.join(misses)}"
+    )
+    return rows, [f"- {net}, {len(epochs)} epochs compared: the fast run is {verdict}."]
+
+
+def cost_rows(results: list[pr.RunResult]) -> list[list[str]]:
+    """Per run: mean free steps per batch (each epoch) and training wall time."""
+    rows = []
+    for r in results:
+        steps = " / ".join(f"{x['free_steps']:.0f}" for x in r.records) or "–"
+        wall = r.records[-1]["wall_time"] if r.records else float("nan")
+        rows.append(
+            [r.name, f"{r.epochs_done}/{r.config.train.epochs}", steps, pr.num(wall, ".0f")]
+        )
+    return rows
+
+
+def render(scale: str, results: list[pr.RunResult]) -> str:
+    """The text of ``results.md``."""
+    header = [
+        "epoch",
+        "train, paper s0",
+        "paper s1",
+        "fast s0",
+        "fast - paper s0 (points)",
+        "held-out, paper s0",
+        "paper s1",
+        "fast s0",
+        "fast - paper s0 (points)",
+    ]
+    parts = [
+        *pr.header_lines(
+            "Equal learning with a fast free-phase solver", scale, REDUCTIONS.get(scale)
+        ),
+        f"Each network (B = `icons-layered`, C = `icons-skip`, the paper's protocol with the "
+        f"authors' step) trained three times: the paper's fixed free steps at seeds 0 and 1, and "
+        f"{FAST_LABEL} (at most 1,000 steps, evaluation with the same solver) at seed 0. "
+        "Seeds change the initial weights and the signs of beta; batches are in file order. "
+        "Criterion: |fast - paper seed 0| <= max(|paper seed 1 - paper seed 0|, 0.5 points), "
+        "per epoch, for the training error (during the epoch) and the held-out error (after it).",
+        "",
+        pr.protocol_table(results),
+        "",
+        *pr.status_lines(results),
+        "",
+    ]
+    for net in NETWORKS:
+        rows, verdict = comparison(results, net)
+        parts += [f"## Network {net}", "", pr.table(header, rows), "", *verdict, ""]
+    parts += [
+        "## Cost",
+        "",
+        pr.table(
+            ["run", "epochs", "mean free steps per batch (per epoch)", "training wall time (s)"],
+            cost_rows(results),
+        ),
+        "",
+        "Wall times are of a shared 2-core machine (other jobs running), one torch thread "
+        "per run: compare steps, and see `docs/performance.md` for timings on an idle machine.",
+        "",
+        "![Training (solid) and held-out (dashed) error per epoch](errors.png)",
+        "",
+    ]
+    return "\n".join(parts)
