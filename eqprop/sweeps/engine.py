@@ -1,0 +1,186 @@
+"""Running the trials of a sweep on Ray Tune: one Tune trial per eqprop trial, with its
+CPUs and GPUs, at most ``trials_at_once`` at a time, retried ``retries`` times when its
+worker dies or raises something other than an :class:`~eqprop.errors.EqpropError`.
+
+The trial directories, not Tune's experiment state, are what a re-run reads: a new Tune
+experiment is started on each run of the sweep over the trials that are not finished, and
+each of those resumes from its own checkpoint (:func:`eqprop.runs.train_run`). Tune's own
+files (one experiment directory per run of the command, with each trial's error traces)
+are under ``SWEEP_DIR/ray``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from eqprop.errors import EqpropError
+from eqprop.sweeps import trial as trial_mod
+
+INSTALL_HINT = "eqprop sweep needs Ray; install it with: pip install 'eqprop[ray]'"
+
+
+def require_ray():
+    """The ``ray`` module; a one-line error naming the install command if it is missing."""
+    try:
+        import ray
+        import ray.tune  # noqa: F401
+    except ImportError:
+        raise EqpropError(INSTALL_HINT) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each trial asks of Ray, and how many may run at once (0: as many as fit)."""
+
+    cpus: int = 1
+    gpus: float = 0.0
+    trials_at_once: int = 0
+    retries: int = 2
+
+
+@contextlib.contextmanager
+def connected(address: str | None, *, needed: Resources) -> Iterator[dict]:
+    """Ray, joined at ``address`` or started locally (sized to the machine) unless this
+    process is already connected; yields the cluster's resources. A trial that asks for
+    more CPUs or GPUs than the whole cluster has is a one-line error, before anything runs.
+    A Ray instance started here is shut down on exit."""
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EqpropError(
+                f"cannot start or join {where} ({first}); on the head node run "
+                f"'ray start --head' and pass the address it prints to --address"
+            ) from None
+        started = True
+    try:
+        total = ray.cluster_resources()
+        cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+        if needed.cpus > cpus:
+            raise EqpropError(
+                f"each trial asks for {needed.cpus} CPUs but the Ray cluster has {cpus:g}; "
+                f"lower cpus_per_trial"
+            )
+        if needed.gpus > gpus:
+            raise EqpropError(
+                f"each trial asks for {needed.gpus:g} GPUs but the Ray cluster has {gpus:g}; "
+                f"lower gpus_per_trial or join a cluster with GPUs (--address)"
+            )
+        yield total
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Tune's own reporting off (the sweep prints one line per finished trial): the
+    classic reporter at verbosity 0, and Tune's per-failure tracebacks (kept in its
+    experiment directory) out of the terminal."""
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    loggers = [logging.getLogger(n) for n in ("ray.tune", "ray.train", "ray.air")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+
+
+def _error_line(trial) -> str:
+    """One line for the error of a Tune trial (the exception's last line)."""
+    text = ""
+    with contextlib.suppress(Exception):
+        text = str(trial.get_error() or "")
+    if not text and trial.error_file and Path(trial.error_file).exists():
+        text = Path(trial.error_file).read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in lines:
+        if line.startswith("ray.exceptions.") or "Error:" in line.split(" ")[0]:
+            return line
+    return lines[-1] if lines else "the trial's worker failed"
+
+
+def run_trials(
+    names: Sequence[str],
+    trials_dir: Path,
+    storage: Path,
+    resources: Resources,
+    *,
+    data_dir: str | None,
+    on_finished: Callable[[str], None],
+    on_retry: Callable[[str, int, str], None],
+) -> None:
+    """Run the trials ``names`` (directories under ``trials_dir``, already created) as one
+    Tune experiment stored under ``storage``. ``on_finished(name)`` is called when a trial
+    ends (done, failed, or given up by Ray, which is then recorded in its directory);
+    ``on_retry(name, failures, error)`` when Ray retries it."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            on_finished(trial.config["trial"])
+
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            on_retry(trial.config["trial"], trial.num_failures, _error_line(trial))
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            name = trial.config["trial"]
+            error = _error_line(trial)
+            tries = trial.num_failures
+            trial_mod.append_event(
+                trials_dir / name, "error", error=f"{error} (after {tries} attempt(s))"
+            )
+            on_finished(name)
+
+    trainable = tune.with_resources(
+        trial_mod.train_trial, {"cpu": resources.cpus, "gpu": resources.gpus}
+    )
+    param_space = {
+        "trial": tune.grid_search(list(names)),
+        "trials_dir": str(trials_dir.resolve()),
+        "threads": resources.cpus,
+        "data_dir": data_dir,
+    }
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=resources.trials_at_once or None,
+            reuse_actors=True,  # a worker (with torch imported) runs trial after trial
+            trial_name_creator=lambda t: t.config["trial"],
+            trial_dirname_creator=lambda t: t.config["trial"],
+        ),
+        run_config=tune.RunConfig(
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            storage_path=str(storage.resolve()),
+            verbose=0,
+            callbacks=[Progress()],
+            failure_config=tune.FailureConfig(max_failures=resources.retries),
+        ),
+    )
+    with _quiet_tune():
+        tuner.fit()
