@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,45 +25,56 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from eqprop.runs import RunOptions, read_config, require_tensorboard, start_run, train_run
+    from eqprop import runs
 
-    options = RunOptions(data_dir=args.data_dir, quiet=args.quiet, tensorboard=args.tensorboard)
+    options = runs.RunOptions(
+        data_dir=args.data_dir, quiet=args.quiet, tensorboard=args.tensorboard, announce=True
+    )
     if args.tensorboard:
-        require_tensorboard()  # fail before a run directory is created
+        runs.require_tensorboard()  # fail before a run directory is created
+    created = None
     if args.resume:
         if args.preset or args.config:
             raise EqpropError(
                 "--resume continues a run with its saved config; drop --preset "
                 "and --config (only --set epochs=N may extend it)"
             )
+        if args.device or args.out:
+            raise EqpropError(
+                "--resume continues a run on its saved device (train.device in its config.toml) "
+                "in its own directory; drop --device and --out (copy the directory to move it)"
+            )
         run_dir = Path(args.resume)
-        config = read_config(run_dir)
         overrides = dict(cfg.parse_override(item) for item in args.set)
         if set(overrides) - {"epochs", "train.epochs"}:
             raise EqpropError(
                 "with --resume only --set train.epochs=N is allowed (to train longer); "
                 "start a new run to change anything else"
             )
-        if overrides:
-            from eqprop.runs import CONFIG, atomic_write_bytes
-
-            config = config.override(overrides)
-            atomic_write_bytes(run_dir / CONFIG, config.to_toml().encode())
+        epochs = next(iter(overrides.values()), None)
     else:
         preset = args.preset or "digits"
         sets = list(args.set) + ([f'train.device="{args.device}"'] if args.device else [])
         config = cfg.resolve(preset, args.config, sets)
         name = args.preset or (Path(args.config).stem if args.config else preset)
         out = Path(args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir = start_run(config, out)
-    print(f"run directory: {run_dir}", file=sys.stderr)
+        runs.check_new_run_dir(out)  # cheap path checks first,
+        runs.check_run(config, options)  # then the device, the data, the sizes, the memory
+        existed = out.is_dir()
+        run_dir = created = runs.start_run(config, out)
+        epochs = None
     try:
-        records = train_run(run_dir, options)
+        records = runs.train_run(run_dir, options, epochs=epochs)
     except KeyboardInterrupt:
         print(
             f"eqprop: interrupted; continue with: eqprop train --resume {run_dir}", file=sys.stderr
         )
         return 130
+    except EqpropError as exc:
+        if created is not None and not (created / runs.CHECKPOINT).exists():
+            _remove_unstarted(created, existed)  # nothing learnt: let the same command rerun
+            raise type(exc)(f"{exc} ({created} was removed: it held no checkpoint)") from None
+        raise
     if records:
         last = records[-1]
         print(
@@ -70,6 +82,15 @@ def _train(args: argparse.Namespace) -> int:
             f"test error {last['test_error']:.2%}; plot with: eqprop plot {run_dir}"
         )
     return 0
+
+
+def _remove_unstarted(run_dir: Path, keep_empty: bool) -> None:
+    """Remove a run directory this command created and that holds no checkpoint."""
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if keep_empty:
+        run_dir.mkdir(exist_ok=True)
 
 
 def _presets(args: argparse.Namespace) -> int:
@@ -94,18 +115,22 @@ def _topology(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from eqprop.plots import errors_figure, layer_rates_figure, save_figure
-    from eqprop.runs import read_config, read_layer_rates, read_metrics
+    from eqprop.runs import check_output_dir, read_config, read_layer_rates, read_metrics
 
+    if args.smooth < 0:
+        raise EqpropError(f"--smooth must be >= 0 (a half-window in batches), got {args.smooth}")
     runs = [Path(r) for r in args.runs]
     for run in runs:
         read_config(run)  # a clear error if it is not a run directory
     out = Path(args.out) if args.out else (runs[0] if len(runs) == 1 else Path("plots"))
+    check_output_dir(out)
     labels = [run.name for run in runs]
-    pairs = list(zip(labels, runs, strict=True))
-    errors = errors_figure([(lab, read_metrics(r)) for lab, r in pairs], log=args.log)
-    written = save_figure(errors, out / "errors.png", args.pdf)
-    rates = layer_rates_figure([(lab, read_layer_rates(r)) for lab, r in pairs], smooth=args.smooth)
-    written += save_figure(rates, out / "layer_rates.png", args.pdf)
+    metrics = [(label, read_metrics(run)) for label, run in zip(labels, runs, strict=True)]
+    rates = [(label, read_layer_rates(run)) for label, run in zip(labels, runs, strict=True)]
+    # everything is read (and checked) before the first figure is written
+    written = save_figure(errors_figure(metrics, log=args.log), out / "errors.png", args.pdf)
+    rates_fig = layer_rates_figure(rates, smooth=args.smooth)
+    written += save_figure(rates_fig, out / "layer_rates.png", args.pdf)
     for path in written:
         print(path)
     return 0
@@ -120,6 +145,9 @@ def _reproduce(args: argparse.Namespace) -> int:
             f"experiment {args.experiment!r} has scales "
             f"{', '.join(module.SCALES)}, not {args.scale!r}"
         )
+    from eqprop.runs import check_output_dir
+
+    check_output_dir(Path(args.out))
     results = module.run(args.scale, Path(args.out), Path(args.data_dir) if args.data_dir else None)
     print(results)
     return 0
@@ -130,6 +158,10 @@ def _bench(args: argparse.Namespace) -> int:
 
     for name in args.preset or []:
         cfg.preset(name)  # an unknown preset fails here, with the list of names
+    if args.out:
+        from eqprop.runs import check_writable_file
+
+        check_writable_file(Path(args.out))  # before the benchmark, not after it
     options = bench.BenchOptions(
         batches=args.batches,
         naive_batches=args.naive_batches,
@@ -297,11 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eqprop`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except EqpropError as exc:
-        print(f"eqprop: error: {exc}", file=sys.stderr)
+        print(f"eqprop: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -309,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except BrokenPipeError:  # the reader went away (eqprop presets | head -1): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ read by :func:`migrate`: they used the ``gradient`` nudging and resume exactly a
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -54,6 +55,15 @@ FORMAT_VERSION = 2
 TOPOLOGIES = ("layered", "icons", "icons-add", "rewired")
 #: the built-in update; any other ``update.optimizer`` names a ``torch.optim`` class
 MASKED_SGD = "masked-sgd"
+#: the largest integer a config holds (TOML's, and a seed's, 64-bit signed range)
+MAX_INT = 2**63 - 1
+#: the largest layer: beyond it the weights of one adjacent pair no longer fit in memory
+MAX_LAYER = 10_000_000
+#: the most relaxation steps per phase: beyond it one batch takes hours
+MAX_STEPS = 1_000_000
+#: ICONS replacements beyond this multiple of N_o change nothing (every original connection
+#: has been replaced with probability 1 - e**-20) and only take time
+MAX_REPLACEMENTS_PER_EDGE = 20
 
 
 def _choice(section: str, name: str, value: str, allowed) -> None:
@@ -68,6 +78,27 @@ def _at_least(section: str, name: str, value, low, *, optional: bool = False) ->
         return
     if not value >= low:
         raise ConfigError(f"{section}.{name} must be >= {low}, got {value}")
+
+
+def _seed(section: str, value: int) -> None:
+    _at_least(section, "seed", value, 0)
+    if value > MAX_INT:
+        raise ConfigError(
+            f"{section}.seed = {value} does not fit in 64 bits; use a seed in [0, 2**63 - 1]"
+        )
+
+
+def _steps(section: str, value: int) -> None:
+    if value > MAX_STEPS:
+        adaptive = (
+            "; to run until convergence use free.solver = 'fista' (or 'tolerance') with free.tol"
+            if section == "free"
+            else ""
+        )
+        raise ConfigError(
+            f"{section}.steps = {value} is more than {MAX_STEPS:,} steps per phase (one batch "
+            f"would take hours){adaptive}"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,19 +137,41 @@ class TopologySection:
             raise ConfigError(
                 f"topology.sizes must be >= 2 positive layer sizes, got {list(self.sizes)}"
             )
+        if max(self.sizes) > MAX_LAYER:
+            raise ConfigError(
+                f"topology.sizes has a layer of {max(self.sizes):,} neurons; at most "
+                f"{MAX_LAYER:,} per layer are supported (its weights would not fit in memory)"
+            )
         _at_least("topology", "n", self.n, 0, optional=True)
         _at_least("topology", "a", self.a, 0.0, optional=True)
-        _at_least("topology", "seed", self.seed, 0)
+        _seed("topology", self.seed)
         if self.family.startswith("icons"):
             if (self.n is None) == (self.p is None):
                 raise ConfigError(f"topology {self.family!r} needs exactly one of n and p")
             if self.p is not None and not 0 <= self.p < 1:
                 raise ConfigError(f"topology.p must be in [0, 1), got {self.p}")
+            self._check_replacements()
         elif self.family == "rewired":
             if self.p is None or not 0 <= self.p <= 1:
                 raise ConfigError(f"topology 'rewired' needs p in [0, 1], got {self.p}")
         elif self.n is not None or self.p is not None:
             raise ConfigError("topology.n and topology.p apply to the icons and rewired families")
+
+    def _check_replacements(self) -> None:
+        """ICONS replacements (``n``, or the ``n`` that ``p`` stands for) within
+        :data:`MAX_REPLACEMENTS_PER_EDGE` times ``N_o``."""
+        from eqprop import topology
+
+        n_o = topology.base_counts(self.sizes)[0]
+        n = self.n if self.n is not None else topology.n_from_p(self.p, self.sizes, self.p_formula)
+        cap = MAX_REPLACEMENTS_PER_EDGE * n_o
+        if n > cap:
+            given = f"topology.n = {n:,}" if self.n is not None else f"topology.p = {self.p}"
+            raise ConfigError(
+                f"{given} asks for more than {cap:,} replacements ({MAX_REPLACEMENTS_PER_EDGE} "
+                f"x N_o for these sizes), past which every original connection has been "
+                f"replaced and more only takes time; use a smaller n or p"
+            )
 
 
 @dataclass(frozen=True)
@@ -134,6 +187,7 @@ class FreeSection:
 
     def __post_init__(self) -> None:
         self.build()
+        _steps("free", self.steps)
 
     def build(self):
         """The relaxer this section describes."""
@@ -161,6 +215,7 @@ class NudgedSection:
 
     def __post_init__(self) -> None:
         self.build()
+        _steps("nudged", self.steps)
 
     def build(self):
         """The fixed-step relaxer of the weakly-clamped phase."""
@@ -243,12 +298,12 @@ class TrainSection:
     def __post_init__(self) -> None:
         _at_least("train", "epochs", self.epochs, 1)
         _at_least("train", "batch_size", self.batch_size, 1)
-        _at_least("train", "seed", self.seed, 0)
+        _seed("train", self.seed)
         _at_least("train", "checkpoint_every", self.checkpoint_every, 0)
         _choice("train", "batch_order", self.batch_order, BATCH_ORDERS)
         _choice("train", "dtype", self.dtype, ("float32", "float64"))
         _choice("train", "layout", self.layout, LAYOUTS)
-        if self.device != "cpu" and not self.device.startswith("cuda"):
+        if self.device != "cpu" and not re.fullmatch(r"cuda(:[0-9]+)?", self.device):
             raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
 
 
@@ -410,6 +465,11 @@ def _coerce(label: str, value: Any, default: Any, optional_kind: type | None) ->
             )
         return tuple(value)
     want = optional_kind or type(default)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(
+            f"{label.rstrip('[]')} = {value} does not fit in 64 bits (TOML integers are "
+            f"64-bit signed)"
+        )
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, want) and not (want in (int, float) and isinstance(value, bool)):

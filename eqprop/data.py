@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import os
+import stat
 import struct
 import tempfile
 import urllib.request
@@ -191,7 +192,9 @@ def load_dataset(
     if name == "digits":
         dataset = _load_digits()
     else:
-        directory = _locate_or_download(name, resolve_data_dir(name, data_dir), download)
+        directory = resolve_data_dir(name, data_dir)
+        _check_directory(name, directory)
+        directory = _locate_or_download(name, directory, download)
         dataset = load_idx_dataset(directory, name, _SOURCES[name].sha256)
 
     if split == "icons":
@@ -293,7 +296,11 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
     if data_dir is None:
         return _cache_root() / name
     base = Path(data_dir).expanduser()
-    return base / name if (base / name).is_dir() else base
+    try:
+        subdirectory = (base / name).is_dir()
+    except OSError:  # base cannot be entered: reported by load_dataset
+        subdirectory = False
+    return base / name if subdirectory else base
 
 
 def logic_gate(name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,6 +327,26 @@ def logic_gate(name: str) -> tuple[torch.Tensor, torch.Tensor]:
 def _check_name(name: str) -> None:
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+
+
+def _check_directory(name: str, directory: Path) -> None:
+    """A one-line DataError when ``directory`` exists but cannot hold readable files: it is a
+    file, or it cannot be listed or entered (a missing directory is reported with the files)."""
+    fix = f"pass --data-dir / set {DATA_DIR_ENV} to the directory that holds the {name} files"
+    unreadable = (
+        f"cannot read the data directory {directory} (permission denied); make it readable "
+        f"(chmod a+rx) or {fix}"
+    )
+    try:
+        mode = os.stat(directory).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError:
+        raise DataError(unreadable) from None
+    if not stat.S_ISDIR(mode):
+        raise DataError(f"data directory {directory} is a file, not a directory; {fix}")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise DataError(unreadable)
 
 
 def _cache_root() -> Path:

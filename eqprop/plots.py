@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator  # noqa: E402
 
+from eqprop.errors import EqpropError  # noqa: E402
 from eqprop.metrics import smooth_rates  # noqa: E402
 
 STYLE = {
@@ -28,13 +30,19 @@ STYLE = {
 def save_figure(fig: plt.Figure, path: str | Path, pdf: bool = False) -> list[Path]:
     """Write ``fig`` as PNG (and PDF) and close it; return the files written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    written = [path]
-    if pdf:
-        fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
-        written.append(path.with_suffix(".pdf"))
-    plt.close(fig)
+    written = [path] + ([path.with_suffix(".pdf")] if pdf else [])
+    target = path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target in written:
+            fig.savefig(target, bbox_inches="tight")
+    except OSError as exc:
+        reason = "no space left on the device" if exc.errno == errno.ENOSPC else exc.strerror
+        raise EqpropError(
+            f"cannot write {exc.filename or target} ({reason}); choose another --out"
+        ) from None
+    finally:
+        plt.close(fig)
     return written
 
 

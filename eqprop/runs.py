@@ -10,26 +10,45 @@ A run directory holds:
 - ``free_steps/epoch_NNNN.npy``: the free-phase steps of every batch of each epoch, int32
   (``n_free`` everywhere unless adaptive relaxation, ``tol``, is on);
 - ``tensorboard/``: TensorBoard event files, when asked for (``--tensorboard``);
-- ``checkpoint.pt``: the trainer's complete state, written atomically (temporary file, fsync,
-  rename) every ``checkpoint_every`` batches, at the end of every epoch, and when the run is
-  interrupted with Ctrl-C (SIGINT): the batch under way finishes, the checkpoint is written,
-  and :class:`KeyboardInterrupt` is raised; a second Ctrl-C stops at once, keeping the last
+- ``checkpoint.pt``: the trainer's complete state, the metrics of the finished epochs and a
+  SHA-256 of both, written atomically (temporary file, fsync, rename) every
+  ``checkpoint_every`` batches, at the end of every epoch, and when the run is interrupted
+  with Ctrl-C (SIGINT): the batch under way finishes, the checkpoint is written, and
+  :class:`KeyboardInterrupt` is raised; a second Ctrl-C stops at once, keeping the last
   checkpoint.
 
-Resuming restores the checkpoint and drops any metrics written after it, so a run killed at
-any moment and resumed ends with the same weights and metrics as one never interrupted.
+Every file is written atomically, so a crash (SIGKILL, power loss, a full disk) leaves either
+its old or its new version. A new run directory appears complete (with its ``config.toml``) or
+not at all. The checkpoint is the source of truth: resuming verifies it (its zip CRCs, its
+stored checksum, that it fits the config), loads it with ``weights_only=True`` (a checkpoint
+cannot run code), rewrites ``metrics.jsonl`` from the metrics it holds and drops any per-epoch
+file written after it, so a run killed at any moment and resumed ends with the same weights
+and metrics as one never interrupted. A process training a run holds a lock on its directory
+(``flock``); a second one is refused.
+
+Every check that can fail (config, device, data, layer sizes against the data, memory, the
+checkpoint) runs before anything is written; every write that fails (a full disk, a read-only
+directory) is one line naming the path and the fix (:class:`~eqprop.errors.EqpropError`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import functools
+import hashlib
+import io
 import json
 import os
+import re
+import shutil
 import signal
+import struct
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +62,7 @@ from eqprop import nudging
 from eqprop import topology as topo
 from eqprop.config import MASKED_SGD, RunConfig, from_dict, load_file
 from eqprop.data import Dataset, load_dataset
-from eqprop.errors import ConfigError, EqpropError
+from eqprop.errors import ConfigError, DivergenceError, EqpropError
 from eqprop.network import Network
 from eqprop.relaxation.cuda_graph import CudaGraphs
 from eqprop.relaxation.fixed import FixedSteps
@@ -55,6 +74,11 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.toml"
 RATES = "layer_rates"
 STEPS = "free_steps"
+#: where a process that was building a new run directory ``NAME`` keeps it until it is
+#: complete: ``.NAME.PID.start`` beside it (renamed to ``NAME`` when its config is written)
+_STARTING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.start$")
+#: a plain progress line at most this often (seconds) when stderr is not a terminal
+PLAIN_PROGRESS_EVERY_S = 30.0
 
 
 def build_topology(config: RunConfig) -> topo.Topology:
@@ -129,33 +153,150 @@ def load_data(config: RunConfig, data_dir: str | Path | None) -> Dataset:
     return load_dataset(data.dataset, data.split, data_dir, limit=data.limit)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write a file so that a crash at any moment leaves either the old or the new one:
-    ``write`` fills a temporary file, which is flushed, fsynced and renamed over ``path``,
-    and the directory entry is fsynced."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+# -- checks that run before anything is written ---------------------------------------------
+def check_device(device: str) -> None:
+    """A one-line error if ``device`` (``cpu``, ``cuda``, ``cuda:N``) is not on this machine."""
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} requested but no CUDA GPU is available; use --set train.device=cpu"
+        )
+    index = device.partition(":")[2]
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise ConfigError(
+            f"device {device!r} requested but this machine has {count} CUDA GPU(s) "
+            f"(cuda:0 to cuda:{count - 1}); choose one of those"
+        )
+
+
+def _available_memory(device: str) -> int | None:
+    """Bytes of memory a run on ``device`` can use at most (None when unknown)."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        return int(torch.cuda.get_device_properties(index).total_memory)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    with contextlib.suppress(OSError, ValueError):  # a container's limit, when lower
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total
+
+
+def memory_lower_bound(config: RunConfig, n_train: int, n_held: int) -> int:
+    """Bytes that a run of ``config`` needs at the very least: its edge list, the weights and
+    masks of its adjacent-layer (and, for ICONS, intralayer) edges, and its particles."""
+    sizes = config.topology.sizes
+    itemsize = 8 if config.train.dtype == "float64" else 4
+    if config.topology.family.startswith("icons"):
+        edges = topo.base_counts(sizes)[0]
+    else:
+        edges = topo.layered_edge_count(sizes)
+    n_state = sum(sizes[1:])
+    particles = n_train * n_state if config.train.persistent else 0
+    particles += n_held * n_state if config.train.test_persistent else 0
+    return edges * (16 + 2 * itemsize) + particles * itemsize
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_run(config: RunConfig, options: RunOptions | None = None) -> Dataset:
+    """Everything about ``config`` that can only be checked against this machine and the data:
+    the device, the data files, the layer sizes against the data's input width and classes,
+    and the memory it needs at least. One-line :class:`~eqprop.errors.EqpropError` on a
+    problem; returns the dataset. Runs before a run directory is created or changed."""
+    options = options or RunOptions()
+    check_device(config.train.device)
+    available = _available_memory(config.train.device)
+    if available is not None:  # before the data: a network that cannot fit at all
+        need = memory_lower_bound(config, 0, 0)
+        if need > available:
+            raise ConfigError(_memory_message(config, need, available))
+    data = load_data(config, options.data_dir)
+    sizes = config.topology.sizes
+    shown = ", ".join(str(s) for s in sizes[1:-1]) or "..."
+    fix = f"use --set topology.sizes=[{data.n_features}, {shown}, {data.n_classes}]"
+    if sizes[0] != data.n_features:
+        raise ConfigError(
+            f"topology.sizes starts with {sizes[0]} inputs but {data.name} has "
+            f"{data.n_features} features per example; {fix}"
+        )
+    if sizes[-1] != data.n_classes:
+        raise ConfigError(
+            f"topology.sizes ends with {sizes[-1]} outputs but {data.name} has "
+            f"{data.n_classes} classes; {fix}"
+        )
+    if available is not None:
+        need = memory_lower_bound(config, len(data.train), len(data.held_out))
+        if need > available:
+            raise ConfigError(_memory_message(config, need, available))
+    return data
+
+
+def _memory_message(config: RunConfig, need: int, available: int) -> str:
+    device = config.train.device
+    return (
+        f"topology.sizes {list(config.topology.sizes)} needs at least {_gib(need)} of memory "
+        f"for its weights and particles but {device} has {_gib(available)}; use smaller "
+        f"layers (or a smaller data.limit)"
+    )
+
+
+def _os_error(exc: OSError, path: Path | str, fix: str) -> EqpropError:
+    """A one-line error for a failed file operation on ``path``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EqpropError(f"no space left on the device of {path}; free some space, then {fix}")
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno == errno.EROFS:
+        reason = "read-only file system"
+    return EqpropError(f"cannot write {path} ({reason}); {fix}")
+
+
+@contextlib.contextmanager
+def _writing(path: Path | str, fix: str) -> Iterator[None]:
+    """Turn an OSError of the block into a one-line error naming ``path`` and ``fix``."""
+    try:
+        yield
+    except OSError as exc:
+        failed = Path(exc.filename) if isinstance(exc.filename, str) else Path(path)
+        if _is_leftover(failed.name):  # name the file, not its temporary copy
+            failed = failed.with_name(failed.name[1 : -len(".tmp")])
+        raise _os_error(exc, failed, fix) from None
+
+
+# -- writing --------------------------------------------------------------------------------
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def check_writable_file(path: Path) -> None:
-    """A one-line error now, before long work, if ``path`` cannot be written later: its
-    directory is missing or not writable, or the path is a directory."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise EqpropError(f"{path} is a directory; give a file name such as {path / 'out.json'}")
-    if not parent.is_dir():
-        raise EqpropError(f"the directory of {path} does not exist; create {parent} first")
-    if not os.access(parent, os.W_OK):
-        raise EqpropError(f"cannot write into {parent} (permission denied); choose another path")
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file so that a crash at any moment leaves either the old or the new one:
+    ``write`` fills a temporary file, which is flushed, fsynced and renamed over ``path``,
+    and the directory entry is fsynced. On any error the temporary file is removed and the
+    error raised."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -163,19 +304,97 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     atomic_write(path, lambda f: f.write(payload))
 
 
+def check_writable_file(path: Path) -> None:
+    """A one-line error now, before long work, if ``path`` cannot be written later: its
+    directory is missing or not writable, or the path is a directory."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if os.path.isdir(path):
+        raise EqpropError(f"{path} is a directory; give a file name such as {path / 'out.json'}")
+    if not os.path.isdir(parent):
+        raise EqpropError(f"the directory of {path} does not exist; create {parent} first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EqpropError(
+            f"cannot write into {parent} (read-only or permission denied); choose another path"
+        )
+
+
+def check_output_dir(path: Path, what: str = "--out") -> None:
+    """A one-line error now if directory ``path`` can neither be used nor created: it is a
+    file, lies under a file, or it (or the existing directory it would be created in) is not
+    writable."""
+    path = Path(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise EqpropError(f"{what} {path} is a file, not a directory; give a directory path")
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        raise EqpropError(
+            f"{what} {path} lies under {existing}, which is a file; give a directory path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        verb = "write into" if existing == path else f"create {path} in"
+        raise EqpropError(
+            f"cannot {verb} {existing} (read-only or permission denied); choose another {what}"
+        )
+
+
+# -- reading --------------------------------------------------------------------------------
+def _parse_metrics(path: Path) -> tuple[list[dict], bool]:
+    """The records of a metrics file and whether a torn last line (a write cut short) was
+    dropped; a damaged line elsewhere is a one-line error."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return [], False
+    except OSError as exc:
+        raise EqpropError(f"cannot read {path} ({exc.strerror})") from None
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    records, torn = [], False
+    for k, (number, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("not an epoch record")
+        except ValueError:
+            if k == len(lines) - 1:
+                torn = True  # an append cut short: the checkpoint has the truth
+                break
+            raise EqpropError(
+                f"{path}: line {number} is damaged (not a JSON epoch record); delete that "
+                f"line or restore the file"
+            ) from None
+        records.append(record)
+    return records, torn
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch records of a run directory."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The per-epoch records of a run directory (a torn last line, a write cut short by a
+    crash, is left out)."""
+    return _parse_metrics(Path(run_dir) / METRICS)[0]
 
 
 def _read_epochs(run_dir: str | Path, kind: str, empty: np.ndarray) -> np.ndarray:
     """The per-batch arrays ``run_dir/kind/epoch_*.npy`` of all finished epochs, concatenated
     in epoch order (``empty`` when there are none)."""
     files = sorted((Path(run_dir) / kind).glob("epoch_*.npy"))
-    return np.concatenate([np.load(f) for f in files]) if files else empty
+    arrays = []
+    for f in files:
+        try:
+            arrays.append(np.load(f))
+        except (OSError, ValueError, EOFError) as exc:
+            raise EqpropError(
+                f"{f} is damaged ({' '.join(str(exc).split())}); resume the run to rewrite it "
+                f"or delete it"
+            ) from None
+    try:
+        return np.concatenate(arrays) if arrays else empty
+    except ValueError:
+        raise EqpropError(
+            f"the files in {Path(run_dir) / kind} do not fit together (shapes "
+            f"{sorted({a.shape[1:] for a in arrays})}); they come from different runs"
+        ) from None
 
 
 def _save_epoch(run_dir: Path, kind: str, epoch: int, values: np.ndarray) -> None:
@@ -192,24 +411,169 @@ def read_free_steps(run_dir: str | Path) -> np.ndarray:
     return _read_epochs(run_dir, STEPS, np.zeros(0, dtype=np.int32))
 
 
+def _is_leftover(name: str) -> bool:
+    """A temporary file of an atomic write that a crash left behind."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def read_config(run_dir: str | Path) -> RunConfig:
     """The resolved configuration saved in a run directory."""
-    path = Path(run_dir) / CONFIG
-    if not path.exists():
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG
+    if not os.path.lexists(run_dir):
+        raise EqpropError(f"{run_dir} does not exist; pass a directory written by 'eqprop train'")
+    if not os.path.isdir(run_dir):
+        raise EqpropError(
+            f"{run_dir} is a file, not a run directory; pass a directory written by 'eqprop train'"
+        )
+    if not os.path.lexists(path):
+        try:
+            names = [p.name for p in run_dir.iterdir()]
+        except OSError as exc:
+            raise EqpropError(f"cannot read the run directory {run_dir} ({exc.strerror})") from None
+        if names and all(_is_leftover(n) for n in names):
+            raise EqpropError(
+                f"{run_dir} holds no {CONFIG}: its start was interrupted before the run was "
+                f"saved; start it again with: eqprop train --out {run_dir} ..."
+            )
         raise EqpropError(
             f"{run_dir} is not a run directory (no {CONFIG}); "
             f"pass a directory written by 'eqprop train'"
         )
-    return from_dict(load_file(path))
+    values = load_file(path)
+    try:
+        return from_dict(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
+# -- checkpoints ----------------------------------------------------------------------------
+def _feed(h, value) -> None:
+    """Feed a canonical encoding of a checkpoint value into hash ``h``."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}|".encode())
+        for key in sorted(value, key=str):
+            _feed(h, str(key))
+            _feed(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"L{len(value)}|".encode())
+        for item in value:
+            _feed(h, item)
+    elif isinstance(value, str):
+        data = value.encode()
+        h.update(f"S{len(data)}|".encode() + data)
+    elif isinstance(value, bool):
+        h.update(b"B1" if value else b"B0")
+    elif isinstance(value, int):
+        h.update(f"I{value}|".encode())
+    elif isinstance(value, float):
+        h.update(b"F" + struct.pack(">d", value))
+    elif value is None:
+        h.update(b"N")
+    else:
+        raise TypeError(f"cannot checksum a {type(value).__name__} in a checkpoint")
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 of a checkpoint's content (every tensor's bytes, every number), independent of
+    how ``torch.save`` lays the file out."""
+    h = hashlib.sha256()
+    _feed(h, state)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` with its :func:`state_digest` atomically to ``path``."""
+    buffer = io.BytesIO()  # serialised first: a failing write is then a plain OSError
+    torch.save({**state, "digest": state_digest(state)}, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def _damaged(path: Path, why: str) -> EqpropError:
+    return EqpropError(
+        f"{path} is damaged ({why}); the run cannot continue from it: restore it from a copy, "
+        f"or delete it to train the run again from the start"
+    )
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The verified content of a checkpoint: its zip CRCs, then (where the checkpoint has one;
+    older ones do not) its stored checksum; loaded with ``weights_only=True``, so a crafted
+    file cannot run code. One-line :class:`~eqprop.errors.EqpropError` otherwise."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise _damaged(path, f"not a complete checkpoint archive: {exc}") from None
+    except OSError as exc:
+        raise EqpropError(f"cannot read {path} ({exc.strerror})") from None
+    if bad is not None:
+        raise _damaged(path, f"CRC mismatch in {bad}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unpickling error: not a checkpoint, or one that runs code
+        first = " ".join(str(exc).split("\n")[0].split())[:160]
+        raise EqpropError(
+            f"{path} is not an eqprop checkpoint (it holds something else than tensors and "
+            f"numbers: {first}); delete it to train the run again from the start"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("trainer"), dict):
+        raise EqpropError(f"{path} is not an eqprop checkpoint (no trainer state)")
+    digest = state.pop("digest", None)
+    if digest is not None and digest != state_digest(state):
+        raise _damaged(path, "its content does not match its stored checksum")
+    return state
+
+
+_TRAINER_KEYS = ("weights", "biases", "particles", "generator", "epoch", "order", "position")
+
+
+def _check_state(path: Path, state: dict, config: RunConfig, n_train: int, n_held: int) -> None:
+    """The checkpoint fits the config: the shapes of biases and particles, the counters."""
+    trainer = state["trainer"]
+    missing = [k for k in (*_TRAINER_KEYS, "counters", "epoch_rates", "epoch_steps")
+               if k not in trainer]  # fmt: skip
+    if missing or "wall" not in state:
+        raise EqpropError(f"{path} is not an eqprop checkpoint (no {(missing or ['wall'])[0]})")
+    n_state = sum(config.topology.sizes[1:])
+    expected = {
+        "biases": (trainer["biases"], (n_state,)),
+        "particles": (
+            trainer["particles"],
+            (n_train, n_state) if config.train.persistent else None,
+        ),
+        "test particles": (
+            state.get("test_particles"),
+            (n_held, n_state) if config.train.test_persistent else None,
+        ),
+    }
+    for name, (value, shape) in expected.items():
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else value
+        if got != shape:
+            raise EqpropError(
+                f"{path} does not fit {path.parent / CONFIG} ({name} of shape {got}, the config "
+                f"needs {shape}); the checkpoint belongs to another run or the config was edited"
+            )
+    epoch, position = trainer["epoch"], trainer["position"]
+    if not (isinstance(epoch, int) and isinstance(position, int) and epoch >= 0 <= position):
+        raise EqpropError(f"{path} is not an eqprop checkpoint (epoch {epoch!r})")
+
+
+# -- run directories ------------------------------------------------------------------------
 @dataclass
 class RunOptions:
-    """How a run reports and where it finds data."""
+    """How a run reports and where it finds data. ``announce``: print ``run directory: ...``
+    on stderr once every check has passed (the command line does)."""
 
     data_dir: str | Path | None = None
     quiet: bool = False
     tensorboard: bool = False
+    announce: bool = False
 
 
 def require_tensorboard() -> type:
@@ -252,129 +616,342 @@ def _deferred_sigint() -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the run directory itself; refuse if another process
+    holds it."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise EqpropError(f"cannot open the run directory {run_dir} ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EqpropError(
+                f"{run_dir} is in use by another eqprop process (it holds the run's lock); "
+                f"wait for it to finish or stop it, then resume"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A one-line error if a new run cannot be created at ``run_dir``."""
+    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
+        raise EqpropError(f"--out {run_dir} is a file; give the path of a new run directory")
+    if os.path.isdir(run_dir):
+        try:
+            names = [p.name for p in run_dir.iterdir()]
+        except OSError as exc:
+            raise EqpropError(
+                f"cannot read {run_dir} ({exc.strerror}); choose another --out"
+            ) from None
+        if CONFIG in names or not all(_is_leftover(n) for n in names):
+            raise EqpropError(
+                f"run directory {run_dir} already exists; resume it with --resume {run_dir} "
+                f"or choose another --out"
+            )
+    check_output_dir(run_dir)
+
+
 def start_run(config: RunConfig, run_dir: str | Path) -> Path:
-    """Create a new run directory for ``config``; refuse to touch an existing one."""
+    """Create a new run directory for ``config``; refuse to touch an existing one.
+
+    The directory is built beside its final name (``.NAME.PID.start``) and renamed into place
+    once its config is on disk, so a crash leaves either no run directory or a complete one.
+    An empty directory, or one holding only the temporary files of an interrupted start, is
+    taken over; leftovers of starts whose process is gone are removed.
+    """
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise EqpropError(
-            f"run directory {run_dir} already exists; resume it with --resume {run_dir} "
-            f"or choose another --out"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / CONFIG, config.to_toml().encode())
+    check_new_run_dir(run_dir)
+    fix = "choose another --out"
+    with _writing(run_dir, fix):
+        parent = run_dir.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        for other in parent.iterdir():
+            match = _STARTING.match(other.name)
+            if match and match["name"] == run_dir.name and not _pid_alive(int(match["pid"])):
+                shutil.rmtree(other, ignore_errors=True)
+        staging = parent / f".{run_dir.name}.{os.getpid()}.start"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            atomic_write_bytes(staging / CONFIG, config.to_toml().encode())
+            if run_dir.is_dir():  # empty but for leftovers (checked): rename needs it empty
+                for leftover in run_dir.iterdir():
+                    leftover.unlink()
+            os.rename(staging, run_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(parent)
     return run_dir
 
 
-def train_run(run_dir: str | Path, options: RunOptions | None = None) -> list[dict]:
+class _Progress:
+    """A progress bar on a terminal; elsewhere (a log file, a pipe) a plain line at most every
+    :data:`PLAIN_PROGRESS_EVERY_S` seconds, so that logs stay readable."""
+
+    def __init__(self, total: int, desc: str, *, initial: int = 0, enabled: bool = True) -> None:
+        self.total, self.desc, self.n, self.postfix = total, desc, initial, ""
+        self.enabled = enabled
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            self.bar = tqdm(
+                total=total, initial=initial, desc=desc, unit="batch", leave=False, file=sys.stderr
+            )
+        self.last = time.monotonic()
+
+    def update(self, postfix: str = "") -> None:
+        self.n += 1
+        self.postfix = postfix or self.postfix
+        if self.bar is not None:
+            self.bar.update(1)
+            if postfix:
+                self.bar.set_postfix_str(postfix, refresh=False)
+        elif self.enabled and time.monotonic() - self.last >= PLAIN_PROGRESS_EVERY_S:
+            self.last = time.monotonic()
+            extra = f", {self.postfix}" if self.postfix else ""
+            print(f"{self.desc}: batch {self.n}/{self.total}{extra}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _status(text: str, options: RunOptions) -> None:
+    """One line on stderr about a step that may take a while (not with ``quiet``)."""
+    if not options.quiet:
+        print(f"eqprop: {text}", file=sys.stderr, flush=True)
+
+
+def _divergence(exc: DivergenceError, saved: bool) -> DivergenceError:
+    """The trainer's divergence message with the fix the command line allows (a resumed run
+    keeps its config, so it would diverge again)."""
+    what = str(exc).split(";")[0]
+    fix = "start a new run with a lower update.lr (or free.eps and nudged.eps)"
+    if saved:
+        fix = f"the run keeps its last good checkpoint, but resuming it would diverge again: {fix}"
+    return DivergenceError(f"{what}; {fix}")
+
+
+def train_run(
+    run_dir: str | Path, options: RunOptions | None = None, *, epochs: int | None = None
+) -> list[dict]:
     """Train (or resume) the run in ``run_dir`` until its configured epochs are done.
 
-    Returns the per-epoch metrics. Raises :class:`~eqprop.errors.DivergenceError` if the
-    run diverges; the last checkpoint then stays as it was.
+    ``epochs`` changes the run's total number of epochs (``train.epochs`` in its
+    ``config.toml``, written only once every check has passed); it cannot be below the epochs
+    the checkpoint has finished. Returns the per-epoch metrics. Raises
+    :class:`~eqprop.errors.DivergenceError` if the run diverges; the last checkpoint then
+    stays as it was.
     """
     options = options or RunOptions()
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    data = load_data(config, options.data_dir)
-    device = torch.device(config.train.device)
-    dtype = getattr(torch, config.train.dtype)
-    x, y = data.train.x.to(device, dtype), data.train.y.to(device)
-    held = data.held_out
-    hx, hy = held.x.to(device, dtype), held.y.to(device)
-    network = build_network(config)
-    trainer = build_trainer(config, network, len(x))
-    test_particles = network.zero_state(len(hx)) if config.train.test_persistent else None
-    wall = 0.0
-
-    ckpt_path = run_dir / CHECKPOINT
-    if ckpt_path.exists():
-        try:
-            state = torch.load(ckpt_path, weights_only=False)
-        except Exception as exc:  # a checkpoint is only ever replaced atomically
-            raise EqpropError(
-                f"cannot read {ckpt_path} ({exc}); it is not an eqprop checkpoint"
-            ) from None
-        trainer.load_state_dict(state["trainer"])
-        if test_particles is not None:
-            test_particles.copy_(state["test_particles"])
-        wall = state["wall"]
-    records = [r for r in read_metrics(run_dir) if r["epoch"] <= trainer.epoch]
-    atomic_write_bytes(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records).encode())
-    for kind in (RATES, STEPS):
-        (run_dir / kind).mkdir(exist_ok=True)
-    writer = require_tensorboard()(str(run_dir / "tensorboard")) if options.tensorboard else None
-
-    def checkpoint() -> None:
-        state = {"trainer": trainer.state_dict(), "wall": wall, "test_particles": test_particles}
-        atomic_write(ckpt_path, lambda f: torch.save(state, f))
-
-    monitor = DeadOutputMonitor(config.nudged.nudging)
-    with _deferred_sigint() as interrupted:
-        n_batches = -(-len(x) // config.train.batch_size)
-        while trainer.epoch < config.train.epochs:
-            epoch = trainer.epoch + 1
-            bar = tqdm(
-                total=n_batches,
-                initial=trainer.position,
-                desc=f"epoch {epoch}/{config.train.epochs}",
-                unit="batch",
-                disable=options.quiet,
-                leave=False,
-            )
-            started = time.perf_counter()
-
-            def on_batch(result, bar=bar) -> None:
-                nonlocal wall, started
-                bar.update(1)
-                warning = monitor.update(result.layer_rates)
-                if warning:
-                    tqdm.write(warning, file=sys.stderr)
-                if trainer.seen:
-                    error = trainer.errors / trainer.seen
-                    bar.set_postfix(train_error=f"{error:.2%}", refresh=False)
-                every = config.train.checkpoint_every
-                due = every and trainer.position % every == 0
-                if due or interrupted[0]:
-                    now = time.perf_counter()
-                    wall, started = wall + now - started, now
-                    checkpoint()
-                if interrupted[0]:
-                    raise KeyboardInterrupt
-
-            try:
-                result = trainer.train_epoch(x, y, on_batch)
-            finally:  # also on Ctrl-C, so the message that follows starts on a clean line
-                bar.close()
-            held_error = trainer.evaluate(hx, hy, particles=test_particles)
-            record = {
-                "epoch": result.epoch,
-                "train_error": result.train_error,
-                "test_error": held_error,
-                "layer_rates": result.layer_rates.double().mean(0).tolist(),
-                "free_steps": result.mean_free_steps,
-                "relaxation_steps": n_batches * (result.mean_free_steps + config.nudged.steps),
-            }
-            if config.train.evaluate_test and data.valid is not None:
-                record["official_test_error"] = trainer.evaluate(
-                    data.test.x.to(device, dtype), data.test.y.to(device)
+    with _run_lock(run_dir):
+        # -- checks: nothing is written until all of them pass --------------------------
+        if epochs is not None:
+            config = config.override({"train.epochs": epochs})
+        for path in (run_dir, run_dir / RATES, run_dir / STEPS):
+            if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+                raise EqpropError(
+                    f"cannot write into {path} (read-only or permission denied); make it "
+                    f"writable, or copy the run directory and resume the copy"
                 )
-            wall += time.perf_counter() - started
-            record["wall_time"] = wall
-            _save_epoch(run_dir, RATES, result.epoch, result.layer_rates.float().numpy())
-            _save_epoch(run_dir, STEPS, result.epoch, result.free_steps.numpy())
-            if writer is not None:
-                _log_epoch(writer, record)
-            with open(run_dir / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            checkpoint()
-            records.append(record)
-            tqdm.write(_epoch_line(record, config.train.epochs))
-            if interrupted[0] and trainer.epoch < config.train.epochs:
-                raise KeyboardInterrupt
+        data = check_run(config, options)
+        held = data.held_out
+        ckpt_path = run_dir / CHECKPOINT
+        state = None
+        if ckpt_path.exists():
+            state = load_checkpoint(ckpt_path)
+            _check_state(ckpt_path, state, config, len(data.train), len(held))
+            done = state["trainer"]["epoch"]
+            if config.train.epochs < done:
+                raise ConfigError(
+                    f"{run_dir} has finished {done} epochs; train.epochs (the total, not the "
+                    f"number to add) must be at least {done}"
+                )
+        if options.announce:
+            where = ""
+            if state is not None:
+                trainer_state = state["trainer"]
+                where = f" (resuming after epoch {done}, batch {trainer_state['position']})"
+            print(f"run directory: {run_dir}{where}", file=sys.stderr, flush=True)
+        # -- building -------------------------------------------------------------------
+        device = torch.device(config.train.device)
+        dtype = getattr(torch, config.train.dtype)
+        x, y = data.train.x.to(device, dtype), data.train.y.to(device)
+        hx, hy = held.x.to(device, dtype), held.y.to(device)
+        if config.topology.family != "layered":
+            _status(f"building the {config.topology.family} topology", options)
+        try:
+            network = build_network(config)
+            trainer = build_trainer(config, network, len(x))
+        except (MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
+                raise
+            raise EqpropError(
+                f"not enough memory to build the network of {run_dir / CONFIG}; use smaller "
+                f"topology.sizes"
+            ) from None
+        test_particles = network.zero_state(len(hx)) if config.train.test_persistent else None
+        wall = 0.0
+        records: list[dict] | None = None
+        if state is not None:
+            try:
+                trainer.load_state_dict(state["trainer"])
+                if test_particles is not None:
+                    test_particles.copy_(state["test_particles"])
+            except (RuntimeError, TypeError, ValueError, KeyError, IndexError) as exc:
+                first = " ".join(str(exc).split("\n")[0].split())[:160]
+                raise EqpropError(
+                    f"{ckpt_path} does not fit {run_dir / CONFIG} ({first}); the checkpoint "
+                    f"belongs to another run or the config was edited"
+                ) from None
+            wall = float(state["wall"])
+            records = state.get("records")
+        # -- writes ---------------------------------------------------------------------
+        resume_fix = f"continue with: eqprop train --resume {run_dir}"
+        with _writing(run_dir, resume_fix):
+            if epochs is not None and read_config(run_dir) != config:
+                atomic_write_bytes(run_dir / CONFIG, config.to_toml().encode())
+            if records is None:  # a checkpoint without metrics (older), or none
+                on_disk, torn = _parse_metrics(run_dir / METRICS)
+                records = [r for r in on_disk if r["epoch"] <= trainer.epoch]
+                lost = sorted(set(range(1, trainer.epoch + 1)) - {r["epoch"] for r in records})
+                if lost:
+                    tqdm.write(
+                        f"eqprop: warning: {run_dir / METRICS} lacks the records of epoch(s) "
+                        f"{', '.join(map(str, lost))} (damaged); training goes on without them",
+                        file=sys.stderr,
+                    )
+            _write_metrics(run_dir, records)
+            for kind in (RATES, STEPS):
+                (run_dir / kind).mkdir(exist_ok=True)
+                for f in (run_dir / kind).iterdir():
+                    number = f.name[len("epoch_") : -len(".npy")]
+                    stale = f.name.startswith("epoch_") and number.isdigit()
+                    if _is_leftover(f.name) or (stale and int(number) > trainer.epoch):
+                        f.unlink()
+            for f in run_dir.iterdir():
+                if _is_leftover(f.name):
+                    f.unlink()
+        writer = (
+            require_tensorboard()(str(run_dir / "tensorboard")) if options.tensorboard else None
+        )
+
+        def checkpoint() -> None:
+            state = {
+                "trainer": trainer.state_dict(),
+                "wall": wall,
+                "test_particles": test_particles,
+                "records": list(records),
+            }
+            with _writing(ckpt_path, resume_fix):
+                save_checkpoint(ckpt_path, state)
+
+        monitor = DeadOutputMonitor(config.nudged.nudging)
+        n_batches = -(-len(x) // config.train.batch_size)
+        n_eval = -(-len(hx) // 1000)  # Trainer.evaluate's batches
+        with _deferred_sigint() as interrupted:
+            while trainer.epoch < config.train.epochs:
+                epoch = trainer.epoch + 1
+                progress = _Progress(
+                    n_batches,
+                    f"epoch {epoch}/{config.train.epochs}",
+                    initial=trainer.position,
+                    enabled=not options.quiet,
+                )
+                started = time.perf_counter()
+
+                def on_batch(result, progress=progress) -> None:
+                    nonlocal wall, started
+                    warning = monitor.update(result.layer_rates)
+                    if warning:
+                        tqdm.write(warning, file=sys.stderr)
+                    error = trainer.errors / trainer.seen if trainer.seen else None
+                    progress.update(f"train error {error:.2%}" if error is not None else "")
+                    every = config.train.checkpoint_every
+                    due = every and trainer.position % every == 0
+                    if due or interrupted[0]:
+                        now = time.perf_counter()
+                        wall, started = wall + now - started, now
+                        checkpoint()
+                    if interrupted[0]:
+                        raise KeyboardInterrupt
+
+                try:
+                    result = trainer.train_epoch(x, y, on_batch)
+                except DivergenceError as exc:
+                    raise _divergence(exc, ckpt_path.exists()) from None
+                finally:  # also on Ctrl-C, so the message that follows starts on a clean line
+                    progress.close()
+                held_error = _evaluate(
+                    trainer, hx, hy, test_particles, n_eval, epoch, config, options
+                )
+                record = {
+                    "epoch": result.epoch,
+                    "train_error": result.train_error,
+                    "test_error": held_error,
+                    "layer_rates": result.layer_rates.double().mean(0).tolist(),
+                    "free_steps": result.mean_free_steps,
+                    "relaxation_steps": n_batches * (result.mean_free_steps + config.nudged.steps),
+                }
+                if config.train.evaluate_test and data.valid is not None:
+                    tx, ty = data.test.x.to(device, dtype), data.test.y.to(device)
+                    record["official_test_error"] = _evaluate(
+                        trainer, tx, ty, None, -(-len(tx) // 1000), epoch, config, options
+                    )
+                wall += time.perf_counter() - started
+                record["wall_time"] = wall
+                with _writing(run_dir, resume_fix):
+                    _save_epoch(run_dir, RATES, result.epoch, result.layer_rates.float().numpy())
+                    _save_epoch(run_dir, STEPS, result.epoch, result.free_steps.numpy())
+                    if writer is not None:
+                        _log_epoch(writer, record)
+                    records.append(record)
+                    try:
+                        _write_metrics(run_dir, records)
+                    except BaseException:
+                        records.pop()
+                        raise
+                checkpoint()
+                tqdm.write(_epoch_line(record, config.train.epochs))
+                if interrupted[0] and trainer.epoch < config.train.epochs:
+                    raise KeyboardInterrupt
     if writer is not None:
         writer.close()
     return records
+
+
+def _write_metrics(run_dir: Path, records: list[dict]) -> None:
+    """``metrics.jsonl`` rewritten atomically (a crash leaves the old or the new file)."""
+    payload = "".join(json.dumps(r) + "\n" for r in records).encode()
+    atomic_write_bytes(run_dir / METRICS, payload)
+
+
+def _evaluate(trainer, x, y, particles, n_eval, epoch, config, options) -> float:
+    """The held-out error, with its own progress (it can take as long as many batches)."""
+    progress = _Progress(
+        n_eval, f"epoch {epoch}/{config.train.epochs} evaluation", enabled=not options.quiet
+    )
+    try:
+        return trainer.evaluate(x, y, particles=particles, on_relax=lambda _: progress.update())
+    finally:
+        progress.close()
 
 
 def _log_epoch(writer, record: dict) -> None:

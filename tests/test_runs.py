@@ -564,3 +564,12 @@ def test_bench_solvers_refuses_a_missing_output_directory_before_running(tmp_pat
         f"eqprop: error: the directory of {tmp_path / 'no/x.json'} does not exist; "
         f"create {tmp_path / 'no'} first"
     )
+
+
+def test_read_metrics_leaves_out_a_torn_last_line_and_refuses_a_damaged_one(tmp_path):
+    good = json.dumps({"epoch": 1, "train_error": 0.5}) + "\n"
+    (tmp_path / "metrics.jsonl").write_text(good + '{"epoch": 2, "train_e')
+    assert read_metrics(tmp_path) == [{"epoch": 1, "train_error": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("{oops\n" + good)
+    with pytest.raises(EqpropError, match="line 1 is damaged"):
+        read_metrics(tmp_path)

@@ -1,0 +1,751 @@
+"""Bad inputs through the command line: each ends with exit status 2 and one line on stderr
+(no traceback), and leaves every file that was there before byte for byte as it was.
+
+Every case runs the command in its own process. By default that process is forked from a
+server that has imported eqprop once (``CliServer``), so that the ~70 cases take seconds, not
+minutes; ``EQPROP_CLI_SUBPROCESS=python`` runs each one as ``python -m eqprop.cli`` instead.
+The few cases that depend on the interpreter itself (a closed stdout) always do. Cases about
+permissions run without root's capabilities to ignore permission bits (CAP_DAC_OVERRIDE,
+CAP_DAC_READ_SEARCH) when the tests run as root.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+#: a tiny digits run: 10 batches an epoch, a checkpoint every 3 batches
+TINY = [
+    "sizes=[64, 16, 10]",
+    "limit=100",
+    "n_free=10",
+    "n_clamped=3",
+    "batch_size=10",
+    "epochs=2",
+    "checkpoint_every=3",
+]
+TINY_ARGS = [a for s in TINY for a in ("--set", s)]
+#: permission cases drop root's power to ignore permission bits
+AS_USER = os.geteuid() == 0
+REAL = os.environ.get("EQPROP_CLI_SUBPROCESS") == "python"
+
+#: drops the capabilities that let root ignore permission bits (CAP_DAC_OVERRIDE and
+#: CAP_DAC_READ_SEARCH) from this process: it then meets permissions as their owner would
+_DROP_DAC = textwrap.dedent(
+    r"""
+    def drop_dac():
+        import ctypes
+
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class Data(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 2):  # from the bounding set too, so that an exec keeps it off
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+        header, data = Header(0x20080522, 0), (Data * 2)()
+        if libc.capget(ctypes.byref(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capget")
+        keep = ~((1 << 1) | (1 << 2))
+        for field in ("effective", "permitted", "inheritable"):
+            setattr(data[0], field, getattr(data[0], field) & keep)
+        if libc.capset(ctypes.byref(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset")
+    """
+)
+exec(_DROP_DAC)
+
+_SERVER = _DROP_DAC + textwrap.dedent(
+    r"""
+    import importlib, json, os, signal, sys, traceback
+    import eqprop.cli, eqprop.runs, eqprop.plots, eqprop.bench, eqprop.solver_bench
+    import sklearn.datasets
+
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    for line in sys.stdin:
+        req = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.chdir(req["cwd"])
+                os.environ.clear()
+                os.environ.update(req["env"])
+                fds = [os.open(os.devnull, os.O_RDONLY)] + [
+                    os.open(req[k], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    for k in ("stdout", "stderr")
+                ]
+                for target, fd in enumerate(fds):
+                    os.dup2(fd, target)
+                sys.stdout = open(1, "w", buffering=1, closefd=False)
+                sys.stderr = open(2, "w", buffering=1, closefd=False)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                for name, value in req.get("patch", {}).items():
+                    module, _, attr = name.rpartition(".")
+                    setattr(importlib.import_module(module), attr, value)
+                if req.get("hook"):
+                    exec(req["hook"], {"__name__": "hook"})
+                if req.get("unprivileged"):
+                    drop_dac()
+                try:
+                    code = eqprop.cli.main(req["args"])
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except BaseException:
+                traceback.print_exc()
+                sys.stderr.flush()
+            os._exit(code)
+        channel.write(json.dumps({"pid": pid}) + "\n")
+        _, status = os.waitpid(pid, 0)
+        channel.write(json.dumps({"rc": os.waitstatus_to_exitcode(status)}) + "\n")
+    """
+)
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for line in self.err.replace("\r", "\n").splitlines() if line.strip()]
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("EQPROP_DATA_DIR", None)  # a case names its data directory itself
+    return {**env, **(extra or {})}
+
+
+@dataclass
+class Handle:
+    """A command started by :class:`CliServer`: its pid (to signal it) and its outcome."""
+
+    server: CliServer
+    pid: int
+    out: Path
+    err: Path
+    real: subprocess.Popen | None = None
+
+    def wait(self, timeout: float = 300) -> Result:
+        if self.real is not None:
+            rc = self.real.wait(timeout=timeout)
+        else:
+            rc = self.server._reply()["rc"]
+        return Result(
+            rc, self.out.read_text(errors="replace"), self.err.read_text(errors="replace")
+        )
+
+
+@dataclass
+class CliServer:
+    """Runs ``eqprop`` commands, each in its own process forked from one that has imported
+    eqprop already (or, with ``real``, as ``python -m eqprop.cli``)."""
+
+    logs: Path
+    real: bool = REAL
+    proc: subprocess.Popen | None = None
+    count: int = 0
+
+    def _server(self) -> subprocess.Popen:
+        if self.proc is None:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _SERVER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=_env(),
+                cwd=ROOT,
+            )
+        return self.proc
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the eqprop command server stopped")
+        return json.loads(line)
+
+    def start(
+        self,
+        args: list[str],
+        cwd: Path,
+        *,
+        env: dict[str, str] | None = None,
+        unprivileged: bool = False,
+        patch: dict | None = None,
+        hook: str | None = None,
+        real: bool | None = None,
+    ) -> Handle:
+        self.count += 1
+        out, err = self.logs / f"{self.count}.out", self.logs / f"{self.count}.err"
+        # patches and hooks act inside the forked process: they always need the server
+        real = (self.real if real is None else real) and not patch and not hook
+        if real:
+
+            def drop() -> None:
+                if unprivileged:
+                    drop_dac()  # noqa: F821 (defined by exec above)
+
+            with open(out, "wb") as fo, open(err, "wb") as fe:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "eqprop.cli", *args],
+                    cwd=cwd,
+                    env=_env(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=fo,
+                    stderr=fe,
+                    preexec_fn=drop,
+                )
+            return Handle(self, proc.pid, out, err, proc)
+        request = {
+            "args": args,
+            "cwd": str(cwd),
+            "env": _env(env),
+            "stdout": str(out),
+            "stderr": str(err),
+            "unprivileged": unprivileged,
+            "patch": patch or {},
+            "hook": hook,
+        }
+        self._server().stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return Handle(self, self._reply()["pid"], out, err)
+
+    def run(self, args: list[str], cwd: Path, **kw) -> Result:
+        return self.start(args, cwd, **kw).wait()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def world_tmp(prefix: str) -> Path:
+    """A fresh directory that an unprivileged user can enter (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with the SHA-256 of its bytes (``dir`` for directories)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path, "rb") as f:
+                    out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+            except OSError:
+                out[os.path.relpath(path, root)] = "unreadable"
+    return out
+
+
+def make_run(server: CliServer, where: Path, name: str = "run", *extra: str) -> Path:
+    result = server.run(["train", "--quiet", "--out", name, *TINY_ARGS, *extra], where)
+    assert result.rc == 0, result.err
+    return where / name
+
+
+# -- the workspace every case starts from ------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = CliServer(tmp_path_factory.mktemp("cli-logs"))
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def finished_run(server, tmp_path_factory) -> Path:
+    """A tiny run with its two epochs done."""
+    return make_run(server, tmp_path_factory.mktemp("finished"))
+
+
+@pytest.fixture(scope="module")
+def other_run(server, tmp_path_factory) -> Path:
+    """A finished run of another size (its checkpoint does not fit the first)."""
+    return make_run(server, tmp_path_factory.mktemp("other"), "run", "--set", "sizes=[64, 20, 10]")
+
+
+@pytest.fixture
+def workspace(finished_run, other_run):
+    """A directory with a finished run ``run``, a file ``afile``, a read-only directory ``ro``
+    (holding ``ro/empty``), an unreadable directory ``secret`` and config files."""
+    root = world_tmp("eqprop-cli-")
+    shutil.copytree(finished_run, root / "run")
+    shutil.copytree(other_run, root / "other")
+    (root / "afile").write_text("not a directory\n")
+    (root / "latin1.toml").write_bytes("description = 'caf\xe9'\n".encode("latin-1"))
+    (root / "bad.toml").write_text("[free\nsteps = 3\n")
+    (root / "section.toml").write_text("[paint]\ncolour = 3\n")
+    (root / "ro" / "empty").mkdir(parents=True)
+    (root / "ro" / "note.txt").write_text("keep\n")
+    (root / "secret").mkdir()
+    (root / "secret" / "x").write_text("hidden\n")
+    for path in (root / "ro" / "empty", root / "ro"):
+        path.chmod(0o555)
+    (root / "secret").chmod(0o000)
+    yield root
+    for path in root.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    (root / "secret").chmod(0o755)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def assert_one_line_error(result: Result, expected: str) -> None:
+    assert "Traceback" not in result.err, result.err
+    assert result.rc == 2, (result.rc, result.err)
+    assert len(result.lines) == 1, result.err
+    assert result.lines[0].startswith("eqprop: error: "), result.err
+    assert expected in result.lines[0], result.lines[0]
+
+
+# -- setups: damage done to the workspace before a case ----------------------------------
+def truncate_checkpoint(root: Path) -> None:
+    path = root / "run" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def zero_checkpoint(root: Path) -> None:
+    path = root / "run" / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def garbage_checkpoint(root: Path) -> None:
+    (root / "run" / "checkpoint.pt").write_bytes(os.urandom(4096))
+
+
+def crafted_checkpoint(root: Path) -> None:
+    """A checkpoint whose unpickling would run code (it would create ``pwned``)."""
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {root / 'pwned'}",))
+
+    torch.save({"trainer": Payload(), "wall": 0.0}, root / "run" / "checkpoint.pt")
+
+
+def tampered_checkpoint(root: Path) -> None:
+    """A valid archive whose content no longer matches its stored checksum."""
+    path = root / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    assert "digest" in state
+    state["trainer"]["weights"][0][0, 0] += 1.0
+    torch.save(state, path)
+
+
+def foreign_checkpoint(root: Path) -> None:
+    shutil.copy(root / "other" / "checkpoint.pt", root / "run" / "checkpoint.pt")
+
+
+def latin1_config(root: Path) -> None:
+    (root / "run" / "config.toml").write_bytes("description = 'caf\xe9'\n".encode("latin-1"))
+
+
+def edited_config(root: Path) -> None:
+    path = root / "run" / "config.toml"
+    path.write_text(
+        path.read_text().replace("sizes = [\n    64,\n    16,", "sizes = [\n    64,\n    20,")
+    )
+    assert "20" in path.read_text()
+
+
+def interrupted_start(root: Path) -> None:
+    (root / "half").mkdir()
+    (root / "half" / ".config.toml.tmp").write_bytes(b"format_version = 2\n[da")
+
+
+def readonly_run(root: Path) -> None:
+    for path in (root / "run", root / "run" / "layer_rates", root / "run" / "free_steps"):
+        path.chmod(0o555)
+
+
+def damaged_metrics_line(root: Path) -> None:
+    path = root / "run" / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(["{not json"] + lines[1:]) + "\n")
+
+
+def damaged_rates(root: Path) -> None:
+    (root / "run" / "layer_rates" / "epoch_0001.npy").write_bytes(b"garbage")
+
+
+HAS_CUDA = torch.cuda.is_available()
+DATA = os.environ.get("EQPROP_DATA_DIR")
+DATA = str(Path(DATA).resolve()) if DATA else None  # the cases run elsewhere
+HAS_MNIST = bool(DATA) and (Path(DATA) / "mnist").is_dir()
+
+
+@dataclass(frozen=True)
+class Case:
+    args: list[str]
+    expected: str
+    setup: Callable[[Path], None] | None = None
+    user: bool = False  # without root's power over permissions (permission cases)
+    env: dict = field(default_factory=dict)
+    skip: str | None = None
+
+
+MNIST_784 = ["--set", "dataset='mnist'", "--set", "sizes=[784, 16, 10]"]
+T = TINY_ARGS
+CASES = {
+    # a new run: where it goes
+    "out-is-a-file": Case(["train", "--out", "afile", *T], "--out afile is a file"),
+    "out-under-a-file": Case(["train", "--out", "afile/run", *T], "lies under afile"),
+    "out-under-read-only": Case(
+        ["train", "--out", "ro/new", *T], "cannot create ro/new in ro", user=AS_USER
+    ),
+    "out-read-only-empty": Case(
+        ["train", "--out", "ro/empty", *T], "cannot write into ro/empty", user=AS_USER
+    ),
+    "out-under-unreadable": Case(
+        ["train", "--out", "secret/new", *T], "cannot create secret/new", user=AS_USER
+    ),
+    "out-exists": Case(["train", "--out", "run", *T], "already exists; resume it"),
+    # a new run: values that do not fit the data or the machine
+    "sizes-input-width": Case(
+        ["train", "--out", "new", "--set", "sizes=[784, 16, 10]"],
+        "starts with 784 inputs but digits has 64 features",
+    ),
+    "sizes-classes": Case(
+        ["train", "--out", "new", "--set", "sizes=[64, 16, 5]"],
+        "ends with 5 outputs but digits has 10 classes",
+    ),
+    "mnist-over-digits": Case(
+        ["train", "--out", "new", "--set", "dataset='mnist'", "--data-dir", str(DATA)],
+        "starts with 64 inputs but mnist has 784 features",
+        skip=None if HAS_MNIST else "no MNIST files (EQPROP_DATA_DIR)",
+    ),
+    "layer-of-1e12": Case(
+        ["train", "--out", "new", "--set", "sizes=[64, 1000000000000, 10]"],
+        "at most 10,000,000 per layer",
+    ),
+    "network-beyond-memory": Case(
+        ["train", "--out", "new", "--set", "sizes=[64, 9000000, 9000000, 10]"],
+        "of memory for its weights and particles",
+    ),
+    "seed-beyond-64-bits": Case(
+        ["train", "--out", "new", "--set", "seed=36893488147419103232"], "does not fit in 64 bits"
+    ),
+    "topology-seed-beyond-64-bits": Case(
+        ["train", "--out", "new", "--set", "topology.seed=18446744073709551616"],
+        "does not fit in 64 bits",
+    ),
+    "n-free-1e20": Case(
+        ["train", "--out", "new", "--set", "n_free=100000000000000000000"], "does not fit in 64"
+    ),
+    "n-free-1e12": Case(
+        ["train", "--out", "new", "--set", "n_free=1000000000000"], "more than 1,000,000 steps"
+    ),
+    "n-clamped-1e9": Case(
+        ["train", "--out", "new", "--set", "n_clamped=1000000000"], "nudged.steps = 1000000000"
+    ),
+    "icons-n-1e10": Case(
+        ["train", "--out", "new", "--set", "topology='icons'", "--set", "n=10000000000"],
+        "replacements",
+    ),
+    "icons-p-almost-1": Case(
+        ["train", "--out", "new", "--set", "topology='icons'", "--set", "p=0.99999999999999"],
+        "replacements",
+    ),
+    "device-cuda-without-gpu": Case(
+        ["train", "--out", "new", "--device", "cuda", *T],
+        "no CUDA GPU is available",
+        skip="this machine has a CUDA GPU" if HAS_CUDA else None,
+    ),
+    "device-unknown": Case(["train", "--out", "new", "--device", "tpu"], "train.device must be"),
+    "device-cuda-garbage": Case(
+        ["train", "--out", "new", "--set", "device='cuda:x'"], "train.device must be"
+    ),
+    # a new run: config files, presets, --set
+    "config-not-utf8": Case(["train", "--out", "new", "--config", "latin1.toml"], "not UTF-8"),
+    "config-missing": Case(
+        ["train", "--out", "new", "--config", "nope.toml"], "cannot read config file nope.toml"
+    ),
+    "config-invalid-toml": Case(["train", "--out", "new", "--config", "bad.toml"], "invalid TOML"),
+    "config-unknown-section": Case(
+        ["train", "--out", "new", "--config", "section.toml"], "unknown config section 'paint'"
+    ),
+    "preset-unknown": Case(["train", "--out", "new", "--preset", "nope"], "unknown preset 'nope'"),
+    "set-unknown-key": Case(["train", "--out", "new", "--set", "colour=3"], "unknown config key"),
+    "set-epochs-zero": Case(["train", "--out", "new", "--set", "epochs=0"], "epochs must be >= 1"),
+    "set-lr-length": Case(
+        ["train", "--out", "new", "--set", "lr=[0.1, 0.2, 0.3]"], "lr has 3 values"
+    ),
+    "set-without-value": Case(["train", "--out", "new", "--set", "epochs"], "expects key=value"),
+    "unknown-option": Case(["train", "--colour", "red"], "unrecognized arguments"),
+    "no-command": Case([], "required"),
+    # a new run: data directories
+    "data-dir-missing": Case(
+        ["train", "--out", "new", *MNIST_784, "--data-dir", "nowhere"],
+        "mnist: missing train-images-idx3-ubyte.gz",
+        env={"EQPROP_CACHE_DIR": "/nonexistent/eqprop-cache"},
+    ),
+    "data-dir-is-a-file": Case(
+        ["train", "--out", "new", *MNIST_784, "--data-dir", "afile"], "is a file, not a directory"
+    ),
+    "data-dir-unreadable": Case(
+        ["train", "--out", "new", *MNIST_784, "--data-dir", "secret"],
+        "cannot read the data directory secret",
+        user=AS_USER,
+    ),
+    # resuming
+    "resume-missing": Case(["train", "--resume", "nowhere"], "nowhere does not exist"),
+    "resume-a-file": Case(["train", "--resume", "afile"], "afile is a file"),
+    "resume-not-a-run": Case(["train", "--resume", "ro"], "ro is not a run directory"),
+    "resume-interrupted-start": Case(
+        ["train", "--resume", "half"], "its start was interrupted", setup=interrupted_start
+    ),
+    "resume-with-preset": Case(["train", "--resume", "run", "--preset", "digits"], "--resume"),
+    "resume-with-device": Case(["train", "--resume", "run", "--device", "cpu"], "drop --device"),
+    "resume-with-out": Case(["train", "--resume", "run", "--out", "elsewhere"], "drop --device"),
+    "resume-set-lr": Case(["train", "--resume", "run", "--set", "lr=0.5"], "only --set train"),
+    "resume-epochs-not-int": Case(
+        ["train", "--resume", "run", "--set", "epochs='many'"], "train.epochs must be an integer"
+    ),
+    "resume-epochs-below-done": Case(  # point 3: was accepted
+        ["train", "--resume", "run", "--set", "epochs=1"], "has finished 2 epochs"
+    ),
+    "resume-truncated-checkpoint": Case(  # point 3: exited 2 but rewrote config.toml
+        ["train", "--resume", "run", "--set", "epochs=3"], "is damaged", setup=truncate_checkpoint
+    ),
+    "resume-zeroed-checkpoint": Case(  # point 2: trained on, exit 0
+        ["train", "--resume", "run", "--set", "epochs=3"], "CRC mismatch", setup=zero_checkpoint
+    ),
+    "resume-garbage-checkpoint": Case(
+        ["train", "--resume", "run"], "not a complete checkpoint archive", setup=garbage_checkpoint
+    ),
+    "resume-crafted-checkpoint": Case(  # point 5: ran the payload
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "is not an eqprop checkpoint",
+        setup=crafted_checkpoint,
+    ),
+    "resume-tampered-checkpoint": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "does not match its stored checksum",
+        setup=tampered_checkpoint,
+    ),
+    "resume-foreign-checkpoint": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "does not fit run/config.toml",
+        setup=foreign_checkpoint,
+    ),
+    "resume-config-not-utf8": Case(["train", "--resume", "run"], "not UTF-8", setup=latin1_config),
+    "resume-config-edited": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"], "does not fit", setup=edited_config
+    ),
+    "resume-read-only-run": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "cannot write into run",
+        setup=readonly_run,
+        user=AS_USER,
+    ),
+    # plot
+    "plot-not-a-run": Case(["plot", "ro"], "ro is not a run directory"),
+    "plot-out-a-file": Case(["plot", "run", "--out", "afile"], "--out afile is a file"),
+    "plot-out-read-only": Case(
+        ["plot", "run", "--out", "ro"], "cannot write into ro", user=AS_USER
+    ),
+    "plot-damaged-metrics": Case(["plot", "run"], "line 1 is damaged", setup=damaged_metrics_line),
+    "plot-damaged-rates": Case(["plot", "run"], "epoch_0001.npy is damaged", setup=damaged_rates),
+    "plot-negative-smooth": Case(["plot", "run", "--smooth", "-1"], "--smooth must be >= 0"),
+    # reproduce, bench, topology, presets
+    "reproduce-out-a-file": Case(["reproduce", "fig3", "--out", "afile"], "afile is a file"),
+    "reproduce-unknown": Case(["reproduce", "fig99", "--out", "o"], "unknown experiment"),
+    "reproduce-bad-scale": Case(["reproduce", "fig3", "--scale", "huge", "--out", "o"], "scales"),
+    "bench-out-missing-directory": Case(
+        ["bench", "--out", "nodir/bench.json"], "the directory of nodir/bench.json does not exist"
+    ),
+    "bench-out-a-directory": Case(["bench", "--out", "ro"], "ro is a directory"),
+    "bench-unknown-preset": Case(["bench", "--preset", "nope"], "unknown preset"),
+    "bench-solvers-out-a-directory": Case(["bench-solvers", "--out", "ro"], "ro is a directory"),
+    "bench-solvers-unknown-solver": Case(["bench-solvers", "--solver", "magic"], "unknown solver"),
+    "topology-n-1e10": Case(["topology", "--set", "n=10000000000"], "replacements"),
+    "topology-unknown-preset": Case(["topology", "--preset", "nope"], "unknown preset"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_bad_input_is_one_line_and_changes_nothing(name, server, workspace):
+    case = CASES[name]
+    if case.skip:
+        pytest.skip(case.skip)
+    if case.setup is not None:
+        case.setup(workspace)
+    before = snapshot(workspace)
+    result = server.run(case.args, workspace, env=case.env, unprivileged=case.user)
+    assert_one_line_error(result, case.expected)
+    assert snapshot(workspace) == before
+    assert not (workspace / "pwned").exists()
+
+
+def test_there_are_at_least_40_cases():
+    assert len(CASES) >= 40
+
+
+# -- point 1: a torn metrics line ---------------------------------------------------------
+def test_a_torn_metrics_line_neither_blocks_resume_nor_plot(server, workspace):
+    """Disk full during the end-of-epoch append left a cut line: the checkpoint (which holds
+    the metrics too) is the source of truth, so resume rebuilds the file and plot reads it."""
+    run = workspace / "run"
+    complete = (run / "metrics.jsonl").read_text().splitlines()
+    os.truncate(run / "metrics.jsonl", 300)
+    assert server.run(["plot", "run", "--out", "plots"], workspace).rc == 0
+    result = server.run(["train", "--quiet", "--resume", "run", "--set", "epochs=3"], workspace)
+    assert result.rc == 0, result.err
+    assert "Traceback" not in result.err
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert lines[:2] == complete
+    assert server.run(["plot", "run"], workspace).rc == 0
+
+
+# -- point 3: check first, write last -----------------------------------------------------
+def test_extending_a_run_rewrites_its_config_only_when_everything_passed(server, workspace):
+    config = workspace / "run" / "config.toml"
+    result = server.run(["train", "--quiet", "--resume", "run", "--set", "epochs=3"], workspace)
+    assert result.rc == 0, result.err
+    assert "epochs = 3" in config.read_text()
+
+
+# -- point 4: starts that fail or are cut short leave nothing in the way ------------------
+def test_a_failed_start_creates_nothing_and_the_corrected_command_runs(server, workspace):
+    bad = server.run(["train", "--out", "new", "--set", "sizes=[784, 16, 10]"], workspace)
+    assert_one_line_error(bad, "digits has 64 features")
+    assert not (workspace / "new").exists()
+    assert not [p for p in workspace.iterdir() if p.name.startswith(".")]
+    good = server.run(["train", "--quiet", "--out", "new", *TINY_ARGS], workspace)
+    assert good.rc == 0, good.err
+
+
+def test_a_start_interrupted_before_its_config_was_saved_can_be_started_again(server, workspace):
+    interrupted_start(workspace)
+    result = server.run(["train", "--quiet", "--out", "half", *TINY_ARGS], workspace)
+    assert result.rc == 0, result.err
+    assert sorted(p.name for p in (workspace / "half").iterdir()) == [
+        "checkpoint.pt",
+        "config.toml",
+        "free_steps",
+        "layer_rates",
+        "metrics.jsonl",
+    ]
+
+
+def test_stale_staging_directories_of_dead_starts_are_removed(server, workspace):
+    stale = workspace / ".new.999999999.start"  # no such pid
+    stale.mkdir()
+    (stale / ".config.toml.tmp").write_bytes(b"half")
+    result = server.run(["train", "--quiet", "--out", "new", *TINY_ARGS], workspace)
+    assert result.rc == 0, result.err
+    assert not stale.exists()
+
+
+# -- point 8 and the rest ------------------------------------------------------------------
+def test_a_second_process_on_the_same_run_is_refused(server, workspace):
+    before = snapshot(workspace)
+    fd = os.open(workspace / "run", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a training process holds it
+        result = server.run(["train", "--resume", "run", "--set", "epochs=3"], workspace)
+    finally:
+        os.close(fd)
+    assert_one_line_error(result, "is in use by another eqprop process")
+    assert snapshot(workspace) == before
+
+
+def test_two_resumes_at_once_one_trains_and_the_other_is_refused(server, workspace):
+    first = server.start(
+        ["train", "--quiet", "--resume", "run", "--set", "epochs=100000"], workspace
+    )
+    deadline = time.time() + 60
+    metrics = workspace / "run" / "metrics.jsonl"
+    while time.time() < deadline and metrics.read_text().count("\n") < 3:
+        time.sleep(0.01)
+    second = CliServer(server.logs, real=True).start(
+        ["train", "--resume", "run", "--set", "epochs=100000"], workspace
+    )
+    refused = second.wait()
+    os.kill(first.pid, signal.SIGINT)
+    first.wait()
+    assert_one_line_error(refused, "is in use by another eqprop process")
+
+
+def test_a_closed_stdout_is_no_traceback(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eqprop.cli", "presets"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    proc.stdout.close()  # as `eqprop presets | head -0` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert err == ""
+    assert proc.returncode == 141
+
+
+def test_divergence_tells_to_start_a_new_run(server, workspace):
+    result = server.run(
+        ["train", "--quiet", "--out", "hot", *TINY_ARGS, "--set", "lr=1e38"], workspace
+    )
+    assert "Traceback" not in result.err and result.rc == 2
+    (line,) = [line for line in result.lines if line.startswith("eqprop: error:")]
+    assert "training diverged" in line and "start a new run with a lower update.lr" in line
+    assert "resume from" not in line
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0])
+def test_ctrl_c_at_start_up_is_one_line(server, workspace, delay):
+    """From the moment the command's code runs (forked after the imports: a Ctrl-C while
+    ``import eqprop`` imports torch is still the interpreter's traceback)."""
+    args = ["train", "--out", "new", *TINY_ARGS, "--set", "epochs=300"]
+    handle = server.start(args, workspace, real=False)
+    time.sleep(delay)
+    os.kill(handle.pid, signal.SIGINT)
+    result = handle.wait()
+    assert "Traceback" not in result.err, result.err
+    assert result.rc == 130
+    assert result.lines[-1].startswith("eqprop: interrupted"), result.err
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(server, workspace):
+    result = server.run(
+        ["train", "--out", "new", *TINY_ARGS],
+        workspace,
+        patch={"eqprop.runs.PLAIN_PROGRESS_EVERY_S": 0.0},
+        real=False,
+    )
+    assert result.rc == 0, result.err
+    assert "\r" not in result.err and "\x1b" not in result.err
+    assert "epoch 1/2: batch 10/10, train error" in result.err
+    assert "epoch 2/2 evaluation: batch 1/1" in result.err
