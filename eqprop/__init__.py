@@ -16,30 +16,42 @@ A few lines from topology to trained network (the parts: ``docs/architecture.md`
     )
     result = trainer.train_epoch(x, y)          # x: (n, 64) in [0, 1], y: (n,) labels
     result.train_error, result.layer_rates      # per-batch per-layer rates (eq. 2)
+
+The names below are imported on first use, so that ``import eqprop`` (and the command line's
+start) does not pay for PyTorch before it is needed.
 """
 
-from eqprop import topology
-from eqprop.estimators import Centered, Positive, RandomSign
-from eqprop.network import Network
-from eqprop.nudging import GradientNudging, IconsNudging
-from eqprop.relaxation.fixed import FixedSteps
-from eqprop.relaxation.tolerance import Tolerance
-from eqprop.training import Trainer
-from eqprop.updates import LearningRates, MaskedSGD, OptimizerUpdate
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.2.0"
-__all__ = [
-    "Centered",
-    "FixedSteps",
-    "GradientNudging",
-    "IconsNudging",
-    "LearningRates",
-    "MaskedSGD",
-    "Network",
-    "OptimizerUpdate",
-    "Positive",
-    "RandomSign",
-    "Tolerance",
-    "Trainer",
-    "topology",
-]
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Centered": "eqprop.estimators",
+    "Positive": "eqprop.estimators",
+    "RandomSign": "eqprop.estimators",
+    "Network": "eqprop.network",
+    "GradientNudging": "eqprop.nudging",
+    "IconsNudging": "eqprop.nudging",
+    "FixedSteps": "eqprop.relaxation.fixed",
+    "Tolerance": "eqprop.relaxation.tolerance",
+    "Trainer": "eqprop.training",
+    "LearningRates": "eqprop.updates",
+    "MaskedSGD": "eqprop.updates",
+    "OptimizerUpdate": "eqprop.updates",
+    "topology": "eqprop.topology",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first access (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'eqprop' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if name == "topology" else getattr(module, name)
+    globals()[name] = value
+    return value

@@ -749,3 +749,27 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(server, workspace
     assert "\r" not in result.err and "\x1b" not in result.err
     assert "epoch 1/2: batch 10/10, train error" in result.err
     assert "epoch 2/2 evaluation: batch 1/1" in result.err
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, delay):
+    """SIGINT during the first second (while PyTorch is imported) ends with exit 130 and one
+    line."""
+    command = shutil.which("eqprop")
+    if command is None:
+        pytest.skip("the eqprop console script is not on PATH (install the package)")
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [command, "train", "--out", str(out)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    text = err.decode().replace("\r", "\n")
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert proc.returncode == 130
+    assert "Traceback" not in text
+    assert lines[-1].startswith("eqprop: interrupted")
