@@ -43,6 +43,7 @@ _EXPORTS = {
     "MaskedSGD": "eqprop.updates",
     "OptimizerUpdate": "eqprop.updates",
     "topology": "eqprop.topology",
+    "load_run": "eqprop.saved",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -175,6 +175,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_gradient(args: argparse.Namespace) -> int:
+    from eqprop import gradcheck
+
+    config = cfg.resolve(args.preset or "digits", args.config, args.set)
+    print(
+        f"EP estimate ({config.estimator.kind}, {config.nudged.nudging} nudging) against "
+        f"-dC/dtheta by the adjoint method, initial network of "
+        f"{args.preset or args.config or 'digits'}:"
+    )
+    result = gradcheck.check_config(config, args.examples, args.beta, args.data_dir)
+    for line in result.lines():
+        print("  " + line)
+    return 0
+
+
 def _bench_solvers(args: argparse.Namespace) -> int:
     from eqprop import solver_bench
     from eqprop.relaxation import SOLVERS
@@ -295,6 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "check-gradient",
+        help="the EP estimate of a config against the true gradient (cosine, norm ratio)",
+    )
+    config_args(p, None)
+    p.add_argument("--examples", type=_positive, default=8, help="training examples used (8)")
+    p.add_argument(
+        "--beta", type=_positive_float, default=1e-4, help="nudging strength for the check (1e-4)"
+    )
+    p.add_argument("--data-dir", help="directory of the IDX files (or set EQPROP_DATA_DIR)")
+    p.set_defaults(func=_check_gradient)
 
     p = sub.add_parser(
         "bench-solvers",

@@ -70,6 +70,8 @@ from eqprop.training import DeadOutputMonitor, Trainer
 from eqprop.updates import MaskedSGD, OptimizerUpdate, Update
 
 CHECKPOINT = "checkpoint.pt"
+#: the network of the epoch with the lowest held-out error so far
+BEST = "best.pt"
 METRICS = "metrics.jsonl"
 CONFIG = "config.toml"
 RATES = "layer_rates"
@@ -491,6 +493,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
     buffer = io.BytesIO()  # serialised first: a failing write is then a plain OSError
     torch.save({**state, "digest": state_digest(state)}, buffer)
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def save_best(path: Path, network: Network, epoch: int, held_out_error: float) -> None:
+    """Write the network's weights (``state_dict``) with the epoch and its held-out error,
+    atomically."""
+    payload = {"network": network.state_dict(), "epoch": epoch, "test_error": held_out_error}
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def _damaged(path: Path, why: str) -> EqpropError:
@@ -928,6 +937,9 @@ def train_run(
                     except BaseException:
                         records.pop()
                         raise
+                    earlier = [r["test_error"] for r in records[:-1]]
+                    if not earlier or held_error < min(earlier):
+                        save_best(run_dir / BEST, network, result.epoch, held_error)
                 checkpoint()
                 tqdm.write(_epoch_line(record, config.train.epochs))
                 if interrupted[0] and trainer.epoch < config.train.epochs:

@@ -60,3 +60,21 @@ def test_a_wrong_estimate_gets_a_low_cosine():
     assert good.cosine_weights >= 0.999
     assert bad.cosine_weights < 0.5
     assert torch.equal(net.weights[0], runs.build_network(config).weights[0])  # net untouched
+
+
+def test_check_gradient_command_prints_the_cosines():
+    import os
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "eqprop.cli", "check-gradient", "--examples", "4"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    cosines = [float(c) for c in re.findall(r"cosine (\d\.\d+)", out.stdout)]
+    assert len(cosines) == 2 and min(cosines) >= 0.999
+    assert "random-sign, gradient nudging" in out.stdout

@@ -573,3 +573,22 @@ def test_read_metrics_leaves_out_a_torn_last_line_and_refuses_a_damaged_one(tmp_
     (tmp_path / "metrics.jsonl").write_text("{oops\n" + good)
     with pytest.raises(EqpropError, match="line 1 is damaged"):
         read_metrics(tmp_path)
+
+
+def test_load_run_and_predict_reproduce_the_recorded_held_out_errors(tmp_path):
+    import eqprop
+    from eqprop.runs import BEST, load_data
+
+    run = start_run(small_config("epochs=4"), tmp_path / "run")
+    records = train_run(run, RunOptions(quiet=True))
+    held = load_data(cfg.from_dict(cfg.load_file(run / "config.toml")), None).held_out
+    latest = eqprop.load_run(run)
+    assert latest.epoch == 4
+    assert latest.error(held.x, held.y) == pytest.approx(records[-1]["test_error"], abs=1e-12)
+    best = eqprop.load_run(run, "best")
+    best_record = min(records, key=lambda r: (r["test_error"], r["epoch"]))
+    assert best.epoch == best_record["epoch"]
+    assert best.error(held.x, held.y) == pytest.approx(best_record["test_error"], abs=1e-12)
+    assert (run / BEST).exists()
+    with pytest.raises(EqpropError, match="which must be 'latest' or 'best'"):
+        eqprop.load_run(run, "first")
