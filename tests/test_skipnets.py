@@ -161,6 +161,8 @@ def test_ep_configs_derive_from_the_journal_presets(tmp_path: Path) -> None:
         "train.evaluate_test",
         "train.seed",
         "free.steps",
+        "free.solver",
+        "free.tol",
         "train.epochs",
     }
     for arch, topology in (("NN", "layered"), ("skip", "rewired")):
@@ -174,7 +176,8 @@ def test_ep_configs_derive_from_the_journal_presets(tmp_path: Path) -> None:
         assert config.topology.family == topology
         assert (config.update.lr, config.free.eps, config.nudged.eps) == (0.015, 0.5, 0.5)
         assert (config.estimator.kind, config.estimator.beta) == ("random-sign", 1.0)
-        assert (config.free.steps, config.nudged.steps, config.train.epochs) == (500, 12, 2)
+        assert (config.free.solver, config.free.tol, config.free.steps) == ("fista", 1e-3, 1000)
+        assert (config.nudged.steps, config.train.epochs) == (12, 2)
         assert (config.nudged.nudging, config.train.batch_order) == ("icons", "shuffled-once")
         assert config.train.persistent and config.train.evaluate_test
         # every field the scale does not replace is the preset's

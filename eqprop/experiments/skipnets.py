@@ -200,15 +200,23 @@ PROTOCOLS: dict[str, Protocol] = {
             "learning rates, validation on 5k examples, one seed."
         ),
         # EP: the journal's settings but N_free 500 (its 1000 would double the cost) and 2
-        # epochs of the 50k training images (100k examples, against the baselines' 80k cap):
-        # about 35 CPU minutes for the four runs on one core.
+        # epochs of the 50k training images (100k examples, against the baselines' 80k cap),
+        # the free phase by FISTA to the fixed point (`reproduce solvers` measures that it
+        # learns as the fixed steps do) instead of the journal's 1000 fixed steps.
         ep=EPProtocol(
             depths=(3, 5),
-            overrides={"free.steps": 500, "train.epochs": 2},
+            overrides={
+                "free.solver": "fista",
+                "free.tol": 1e-3,
+                "free.steps": 1000,
+                "train.epochs": 2,
+            },
             note=(
-                "N_free 500 instead of the journal's 1000, and 2 epochs instead of its 100 "
-                "(budget comparable to the baselines' 80k-example cap); the journal's networks "
-                "have 100 units per hidden layer and train on the standard 60k split."
+                "the free phase run by FISTA to a fixed-point residual below 1e-3 (at most "
+                "1,000 steps) instead of the journal's 1000 fixed steps, and 2 epochs instead "
+                "of its 100 (budget comparable to the baselines' 80k-example cap); the "
+                "journal's networks have 100 units per hidden layer and train on the standard "
+                "60k split."
             ),
         ),
     ),
