@@ -652,6 +652,7 @@ def test_a_start_interrupted_before_its_config_was_saved_can_be_started_again(se
     result = server.run(["train", "--quiet", "--out", "half", *TINY_ARGS], workspace)
     assert result.rc == 0, result.err
     assert sorted(p.name for p in (workspace / "half").iterdir()) == [
+        "best.pt",
         "checkpoint.pt",
         "config.toml",
         "free_steps",
