@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from eqprop import config as cfg
 from eqprop.errors import ConfigError
 from eqprop.experiments import experiment, fig3, fig4, fig5
 from eqprop.experiments import paper_runs as pr
+from eqprop.plots import LogTicks, errors_figure, network_label, sizes_label
 from eqprop.runs import CHECKPOINT, METRICS, read_layer_rates, read_metrics, start_run, train_run
 
 MAX_PNG = 300_000
@@ -55,6 +59,34 @@ def check_pngs(out: Path, names: list[str]) -> None:
         assert path.exists(), name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert 0 < path.stat().st_size < MAX_PNG
+
+
+@pytest.fixture
+def saved_figures(monkeypatch) -> dict:
+    """The figures the experiments save, by file name (the last one of each name)."""
+    figures = {}
+    save = pr.save_png
+
+    def capture(fig, path, *args, **kwargs):
+        figures[Path(path).name] = fig
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(pr, "save_png", capture)
+    return figures
+
+
+def legend_labels(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+
+
+def assert_legends_outside_the_data(fig) -> None:
+    """Every legend lies to the right of every panel: it covers no data."""
+    fig.canvas.draw()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent()
+        assert all(box.x0 >= ax.get_window_extent().x1 for ax in fig.axes)
 
 
 def run_twice(module, out: Path) -> str:
@@ -120,9 +152,22 @@ def test_rate_summary_ignores_zero_batches():
     assert pr.summarize_rates(np.zeros((0, 0))) is None
 
 
-def test_fig3_smoke(tmp_path):
+def test_fig3_smoke(tmp_path, saved_figures):
     text = run_twice(fig3, tmp_path)
     check_pngs(tmp_path, ["errors.png", "errors_zoom.png"])
+    # the legend names each network as it ran (smoke: 64-32x3-10 on the digits)
+    labels = legend_labels(saved_figures["errors.png"])
+    assert labels[:4] == [
+        "A: 64-32x3-10 layered, per-layer rates",
+        "A-authors: 64-32x3-10 layered, per-layer rates, bias rate 1",
+        "B: 64-32x3-10 layered",
+        "C: 64-32x3-10 ICONS skip (p = 7.56%)",
+    ]
+    assert (
+        "8x8 digits (icons split), first 300 examples"
+        in saved_figures["errors.png"].axes[0].get_title()
+    )
+    assert_legends_outside_the_data(saved_figures["errors.png"])
     rows = table_rows(text, "| network | preset | epochs |")
     assert [r[0] for r in rows] == ["A", "A-authors", "B", "C"]
     assert all(r[2] == "3/3" for r in rows)
@@ -165,9 +210,24 @@ def test_fig3_resumes_an_existing_run_and_extends_epochs(tmp_path, monkeypatch):
         fig3.run("smoke", tmp_path, None)
 
 
-def test_fig4_smoke(tmp_path):
+def test_fig4_smoke(tmp_path, saved_figures):
     text = run_twice(fig4, tmp_path)
     check_pngs(tmp_path, ["layer_rates.png", "rate_profile.png"])
+    # panel titles and legends come from the configs the runs used, not from fixed text
+    planned = dict(fig4.planned("smoke"))
+    titles = [ax.get_title() for ax in saved_figures["layer_rates.png"].axes]
+    assert len(titles) == len(fig4.ORDER)
+    for name, title in zip(fig4.ORDER, titles, strict=True):
+        assert title.startswith(f"{name}: {sizes_label(planned[name].topology.sizes)}\n")
+    assert titles[3:] == [
+        "deep-layered: 64-32x5-10\nlayered",
+        "deep-skip: 64-32x5-10\nrewired skip (p = 10%)",
+    ]
+    assert not any("784" in t for t in titles)
+    profile = legend_labels(saved_figures["rate_profile.png"])
+    assert profile == [f"{n}: {network_label(planned[n])}" for n in fig4.ORDER]
+    for name in ("layer_rates.png", "rate_profile.png"):
+        assert_legends_outside_the_data(saved_figures[name])
     for header in ("## Rates over all batches", f"## Rates over the first {pr.FIRST_BATCHES}"):
         assert header in text
     rows = table_rows(text, "| network | batches | mean rate per pair")
@@ -179,9 +239,14 @@ def test_fig4_smoke(tmp_path):
         assert int(row[1].replace(",", "")) == len(read_layer_rates(tmp_path / row[0]))
 
 
-def test_fig5_smoke(tmp_path):
+def test_fig5_smoke(tmp_path, saved_figures):
     text = run_twice(fig5, tmp_path)
     check_pngs(tmp_path, ["fig5.png"])
+    fig = saved_figures["fig5.png"]
+    assert legend_labels(fig)[:2] == ["64-32x3-10 ICONS skip, p swept", "B: 64-32x3-10 layered"]
+    assert_legends_outside_the_data(fig)
+    for axis in (fig.axes[0].xaxis, fig.axes[1].xaxis, fig.axes[1].yaxis):
+        assert isinstance(axis.get_major_locator(), LogTicks)
     rows = table_rows(text, "| network | p |")
     assert [r[0] for r in rows] == ["B"] + [fig5.run_name(p) for p in fig5.p_values("smoke")]
     assert all(re.fullmatch(r"\d+\.\d\d%", r[3]) for r in rows)
@@ -215,3 +280,47 @@ def test_solvers_smoke(tmp_path):
     cost = table_rows(text, "| run | epochs |")
     row = next(r for r in cost if r[0] == "C-fista-seed0")
     assert row[2] == " / ".join(f"{m['free_steps']:.0f}" for m in steps)
+
+
+def test_plot_of_one_epoch_shows_a_marker_per_point():
+    records = [{"epoch": 1, "train_error": 0.5, "test_error": 0.4}]
+    fig = errors_figure([("run", records)])
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_linestyle() for ln in lines] == ["-", "--"]
+    assert all(ln.get_marker() == "o" and len(ln.get_xdata()) == 1 for ln in lines)
+
+
+@pytest.mark.parametrize(
+    "low, high",
+    [(1e-4, 1.5e-3), (2.1e-4, 2.9e-4), (3e-4, 4e-3), (80, 91), (1e-12, 1.0), (1e-5, 0.9)],
+)
+def test_plot_log_ticks_are_neither_missing_nor_crowded(low, high):
+    ticks = LogTicks().tick_values(low, high)
+    inside = [t for t in ticks if low <= t <= high]
+    assert 2 <= len(inside) <= 8, ticks
+
+
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """Importing and using eqprop.plots (and saving an experiment PNG) keeps the backend the
+    user chose and never starts pyplot."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import matplotlib
+
+        matplotlib.use("svg")
+        import eqprop.plots as plots
+        from eqprop.experiments import paper_runs
+
+        assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+        record = {{"epoch": 1, "train_error": 0.5, "test_error": 0.4}}
+        fig = plots.errors_figure([("run", [record])])
+        paper_runs.save_png(fig, {str(tmp_path / "e.png")!r})
+        plots.save_figure(fig, {str(tmp_path / "f.png")!r}, pdf=True)
+        assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+        assert "matplotlib.pyplot" not in sys.modules
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "f.pdf").exists()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.plots import errors_figure
+from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label
 
 SCALES = pr.SCALES
 #: training order (see the module docstring)
@@ -60,17 +60,22 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     out = Path(out)
     results = pr.execute(planned(scale), out, data_dir)
     shown = sorted(results, key=lambda r: r.name)  # A, B, C in plots and tables
-    curves = [(r.name, r.records) for r in shown if r.records]
-    pr.save_png(errors_figure(curves), out / "errors.png")
-    zoom = errors_figure(curves)
-    ax = zoom.axes[0]
+    curves = [(curve_label(r), r.records) for r in shown if r.records]
+    data = data_caption(r.config for r in shown)
+    pr.save_png(errors_figure(curves, title=f"{ERRORS_TITLE}\n{data}"), out / "errors.png")
+    zoom = errors_figure(curves, title=f"{ERRORS_TITLE}, low-error range\n{data}")
     finals = [100 * r.records[-1]["test_error"] for r in shown if r.records]
-    ax.set_ylim(0, min(100.0, max([5.0, *(2 * f for f in finals)])))
-    ax.set_title("Training (solid) and test (dashed) error, low-error range")
+    zoom.axes[0].set_ylim(0, min(100.0, max([5.0, *(2 * f for f in finals)])))
     pr.save_png(zoom, out / "errors_zoom.png")
     path = out / "results.md"
     pr.atomic_write_bytes(path, render(scale, shown).encode())
     return path
+
+
+def curve_label(result: pr.RunResult) -> str:
+    """A run's legend entry, from the config it ran with: ``"C: 64-32x3-10 ICONS skip (p =
+    7.56%)"``."""
+    return f"{result.name}: {network_label(result.config)}"
 
 
 def _best(records: list[dict], key: str) -> tuple[float, int] | None:
@@ -212,9 +217,10 @@ def render(scale: str, results: list[pr.RunResult]) -> str:
         "",
         "![Figure 3, low-error range](errors_zoom.png)",
         "",
-        "Reading the plots: one colour per network; solid lines are the training error of "
-        "each epoch (measured during training, on the examples as they were met), dashed "
-        "lines the held-out error after the epoch.",
+        "Reading the plots: one colour per network, one marker per epoch; solid lines (filled "
+        "markers) are the training error of each epoch (measured during training, on the "
+        "examples as they were met), dashed lines (open markers) the held-out error after the "
+        "epoch.",
         "",
     ]
     return "\n".join(parts)

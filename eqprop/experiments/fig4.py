@@ -40,21 +40,25 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.plots import STYLE, layer_rates_figure
+from eqprop.plots import (
+    STYLE,
+    data_caption,
+    layer_rates_figure,
+    log_axis,
+    network_label,
+    new_figure,
+    outside_legend,
+)
 
 SCALES = pr.SCALES
 ORDER = ("A", "B", "C", "deep-layered", "deep-skip")
-LABELS = {
-    "A": "A: layered, per-layer rates",
-    "B": "B: layered, one rate",
-    "C": "C: ICONS skip",
-    "deep-layered": "784-100x5-10 layered",
-    "deep-skip": "784-100x5-10 rewired skip",
-}
 REDUCTIONS = {
     "smoke": pr.Reduction(limit=300, max_free=20, epochs=2, small=True),
     "quick": pr.Reduction(limit=5_000, free_divisor=5, epochs=2),
@@ -82,40 +86,57 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     results = pr.execute(planned(scale), out, data_dir)
     rates = {r.name: r.rates for r in results}
     summaries = {name: pr.summarize_rates(x) for name, x in rates.items()}
-    panels = [(LABELS[name], pr.plottable(x)) for name, x in rates.items()]
-    fig = layer_rates_figure(panels, smooth=SMOOTH)
-    fig.suptitle(f"Per-layer training rates (eq. 3 smoothing, n = {SMOOTH})", y=1.02)
-    pr.save_png(fig, out / "layer_rates.png")
-    pr.save_png(profile_figure(summaries), out / "rate_profile.png")
+    panels = [(panel_title(r.name, r.config), pr.plottable(r.rates)) for r in results]
+    title = (
+        f"Per-layer training rates (eq. 3 smoothing, n = {SMOOTH}), "
+        f"{data_caption(r.config for r in results)}"
+    )
+    pr.save_png(layer_rates_figure(panels, smooth=SMOOTH, title=title), out / "layer_rates.png")
+    labels = {r.name: label(r.name, r.config) for r in results}
+    pr.save_png(profile_figure(summaries, labels), out / "rate_profile.png")
     path = out / "results.md"
     pr.atomic_write_bytes(path, render(scale, results, summaries).encode())
     return path
 
 
-def profile_figure(summaries: dict[str, pr.RateSummary | None]) -> Figure:
-    """Mean rate per layer pair (log scale), a line per network; left: all batches with a
-    positive rate, right: the first batches."""
-    import matplotlib.pyplot as plt
+def label(name: str, config: RunConfig) -> str:
+    """A network's label, from the config it ran with: ``"B: 64-32x3-10 layered"``."""
+    return f"{name}: {network_label(config)}"
 
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2), sharey=True)
+
+def panel_title(name: str, config: RunConfig) -> str:
+    """:func:`label` on two lines (name and sizes, then the topology), for a narrow panel."""
+    sizes, topology = network_label(config).split(" ", 1)
+    return f"{name}: {sizes}\n{topology}"
+
+
+def profile_figure(summaries: dict[str, pr.RateSummary | None], labels: dict[str, str]) -> Figure:
+    """Mean rate per layer pair (log scale), a line per network (labelled by ``labels``);
+    left: all batches with a positive rate, right: the first batches. The legend is outside
+    the panels."""
+    with rc_context(STYLE):
+        fig = new_figure(figsize=(9.4, 3.2))
+        axes = fig.subplots(1, 2, sharey=True)
+        handles = []
         for ax, field, title in (
             (axes[0], "mean", "all batches (finite positive rates)"),
             (axes[1], "first", f"first {pr.FIRST_BATCHES} batches"),
         ):
             for k, (name, s) in enumerate(summaries.items()):
+                style = {"color": f"C{k % 10}", "marker": "o", "ms": 4}
+                if ax is axes[0]:
+                    handles.append(Line2D([], [], label=labels.get(name, name), **style))
                 if s is None:
                     continue
                 values = getattr(s, field)
-                ax.plot(
-                    np.arange(len(values)), values, "o-", color=f"C{k}", ms=4, label=LABELS[name]
-                )
-            ax.set_yscale("log")
+                ax.plot(np.arange(len(values)), values, **style)
             ax.set_xlabel("layer pair (0 = input side)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(title)
+        for ax in axes:
+            log_axis(ax.yaxis)
         axes[0].set_ylabel("mean RMS correction per batch")
-        axes[1].legend(fontsize=7, loc="best", frameon=True, framealpha=0.85)
-        fig.tight_layout()
+        outside_legend(axes[-1], handles)
     return fig
 
 
@@ -257,9 +278,11 @@ def render(
         "",
         "![Mean rate per layer pair](rate_profile.png)",
         "",
-        "Reading the plots: `layer_rates.png` has a panel per network and a line per adjacent "
-        f"layer pair (0 = input side, eq. 3 moving average over {2 * SMOOTH + 1} batches, log "
-        "axis; a line that drops out of the panel has reached 0). Lines far apart mean layers "
+        "Reading the plots: `layer_rates.png` has a panel per network (titled with the "
+        "network's sizes and topology as it ran) and a line per adjacent layer pair (0 = input "
+        "side; pair k has the same colour in every panel, so the output pair's colour depends "
+        f"on the depth; eq. 3 moving average over {2 * SMOOTH + 1} batches, log axis; a line "
+        "that drops out of the panel has reached 0). Lines far apart mean layers "
         "that train at very different speeds; close lines mean uniform training. "
         "`rate_profile.png` shows each network's mean rate per pair: a flat profile is uniform, "
         "a steep one uneven.",

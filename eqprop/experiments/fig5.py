@@ -28,12 +28,22 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from scipy.stats import spearmanr
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.plots import STYLE
+from eqprop.plots import (
+    STYLE,
+    data_caption,
+    log_axis,
+    network_label,
+    new_figure,
+    outside_legend,
+    pair_colors,
+)
 from eqprop.topology import n_from_p
 
 SCALES = pr.SCALES
@@ -116,34 +126,33 @@ class Point:
 
 def figure(reference: Point, sweep: list[Point]) -> Figure:
     """Left: training error after one epoch against p (B dashed); right: mean rate per layer
-    pair against p (B's rates dashed, same colours)."""
-    import matplotlib.pyplot as plt
-
+    pair against p (B's rates dashed, same colours). Labels come from the runs' configs; the
+    legend is outside the panels."""
     done = [s for s in sweep if math.isfinite(s.train_error)]
-    with plt.rc_context(STYLE):
-        fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 3.3))
-        if done:
-            left.plot(
-                [s.p for s in done],
-                [100 * s.train_error for s in done],
-                "o-",
-                color="C0",
-                label="ICONS skip (C with p)",
-            )
+    configs = [point.config for point in (reference, *sweep)]
+    with rc_context(STYLE):
+        fig = new_figure(figsize=(9.8, 3.4))
+        left, right = fig.subplots(1, 2)
+        handles = []
+        if sweep:
+            swept = f"{network_label(sweep[0].config, with_p=False)}, p swept"
+            style = {"color": "C0", "marker": "o", "ms": 5}
+            handles.append(Line2D([], [], label=swept, **style))
+            if done:
+                left.plot([s.p for s in done], [100 * s.train_error for s in done], **style)
+        b_style = {"color": "k", "ls": "--", "lw": 1}
+        handles.append(Line2D([], [], label=f"B: {network_label(reference.config)}", **b_style))
         if math.isfinite(reference.train_error):
-            left.axhline(
-                100 * reference.train_error, color="k", ls="--", lw=1, label="B (layered, p = 0)"
-            )
-        left.set_xscale("log")
+            left.axhline(100 * reference.train_error, **b_style)
         left.set_xlabel("p (equivalent skip probability)")
         left.set_ylabel("training error after one epoch (%)")
         left.set_title("Training error after one epoch")
-        left.legend(fontsize=7, loc="best", frameon=True, framealpha=0.85)
         with_rates = [s for s in done if s.summary is not None]
         n_pairs = max([len(s.rates) for s in with_rates] + [len(reference.rates)] + [0])
-        cmap = plt.get_cmap("viridis")
-        for k in range(n_pairs):
-            color = cmap(k / max(n_pairs - 1, 1))
+        for k, color in enumerate(pair_colors(n_pairs)):
+            side = " (input)" if k == 0 else " (output)" if k == n_pairs - 1 else ""
+            pair = f"layers {k}-{k + 1}{side}"
+            handles.append(Line2D([], [], color=color, marker="o", ms=3, label=pair))
             if with_rates:
                 right.plot(
                     [s.p for s in with_rates],
@@ -151,25 +160,16 @@ def figure(reference: Point, sweep: list[Point]) -> Figure:
                     "o-",
                     ms=3,
                     color=color,
-                    label=f"layers {k}-{k + 1}",
                 )
             if k < len(reference.rates) and np.isfinite(reference.rates[k]):
                 right.axhline(reference.rates[k], color=color, ls="--", lw=0.8)
-        right.set_xscale("log")
-        right.set_yscale("log")
+        for axis in (left.xaxis, right.xaxis, right.yaxis):
+            log_axis(axis)
         right.set_xlabel("p (equivalent skip probability)")
         right.set_ylabel("mean RMS correction per batch")
         right.set_title("Per-layer rates over the epoch (dashed: B)")
-        if n_pairs:
-            right.legend(
-                fontsize=7,
-                title="pair (0 = input)",
-                title_fontsize=7,
-                loc="best",
-                frameon=True,
-                framealpha=0.85,
-            )
-        fig.tight_layout()
+        fig.suptitle(f"One epoch against p, {data_caption(configs)}")
+        outside_legend(right, handles)
     return fig
 
 

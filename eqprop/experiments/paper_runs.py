@@ -329,17 +329,17 @@ def plottable(rates: np.ndarray) -> np.ndarray:
 
 # -- output -----------------------------------------------------------------------------------
 def save_png(fig: Figure, path: Path, max_bytes: int = MAX_PNG_BYTES) -> Path:
-    """Write ``fig`` as PNG no larger than ``max_bytes`` (lowering the resolution if needed)
-    and close it."""
-    import matplotlib.pyplot as plt
+    """Write ``fig`` as PNG no larger than ``max_bytes`` (lowering the resolution if needed).
 
+    ``fig`` is a :class:`~matplotlib.figure.Figure` of the object-oriented API (as made by
+    :func:`eqprop.plots.new_figure`): it is not registered with matplotlib's state machine,
+    so there is nothing to close."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for dpi in (150, 120, 96, 72, 56):
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         if path.stat().st_size <= max_bytes:
             break
-    plt.close(fig)
     return path
 
 

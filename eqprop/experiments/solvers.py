@@ -27,7 +27,7 @@ from pathlib import Path
 
 from eqprop import config as cfg
 from eqprop.experiments import paper_runs as pr
-from eqprop.plots import errors_figure
+from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label, solver_label
 
 SCALES = pr.SCALES
 #: network label -> preset
@@ -61,11 +61,18 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     pr.check_scale(scale)
     out = Path(out)
     results = pr.execute(planned(scale), out, data_dir)
-    curves = [(r.name, r.records) for r in results if r.records]
-    pr.save_png(errors_figure(curves), out / "errors.png")
+    curves = [(curve_label(r), r.records) for r in results if r.records]
+    title = f"{ERRORS_TITLE}\n{data_caption(r.config for r in results)}"
+    pr.save_png(errors_figure(curves, title=title), out / "errors.png")
     path = out / "results.md"
     pr.atomic_write_bytes(path, render(scale, results).encode())
     return path
+
+
+def curve_label(result: pr.RunResult) -> str:
+    """A run's legend entry, from the config it ran with: its name, then the network and the
+    free-phase solver on a second line."""
+    return f"{result.name}\n{network_label(result.config)}; {solver_label(result.config)}"
 
 
 def comparison(results: list[pr.RunResult], net: str) -> tuple[list[list[str]], list[str]]:

@@ -169,10 +169,8 @@ def plot(
     """Plot the mean of ``metric`` against the swept ``key``, one line per combination of
     ``other_keys``, error bars one standard deviation over seeds; ``None`` if no trial has
     finished yet."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     points = [a for a in aggregated if a.get(f"{metric}_mean") is not None]
     if not points:
@@ -186,7 +184,9 @@ def plot(
         lines.setdefault(label, []).append(a)
     percent = metric.endswith("_error") and "wall" not in metric
     scale = 100.0 if percent else 1.0
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))  # object-oriented API: the user's backend is left alone
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for label, members in lines.items():
         if numeric:
             members = sorted(members, key=lambda a: a[key])
@@ -199,7 +199,9 @@ def plot(
     if not numeric:
         ax.set_xticks(range(len(xs_all)), xs_all)
     elif log_x:
-        ax.set_xscale("log")
+        from eqprop.plots import log_axis
+
+        log_axis(ax.xaxis)
     seeds = max(a["seeds"] for a in points)
     ax.set_xlabel(key)
     ax.set_ylabel(f"{metric} (%)" if percent else metric)
@@ -210,5 +212,4 @@ def plot(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
