@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give Ctrl-C its default meaning. A background job of a non-interactive shell starts
+    with SIGINT ignored, which its children inherit; the tests of Ctrl-C handling need what
+    an interactive shell (or CI) gives."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
