@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -276,6 +277,10 @@ def test_solvers_smoke(tmp_path):
         assert [r[0] for r in rows] == ["1", "2"]
         fast_train = read_metrics(tmp_path / f"{net}-fista-seed0")[0]["train_error"]
         assert rows[0][3] == f"{100 * fast_train:.2f}%"
+    fixed = json.loads((tmp_path / solvers.FIXED_POINT_FILE).read_text())
+    assert {k: v["epoch"] for k, v in fixed.items()} == {name: 2 for name in declared}
+    rows = table_rows(text.split("## What the weights learned")[1], "| network |")
+    assert rows[0][3] == f"{100 * fixed['C-fista-seed0']['error']:.2f}% (epoch 2)"
     steps = read_metrics(tmp_path / "C-fista-seed0")
     cost = table_rows(text, "| run | epochs |")
     row = next(r for r in cost if r[0] == "C-fista-seed0")
