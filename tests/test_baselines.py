@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from eqprop.baselines import (
     FeedforwardNetwork,
     TrainConfig,
     TrainingData,
+    TrainResult,
     make_rule,
     train,
 )
@@ -318,3 +320,88 @@ def test_divergence_is_recorded_not_raised(digits: TrainingData) -> None:
     result = train(Backprop(net), digits, TrainConfig(max_examples=2_300, early_stop_start=0))
     assert result.diverged
     assert result.select().examples == 0
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+def _small_run(digits: TrainingData, **kw) -> TrainResult:
+    net = FeedforwardNetwork(ArchitectureConfig("NN", 1, "relu", width=16), (64,), 10, seed=0)
+    config = TrainConfig(max_examples=2_300, early_stop_start=2_300, eval_every=1_150)
+    return train(Backprop(net), digits, config, **kw)
+
+
+def _same(a: TrainResult, b: TrainResult) -> None:
+    assert a.evaluations == b.evaluations and a.diverged == b.diverged
+
+
+@pytest.mark.parametrize(("n_train", "batch_size", "cap"), [(1150, 128, 2300), (10, 3, 25)])
+def test_progress_total_is_the_batches_up_to_max_examples(
+    n_train: int, batch_size: int, cap: int
+) -> None:
+    from eqprop.baselines.training import _batches_to_cap
+
+    seen = batches = 0
+    while seen < cap:  # train's loop without early stopping
+        for start in range(0, n_train, batch_size):
+            seen += min(batch_size, n_train - start)
+            batches += 1
+            if seen >= cap:
+                break
+    config = TrainConfig(max_examples=cap, early_stop_start=0, batch_size=batch_size)
+    assert _batches_to_cap(n_train, config) == batches
+
+
+def test_training_progress_off_a_terminal_is_plain_lines_on_stderr(
+    digits: TrainingData, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eqprop.runs
+
+    quiet = _small_run(digits, progress=False)
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(eqprop.runs, "PLAIN_PROGRESS_EVERY_S", 0.0)  # a line every batch
+    _same(_small_run(digits, desc="tiny"), quiet)
+    out, err = capsys.readouterr()
+    assert out == "" and "\r" not in err
+    lines = err.splitlines()
+    assert lines and all(line.startswith("tiny: batch ") for line in lines)
+    assert lines[-1] == f"tiny: batch 18/18, valid {quiet.evaluations[-1].valid_accuracy:.2%}"
+
+
+def test_training_progress_on_a_terminal_is_a_bar_on_stderr(
+    digits: TrainingData, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quiet = _small_run(digits, progress=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    _same(_small_run(digits, desc="tiny"), quiet)
+    out, err = capsys.readouterr()
+    assert out == "" and "\r" in err and "tiny:" in err and "0/18" in err
+
+
+def test_run_progress_prints_one_line_per_finished_run_off_a_terminal(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from eqprop.baselines.training import RunProgress
+
+    progress = RunProgress(3, "grid", initial=1)
+    progress.update("a done")
+    progress.update()
+    progress.close()
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and "\r" not in err and len(lines) == 2
+    assert lines[0].startswith("grid: run 2/3 done: a done; 1 left, about ")
+    assert lines[1] == "grid: run 3/3 done: none left"
+
+
+def test_run_progress_on_a_terminal_is_a_bar_over_runs(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eqprop.baselines.training import RunProgress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    progress = RunProgress(2, "grid")
+    progress.update("a done")
+    progress.close()
+    out, err = capsys.readouterr()
+    assert out == "" and "\r" in err and "run" in err and "done:" not in err

@@ -245,3 +245,20 @@ def test_smoke_experiment(tmp_path, monkeypatch):
     module.run("smoke", tmp_path, None)
     with pytest.raises(ConfigError):
         module.run("quick", tmp_path, None)
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_topology(tmp_path, capsys):
+    from eqprop.experiments import experiment
+
+    module = experiment("smallworld")
+    module.run("smoke", tmp_path, None)
+    out, err = capsys.readouterr()
+    planned = module.points(module.PLANS["smoke"])
+    lines = err.splitlines()
+    assert out == "" and "\r" not in err and len(lines) == len(planned)
+    for k, (line, point) in enumerate(zip(lines, planned, strict=True), 1):
+        assert line.startswith(f"smallworld smoke topologies: run {k}/{len(planned)} done: ")
+        assert point.label in line
+    assert lines[-1].endswith("; none left")
+    module.run("smoke", tmp_path, None)  # resumed: nothing measured, nothing to report
+    assert capsys.readouterr() == ("", "")

@@ -19,16 +19,19 @@ accuracies.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from eqprop.baselines._validation import check_number
 from eqprop.baselines.rule import LearningRule
 from eqprop.errors import ConfigError
+from eqprop.runs import _Progress
 
 
 @dataclass(frozen=True)
@@ -212,10 +215,68 @@ def accuracy(rule: LearningRule, x: Tensor, y: Tensor, chunk: int = 2000) -> flo
     return correct / max(len(y), 1)
 
 
-def train(rule: LearningRule, data: TrainingData, config: TrainConfig) -> TrainResult:
+def _batches_to_cap(n_train: int, config: TrainConfig) -> int:
+    """Batches :func:`train` runs when it goes on to ``max_examples`` (every epoch a new
+    order of all ``n_train`` examples, its last batch possibly short)."""
+    if n_train <= 0:
+        return 0
+    epochs, rest = divmod(config.max_examples, n_train)
+    per_epoch = -(-n_train // config.batch_size)
+    return epochs * per_epoch + -(-rest // config.batch_size)
+
+
+class RunProgress(_Progress):
+    """Progress over the runs of an experiment, in the style of :mod:`eqprop.runs`: a bar on
+    a terminal; elsewhere (a log file, a pipe) one plain line on stderr per finished run,
+    with its outcome and how many runs remain. Never writes to stdout."""
+
+    def __init__(self, total: int, desc: str, *, initial: int = 0, enabled: bool = True) -> None:
+        super().__init__(total, desc, initial=initial, enabled=False)  # the bar is ours
+        self.enabled = enabled
+        if enabled and sys.stderr.isatty():
+            self.bar = tqdm(
+                total=total, initial=initial, desc=desc, unit="run", leave=False, file=sys.stderr
+            )
+        self.started, self.finished_here = time.monotonic(), 0
+
+    def update(self, postfix: str = "") -> None:
+        """One run finished; ``postfix`` says how it went."""
+        if self.bar is not None:
+            super().update(postfix)
+            return
+        self.n += 1
+        self.finished_here += 1
+        if not self.enabled:
+            return
+        left = self.total - self.n
+        if left > 0:
+            per_run = (time.monotonic() - self.started) / self.finished_here
+            remaining = f"{left} left, about {per_run * left:.0f} s"
+        else:
+            remaining = "none left"
+        outcome = f" {postfix};" if postfix else ""
+        print(
+            f"{self.desc}: run {self.n}/{self.total} done:{outcome} {remaining}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def train(
+    rule: LearningRule,
+    data: TrainingData,
+    config: TrainConfig,
+    *,
+    desc: str = "train",
+    progress: bool = True,
+) -> TrainResult:
     """Train ``rule.network`` with Adam until early stopping, ``max_examples`` or divergence.
 
     Returns the evaluation history; use :meth:`TrainResult.select` for the reported checkpoint.
+    With ``progress``, a bar over the batches (up to ``max_examples``; early stopping ends it
+    sooner) with the latest validation accuracy shows on stderr, named ``desc``; when stderr
+    is not a terminal, a plain line at most every
+    :data:`~eqprop.runs.PLAIN_PROGRESS_EVERY_S` seconds instead. It never changes the result.
     """
     begin, begin_cpu = time.perf_counter(), time.process_time()
     optimizer = torch.optim.Adam(
@@ -237,24 +298,32 @@ def train(rule: LearningRule, data: TrainingData, config: TrainConfig) -> TrainR
     seen, next_eval, diverged = 0, config.eval_every, False
     stats: list[dict[str, float]] = []
     finished = False
-    while not finished:
-        order = torch.randperm(len(data.train_y), generator=generator)
-        for batch in order.split(config.batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            batch_stats = rule.compute_gradients(data.train_x[batch], data.train_y[batch])
-            if not all(math.isfinite(v) for v in batch_stats.values()):
-                diverged = finished = True
-                break
-            optimizer.step()
-            stats.append(batch_stats)
-            seen += len(batch)
-            if seen >= next_eval or seen >= config.max_examples:
-                evaluations.append(evaluate(seen, stats))
-                stats, next_eval = [], next_eval + config.eval_every
-                stop = stopping_index(evaluations, config.early_stop_start, config.patience)
-                if stop is not None or seen >= config.max_examples:
-                    finished = True
+    bar = _Progress(_batches_to_cap(len(data.train_y), config), desc, enabled=progress)
+    postfix = f"valid {evaluations[-1].valid_accuracy:.2%}"
+    try:
+        while not finished:
+            order = torch.randperm(len(data.train_y), generator=generator)
+            for batch in order.split(config.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                batch_stats = rule.compute_gradients(data.train_x[batch], data.train_y[batch])
+                if not all(math.isfinite(v) for v in batch_stats.values()):
+                    diverged = finished = True
                     break
+                optimizer.step()
+                stats.append(batch_stats)
+                seen += len(batch)
+                if seen >= next_eval or seen >= config.max_examples:
+                    evaluations.append(evaluate(seen, stats))
+                    postfix = f"valid {evaluations[-1].valid_accuracy:.2%}"
+                    stats, next_eval = [], next_eval + config.eval_every
+                    stop = stopping_index(evaluations, config.early_stop_start, config.patience)
+                    if stop is not None or seen >= config.max_examples:
+                        finished = True
+                bar.update(postfix)
+                if finished:
+                    break
+    finally:  # also on an error, so that what follows starts on a clean line
+        bar.close()
     return TrainResult(
         config,
         tuple(evaluations),

@@ -33,6 +33,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
+from eqprop.baselines.training import RunProgress
 from eqprop.data import logic_gate
 from eqprop.directed import DirectedConfig, TrainingResult, train
 from eqprop.errors import ConfigError
@@ -246,15 +247,26 @@ def _summarise(result: TrainingResult, seeds: tuple[int, ...], seconds: float) -
     }
 
 
+def _run_path(out: Path, gate: str, method: Method, suffix: str = "") -> Path:
+    """The run file of one gate and method."""
+    return out / "runs" / f"{gate.lower()}-{method.name}{suffix}.json"
+
+
 def _run_file(
-    out: Path, gate: str, method: Method, seeds: tuple[int, ...], suffix: str = ""
+    out: Path,
+    gate: str,
+    method: Method,
+    seeds: tuple[int, ...],
+    suffix: str = "",
+    progress: RunProgress | None = None,
 ) -> dict:
     """Train one gate with one method from every seed, or load the stored result.
 
     A stored config lacking fields added to :class:`DirectedConfig` since it was written is
-    read with their defaults, which reproduce the behaviour of the time.
+    read with their defaults, which reproduce the behaviour of the time. ``progress`` counts
+    a run trained here.
     """
-    path = out / "runs" / f"{gate.lower()}-{method.name}{suffix}.json"
+    path = _run_path(out, gate, method, suffix)
     settings = {"gate": gate, "method": method.name, "config": asdict(method.config)}
     settings["seeds"] = list(seeds)
     if path.exists():
@@ -269,6 +281,10 @@ def _run_file(
     result = train(method.config, x, y, seeds)
     record = settings | _summarise(result, seeds, time.perf_counter() - start)
     _write_atomic(path, lambda p: p.write_text(json.dumps(record)))
+    if progress is not None:
+        correct = sum(run["correct"] for run in record["runs"])
+        seconds = record["seconds"]
+        progress.update(f"{gate} {method.name}: {correct}/{len(seeds)} correct ({seconds:.0f} s)")
     return record
 
 
@@ -827,23 +843,35 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     """
     all_methods, seeds = methods(scale)
     out = Path(out)
-    records = {
-        (gate, method.name): _run_file(out, gate, method, seeds)
-        for gate in GATES
-        for method in all_methods
-    }
     ablation_methods = ablations(scale)
-    ablation_records = {
-        (gate, method.name): _run_file(out, gate, method, seeds)
-        for gate in GATES
-        for method in ablation_methods
-    }
     search_methods, search_seeds = searches(scale)
     suffix = f"-seeds{search_seeds[0]}-{search_seeds[-1]}"
-    search_records = {
-        method.name: _run_file(out, "XOR", method, search_seeds, suffix)
-        for method in search_methods
-    }
+    planned = [
+        *(_run_path(out, g, m) for g in GATES for m in (*all_methods, *ablation_methods)),
+        *(_run_path(out, "XOR", m, suffix) for m in search_methods),
+    ]
+    progress = RunProgress(
+        len(planned),
+        f"deep-logic {scale} (gate x method, every seed at once)",
+        initial=sum(path.exists() for path in planned),
+    )
+    try:
+        records = {
+            (gate, method.name): _run_file(out, gate, method, seeds, progress=progress)
+            for gate in GATES
+            for method in all_methods
+        }
+        ablation_records = {
+            (gate, method.name): _run_file(out, gate, method, seeds, progress=progress)
+            for gate in GATES
+            for method in ablation_methods
+        }
+        search_records = {
+            method.name: _run_file(out, "XOR", method, search_seeds, suffix, progress)
+            for method in search_methods
+        }
+    finally:
+        progress.close()
     _plot_mse(records, all_methods, out / "fig1_mse.png")
     pruned = tuple(m for m in all_methods if m.config.prune_threshold > 0)
     _plot_networks(records, pruned, out / "fig2_pruned.png")

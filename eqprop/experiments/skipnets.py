@@ -31,9 +31,11 @@ is the official test set evaluated after the same epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -53,6 +55,7 @@ from eqprop.baselines import (
     make_rule,
 )
 from eqprop.baselines import train as train_rule
+from eqprop.baselines.training import RunProgress
 from eqprop.config import RunConfig, from_dict, preset
 from eqprop.data import load_dataset
 from eqprop.errors import ConfigError, DivergenceError
@@ -307,7 +310,8 @@ def _train_one(
         eval_every=protocol.eval_every,
         seed=protocol.seed,
     )
-    result = train_rule(make_rule(rule_name, network, protocol.seed), data, config)
+    desc = Path(_run_name(rule_name, architecture, activation, depth, learning_rate)).stem
+    result = train_rule(make_rule(rule_name, network, protocol.seed), data, config, desc=desc)
     grid = []
     for start in starts:
         chosen = result.select(start)
@@ -493,8 +497,9 @@ def run_ep(
     spent = json.loads(cpu_file.read_text())["cpu_seconds"] if cpu_file.exists() else 0.0
     begin = time.process_time()
     diverged = False
-    try:
-        train_run(run_dir, RunOptions(data_dir=data_dir, quiet=True))
+    try:  # its epoch lines go to stderr, beside the progress: stdout has only results.md
+        with contextlib.redirect_stdout(sys.stderr):
+            train_run(run_dir, RunOptions(data_dir=data_dir, quiet=True))
     except DivergenceError as exc:
         _LOG.warning("skipnets %s diverged: %s", name, exc)
         diverged = True
@@ -519,25 +524,40 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     runs_dir.mkdir(parents=True, exist_ok=True)
     data: TrainingData | None = None
     planned = _planned_runs(protocol)
-    for index, (rule, arch, act, depth, lr) in enumerate(planned, 1):
-        path = runs_dir / _run_name(rule, arch, act, depth, lr)
-        if path.exists():
-            continue
-        if data is None:
-            data = _load_data(protocol, data_dir)
-        record = _train_one(protocol, data, rule, arch, act, depth, lr)
-        atomic_write_bytes(path, json.dumps(record, indent=1).encode())
-        best = max(point["valid_accuracy"] for point in record["grid"])
-        _LOG.info(
-            "skipnets %d/%d %s: best valid %.4f (%.0f s)",
-            index,
-            len(planned),
-            path.stem,
-            best,
-            record["seconds"],
-        )
-    for arch, depth in _planned_ep_runs(protocol):
-        run_ep(protocol, arch, depth, out, data_dir)
+    paths = [runs_dir / _run_name(*run) for run in planned]
+    ep_planned = _planned_ep_runs(protocol)
+    ep_paths = [runs_dir / _ep_name(ep_config(protocol, a, d), a, d) for a, d in ep_planned]
+    done = sum(path.exists() for path in [*paths, *ep_paths])
+    progress = RunProgress(len(paths) + len(ep_paths), f"skipnets {scale}", initial=done)
+    try:
+        for index, ((rule, arch, act, depth, lr), path) in enumerate(
+            zip(planned, paths, strict=True), 1
+        ):
+            if path.exists():
+                continue
+            if data is None:
+                data = _load_data(protocol, data_dir)
+            record = _train_one(protocol, data, rule, arch, act, depth, lr)
+            atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+            best = max(point["valid_accuracy"] for point in record["grid"])
+            _LOG.info(
+                "skipnets %d/%d %s: best valid %.4f (%.0f s)",
+                index,
+                len(planned),
+                path.stem,
+                best,
+                record["seconds"],
+            )
+            progress.update(f"{path.stem} best valid {best:.2%} ({record['seconds']:.0f} s)")
+        for (arch, depth), path in zip(ep_planned, ep_paths, strict=True):
+            if path.exists():
+                continue
+            run_ep(protocol, arch, depth, out, data_dir)
+            record = json.loads(path.read_text())
+            best = max((point["valid_accuracy"] for point in record["grid"]), default=math.nan)
+            progress.update(f"{path.stem} best valid {best:.2%} ({record['seconds']:.0f} s)")
+    finally:
+        progress.close()
     records = load_records(runs_dir)
     rows = collect_rows(records)
     plot_accuracy_vs_depth(rows, protocol, out / "accuracy_vs_depth.png")

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 
 from eqprop import smallworld as sw
 from eqprop import topology as topo
+from eqprop.baselines.training import RunProgress
 from eqprop.errors import ConfigError
 from eqprop.runs import atomic_write_bytes
 
@@ -256,11 +257,17 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     path = out / RESULTS_JSON
     data = _load(path, scale, plan)
     planned = points(plan)
-    for point in planned:
-        if point.key in data["topologies"]:
-            continue
-        data["topologies"][point.key] = measure(point, plan)
-        atomic_write_bytes(path, json.dumps(data, indent=1).encode())
+    done = sum(p.key in data["topologies"] for p in planned)
+    progress = RunProgress(len(planned), f"smallworld {scale} topologies", initial=done)
+    try:
+        for point in planned:
+            if point.key in data["topologies"]:
+                continue
+            record = data["topologies"][point.key] = measure(point, plan)
+            atomic_write_bytes(path, json.dumps(data, indent=1).encode())
+            progress.update(f"{point.label} ({record['seconds_total']:.1f} s)")
+    finally:
+        progress.close()
     records = [data["topologies"][p.key] for p in planned]
     plot(records, out / PLOT)
     results = out / "results.md"
