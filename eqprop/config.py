@@ -557,15 +557,16 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: invalid TOML ({exc}); fix the syntax") from None
 
 
-def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into a dict."""
+def load_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a TOML file (a config, or ``what`` it is, for the messages) into a dict; one-line
+    errors for an unreadable, non-UTF-8 or invalid file."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+        raise ConfigError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from None
     return parse_toml(text, str(path))
 
 

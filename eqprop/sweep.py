@@ -389,13 +389,7 @@ def load_sweep(
     """Read and validate the sweep file ``path`` (see :func:`sweep_from_dict`);
     ``plot_metric`` and ``plot_key`` replace the file's ``[results]`` ones."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read sweep file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"sweep file {path} is not UTF-8 text; save it as UTF-8") from None
-    values = cfg.parse_toml(text, str(path))
+    values = cfg.load_file(path, "sweep file")
     if plot_metric is not None or plot_key is not None:
         results = dict(values.get("results", {}) if isinstance(values.get("results"), dict) else {})
         if plot_metric is not None:
