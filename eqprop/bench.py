@@ -102,7 +102,7 @@ class BenchOptions:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _clock(device: torch.device) -> Callable[[], tuple[float, float]]:
+def clock(device: torch.device) -> Callable[[], tuple[float, float]]:
     """Wall-clock and process CPU time. CPU time counts only this process's work, so on a
     machine shared with other jobs it is the steadier measure (single-threaded runs)."""
 
@@ -114,7 +114,7 @@ def _clock(device: torch.device) -> Callable[[], tuple[float, float]]:
     return now
 
 
-def _since(start: tuple[float, float], end: tuple[float, float]) -> tuple[float, float]:
+def since(start: tuple[float, float], end: tuple[float, float]) -> tuple[float, float]:
     return end[0] - start[0], end[1] - start[1]
 
 
@@ -212,7 +212,7 @@ def step_timing(
     the two, so both see the same machine load); with ``whole``, also the bound of one dense
     product per stored block (:func:`whole_block_products`). The steps are free steps of
     :class:`FixedSteps` (on CUDA its captured graph, :class:`CudaGraphs`, as in training)."""
-    now = _clock(net.device)
+    now = clock(net.device)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(batch, net.n_input, generator=g).to(net.device, net.dtype)
     base = net.input_drive(x)
@@ -234,12 +234,12 @@ def step_timing(
         for _ in range(window):
             products()
         t2 = now()
-        steps.append(_since(t0, t1))
-        bounds.append(_since(t1, t2))
+        steps.append(since(t0, t1))
+        bounds.append(since(t1, t2))
         if unsplit is not None:
             for _ in range(window):
                 unsplit()
-            wholes.append(_since(t2, now()))
+            wholes.append(since(t2, now()))
 
     def ms(values: list[tuple[float, float]], k: int) -> float:
         return statistics.median(v[k] for v in values) / window * 1e3
@@ -272,7 +272,7 @@ def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> d
     from eqprop.runs import build_network, build_trainer
 
     device = torch.device(config.train.device)
-    now = _clock(device)
+    now = clock(device)
     b = config.train.batch_size
     sizes = config.topology.sizes
     n_free = config.free.steps
@@ -297,18 +297,18 @@ def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> d
         if i <= options.batches:
             t0 = now()
             trainer.train_batch(x[idx], y[idx], idx)
-            ours.append(_since(t0, now()))
+            ours.append(since(t0, now()))
         if i <= options.naive_batches:
             t0 = now()
             ref.train_batch(x[idx], y[idx], idx)
-            theirs.append(_since(t0, now()))
+            theirs.append(since(t0, now()))
     naive_s = [statistics.median(v[k] for v in theirs) for k in (0, 1)]
     scaled = naive_steps < n_free
     if scaled:  # add the free steps not run, at the naive engine's measured cost per step
         s = torch.cat([x[index(1)], torch.rand(b, ref.n - sizes[0], device=device)], 1)
         t0 = now()
         ref.free_phase(s)
-        per_step = _since(t0, now())
+        per_step = since(t0, now())
         for k in (0, 1):
             naive_s[k] += (n_free - naive_steps) * per_step[k] / naive_steps
 
@@ -318,7 +318,7 @@ def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> d
     t0 = now()
     estimate = trainer.estimator.estimate(net, x[index(1)], s_free, [s_clamped], (1.0,))
     trainer.update.apply(estimate)
-    update_ms = _since(t0, now())[0] * 1e3
+    update_ms = since(t0, now())[0] * 1e3
     s_per_batch = [statistics.median(v[k] for v in ours) for k in (0, 1)]
     return {
         "s_per_batch": s_per_batch[0],

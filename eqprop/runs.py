@@ -377,10 +377,14 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return _parse_metrics(Path(run_dir) / METRICS)[0]
 
 
-def _read_epochs(run_dir: str | Path, kind: str, empty: np.ndarray) -> np.ndarray:
-    """The per-batch arrays ``run_dir/kind/epoch_*.npy`` of all finished epochs, concatenated
-    in epoch order (``empty`` when there are none)."""
+def _read_epochs(
+    run_dir: str | Path, kind: str, empty: np.ndarray, up_to: int | None = None
+) -> np.ndarray:
+    """The per-batch arrays ``run_dir/kind/epoch_*.npy`` of all finished epochs (or of epochs
+    ``1..up_to``), concatenated in epoch order (``empty`` when there are none)."""
     files = sorted((Path(run_dir) / kind).glob("epoch_*.npy"))
+    if up_to is not None:
+        files = [f for f in files if int(f.stem[len("epoch_") :]) <= up_to]
     arrays = []
     for f in files:
         try:
@@ -403,9 +407,10 @@ def _save_epoch(run_dir: Path, kind: str, epoch: int, values: np.ndarray) -> Non
     atomic_write(run_dir / kind / f"epoch_{epoch:04d}.npy", functools.partial(np.save, arr=values))
 
 
-def read_layer_rates(run_dir: str | Path) -> np.ndarray:
-    """Per-batch per-layer rates of all finished epochs, shape ``(batches, pairs)``."""
-    return _read_epochs(run_dir, RATES, np.zeros((0, 0), dtype=np.float32))
+def read_layer_rates(run_dir: str | Path, up_to: int | None = None) -> np.ndarray:
+    """Per-batch per-layer rates of all finished epochs (or of epochs ``1..up_to``), shape
+    ``(batches, pairs)``."""
+    return _read_epochs(run_dir, RATES, np.zeros((0, 0), dtype=np.float32), up_to)
 
 
 def read_free_steps(run_dir: str | Path) -> np.ndarray:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from eqprop import config as cfg
 from eqprop import runs
+from eqprop.bench import clock, since
 from eqprop.relaxation import fixed_point_residual
 from eqprop.relaxation.fixed import FixedSteps
 from eqprop.training import Trainer
@@ -55,13 +55,11 @@ class SolverBenchOptions:
     quiet: bool = False
 
 
-def _now() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
+_now = clock(torch.device("cpu"))
 
 
 def _since(start: tuple[float, float]) -> tuple[float, float]:
-    wall, cpu = _now()
-    return wall - start[0], cpu - start[1]
+    return since(start, _now())
 
 
 def solver_config(preset: str, solver: str, options: SolverBenchOptions) -> cfg.RunConfig:

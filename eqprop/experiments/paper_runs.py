@@ -44,10 +44,10 @@ from eqprop.errors import ConfigError, DivergenceError
 from eqprop.metrics import log_spread
 from eqprop.runs import (
     CONFIG,
-    RATES,
     RunOptions,
     atomic_write_bytes,
     read_config,
+    read_layer_rates,
     read_metrics,
     start_run,
     train_run,
@@ -175,11 +175,7 @@ class RunResult:
     def rates(self) -> np.ndarray:
         """Per-batch per-pair rates (eq. 2) of the finished epochs, ``(batches, pairs)``
         (read once)."""
-        files = sorted((self.run_dir / RATES).glob("epoch_*.npy"))
-        keep = [f for f in files if int(f.stem.split("_")[1]) <= self.config.train.epochs]
-        if not keep:
-            return np.zeros((0, 0))
-        return np.concatenate([np.load(f) for f in keep]).astype(np.float64)
+        return read_layer_rates(self.run_dir, self.config.train.epochs).astype(np.float64)
 
 
 def only_names() -> set[str] | None:
