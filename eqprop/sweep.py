@@ -58,7 +58,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +66,8 @@ from typing import Any
 from eqprop import config as cfg
 from eqprop.errors import ConfigError, EqpropError
 from eqprop.sweeps import results as res
-from eqprop.sweeps.trial import DONE, FAILED, NEW, UNFINISHED, trial_state
+from eqprop.sweeps.tasks import Countdown, Task
+from eqprop.sweeps.trial import DONE, FAILED, NEW, UNFINISHED, append_event, trial_state
 
 TRIALS = "trials"
 SPEC_COPY = "sweep.toml"
@@ -508,13 +508,6 @@ def write_results(sweep: Sweep) -> SweepReport:
     return SweepReport(sweep.out, rows, aggregated, table, agg_path, plot)
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
 class _Progress:
     """One line per finished trial: its outcome, how many remain, and an ETA (the time per
     finished trial so far in this run, times the trials left)."""
@@ -522,17 +515,12 @@ class _Progress:
     def __init__(self, sweep: Sweep, finished: int, echo: Callable[[str], None]) -> None:
         self.sweep, self.echo = sweep, echo
         self.by_name = {t.name: t for t in sweep.trials}
-        self.total = len(sweep.trials)
-        self.finished = finished
-        self.finished_here = 0
-        self.started = time.monotonic()
+        self.countdown = Countdown(len(sweep.trials), finished)
 
     def trial_finished(self, name: str) -> None:
         trial = self.by_name[name]
         row = res.trial_row(name, trial.overrides, self.sweep.run_dir(trial), self.sweep.out)
-        self.finished += 1
-        self.finished_here += 1
-        left = self.total - self.finished
+        count, eta = self.countdown.finish_one()
         if row["status"] == DONE:
             wall = row.get("wall_time") or 0.0
             outcome = (
@@ -542,12 +530,7 @@ class _Progress:
             )
         else:
             outcome = f"FAILED ({row['error'] or row['status']})"
-        if left:
-            elapsed = time.monotonic() - self.started
-            eta = f"{left} left, ETA {_duration(elapsed / self.finished_here * left)}"
-        else:
-            eta = "none left"
-        self.echo(f"[{self.finished}/{self.total}] {name}: {outcome}; {eta}")
+        self.echo(f"{count} {name}: {outcome}; {eta}")
         with contextlib.suppress(OSError):  # the table so far; rewritten at the end anyway
             _write(self.sweep.out / TABLE, res.table_csv(_rows(self.sweep), self.sweep.keys))
 
@@ -618,14 +601,24 @@ def run_sweep(
                     f"{options.cpus_per_trial} CPU(s) each"
                 )
                 progress = _Progress(sweep, kept, echo)
-                engine.run_trials(
-                    [t.name for t in to_run],
-                    sweep.out / TRIALS,
+                trials_dir = sweep.out / TRIALS
+                data = _data_dir(data_dir)
+                engine.run_tasks(
+                    [
+                        Task(
+                            t.name,
+                            "eqprop.sweeps.trial:train_trial",
+                            {"run_dir": str(sweep.run_dir(t).resolve()), "data_dir": data},
+                        )
+                        for t in to_run
+                    ],
                     sweep.out / RAY_DIR,
                     resources,
-                    data_dir=_data_dir(data_dir),
-                    on_finished=progress.trial_finished,
+                    on_finished=lambda name, _result: progress.trial_finished(name),
                     on_retry=progress.trial_retried,
+                    on_given_up=lambda name, error: append_event(
+                        trials_dir / name, "error", error=error
+                    ),
                 )
         else:
             echo(f"sweep {sweep.out}: all {len(sweep.trials)} trials already finished")

@@ -217,13 +217,13 @@ def _crash_seed_1(config: dict) -> None:
     """A trainable whose trial ``seed=1`` raises something that is not an EqpropError (it is
     pickled by value, see below, so Ray's workers run this very function)."""
     import os as _os
-    from pathlib import Path as _Path
 
-    from eqprop.sweeps.trial import append_event, train_trial
+    from eqprop.sweeps.trial import append_event, run_task
 
     if config["trial"] != "seed=1":
-        return train_trial(config)
-    append_event(_Path(config["trials_dir"]) / config["trial"], "start", pid=_os.getpid())
+        return run_task(config)
+    run_dir = config["tasks"][config["trial"]]["kwargs"]["run_dir"]
+    append_event(run_dir, "start", pid=_os.getpid())
     raise RuntimeError("boom: an unexpected bug")
 
 
@@ -234,7 +234,7 @@ def test_unexpected_exception_is_retried_then_reported_failed(tmp_path, ray_loca
 
     spec = '[set]\n"train.epochs" = 1\n[grid]\n"train.seed" = [0, 1]\n[options]\nretries = 1\n'
     sweep = load_sweep(_spec(tmp_path, spec), out=tmp_path / "sw")
-    monkeypatch.setattr(engine.trial_mod, "train_trial", _crash_seed_1)
+    monkeypatch.setattr(engine.trial_mod, "run_task", _crash_seed_1)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         lines: list[str] = []

@@ -1,6 +1,7 @@
-"""Running the trials of a sweep on Ray Tune: one Tune trial per eqprop trial, with its
-CPUs and GPUs, at most ``trials_at_once`` at a time, retried ``retries`` times when its
-worker dies or raises something other than an :class:`~eqprop.errors.EqpropError`.
+"""Running tasks (a sweep's trials, an experiment's runs) on Ray Tune: one Tune trial per
+:class:`~eqprop.sweeps.tasks.Task`, with its CPUs and GPUs, at most ``trials_at_once`` at a
+time, retried ``retries`` times when its worker dies or raises something other than an
+:class:`~eqprop.errors.EqpropError`.
 
 The trial directories, not Tune's experiment state, are what a re-run reads: a new Tune
 experiment is started on each run of the sweep over the trials that are not finished, and
@@ -15,12 +16,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eqprop.errors import EqpropError
 from eqprop.sweeps import trial as trial_mod
+from eqprop.sweeps.tasks import Task
 
 INSTALL_HINT = "eqprop sweep needs Ray; install it with: pip install 'eqprop[ray]'"
 
@@ -124,46 +127,41 @@ def _error_line(trial) -> str:
     return lines[-1] if lines else "the trial's worker failed"
 
 
-def run_trials(
-    names: Sequence[str],
-    trials_dir: Path,
+def run_tasks(
+    tasks: Sequence[Task],
     storage: Path,
     resources: Resources,
     *,
-    data_dir: str | None,
-    on_finished: Callable[[str], None],
+    on_finished: Callable[[str, Mapping[str, Any]], None],
     on_retry: Callable[[str, int, str], None],
+    on_given_up: Callable[[str, str], None],
 ) -> None:
-    """Run the trials ``names`` (directories under ``trials_dir``, already created) as one
-    Tune experiment stored under ``storage``. ``on_finished(name)`` is called when a trial
-    ends (done, failed, or given up by Ray, which is then recorded in its directory);
-    ``on_retry(name, failures, error)`` when Ray retries it."""
+    """Run ``tasks`` as one Tune experiment stored under ``storage``, one Tune trial each.
+    ``on_finished(name, result)`` is called when a task ends (done, failed, or given up by
+    Ray), with what the task reported last (``status``: ``done`` or ``failed``, ``error``);
+    ``on_retry(name, failures, error)`` when Ray retries it; ``on_given_up(name, error)``
+    just before ``on_finished`` when Ray gave up on it after ``resources.retries`` retries."""
     from ray import tune
 
     class Progress(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            on_finished(trial.config["trial"])
+            on_finished(trial.config["trial"], trial.last_result or {})
 
         def on_trial_recover(self, iteration, trials, trial, **info) -> None:
             on_retry(trial.config["trial"], trial.num_failures, _error_line(trial))
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             name = trial.config["trial"]
-            error = _error_line(trial)
-            tries = trial.num_failures
-            trial_mod.append_event(
-                trials_dir / name, "error", error=f"{error} (after {tries} attempt(s))"
-            )
-            on_finished(name)
+            on_given_up(name, f"{_error_line(trial)} (after {trial.num_failures} attempt(s))")
+            on_finished(name, {})
 
     trainable = tune.with_resources(
-        trial_mod.train_trial, {"cpu": resources.cpus, "gpu": resources.gpus}
+        trial_mod.run_task, {"cpu": resources.cpus, "gpu": resources.gpus}
     )
     param_space = {
-        "trial": tune.grid_search(list(names)),
-        "trials_dir": str(trials_dir.resolve()),
+        "trial": tune.grid_search([t.name for t in tasks]),
+        "tasks": {t.name: t.spec() for t in tasks},
         "threads": resources.cpus,
-        "data_dir": data_dir,
     }
     tuner = tune.Tuner(
         trainable,

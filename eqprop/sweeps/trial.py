@@ -1,5 +1,6 @@
 """One trial of a sweep: an ordinary run directory, trained by :func:`eqprop.runs.train_run`
-on a Ray worker, plus two files of its own beside the run's files:
+on a Ray worker (:func:`run_task`, the Tune trainable that runs any
+:class:`~eqprop.sweeps.tasks.Task`), plus two files of its own beside the run's files:
 
 - ``attempts.jsonl``: one JSON line per event of the trial. The worker writes ``start``
   (its process id, host, torch threads, and the checkpoint's epoch and batch it resumes
@@ -121,16 +122,57 @@ def wait_for_run_lock(run_dir: Path, timeout: float = LOCK_WAIT_S) -> None:
         os.close(fd)
 
 
-def train_trial(config: dict) -> None:
-    """The Ray Tune trainable: train (or resume) the run directory
-    ``config["trials_dir"]/config["trial"]``.
+def train_trial(run_dir: str, data_dir: str | None) -> dict:
+    """Train (or resume) the run directory ``run_dir``: the task of a sweep's trial.
 
-    ``config`` also holds ``threads`` (the CPUs the trial was given: torch uses
-    that many threads, set before anything else) and ``data_dir``. The trial's own
-    failures (:class:`~eqprop.errors.EqpropError`) are recorded and reported as a finished
-    trial with ``status = "failed"``, so that Ray does not retry them; anything else (the
-    worker killed, an unexpected exception) propagates, and Ray retries the trial, which
-    resumes from its checkpoint.
+    Records a ``start`` event (with the checkpoint it resumes from), sends what the
+    training prints to ``output.log``, and records ``done``, or ``failed`` before
+    re-raising the trial's own :class:`~eqprop.errors.EqpropError`. Returns the last
+    epoch's numbers (what Ray Tune is told)."""
+    import torch
+
+    from eqprop.errors import EqpropError
+    from eqprop.runs import RunOptions, train_run
+
+    run_dir_path = Path(run_dir)
+    wait_for_run_lock(run_dir_path)
+    append_event(
+        run_dir_path,
+        "start",
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        threads=torch.get_num_threads(),
+        **_resume_point(run_dir_path),
+    )
+    options = RunOptions(data_dir=data_dir, quiet=True)
+    try:
+        with (
+            open(run_dir_path / LOG, "a") as log,
+            contextlib.redirect_stdout(log),
+            contextlib.redirect_stderr(log),
+        ):
+            records = train_run(run_dir_path, options)
+    except EqpropError as exc:
+        append_event(run_dir_path, "failed", pid=os.getpid(), error=str(exc))
+        raise
+    append_event(run_dir_path, "done", pid=os.getpid())
+    last = records[-1] if records else {}
+    return {
+        "epochs_done": last.get("epoch", 0),
+        "train_error": last.get("train_error"),
+        "test_error": last.get("test_error"),
+    }
+
+
+def run_task(config: dict) -> None:
+    """The Ray Tune trainable: run the task named ``config["trial"]`` (a
+    :class:`~eqprop.sweeps.tasks.Task` given as ``config["tasks"][name]``).
+
+    ``config["threads"]`` (the CPUs the trial was given) is the number of torch threads,
+    set before anything else. The task's own failures (:class:`~eqprop.errors.EqpropError`)
+    are reported as a finished trial with ``status = "failed"``, so that Ray does not retry
+    them; anything else (the worker killed, an unexpected exception) propagates, and Ray
+    retries the trial, which resumes from its checkpoint.
     """
     import torch
 
@@ -138,37 +180,12 @@ def train_trial(config: dict) -> None:
     from ray import tune
 
     from eqprop.errors import EqpropError
-    from eqprop.runs import RunOptions, train_run
+    from eqprop.sweeps.tasks import Task
 
-    run_dir = Path(config["trials_dir"]) / config["trial"]
-    wait_for_run_lock(run_dir)
-    append_event(
-        run_dir,
-        "start",
-        pid=os.getpid(),
-        host=socket.gethostname(),
-        threads=torch.get_num_threads(),
-        **_resume_point(run_dir),
-    )
-    options = RunOptions(data_dir=config["data_dir"], quiet=True)
+    task = Task(config["trial"], **config["tasks"][config["trial"]])
     try:
-        with (
-            open(run_dir / LOG, "a") as log,
-            contextlib.redirect_stdout(log),
-            contextlib.redirect_stderr(log),
-        ):
-            records = train_run(run_dir, options)
+        result = task.call()
     except EqpropError as exc:
-        append_event(run_dir, "failed", pid=os.getpid(), error=str(exc))
         tune.report({"status": FAILED, "error": str(exc)})
         return
-    append_event(run_dir, "done", pid=os.getpid())
-    last = records[-1] if records else {}
-    tune.report(
-        {
-            "status": DONE,
-            "epochs_done": last.get("epoch", 0),
-            "train_error": last.get("train_error"),
-            "test_error": last.get("test_error"),
-        }
-    )
+    tune.report({"status": DONE, **(result or {})})
