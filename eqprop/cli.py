@@ -148,9 +148,57 @@ def _reproduce(args: argparse.Namespace) -> int:
     from eqprop.runs import check_output_dir
 
     check_output_dir(Path(args.out))
-    results = module.run(args.scale, Path(args.out), Path(args.data_dir) if args.data_dir else None)
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    placement = _placement(args, module)
+    if placement is None:
+        results = module.run(args.scale, Path(args.out), data_dir)
+    else:
+        results = module.run(args.scale, Path(args.out), data_dir, placement=placement)
     print(results)
     return 0
+
+
+def _placement(args: argparse.Namespace, module):
+    """Where the experiment's runs go (:class:`eqprop.sweeps.tasks.Placement`): Ray Tune
+    trials (a local instance, or the cluster at ``--address``) when the experiment runs its
+    trials as tasks and Ray is installed, unless ``--no-ray``; None for an experiment that
+    runs in this process only (the Ray flags are then an error)."""
+    import importlib.util
+    import inspect
+
+    from eqprop.sweeps.tasks import Placement
+
+    given = [flag for flag, value in _ray_flags(args) if value is not None]
+    if "placement" not in inspect.signature(module.run).parameters:
+        if given:
+            raise EqpropError(
+                f"experiment {args.experiment!r} runs in this process only; "
+                f"drop {', '.join(given)}"
+            )
+        return None
+    have_ray = importlib.util.find_spec("ray") is not None
+    if args.address is not None and not have_ray:
+        from eqprop.sweeps.engine import INSTALL_HINT
+
+        raise EqpropError(INSTALL_HINT)
+    return Placement(
+        ray=have_ray and not args.no_ray,
+        address=args.address,
+        trials_at_once=0 if args.trials_at_once is None else args.trials_at_once,
+        cpus_per_trial=1 if args.cpus_per_trial is None else args.cpus_per_trial,
+        retries=2 if args.retries is None else args.retries,
+    )
+
+
+def _ray_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The Ray options of ``eqprop reproduce`` and their values (None: not given)."""
+    return [
+        ("--address", args.address),
+        ("--trials-at-once", args.trials_at_once),
+        ("--cpus-per-trial", args.cpus_per_trial),
+        ("--retries", args.retries),
+        ("--no-ray", True if args.no_ray else None),
+    ]
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -287,6 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="smoke", help="smoke, quick or full")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     p.add_argument("--data-dir", help="directory of the IDX files")
+    p.add_argument(
+        "--address",
+        help="run the trials on this Ray cluster (default: a local Ray instance, if installed)",
+    )
+    p.add_argument(
+        "--trials-at-once", type=int, help="at most N trials together on Ray (default: as fit)"
+    )
+    p.add_argument("--cpus-per-trial", type=int, help="CPUs (torch threads) per trial (1)")
+    p.add_argument("--retries", type=int, help="retries of a trial whose worker died (2)")
+    p.add_argument(
+        "--no-ray", action="store_true", help="run the trials one by one in this process"
+    )
     p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("bench", help="time the engine against the naive dense formulation")

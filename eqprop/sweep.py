@@ -66,14 +66,13 @@ from typing import Any
 from eqprop import config as cfg
 from eqprop.errors import ConfigError, EqpropError
 from eqprop.sweeps import results as res
-from eqprop.sweeps.tasks import Countdown, Task
+from eqprop.sweeps.tasks import RAY_DIR, Countdown, Task
 from eqprop.sweeps.trial import DONE, FAILED, NEW, UNFINISHED, append_event, trial_state
 
 TRIALS = "trials"
 SPEC_COPY = "sweep.toml"
 TABLE = "results.csv"
 AGGREGATE = "aggregate.csv"
-RAY_DIR = "ray"
 LOCK = ".lock"
 SPEC_KEYS = ("description", "preset", "config", "out", "set", "grid", "options", "results")
 RESULT_KEYS = ("seeds", "plot_metric", "plot_key", "log_x")

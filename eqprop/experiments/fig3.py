@@ -32,6 +32,7 @@ from pathlib import Path
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label
+from eqprop.sweeps.tasks import Placement
 
 SCALES = pr.SCALES
 #: training order (see the module docstring)
@@ -54,11 +55,11 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(name, pr.scaled(pr.paper_config(name), scale, REDUCTIONS)) for name in ORDER]
 
 
-def run(scale: str, out: Path, data_dir: Path | None) -> Path:
+def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
     """Run (or resume) networks C, A, B at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir)
+    results = pr.execute(planned(scale), out, data_dir, placement)
     shown = sorted(results, key=lambda r: r.name)  # A, B, C in plots and tables
     curves = [(curve_label(r), r.records) for r in shown if r.records]
     data = data_caption(r.config for r in shown)

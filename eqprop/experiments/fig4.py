@@ -56,6 +56,7 @@ from eqprop.plots import (
     new_figure,
     outside_legend,
 )
+from eqprop.sweeps.tasks import Placement
 
 SCALES = pr.SCALES
 ORDER = ("A", "B", "C", "deep-layered", "deep-skip")
@@ -79,11 +80,11 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(name, pr.scaled(pr.paper_config(name), scale, REDUCTIONS)) for name in ORDER]
 
 
-def run(scale: str, out: Path, data_dir: Path | None) -> Path:
+def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
     """Run (or resume) the five networks at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir)
+    results = pr.execute(planned(scale), out, data_dir, placement)
     rates = {r.name: r.rates for r in results}
     summaries = {name: pr.summarize_rates(x) for name, x in rates.items()}
     panels = [(panel_title(r.name, r.config), pr.plottable(r.rates)) for r in results]

@@ -44,6 +44,7 @@ from eqprop.plots import (
     outside_legend,
     pair_colors,
 )
+from eqprop.sweeps.tasks import Placement
 from eqprop.topology import n_from_p
 
 SCALES = pr.SCALES
@@ -88,11 +89,11 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(name, pr.scaled(config, scale, REDUCTIONS)) for name, config in runs]
 
 
-def run(scale: str, out: Path, data_dir: Path | None) -> Path:
+def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
     """Run (or resume) B and the p sweep at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir)
+    results = pr.execute(planned(scale), out, data_dir, placement)
     rows = [Point(r) for r in results]
     reference, sweep = rows[0], rows[1:]
     pr.save_png(figure(reference, sweep), out / "fig5.png")

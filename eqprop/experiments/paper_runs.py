@@ -52,6 +52,7 @@ from eqprop.runs import (
     start_run,
     train_run,
 )
+from eqprop.sweeps.tasks import RAY_DIR, Placement, Task, run_tasks
 from eqprop.topology import p_from_n
 
 SCALES = ("smoke", "quick", "full")
@@ -200,9 +201,10 @@ def _check_compatible(existing: cfg.RunConfig, declared: cfg.RunConfig, run_dir:
             )
 
 
-def ensure_run(name: str, config: cfg.RunConfig, run_dir: Path, data_dir: Path | None) -> str:
-    """Bring one run to ``config.train.epochs``: skip, resume or start it. Returns what was done:
-    ``"complete"`` (nothing to do), ``"resumed"``, ``"started"`` or ``"diverged"``."""
+def prepare_run(name: str, config: cfg.RunConfig, run_dir: Path) -> str:
+    """Make ``run_dir`` ready to train to ``config.train.epochs``: ``"complete"`` (nothing to
+    do), ``"diverged"`` (a ``DIVERGED`` file: not retried), ``"resume"`` (its config kept,
+    the epochs extended where needed) or ``"start"`` (a new run directory written)."""
     run_dir = Path(run_dir)
     if (run_dir / DIVERGED).exists():
         return "diverged"
@@ -216,28 +218,98 @@ def ensure_run(name: str, config: cfg.RunConfig, run_dir: Path, data_dir: Path |
         if existing.train.epochs != epochs:
             extended = existing.override({"train.epochs": epochs})
             atomic_write_bytes(run_dir / CONFIG, extended.to_toml().encode())
-        action = "resumed"
         _log(f"{name}: resuming {run_dir} after epoch {done} of {epochs}")
-    else:
-        device = os.environ.get(DEVICE_ENV)
-        start_run(config.override({"train.device": device}) if device else config, run_dir)
-        action = "started"
-        _log(f"{name}: started {run_dir} ({config.train.epochs} epochs)")
+        return "resume"
+    device = os.environ.get(DEVICE_ENV)
+    start_run(config.override({"train.device": device}) if device else config, run_dir)
+    _log(f"{name}: started {run_dir} ({config.train.epochs} epochs)")
+    return "start"
+
+
+#: what :func:`prepare_run`'s answer becomes once the run has trained
+_DONE = {"resume": "resumed", "start": "started"}
+
+
+def _record_divergence(name: str, run_dir: Path, exc: DivergenceError) -> None:
+    atomic_write_bytes(run_dir / DIVERGED, f"{exc}\n".encode())
+    _log(f"{name}: diverged ({exc}); recorded in {run_dir / DIVERGED}")
+
+
+def train_declared(name: str, run_dir: str, data_dir: str | None) -> dict:
+    """The task of one declared run on a Ray worker: train ``run_dir`` (prepared by
+    :func:`prepare_run`) as a sweep trial (:func:`eqprop.sweeps.trial.train_trial`: its
+    events and output beside the run); a divergence is recorded in ``DIVERGED``."""
+    from eqprop.sweeps.trial import train_trial
+
+    try:
+        return train_trial(run_dir, data_dir)
+    except DivergenceError as exc:
+        _record_divergence(name, Path(run_dir), exc)
+        return {"diverged": str(exc)}
+
+
+def ensure_run(name: str, config: cfg.RunConfig, run_dir: Path, data_dir: Path | None) -> str:
+    """Bring one run to ``config.train.epochs`` in this process: skip, resume or start it.
+    Returns what was done: ``"complete"`` (nothing to do), ``"resumed"``, ``"started"`` or
+    ``"diverged"``."""
+    run_dir = Path(run_dir)
+    prepared = prepare_run(name, config, run_dir)
+    if prepared in ("complete", "diverged"):
+        return prepared
     options = RunOptions(data_dir=data_dir, quiet=not sys.stderr.isatty())
     try:
         train_run(run_dir, options)
     except DivergenceError as exc:
-        atomic_write_bytes(run_dir / DIVERGED, f"{exc}\n".encode())
-        _log(f"{name}: diverged ({exc}); recorded in {run_dir / DIVERGED}")
+        _record_divergence(name, run_dir, exc)
         return "diverged"
-    return action
+    return _DONE[prepared]
+
+
+def _on_ray(
+    planned: Sequence[tuple[str, cfg.RunConfig]],
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement,
+    only: set[str] | None,
+) -> dict[str, str]:
+    """Prepare the selected runs here and train those with work left as Ray tasks; the
+    status of every selected run (a failure's one-line reason for those that failed)."""
+    statuses, tasks = {}, []
+    data = str(Path(data_dir).resolve()) if data_dir is not None else None
+    for name, config in planned:
+        if only is not None and name not in only:
+            continue
+        run_dir = (out / name).resolve()
+        prepared = prepare_run(name, config, run_dir)
+        statuses[name] = _DONE.get(prepared, prepared)
+        if prepared in ("resume", "start"):
+            kwargs = {"name": name, "run_dir": str(run_dir), "data_dir": data}
+            tasks.append(Task(name, f"{__name__}:train_declared", kwargs))
+    errors = run_tasks(
+        tasks,
+        placement,
+        label=out.name,
+        storage=out / RAY_DIR,
+        done_before=len(statuses) - len(tasks),
+    )
+    for task in tasks:
+        if (out / task.name / DIVERGED).exists():
+            statuses[task.name] = "diverged"
+        elif task.name in errors:
+            statuses[task.name] = f"failed ({errors[task.name]})"
+    return statuses
 
 
 def execute(
-    planned: Sequence[tuple[str, cfg.RunConfig]], out: Path, data_dir: Path | None
+    planned: Sequence[tuple[str, cfg.RunConfig]],
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
 ) -> list[RunResult]:
-    """Run (skip, resume or start) every declared run in order, in ``out/<name>``, and return
-    what each holds afterwards. Runs not named in ``EQPROP_ONLY`` (when set) are not trained."""
+    """Run (skip, resume or start) every declared run, each in ``out/<name>``, and return
+    what each holds afterwards: in order in this process, or as tasks on Ray where
+    ``placement`` asks for it (:mod:`eqprop.sweeps.tasks`; a run that fails there is reported
+    and the others go on). Runs not named in ``EQPROP_ONLY`` (when set) are not trained."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     only = only_names()
@@ -247,13 +319,18 @@ def execute(
         raise ConfigError(
             f"{ONLY_ENV} names unknown runs ({unknown}); choose among: {', '.join(names)}"
         )
+    if placement is not None and placement.ray:
+        statuses = _on_ray(planned, out, data_dir, placement, only)
+    else:
+        statuses = {
+            name: ensure_run(name, config, out / name, data_dir)
+            for name, config in planned
+            if only is None or name in only
+        }
     results = []
     for name, config in planned:
         run_dir = out / name
-        if only is None or name in only:
-            status = ensure_run(name, config, run_dir, data_dir)
-        else:
-            status = f"not selected ({ONLY_ENV})"
+        status = statuses.get(name, f"not selected ({ONLY_ENV})")
         records = read_metrics(run_dir) if (run_dir / CONFIG).exists() else []
         # a directory trained further (e.g. by hand) is shown at the declared epochs
         records = [r for r in records if r["epoch"] <= config.train.epochs]

@@ -32,6 +32,7 @@ is the official test set evaluated after the same epoch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -55,7 +56,6 @@ from eqprop.baselines import (
     make_rule,
 )
 from eqprop.baselines import train as train_rule
-from eqprop.baselines.training import RunProgress
 from eqprop.config import RunConfig, from_dict, preset
 from eqprop.data import load_dataset
 from eqprop.errors import ConfigError, DivergenceError
@@ -69,8 +69,9 @@ from eqprop.runs import (
     start_run,
     train_run,
 )
+from eqprop.sweeps.tasks import RAY_DIR, Placement, Task, run_tasks
 
-SCALES = ("smoke", "quick", "full")
+SCALES = ("smoke", "quick", "mlp-budget", "full")
 RULE_NAMES = ("BP", "FA", "DTP")
 #: plain architecture -> its densely connected counterpart
 PAIRS = {"NN": "DN", "ConvNet": "DenseConvNet"}
@@ -159,6 +160,34 @@ def _same_rates(sigmoid: tuple[float, ...], relu: tuple[float, ...]) -> dict:
     }
 
 
+#: the seed's Table 1 learning rates
+TABLE1_RATES = {
+    ("BP", "sigmoid"): (1e-1, 1e-2, 1e-3),
+    ("FA", "sigmoid"): (1e-2, 1e-3, 1e-4),
+    ("DTP", "sigmoid"): (1e-2, 1e-3, 1e-4),
+    **{(rule, "relu"): (1e-3, 1e-4, 1e-5) for rule in RULE_NAMES},
+}
+#: the EP rows of the quick and mlp-budget scales: the journal's settings but the free phase
+#: by FISTA to the fixed point (`reproduce solvers` measures how it learns against the
+#: fixed steps) instead of the journal's 1000 fixed steps, and 2 epochs of the 50k training
+#: images (100k examples, against the quick baselines' 80k cap)
+SHORT_EP = EPProtocol(
+    depths=(3, 5),
+    overrides={
+        "free.solver": "fista",
+        "free.tol": 1e-3,
+        "free.steps": 1000,
+        "train.epochs": 2,
+    },
+    note=(
+        "the free phase run by FISTA to a fixed-point residual below 1e-3 (at most "
+        "1,000 steps) instead of the journal's 1000 fixed steps, and 2 epochs instead "
+        "of its 100 (budget comparable to the baselines' 80k-example cap); the "
+        "journal's networks have 100 units per hidden layer and train on the standard "
+        "60k split."
+    ),
+)
+
 PROTOCOLS: dict[str, Protocol] = {
     # Seconds on sklearn's digits (1,150 / 287 / 360 examples, 8x8): plumbing only.
     "smoke": Protocol(
@@ -202,26 +231,29 @@ PROTOCOLS: dict[str, Protocol] = {
             "penalised more than under the seed's protocol; 3 depths per activation, 2 "
             "learning rates, validation on 5k examples, one seed."
         ),
-        # EP: the journal's settings but N_free 500 (its 1000 would double the cost) and 2
-        # epochs of the 50k training images (100k examples, against the baselines' 80k cap),
-        # the free phase by FISTA to the fixed point (`reproduce solvers` measures that it
-        # learns as the fixed steps do) instead of the journal's 1000 fixed steps.
-        ep=EPProtocol(
-            depths=(3, 5),
-            overrides={
-                "free.solver": "fista",
-                "free.tol": 1e-3,
-                "free.steps": 1000,
-                "train.epochs": 2,
-            },
-            note=(
-                "the free phase run by FISTA to a fixed-point residual below 1e-3 (at most "
-                "1,000 steps) instead of the journal's 1000 fixed steps, and 2 epochs instead "
-                "of its 100 (budget comparable to the baselines' 80k-example cap); the "
-                "journal's networks have 100 units per hidden layer and train on the standard "
-                "60k split."
-            ),
+        ep=SHORT_EP,
+    ),
+    # The seed's budget (section 3, Table 1: early-stopping starting points 200k-1000k,
+    # patience 3 evaluations of 50k examples, its learning rates) for the MLPs at the
+    # shallowest and deepest of its depths per activation; the EP rows as in `quick`.
+    "mlp-budget": Protocol(
+        dataset="mnist",
+        train_limit=None,
+        valid_limit=None,
+        test_limit=None,
+        architectures=("NN", "DN"),
+        depths={"sigmoid": (3, 7), "relu": (5, 10)},
+        learning_rates=TABLE1_RATES,
+        early_stop_starts={"mlp": (200_000, 400_000, 600_000, 800_000, 1_000_000)},
+        max_examples={"mlp": 1_500_000},
+        eval_every=50_000,
+        patience=3,
+        caveat=(
+            "The seed's budget and learning rates, but MLPs only, at the shallowest and "
+            "deepest of its depths per activation, one seed; EP rows at the quick scale's "
+            "short budget."
         ),
+        ep=SHORT_EP,
     ),
     # The seed's protocol (section 3, Table 1): MNIST 50k / 10k / 10k, depths 3-7 (sigmoid)
     # and 5-10 (ReLU), three learning rates per rule and activation, early-stopping starting
@@ -233,12 +265,7 @@ PROTOCOLS: dict[str, Protocol] = {
         test_limit=None,
         architectures=("NN", "DN", "ConvNet", "DenseConvNet"),
         depths={"sigmoid": (3, 4, 5, 6, 7), "relu": (5, 6, 7, 8, 9, 10)},
-        learning_rates={
-            ("BP", "sigmoid"): (1e-1, 1e-2, 1e-3),
-            ("FA", "sigmoid"): (1e-2, 1e-3, 1e-4),
-            ("DTP", "sigmoid"): (1e-2, 1e-3, 1e-4),
-            **{(rule, "relu"): (1e-3, 1e-4, 1e-5) for rule in RULE_NAMES},
-        },
+        learning_rates=TABLE1_RATES,
         early_stop_starts={
             "mlp": (200_000, 400_000, 600_000, 800_000, 1_000_000),
             "conv": (50_000, 100_000, 150_000),
@@ -355,16 +382,17 @@ def _load_data(protocol: Protocol, data_dir: Path | None) -> TrainingData:
 
 
 def _planned_runs(protocol: Protocol) -> list[tuple[str, str, str, int, float]]:
-    """Every run of the protocol, plus the linear readout (BP's ReLU learning rates)."""
-    runs = [
+    """Every run of the protocol: the linear readout (BP's ReLU learning rates) first, then
+    activation by activation (so that a budget cut short leaves whole activations)."""
+    linear = [(*LINEAR, lr) for lr in protocol.learning_rates[("BP", "relu")]]
+    return linear + [
         (rule, arch, act, depth, lr)
-        for arch in protocol.architectures
         for act, depths in protocol.depths.items()
         for depth in depths
+        for arch in protocol.architectures
         for rule in RULE_NAMES
         for lr in protocol.learning_rates[(rule, act)]
     ]
-    return runs + [(*LINEAR, lr) for lr in protocol.learning_rates[("BP", "relu")]]
 
 
 def ep_config(protocol: Protocol, architecture: str, depth: int) -> RunConfig:
@@ -514,50 +542,87 @@ def run_ep(
     return path
 
 
-def run(scale: str, out: Path, data_dir: Path | None) -> Path:
-    """Run (or resume) the experiment at ``scale`` into ``out``; return ``results.md``."""
+@functools.lru_cache(maxsize=2)
+def _cached_data(scale: str, data_dir: str | None) -> TrainingData:
+    """The baselines' data of ``scale``, loaded once per process (a Ray worker runs task
+    after task)."""
+    return _load_data(PROTOCOLS[scale], Path(data_dir) if data_dir else None)
+
+
+def train_baseline(
+    scale: str,
+    rule: str,
+    architecture: str,
+    activation: str,
+    depth: int,
+    learning_rate: float,
+    out: str,
+    data_dir: str | None,
+) -> dict:
+    """The task of one baseline run: train it and write its run file ``out/runs/NAME.json``
+    (nothing to do when the file exists). A run writes its file only when it has finished,
+    so one interrupted starts again from the beginning."""
+    path = Path(out) / "runs" / _run_name(rule, architecture, activation, depth, learning_rate)
+    if not path.exists():
+        data = _cached_data(scale, data_dir)
+        protocol = PROTOCOLS[scale]
+        record = _train_one(protocol, data, rule, architecture, activation, depth, learning_rate)
+        atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+    record = json.loads(path.read_text())
+    return {"best_valid": max(point["valid_accuracy"] for point in record["grid"])}
+
+
+def train_ep(scale: str, architecture: str, depth: int, out: str, data_dir: str | None) -> dict:
+    """The task of one EP run (:func:`run_ep`)."""
+    path = run_ep(PROTOCOLS[scale], architecture, depth, Path(out), data_dir and Path(data_dir))
+    record = json.loads(path.read_text())
+    return {"best_valid": max((p["valid_accuracy"] for p in record["grid"]), default=math.nan)}
+
+
+def _tasks(protocol: Protocol, scale: str, out: Path, data_dir: Path | None) -> list[Task]:
+    """One task per run of ``protocol`` whose run file is missing, in the order of the
+    protocol (the baselines, then EP)."""
+    runs_dir = out / "runs"
+    data = str(Path(data_dir).resolve()) if data_dir is not None else None
+    common = {"scale": scale, "out": str(out.resolve()), "data_dir": data}
+    tasks = []
+    for rule, arch, act, depth, lr in _planned_runs(protocol):
+        name = _run_name(rule, arch, act, depth, lr)
+        if not (runs_dir / name).exists():
+            run = {"rule": rule, "architecture": arch, "activation": act, "depth": depth}
+            kwargs = {**common, **run, "learning_rate": lr}
+            tasks.append(Task(Path(name).stem, f"{__name__}:train_baseline", kwargs))
+    for arch, depth in _planned_ep_runs(protocol):
+        name = _ep_name(ep_config(protocol, arch, depth), arch, depth)
+        if not (runs_dir / name).exists():
+            kwargs = {**common, "architecture": arch, "depth": depth}
+            tasks.append(Task(Path(name).stem, f"{__name__}:train_ep", kwargs))
+    return tasks
+
+
+def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+    """Run (or resume) the experiment at ``scale`` into ``out``; return ``results.md``.
+
+    Every run is a task (:mod:`eqprop.sweeps.tasks`): in this process one after another, or
+    on Ray where ``placement`` asks for it (a run that fails there is reported, and the
+    others go on)."""
     if scale not in PROTOCOLS:
         raise ConfigError(f"skipnets scale must be one of {', '.join(SCALES)}; got {scale!r}")
     protocol = PROTOCOLS[scale]
     out = Path(out)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    data: TrainingData | None = None
-    planned = _planned_runs(protocol)
-    paths = [runs_dir / _run_name(*run) for run in planned]
-    ep_planned = _planned_ep_runs(protocol)
-    ep_paths = [runs_dir / _ep_name(ep_config(protocol, a, d), a, d) for a, d in ep_planned]
-    done = sum(path.exists() for path in [*paths, *ep_paths])
-    progress = RunProgress(len(paths) + len(ep_paths), f"skipnets {scale}", initial=done)
-    try:
-        for index, ((rule, arch, act, depth, lr), path) in enumerate(
-            zip(planned, paths, strict=True), 1
-        ):
-            if path.exists():
-                continue
-            if data is None:
-                data = _load_data(protocol, data_dir)
-            record = _train_one(protocol, data, rule, arch, act, depth, lr)
-            atomic_write_bytes(path, json.dumps(record, indent=1).encode())
-            best = max(point["valid_accuracy"] for point in record["grid"])
-            _LOG.info(
-                "skipnets %d/%d %s: best valid %.4f (%.0f s)",
-                index,
-                len(planned),
-                path.stem,
-                best,
-                record["seconds"],
-            )
-            progress.update(f"{path.stem} best valid {best:.2%} ({record['seconds']:.0f} s)")
-        for (arch, depth), path in zip(ep_planned, ep_paths, strict=True):
-            if path.exists():
-                continue
-            run_ep(protocol, arch, depth, out, data_dir)
-            record = json.loads(path.read_text())
-            best = max((point["valid_accuracy"] for point in record["grid"]), default=math.nan)
-            progress.update(f"{path.stem} best valid {best:.2%} ({record['seconds']:.0f} s)")
-    finally:
-        progress.close()
+    tasks = _tasks(protocol, scale, out, data_dir)
+    total = len(_planned_runs(protocol)) + len(_planned_ep_runs(protocol))
+    errors = run_tasks(
+        tasks,
+        placement,
+        label=f"skipnets {scale}",
+        storage=out / RAY_DIR,
+        done_before=total - len(tasks),
+    )
+    for name, error in errors.items():
+        _LOG.warning("skipnets %s failed: %s", name, error)
     records = load_records(runs_dir)
     rows = collect_rows(records)
     plot_accuracy_vs_depth(rows, protocol, out / "accuracy_vs_depth.png")

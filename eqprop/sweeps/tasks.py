@@ -23,6 +23,9 @@ from typing import Any
 
 from eqprop.errors import ConfigError
 
+#: Ray Tune's files of the tasks run on Ray, under the output directory of what ran them
+RAY_DIR = "ray"
+
 
 @dataclass(frozen=True)
 class Task:
@@ -141,15 +144,12 @@ def run_tasks(
         trials_at_once=placement.trials_at_once,
         retries=placement.retries,
     )
-    started = {t.name: time.monotonic() for t in tasks}
-
     def finished(name: str, result: Mapping[str, Any]) -> None:
         if result.get("status") == "failed":
             errors[name] = str(result.get("error", ""))
         count, eta = countdown.finish_one()
         outcome = f"FAILED ({errors[name]})" if name in errors else "done"
-        took = duration(time.monotonic() - started[name])
-        echo(f"{label} {count} {name}: {outcome} after {took}; {eta}")
+        echo(f"{label} {count} {name}: {outcome}; {eta}")
 
     def retried(name: str, failures: int, error: str) -> None:
         echo(
