@@ -582,6 +582,18 @@ CASES = {
     "reproduce-out-a-file": Case(["reproduce", "fig3", "--out", "afile"], "afile is a file"),
     "reproduce-unknown": Case(["reproduce", "fig99", "--out", "o"], "unknown experiment"),
     "reproduce-bad-scale": Case(["reproduce", "fig3", "--scale", "huge", "--out", "o"], "scales"),
+    "reproduce-ray-flag-in-process-only": Case(
+        ["reproduce", "smallworld", "--address", "auto", "--out", "o"],
+        "experiment 'smallworld' runs in this process only; drop --address",
+    ),
+    "reproduce-address-without-ray": Case(
+        ["reproduce", "fig5", "--no-ray", "--address", "auto", "--out", "o"],
+        "--address needs Ray; drop --no-ray",
+    ),
+    "reproduce-negative-trials-at-once": Case(
+        ["reproduce", "fig5", "--trials-at-once", "-1", "--out", "o"],
+        "--trials-at-once must be an integer >= 0",
+    ),
     "bench-out-missing-directory": Case(
         ["bench", "--out", "nodir/bench.json"], "the directory of nodir/bench.json does not exist"
     ),

@@ -369,6 +369,51 @@ def test_spec_trials_names_and_nested_tables(tmp_path):
         sweep_from_dict({"set": {"train.device": "cuda"}, "grid": {"train.seed": [0]}})
 
 
+# -- experiments' runs as tasks --------------------------------------------------------------
+def test_experiment_runs_on_ray_equal_the_same_runs_in_this_process(
+    tmp_path, ray_local, one_thread, capsys
+):
+    from eqprop.experiments import fig5
+    from eqprop.sweeps.tasks import Placement
+
+    fig5.run("smoke", tmp_path / "here", None)
+    capsys.readouterr()
+    placement = Placement(ray=True, trials_at_once=2)
+    fig5.run("smoke", tmp_path / "ray", None, placement=placement)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ray")]
+    names = [name for name, _ in fig5.planned("smoke")]
+    for name in names:
+        _same_run(tmp_path / "ray" / name, tmp_path / "here" / name)
+        assert [e["event"] for e in read_events(tmp_path / "ray" / name)] == ["start", "done"]
+    assert (tmp_path / "ray" / "results.md").read_text() == (
+        tmp_path / "here" / "results.md"
+    ).read_text()
+    assert lines[0] == f"ray: {len(names)} task(s) on Ray, up to 2 at once, 1 CPU(s) each"
+    assert lines[-1].endswith("none left") and len(lines) == len(names) + 1
+    intervals = sorted(_interval(tmp_path / "ray" / name) for name in names)
+    # two ran at once: some run started before the one started just before it had ended
+    assert any(b[0] < a[1] for a, b in zip(intervals, intervals[1:], strict=False))
+    again = fig5.run("smoke", tmp_path / "ray", None, placement=placement)  # all complete
+    assert again.exists()
+    assert all(len(read_events(tmp_path / "ray" / name)) == 2 for name in names)
+
+
+def test_an_experiment_run_failing_on_ray_is_reported_and_the_others_finish(tmp_path, ray_local):
+    from eqprop import config as cfg
+    from eqprop.experiments import paper_runs as pr
+    from eqprop.sweeps.tasks import Placement
+
+    good = cfg.from_dict(cfg.preset("digits")).override({"train.epochs": 1, "free.steps": 5})
+    bad = good.override({"data.dataset": "mnist"})  # no MNIST files in the empty data dir
+    (tmp_path / "empty").mkdir()
+    results = pr.execute(
+        [("good", good), ("bad", bad)], tmp_path / "out", tmp_path / "empty", Placement(ray=True)
+    )
+    assert results[0].status == "started" and results[0].complete
+    assert results[1].status.startswith("failed (") and "mnist" in results[1].status.lower()
+    assert not results[1].complete
+
+
 def test_aggregate_mean_and_spread_over_seeds():
     rows = [
         {"status": "done", "lr": 0.1, "seed": s, "final_test_error": e, "wall_time": 1.0}
