@@ -120,7 +120,9 @@ class DataSection:
 class TopologySection:
     """``[topology]``: ``family``, ``sizes``; ``n`` or ``p`` (ICONS replacements or their
     probability; ``p`` also the rewiring probability), ``p_formula``, ``a`` (initial bound of
-    intralayer and skip weights; absent: the family's default), ``seed``."""
+    intralayer and skip weights; absent: the family's default), ``seed``; ``remove_after``
+    (after this many epochs the intralayer and skip edges are removed and training goes on
+    with the adjacent-layer edges alone; absent: never)."""
 
     family: str = "layered"
     sizes: tuple[int, ...] = (64, 128, 10)
@@ -129,6 +131,7 @@ class TopologySection:
     p_formula: str = "simple"
     a: float | None = None
     seed: int = 0
+    remove_after: int | None = None
 
     def __post_init__(self) -> None:
         _choice("topology", "family", self.family, TOPOLOGIES)
@@ -145,6 +148,12 @@ class TopologySection:
         _at_least("topology", "n", self.n, 0, optional=True)
         _at_least("topology", "a", self.a, 0.0, optional=True)
         _seed("topology", self.seed)
+        _at_least("topology", "remove_after", self.remove_after, 0, optional=True)
+        if self.remove_after is not None and self.family == "layered":
+            raise ConfigError(
+                f"topology.remove_after removes intralayer and skip edges, and the "
+                f"{self.family!r} family has none; use an icons or rewired topology"
+            )
         if self.family.startswith("icons"):
             if (self.n is None) == (self.p is None):
                 raise ConfigError(f"topology {self.family!r} needs exactly one of n and p")
@@ -486,6 +495,7 @@ _OPTIONAL = {
     ("topology", "n"): int,
     ("topology", "p"): float,
     ("topology", "a"): float,
+    ("topology", "remove_after"): int,
     ("free", "tol"): float,
     ("update", "lr_skip"): float,
     ("update", "bias_lr"): float,

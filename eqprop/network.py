@@ -342,6 +342,18 @@ class Network(torch.nn.Module):
             out.append(t.to(dtype=self.dtype, device=self.device))
         return out
 
+    @torch.no_grad()
+    def keep_adjacent_only(self) -> None:
+        """Remove every edge that does not join two adjacent layers (intralayer and skip
+        edges): their weights become 0 and their masks 0, so no update reaches them again
+        (:meth:`eqprop.updates.Update.edges_removed`), and the products of a step are
+        chosen anew for what is left."""
+        keep = (self.topology.kinds == ADJACENT).astype(np.float64)
+        for i, (w, mask) in enumerate(zip(self.weights, self.from_edges(keep), strict=True)):
+            w.mul_(mask)
+            self.register_buffer(f"mask_{i}", mask, persistent=False)
+        self._plan = self._build_plan()
+
     # -- views -----------------------------------------------------------------------------
     @property
     def n_layers(self) -> int:

@@ -146,6 +146,7 @@ def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:
         persistent=config.train.persistent,
         batch_order=config.train.batch_order,
         seed=config.train.seed,
+        remove_after=config.topology.remove_after,
     )
 
 

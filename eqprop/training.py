@@ -115,6 +115,9 @@ class Trainer:
         persistent: keep persistent particles (ICONS protocol) or start each free phase at 0.
         batch_order: ``reshuffle``, ``fixed`` or ``shuffled-once`` (module docs).
         seed: seed of the generator of epoch orders and beta signs.
+        remove_after: after this many epochs, remove the edges that do not join adjacent
+            layers (intralayer and skip edges; :meth:`Network.keep_adjacent_only`) and train
+            on (None: never). The particles are kept.
 
     Example:
         >>> import torch
@@ -148,6 +151,7 @@ class Trainer:
         persistent: bool = True,
         batch_order: str = "reshuffle",
         seed: int = 0,
+        remove_after: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -168,6 +172,15 @@ class Trainer:
         self.errors = self.seen = 0  # this epoch so far
         self.epoch_rates: list[torch.Tensor] = []  # per-layer rates of this epoch's batches
         self.epoch_steps: list[int] = []  # free steps of this epoch's batches
+        self.remove_after = remove_after
+        self.removed = False  # the edges of remove_after are gone
+
+    def _remove_edges_when_due(self) -> None:
+        """Remove the non-adjacent edges once ``remove_after`` epochs are complete."""
+        if self.remove_after is not None and self.epoch >= self.remove_after and not self.removed:
+            self.network.keep_adjacent_only()
+            self.update.edges_removed()
+            self.removed = True
 
     def _batches_in_file_order(self, seed: int) -> torch.Tensor | None:
         """The visiting order of the fixed-composition batch orders (None for reshuffle)."""
@@ -218,6 +231,7 @@ class Trainer:
         """
         if len(x) != self.n_train:
             raise ConfigError(f"trainer was built for {self.n_train} examples, got {len(x)}")
+        self._remove_edges_when_due()
         if self.order is None:
             self.order = (
                 torch.randperm(self.n_train, generator=self.generator)
@@ -322,3 +336,5 @@ class Trainer:
         self.errors, self.seen = state["counters"][:2]
         self.epoch_rates = list(state["epoch_rates"])
         self.epoch_steps = list(state["epoch_steps"])
+        self.update.load_state_dict(state.get("update", {}))  # older checkpoints: none
+        self._remove_edges_when_due()

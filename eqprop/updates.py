@@ -66,6 +66,22 @@ class Update:
         """Apply ``estimate`` in place; return the per-layer rates (eq. 2), one per pair."""
         raise NotImplementedError
 
+    def edges_removed(self) -> None:
+        """The network's masks lost edges (:meth:`Network.keep_adjacent_only`): from now on
+        no update may reach them. The default suits updates that re-mask after each step."""
+
+    def epoch_metrics(self) -> dict[str, object]:
+        """Measurements of the update over the epoch since the last call, for the epoch's
+        metrics record (none here; :class:`eqprop.quantization.QuantizedSGD` has some)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """State of the update beyond the network's (none here), for exact resume."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state written by :meth:`state_dict` (nothing to restore here)."""
+
     def rates(self, corrections: list[torch.Tensor]) -> torch.Tensor:
         """Eq. 2 from the applied per-block corrections."""
         return torch.stack(
@@ -128,6 +144,12 @@ class MaskedSGD(Update):
         if rates.bias_lr is not None:
             bias = np.full_like(bias, rates.bias_lr)
         self.bias_rates = torch.as_tensor(bias, dtype=network.dtype, device=network.device)
+
+    def edges_removed(self) -> None:
+        """Rate 0 on the removed edges."""
+        self.weight_rates = [
+            rate.mul(mask) for rate, mask in zip(self.weight_rates, self.network.masks, strict=True)
+        ]
 
     @torch.no_grad()
     def apply(self, estimate: Estimate) -> torch.Tensor:

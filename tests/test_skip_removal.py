@@ -1,0 +1,127 @@
+"""Removing the intralayer and skip edges mid-training (``topology.remove_after``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eqprop import config as cfg
+from eqprop import topology
+from eqprop.errors import ConfigError
+from eqprop.estimators import RandomSign
+from eqprop.network import Network
+from eqprop.nudging import IconsNudging
+from eqprop.relaxation.fixed import FixedSteps
+from eqprop.topology import ADJACENT
+from eqprop.training import Trainer
+from eqprop.updates import LearningRates, MaskedSGD
+
+SIZES = (6, 5, 5, 3)
+
+
+def _net(layout: str = "auto") -> Network:
+    topo = topology.icons(list(SIZES), n=12, mode="add", seed=3)
+    return Network(topo, seed=1, dtype=torch.float64, layout=layout)
+
+
+def _adjacency(net: Network) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force from the edge list: the 0/1 matrices of the adjacent-layer edges and of
+    every other edge, both symmetric, N x N (inputs included)."""
+    n = net.topology.n_neurons
+    adjacent, other = np.zeros((n, n)), np.zeros((n, n))
+    for (i, j), kind in zip(net.topology.edges, net.topology.kinds, strict=True):
+        target = adjacent if kind == ADJACENT else other
+        target[i, j] = target[j, i] = 1.0
+    return adjacent, other
+
+
+def test_keep_adjacent_only_zeroes_exactly_the_non_adjacent_edges():
+    net = _net()
+    adjacent, other = _adjacency(net)
+    assert other.sum() > 0
+    before = net.dense_weights().numpy().copy()
+    net.keep_adjacent_only()
+    after = net.dense_weights().numpy()
+    np.testing.assert_array_equal(after, before * adjacent)
+    masks = net.dense_weights(net.masks).numpy()
+    np.testing.assert_array_equal(masks, adjacent)
+
+
+def _trainer(net: Network, remove_after: int | None, seed: int = 0) -> Trainer:
+    return Trainer(
+        net,
+        RandomSign(beta=1.0),
+        MaskedSGD(net, LearningRates(lr=0.2)),
+        FixedSteps(eps=0.5, steps=15),
+        FixedSteps(eps=0.5, steps=4),
+        IconsNudging(),
+        n_train=40,
+        batch_size=10,
+        seed=seed,
+        remove_after=remove_after,
+    )
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(40, SIZES[0], generator=g, dtype=torch.float64), torch.arange(40) % 3
+
+
+def test_after_removal_training_equals_the_layered_network_from_the_same_weights():
+    x, y = _data()
+    net = _net()
+    trainer = _trainer(net, remove_after=1)
+    trainer.train_epoch(x, y)
+    adjacent, other = _adjacency(net)
+    assert np.abs(net.dense_weights().numpy() * other).sum() > 0  # trained with the skips
+
+    # an independent run of epoch 2: the plain layered network, given the masked weights,
+    # the biases, the particles and the generator state of the trainer after epoch 1
+    layered = Network(topology.layered(list(SIZES)), seed=0, dtype=torch.float64)
+    dense = torch.as_tensor(net.dense_weights().numpy() * adjacent)
+    edges = layered.topology.edges
+    with torch.no_grad():
+        for w, new in zip(
+            layered.weights, layered.from_edges(dense[edges[:, 0], edges[:, 1]].numpy()), strict=True
+        ):
+            w.copy_(new)
+        layered.biases.copy_(net.biases)
+    reference = _trainer(layered, remove_after=None)
+    reference.particles.copy_(trainer.particles)
+    reference.generator.set_state(trainer.generator.get_state())
+    reference.epoch = 1
+
+    trainer.train_epoch(x, y)
+    reference.train_epoch(x, y)
+    np.testing.assert_array_equal(net.dense_weights().numpy() * other, 0.0)
+    np.testing.assert_allclose(
+        net.dense_weights().numpy(), layered.dense_weights().numpy(), rtol=0, atol=1e-12
+    )
+    torch.testing.assert_close(trainer.particles, reference.particles, rtol=0, atol=1e-12)
+
+
+def test_a_trainer_restored_after_the_removal_continues_bit_for_bit():
+    x, y = _data()
+    straight = _trainer(_net(), remove_after=1)
+    for _ in range(3):
+        straight.train_epoch(x, y)
+
+    first = _trainer(_net(), remove_after=1)
+    first.train_epoch(x, y)
+    first.train_epoch(x, y)
+    state = first.state_dict()
+    resumed = _trainer(_net(), remove_after=1)  # a fresh network, with all its edges
+    resumed.load_state_dict(state)
+    assert resumed.removed
+    resumed.train_epoch(x, y)
+    for a, b in zip(straight.network.weights, resumed.network.weights, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(straight.particles, resumed.particles)
+
+
+def test_remove_after_needs_edges_to_remove():
+    with pytest.raises(ConfigError, match="the 'layered' family has none"):
+        cfg.from_dict(cfg.preset("digits")).override({"topology.remove_after": 1})
+    with pytest.raises(ConfigError, match="remove_after"):
+        cfg.from_dict(cfg.preset("icons-skip")).override({"topology.remove_after": -1})
