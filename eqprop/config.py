@@ -9,7 +9,8 @@ A configuration is a TOML document (see ``eqprop/presets/*.toml``)::
     [free]        solver, eps, steps, tol           -> a relaxer (eqprop.relaxation)
     [nudged]      nudging, eps, steps               -> a nudging and the nudged relaxer
     [estimator]   kind, beta                        -> eqprop.estimators
-    [update]      optimizer, lr, lr_skip, bias_lr   -> eqprop.updates
+    [update]      optimizer, lr, lr_skip, bias_lr,  -> eqprop.updates
+                  bits, rounding, range_scale       -> eqprop.quantization
     [train]       epochs, batch_size, batch_order, persistent, test_persistent,
                   evaluate_test, seed, checkpoint_every, device, dtype, layout
 
@@ -41,6 +42,7 @@ from eqprop import estimators, nudging
 from eqprop.data import DATASETS, SPLITS
 from eqprop.errors import ConfigError
 from eqprop.network import LAYOUTS
+from eqprop.quantization import DEFAULT_RANGE_SCALE, Quantization
 from eqprop.relaxation import SOLVERS
 from eqprop.training import BATCH_ORDERS
 from eqprop.updates import LearningRates
@@ -255,16 +257,29 @@ class UpdateSection:
     """``[update]``: ``optimizer`` (``masked-sgd``, the built-in rule, or the name of a
     ``torch.optim`` class such as ``Adam``), ``lr`` (one rate or one per adjacent layer
     pair; a single rate for a ``torch.optim`` optimiser), ``lr_skip`` and ``bias_lr``
-    (:class:`eqprop.updates.LearningRates`; absent: the defaults described there)."""
+    (:class:`eqprop.updates.LearningRates`; absent: the defaults described there). Weights
+    stored with ``bits`` bits (:mod:`eqprop.quantization`; absent: float, unquantised), with
+    ``rounding`` (``nearest`` or ``stochastic``; absent: ``nearest``) and ``range_scale``
+    (each edge kind's range as a multiple of its initial bound; absent:
+    :data:`eqprop.quantization.DEFAULT_RANGE_SCALE`); masked SGD only."""
 
     optimizer: str = MASKED_SGD
     lr: float | tuple[float, ...] = 0.02
     lr_skip: float | None = None
     bias_lr: float | None = None
+    bits: int | None = None
+    rounding: str | None = None
+    range_scale: float | None = None
 
     def __post_init__(self) -> None:
         self.rates()
+        self.quantization()
         if self.optimizer != MASKED_SGD:
+            if self.bits is not None:
+                raise ConfigError(
+                    f"update.bits applies to {MASKED_SGD!r}, not to update.optimizer = "
+                    f"{self.optimizer!r}"
+                )
             import torch
 
             cls = getattr(torch.optim, self.optimizer, None)
@@ -282,6 +297,17 @@ class UpdateSection:
     def rates(self) -> LearningRates:
         """The rates of the built-in update."""
         return _with_section("update", lambda: LearningRates(self.lr, self.lr_skip, self.bias_lr))
+
+    def quantization(self) -> Quantization | None:
+        """How weights are stored: ``None`` for float (``bits`` absent)."""
+        if self.bits is None:
+            unused = [k for k in ("rounding", "range_scale") if getattr(self, k) is not None]
+            if unused:
+                raise ConfigError(f"update.{unused[0]} applies only with update.bits")
+            return None
+        rounding = "nearest" if self.rounding is None else self.rounding
+        scale = DEFAULT_RANGE_SCALE if self.range_scale is None else self.range_scale
+        return _with_section("update", lambda: Quantization(self.bits, rounding, scale))
 
 
 @dataclass(frozen=True)
@@ -499,6 +525,9 @@ _OPTIONAL = {
     ("free", "tol"): float,
     ("update", "lr_skip"): float,
     ("update", "bias_lr"): float,
+    ("update", "bits"): int,
+    ("update", "rounding"): str,
+    ("update", "range_scale"): float,
 }
 
 

@@ -4,7 +4,9 @@ A run directory holds:
 
 - ``config.toml``: the resolved configuration (every field);
 - ``metrics.jsonl``: one JSON line per epoch (training and evaluation error, mean per-layer
-  rates, mean free steps per batch, relaxation steps, wall time);
+  rates, mean free steps per batch, relaxation steps, wall time, and the update's own
+  measurements: with ``update.bits``, the fractions of updates lost to rounding,
+  :meth:`eqprop.quantization.QuantizedSGD.epoch_metrics`);
 - ``layer_rates/epoch_NNNN.npy``: the per-batch per-layer rates (eq. 2) of each epoch,
   float32, shape ``(batches, pairs)``;
 - ``free_steps/epoch_NNNN.npy``: the free-phase steps of every batch of each epoch, int32
@@ -64,6 +66,7 @@ from eqprop.config import MASKED_SGD, RunConfig, from_dict, load_file
 from eqprop.data import Dataset, load_dataset
 from eqprop.errors import ConfigError, DivergenceError, EqpropError
 from eqprop.network import Network
+from eqprop.quantization import QuantizedSGD, rounding_seed
 from eqprop.relaxation.cuda_graph import CudaGraphs
 from eqprop.relaxation.fixed import FixedSteps
 from eqprop.training import DeadOutputMonitor, Trainer
@@ -120,8 +123,13 @@ def build_network(config: RunConfig, topology: topo.Topology | None = None) -> N
 
 def build_update(config: RunConfig, network: Network) -> Update:
     """The update a config describes: the built-in masked SGD, or a ``torch.optim``
-    optimiser through ``.grad``."""
+    optimiser through ``.grad``; with ``update.bits``, masked SGD on a ``k``-bit grid
+    (:class:`~eqprop.quantization.QuantizedSGD`, which rounds the initial weights)."""
     section = config.update
+    quantization = section.quantization()
+    if quantization is not None:
+        seed = rounding_seed(config.train.seed)
+        return QuantizedSGD(network, section.rates(), quantization, seed)
     if section.optimizer == MASKED_SGD:
         return MaskedSGD(network, section.rates())
     optimizer = getattr(torch.optim, section.optimizer)
@@ -924,6 +932,7 @@ def train_run(
                     "layer_rates": result.layer_rates.double().mean(0).tolist(),
                     "free_steps": result.mean_free_steps,
                     "relaxation_steps": n_batches * (result.mean_free_steps + config.nudged.steps),
+                    **result.metrics,
                 }
                 if config.train.evaluate_test and data.valid is not None:
                     tx, ty = data.test.x.to(device, dtype), data.test.y.to(device)

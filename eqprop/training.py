@@ -30,7 +30,7 @@ continues exactly as if it had never stopped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -58,13 +58,15 @@ class BatchResult:
 @dataclass(frozen=True)
 class EpochResult:
     """What one epoch measured: training error, mean free steps per batch, the per-layer
-    rates of every batch (shape ``(batches, pairs)``) and the free steps of every batch."""
+    rates of every batch (shape ``(batches, pairs)``), the free steps of every batch, and
+    the update's own measurements of the epoch (:meth:`Update.epoch_metrics`)."""
 
     epoch: int
     train_error: float
     mean_free_steps: float
     layer_rates: torch.Tensor
     free_steps: torch.Tensor
+    metrics: dict = field(default_factory=dict)
 
 
 class DeadOutputMonitor:
@@ -264,6 +266,7 @@ class Trainer:
             sum(self.epoch_steps) / n_batches,
             torch.stack(self.epoch_rates),
             torch.tensor(self.epoch_steps, dtype=torch.int32),
+            self.update.epoch_metrics(),
         )
         self.epoch += 1
         self.order, self.position = None, 0
@@ -307,7 +310,8 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly: network, particles, generator, position."""
+        """Everything needed to continue exactly: network, particles, generator, position,
+        and the update's own state (:meth:`Update.state_dict`)."""
         net = self.network
         return {
             "weights": [w.clone() for w in net.weights],
@@ -320,6 +324,7 @@ class Trainer:
             "counters": (self.errors, self.seen),
             "epoch_rates": [r.clone() for r in self.epoch_rates],
             "epoch_steps": list(self.epoch_steps),
+            "update": self.update.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -83,7 +83,9 @@ def test_after_removal_training_equals_the_layered_network_from_the_same_weights
     edges = layered.topology.edges
     with torch.no_grad():
         for w, new in zip(
-            layered.weights, layered.from_edges(dense[edges[:, 0], edges[:, 1]].numpy()), strict=True
+            layered.weights,
+            layered.from_edges(dense[edges[:, 0], edges[:, 1]].numpy()),
+            strict=True,
         ):
             w.copy_(new)
         layered.biases.copy_(net.biases)
@@ -125,3 +127,37 @@ def test_remove_after_needs_edges_to_remove():
         cfg.from_dict(cfg.preset("digits")).override({"topology.remove_after": 1})
     with pytest.raises(ConfigError, match="remove_after"):
         cfg.from_dict(cfg.preset("icons-skip")).override({"topology.remove_after": -1})
+
+
+def test_smoke_study_writes_the_table_of_its_runs(tmp_path):
+    from eqprop.experiments import experiment, skip_removal
+    from eqprop.runs import read_config, read_metrics
+
+    assert experiment("skip-removal") is skip_removal
+    results = skip_removal.run("smoke", tmp_path, None)
+    assert (tmp_path / "errors.png").stat().st_size < 300_000
+    text = results.read_text()
+    names = [name for name, _ in skip_removal.planned("smoke")]
+    assert len(names) == 9
+    removed = read_config(tmp_path / "add-remove-s0").topology.remove_after
+    assert removed == skip_removal.REMOVE_AFTER["smoke"] == 2
+    assert read_config(tmp_path / "add-s1").topology.family == "icons-add"
+
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert len(rows) == skip_removal.EPOCHS["smoke"]
+    assert rows[2].startswith("| 3 (first without skips) |")
+    # the last row's held-out add-remove cell is the mean ± sd of the three runs' metrics
+    last = [read_metrics(tmp_path / f"add-remove-s{s}")[-1]["test_error"] for s in (0, 1, 2)]
+    mean, sd = 100 * np.mean(last), 100 * np.std(last, ddof=1)
+    assert rows[-1].split(" | ")[-1].rstrip(" |") == f"{mean:.2f} ± {sd:.2f}%"
+    assert "**Verdict:" in text
+
+    # after the removal the runs' non-adjacent weights are exactly zero, before it not
+    from eqprop.saved import load_run
+
+    net = load_run(tmp_path / "add-remove-s0").network
+    adjacent, other = _adjacency(net)
+    assert np.abs(net.dense_weights().double().numpy() * other).max() == 0.0
+    kept = load_run(tmp_path / "add-s0").network
+    _, other_kept = _adjacency(kept)
+    assert np.abs(kept.dense_weights().double().numpy() * other_kept).max() > 0.0

@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, str] = {
     "skipnets": "eqprop.experiments.skipnets",
     "deep-logic": "eqprop.experiments.deep_logic",
     "solvers": "eqprop.experiments.solvers",
+    "bitdepth": "eqprop.experiments.bitdepth",
 }
 
 

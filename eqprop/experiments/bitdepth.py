@@ -1,0 +1,476 @@
+"""Bit depth: how many bits per weight does each topology need, and does layer-skipping lower
+it? (Issue 16, study 1.)
+
+Weights and biases are stored with ``k`` bits on a fixed grid per edge kind and every update
+is applied through that quantiser (:mod:`eqprop.quantization`: range = ``range_scale`` (2)
+times the edge kind's initial bound, i.e. twice the Glorot bound of each adjacent layer
+pair, twice ``a`` for intralayer and skip edges, twice the incoming pair's Glorot bound for
+the biases; fixed before training). Each network of the paper presets is trained in float32
+and at each ``k``, with round-to-nearest and with stochastic rounding, at several seeds
+(``train.seed``: initial weights, signs of beta, rounding draws; the topology's seed stays
+the preset's). Measured per run, after its last epoch: held-out and training error, and the
+fraction of non-zero proposed updates that left the weight unchanged ("lost"), per adjacent
+layer pair, over intralayer and skip edges, and over the biases.
+
+Bits needed (``results.md``): the smallest ``k`` of the grid from which on (that ``k`` and
+every larger one measured) the mean held-out error over the seeds is at most the network's
+float32 mean plus :data:`TOLERANCE`.
+
+Scales:
+
+- ``smoke``: bundled 8x8 digits, hidden layers of 32, first 300 examples, at most 20 free
+  steps, 1 epoch; all five networks at ``k`` in {4, 12} and float32, one seed (seconds).
+- ``quick``: MNIST (the presets' splits), first 3,000 examples of each split, 2 epochs, the
+  free phase by FISTA to a residual of 1e-3 (at most 1,000 steps; a stated departure from
+  the presets' fixed steps); networks B and C, float32, nearest ``k`` in {8, 12, 16},
+  stochastic ``k`` in {4, 8, 12}, 3 seeds (about 30 CPU-minutes on one thread).
+- ``full``: the presets unchanged (their epochs, splits and free steps), all five networks,
+  ``k`` in {4, 6, 8, 10, 12, 16} with both roundings and float32, 3 seeds.
+
+Run directories ``out/<network>-<point>-s<seed>`` (point ``float32`` or ``k<k>-<rounding>``);
+rerunning resumes. Outputs: ``results.md``, ``error_vs_bits.png`` and ``lost_updates.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from eqprop.config import RunConfig
+from eqprop.experiments import paper_runs as pr
+from eqprop.plots import STYLE, data_caption, network_label, new_figure, outside_legend
+from eqprop.quantization import DEFAULT_RANGE_SCALE, ROUNDINGS
+from eqprop.sweeps.tasks import Placement
+
+SCALES = pr.SCALES
+FLOAT = "float32"
+#: a run's bits are enough when its mean held-out error is within this of float32's
+TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one scale runs: networks, bits per rounding, seeds."""
+
+    networks: tuple[str, ...]
+    bits: dict[str, tuple[int, ...]]
+    seeds: tuple[int, ...]
+
+
+PLANS = {
+    "smoke": Plan(
+        ("A", "B", "C", "deep-layered", "deep-skip"),
+        {"nearest": (4, 12), "stochastic": (4, 12)},
+        (0,),
+    ),
+    "quick": Plan(("B", "C"), {"nearest": (8, 12, 16), "stochastic": (4, 8, 12)}, (0, 1, 2)),
+    "full": Plan(
+        ("A", "B", "C", "deep-layered", "deep-skip"),
+        {r: (4, 6, 8, 10, 12, 16) for r in ROUNDINGS},
+        (0, 1, 2),
+    ),
+}
+REDUCTIONS = {
+    "smoke": pr.Reduction(limit=300, max_free=20, epochs=1, small=True),
+    "quick": pr.Reduction(limit=3_000, epochs=2),
+}
+#: the quick scale's free phase (the presets: fixed steps)
+FAST = {"free.solver": "fista", "free.tol": 1e-3, "free.steps": 1000}
+
+
+def point_name(bits: int | None, rounding: str | None) -> str:
+    """``float32`` or ``k<bits>-<rounding>``."""
+    return FLOAT if bits is None else f"k{bits}-{rounding}"
+
+
+def points(plan: Plan) -> list[tuple[int | None, str | None]]:
+    """``(bits, rounding)`` of every point of ``plan``, float32 (``(None, None)``) first."""
+    return [(None, None)] + [(k, r) for r in ROUNDINGS for k in plan.bits.get(r, ())]
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared run: its name, network, point and seed, and its config."""
+
+    name: str
+    network: str
+    bits: int | None
+    rounding: str | None
+    seed: int
+    config: RunConfig
+
+
+def declared(scale: str) -> list[Declared]:
+    """The runs of ``scale``: per network, point and seed."""
+    pr.check_scale(scale)
+    plan = PLANS[scale]
+    runs = []
+    for network in plan.networks:
+        base = pr.scaled(pr.paper_config(network), scale, REDUCTIONS)
+        if scale == "quick":
+            base = base.override(FAST)
+        for bits, rounding in points(plan):
+            quantized = {"update.bits": bits, "update.rounding": rounding}
+            for seed in plan.seeds:
+                name = f"{network}-{point_name(bits, rounding)}-s{seed}"
+                config = base.override({**quantized, "train.seed": seed})
+                runs.append(Declared(name, network, bits, rounding, seed, config))
+    return runs
+
+
+def planned(scale: str) -> list[tuple[str, RunConfig]]:
+    """The declared runs of ``scale`` as ``(name, config)`` pairs."""
+    return [(d.name, d.config) for d in declared(scale)]
+
+
+def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+    """Run (or resume) every declared run of ``scale`` into ``out``; write the plots and
+    ``results.md``; return its path."""
+    pr.check_scale(scale)
+    out = Path(out)
+    runs = declared(scale)
+    results = pr.execute([(d.name, d.config) for d in runs], out, data_dir, placement=placement)
+    cells = collect(runs, results)
+    plan = PLANS[scale]
+    configs = [r.config for r in results]
+    pr.save_png(error_figure(cells, plan, configs), out / "error_vs_bits.png")
+    pr.save_png(lost_figure(cells, plan), out / "lost_updates.png")
+    path = out / "results.md"
+    pr.atomic_write_bytes(path, render(scale, plan, results, cells).encode())
+    return path
+
+
+# -- collecting -------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """The complete runs of one network at one point: the records of their last epoch."""
+
+    network: str
+    bits: int | None
+    rounding: str | None
+    records: list[dict]
+
+    def values(self, key: str) -> np.ndarray:
+        """``key`` of every run, a row per seed (a list is a row; None is NaN)."""
+        rows = [np.atleast_1d(np.array(r.get(key), dtype=np.float64)) for r in self.records]
+        return np.array(rows) if rows else np.zeros((0, 1))
+
+    def mean(self, key: str) -> np.ndarray:
+        """Mean over the seeds (NaN where none has a value)."""
+        values = self.values(key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN
+            return np.nanmean(values, axis=0) if len(values) else np.full(1, math.nan)
+
+    def std(self, key: str) -> np.ndarray:
+        """Sample standard deviation over the seeds (NaN with fewer than two)."""
+        values = self.values(key)
+        if len(values) < 2:
+            return np.full(values.shape[1], math.nan)
+        return values.std(axis=0, ddof=1)
+
+    @property
+    def seeds(self) -> int:
+        return len(self.records)
+
+
+def collect(runs: list[Declared], results: list[pr.RunResult]) -> dict[tuple[str, str], Cell]:
+    """``(network, point name) -> Cell`` over the complete runs."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for d, r in zip(runs, results, strict=True):
+        key = (d.network, point_name(d.bits, d.rounding))
+        cell = cells.setdefault(key, Cell(d.network, d.bits, d.rounding, []))
+        if r.complete and r.records:
+            cell.records.append(r.records[-1])
+    return cells
+
+
+def bits_needed(cells: dict[tuple[str, str], Cell], network: str, rounding: str) -> int | None:
+    """The smallest ``k`` from which on every measured ``k`` reaches float32's mean held-out
+    error plus :data:`TOLERANCE` (None: no ``k`` of the grid does, or no float32 result)."""
+    reference = cells.get((network, FLOAT))
+    if reference is None or not reference.seeds:
+        return None
+    target = float(reference.mean("test_error")[0]) + TOLERANCE
+    ks = sorted(c.bits for c in cells.values() if c.network == network and c.rounding == rounding)
+    needed = None
+    for k in reversed(ks):
+        cell = cells[(network, point_name(k, rounding))]
+        if not cell.seeds or not float(cell.mean("test_error")[0]) <= target:
+            break
+        needed = k
+    return needed
+
+
+# -- figures ----------------------------------------------------------------------------------
+def error_figure(
+    cells: dict[tuple[str, str], Cell], plan: Plan, configs: list[RunConfig]
+) -> Figure:
+    """Held-out error against bits, a panel per rounding, a colour per network (mean and
+    standard deviation over the seeds); float32 as a dashed line of the network's colour."""
+    with rc_context(STYLE):
+        fig = new_figure(figsize=(9.6, 3.4))
+        axes = fig.subplots(1, len(ROUNDINGS), sharey=True)
+        handles = []
+        for i, network in enumerate(plan.networks):
+            color = f"C{i % 10}"
+            handles.append(Line2D([], [], color=color, marker="o", label=network))
+            reference = cells.get((network, FLOAT))
+            for ax, rounding in zip(axes, ROUNDINGS, strict=True):
+                ks = list(plan.bits.get(rounding, ()))
+                found = [cells[(network, point_name(k, rounding))] for k in ks]
+                means = [100 * c.mean("test_error")[0] for c in found]
+                stds = [100 * c.std("test_error")[0] for c in found]
+                ax.errorbar(ks, means, yerr=np.nan_to_num(stds), color=color, marker="o",
+                            ms=4, capsize=2)  # fmt: skip
+                if reference is not None and reference.seeds:
+                    ax.axhline(100 * reference.mean("test_error")[0], color=color, ls="--", lw=1)
+        for ax, rounding in zip(axes, ROUNDINGS, strict=True):
+            ax.set_title(f"{rounding} rounding")
+            ax.set_xlabel("bits per weight (k)")
+        axes[0].set_ylabel("held-out error after the last epoch (%)")
+        handles.append(Line2D([], [], color="0.3", ls="--", label="float32 (same network)"))
+        outside_legend(axes[-1], handles)
+        fig.suptitle(f"Error against bit depth, {data_caption(configs)}")
+    return fig
+
+
+def lost_figure(cells: dict[tuple[str, str], Cell], plan: Plan) -> Figure:
+    """Fraction of non-zero proposed updates lost (weight unchanged) in the last epoch against
+    bits, a panel per network, a colour per adjacent layer pair; solid: nearest, dashed:
+    stochastic rounding."""
+    with rc_context(STYLE):
+        fig = new_figure(figsize=(2.9 * len(plan.networks) + 1.4, 3.2))
+        axes = fig.subplots(1, len(plan.networks), squeeze=False, sharey=True)[0]
+        n_pairs = 0
+        for ax, network in zip(axes, plan.networks, strict=True):
+            for rounding, style in zip(ROUNDINGS, ("-", "--"), strict=True):
+                ks = list(plan.bits.get(rounding, ()))
+                if not ks:
+                    continue
+                lost = np.array(
+                    [cells[(network, point_name(k, rounding))].mean("lost_updates") for k in ks]
+                )
+                if lost.ndim != 2:
+                    continue
+                n_pairs = max(n_pairs, lost.shape[1])
+                for pair in range(lost.shape[1]):
+                    ax.plot(ks, 100 * lost[:, pair], ls=style, marker="o", ms=3,
+                            color=f"C{pair % 10}")  # fmt: skip
+            ax.set_title(network)
+            ax.set_xlabel("bits per weight (k)")
+            ax.set_ylim(-3, 103)
+        axes[0].set_ylabel("updates lost, last epoch (%)")
+        handles = [
+            Line2D([], [], color=f"C{k % 10}", label=f"layers {k}-{k + 1}") for k in range(n_pairs)
+        ]
+        handles += [
+            Line2D([], [], color="0.3", ls="-", label="nearest"),
+            Line2D([], [], color="0.3", ls="--", label="stochastic"),
+        ]
+        outside_legend(axes[-1], handles, title="pair (0 = input)")
+    return fig
+
+
+# -- results.md -------------------------------------------------------------------------------
+def mean_sd(cell: Cell | None, key: str, index: int = 0) -> str:
+    """``mean ± sd (n)`` of ``key`` over the seeds, in percent; an en dash without runs."""
+    if cell is None or not cell.seeds:
+        return "–"
+    mean, sd = cell.mean(key)[index], cell.std(key)[index]
+    if not math.isfinite(mean):
+        return "–"
+    spread = f" ± {100 * sd:.2f}" if math.isfinite(sd) else ""
+    return f"{100 * mean:.2f}{spread} ({cell.seeds})"
+
+
+def error_table(cells: dict[tuple[str, str], Cell], plan: Plan, key: str) -> str:
+    """A row per network and rounding: float32, then every ``k`` of the plan."""
+    all_bits = sorted({k for ks in plan.bits.values() for k in ks})
+    rows = []
+    for network in plan.networks:
+        reference = mean_sd(cells.get((network, FLOAT)), key)
+        for rounding in ROUNDINGS:
+            row = [network, rounding, reference]
+            for k in all_bits:
+                cell = cells.get((network, point_name(k, rounding)))
+                row.append(mean_sd(cell, key) if k in plan.bits.get(rounding, ()) else "")
+            rows.append(row)
+    return pr.table(["network", "rounding", FLOAT, *(f"k = {k}" for k in all_bits)], rows)
+
+
+def needed_table(cells: dict[tuple[str, str], Cell], plan: Plan) -> str:
+    """Bits needed per network and rounding (module docs)."""
+    rows = []
+    for network in plan.networks:
+        reference = cells.get((network, FLOAT))
+        target = (
+            pr.pct(float(reference.mean("test_error")[0]) + TOLERANCE)
+            if reference and reference.seeds
+            else "–"
+        )
+        row = [network, mean_sd(reference, "test_error"), target]
+        for rounding in ROUNDINGS:
+            k = bits_needed(cells, network, rounding)
+            top = max(plan.bits.get(rounding, (0,)))
+            row.append(str(k) if k is not None else f"> {top}")
+        rows.append(row)
+    header = ["network", "float32 held-out error", "target (float32 mean + 2 points)"]
+    return pr.table(header + [f"bits needed, {r}" for r in ROUNDINGS], rows)
+
+
+def lost_table(cells: dict[tuple[str, str], Cell], plan: Plan) -> str:
+    """Per network, rounding and ``k``: the lost fraction of each pair (input side first),
+    of the intralayer and skip edges, of the biases, and the saturated fraction of the most
+    saturated pair; means over the seeds of the last epoch."""
+    rows = []
+    for network in plan.networks:
+        for rounding in ROUNDINGS:
+            for k in plan.bits.get(rounding, ()):
+                cell = cells[(network, point_name(k, rounding))]
+                if not cell.seeds:
+                    rows.append([network, rounding, str(k), "–", "–", "–", "–"])
+                    continue
+                pairs = " / ".join(pr.pct(v, 1) for v in cell.mean("lost_updates"))
+                other = (
+                    pr.pct(float(cell.mean("lost_updates_other")[0]), 1)
+                    if any("lost_updates_other" in r for r in cell.records)
+                    else "no such edges"
+                )
+                biases = pr.pct(float(cell.mean("lost_updates_biases")[0]), 1)
+                saturated = pr.pct(float(np.max(cell.mean("saturated"))), 2)
+                rows.append([network, rounding, str(k), pairs, other, biases, saturated])
+    header = [
+        "network",
+        "rounding",
+        "k",
+        "lost per pair (input -> output)",
+        "lost, intralayer + skip",
+        "lost, biases",
+        "saturated (most, a pair)",
+    ]
+    return pr.table(header, rows)
+
+
+def verdict_lines(cells: dict[tuple[str, str], Cell], plan: Plan) -> list[str]:
+    """Plain statements: bits needed by each layered network against its skip counterpart,
+    and the deepest pair's lost fraction at the largest ``k`` with nearest rounding."""
+    lines = []
+    pairs = [(a, b) for a, b in (("B", "C"), ("deep-layered", "deep-skip"))
+             if a in plan.networks and b in plan.networks]  # fmt: skip
+    for layered, skip in pairs:
+        for rounding in ROUNDINGS:
+            top = max(plan.bits.get(rounding, (0,)))
+            kl, ks = bits_needed(cells, layered, rounding), bits_needed(cells, skip, rounding)
+            shown = [str(k) if k is not None else f"more than {top}" for k in (kl, ks)]
+            if kl is None and ks is None:
+                outcome = "neither reaches its float32 error on the grid: no answer at this scale"
+            elif ks is not None and (kl is None or ks < kl):
+                outcome = "layer-skipping lowered the bits needed"
+            elif kl is not None and (ks is None or kl < ks):
+                outcome = "layer-skipping raised the bits needed"
+            else:
+                outcome = "the same bits"
+            lines.append(
+                f"- {rounding} rounding: {layered} needs {shown[0]} bits, {skip} needs "
+                f"{shown[1]}: {outcome}."
+            )
+        top = max(plan.bits.get("nearest", (0,)), default=0)
+        if top:
+            lost = [cells[(n, point_name(top, "nearest"))].mean("lost_updates")[0]
+                    for n in (layered, skip)]  # fmt: skip
+            lines.append(
+                f"- At k = {top}, nearest rounding, the deepest pair (input side) loses "
+                f"{pr.pct(lost[0], 1)} of its updates in {layered} and {pr.pct(lost[1], 1)} "
+                f"in {skip}."
+            )
+    return lines
+
+
+def render(
+    scale: str, plan: Plan, results: list[pr.RunResult], cells: dict[tuple[str, str], Cell]
+) -> str:
+    """The text of ``results.md``."""
+    seeds = ", ".join(map(str, plan.seeds))
+    bits = "; ".join(f"{r}: k in {{{', '.join(map(str, ks))}}}" for r, ks in plan.bits.items())
+    references = [r for r in results if r.name.endswith(f"-{FLOAT}-s{plan.seeds[0]}")]
+    protocol = [
+        f"Networks {', '.join(plan.networks)} (the paper presets; "
+        + "; ".join(
+            f"{n}: {network_label(r.config)}"
+            for n, r in zip(plan.networks, references, strict=False)
+        )  # fmt: skip
+        + f"), float32 and {bits}; seeds {seeds} (`train.seed`: initial weights, signs of "
+        "beta, rounding draws; the topology's seed is the preset's).",
+        "",
+        "Storage: `k` bits per weight and bias on a symmetric grid of 2^k - 1 values "
+        "(zero exact) over [-r, r]; r fixed before training from the initialisation: "
+        f"{DEFAULT_RANGE_SCALE:g} x the Glorot bound of each adjacent layer pair, "
+        f"{DEFAULT_RANGE_SCALE:g} x `a` for intralayer and skip edges, "
+        f"{DEFAULT_RANGE_SCALE:g} x the incoming pair's Glorot bound for biases. The initial "
+        "weights are rounded to the grid; each update is applied as Q(w + dw), to nearest or "
+        "stochastically (up with probability equal to the fractional part). A lost update: a "
+        "non-zero proposed correction that leaves the weight unchanged (rounded away, or at "
+        "+-r pushing outwards).",
+    ]
+    if scale == "quick":
+        protocol += [
+            "",
+            "Also departs from the presets in the free phase: FISTA to a fixed-point residual "
+            "of 1e-3 (at most 1,000 steps) instead of the fixed steps.",
+        ]
+    parts = [
+        f"# Bit depth (issue 16, study 1), scale `{scale}`",
+        "",
+        "## Question",
+        "",
+        "How many bits per weight does each topology need to reach a given error, and does "
+        "layer-skipping lower it, as the ICONS paper's motivation (uniform training rates "
+        "across depth) implies? How many updates are lost to rounding per layer pair?",
+        "",
+        "## Protocol",
+        "",
+        *pr.header_lines("Protocol details", scale, REDUCTIONS.get(scale))[4:],
+        *protocol,
+        "",
+        pr.protocol_table(references),
+        "",
+        "## Verdict",
+        "",
+        f"Bits needed: the smallest k from which on (k and every larger k measured) the mean "
+        f"held-out error over the seeds is within {100 * TOLERANCE:g} points of the same "
+        "network's float32 mean.",
+        "",
+        *verdict_lines(cells, plan),
+        "",
+        needed_table(cells, plan),
+        "",
+        "## Held-out error after the last epoch (%, mean ± sd over seeds (seeds))",
+        "",
+        error_table(cells, plan, "test_error"),
+        "",
+        "## Training error of the last epoch (%, mean ± sd over seeds (seeds))",
+        "",
+        error_table(cells, plan, "train_error"),
+        "",
+        "## Updates lost to rounding, last epoch (mean over seeds)",
+        "",
+        lost_table(cells, plan),
+        "",
+        "![Held-out error against bits](error_vs_bits.png)",
+        "",
+        "![Updates lost per layer pair against bits](lost_updates.png)",
+        "",
+        "## Runs",
+        "",
+        *pr.status_lines(results),
+        "",
+    ]
+    return "\n".join(parts)
