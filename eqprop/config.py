@@ -7,7 +7,9 @@ A configuration is a TOML document (see ``eqprop/presets/*.toml``)::
     [data]        dataset, split, limit
     [topology]    family, sizes, n, p, p_formula, a, seed
     [free]        solver, eps, steps, tol           -> a relaxer (eqprop.relaxation)
-    [nudged]      nudging, eps, steps               -> a nudging and the nudged relaxer
+    [nudged]      nudging, eps, steps,              -> a nudging and the nudged relaxer
+                  hidden_layers, hidden_fraction,
+                  hidden_beta, hidden_seed          -> target-linked hidden neurons
     [estimator]   kind, beta                        -> eqprop.estimators
     [update]      optimizer, lr, lr_skip, bias_lr,  -> eqprop.updates
                   bits, rounding, range_scale       -> eqprop.quantization
@@ -218,15 +220,24 @@ class FreeSection:
 class NudgedSection:
     """``[nudged]``: the ``nudging`` scheme (:data:`eqprop.nudging.NUDGINGS`), its step size
     ``eps`` and ``steps`` of the weakly-clamped phase (always fixed: they define the learning
-    signal)."""
+    signal). Target-linked hidden neurons (:class:`eqprop.nudging.TargetLinked`; absent:
+    off): ``hidden_layers`` (hidden layer numbers, 1 next to the input), ``hidden_fraction``
+    (of each such layer's neurons, its first ones; absent: 1), ``hidden_beta`` (their beta
+    as a multiple of the signed beta; absent: 1) and ``hidden_seed`` (of the random codes;
+    absent: 0)."""
 
     nudging: str = "gradient"
     eps: float = 0.5
     steps: int = 8
+    hidden_layers: tuple[int, ...] | None = None
+    hidden_fraction: float | None = None
+    hidden_beta: float | None = None
+    hidden_seed: int | None = None
 
     def __post_init__(self) -> None:
         self.build()
         _steps("nudged", self.steps)
+        self._check_hidden()
 
     def build(self):
         """The fixed-step relaxer of the weakly-clamped phase."""
@@ -234,6 +245,64 @@ class NudgedSection:
         from eqprop.relaxation.fixed import FixedSteps
 
         return _with_section("nudged", lambda: FixedSteps(eps=self.eps, steps=self.steps))
+
+    def _check_hidden(self) -> None:
+        if self.hidden_layers is None:
+            extra = [
+                k
+                for k in ("hidden_fraction", "hidden_beta", "hidden_seed")
+                if getattr(self, k) is not None
+            ]
+            if extra:
+                raise ConfigError(f"nudged.{extra[0]} applies only with nudged.hidden_layers")
+            return
+        layers = self.hidden_layers
+        if not layers or len(set(layers)) != len(layers) or min(layers) < 1:
+            raise ConfigError(
+                f"nudged.hidden_layers must be distinct hidden layer numbers >= 1 (1: next to "
+                f"the input), got {list(layers)}; leave it out to turn the hidden nudge off"
+            )
+        if self.hidden_fraction is not None and not 0 < self.hidden_fraction <= 1:
+            raise ConfigError(
+                f"nudged.hidden_fraction must be in (0, 1], got {self.hidden_fraction}"
+            )
+        if self.hidden_beta is not None and not self.hidden_beta > 0:
+            raise ConfigError(f"nudged.hidden_beta must be > 0, got {self.hidden_beta}")
+        _at_least("nudged", "hidden_seed", self.hidden_seed, 0, optional=True)
+
+    def hidden_counts(self, sizes: tuple[int, ...]) -> dict[int, int]:
+        """Hidden layer -> number of target-linked neurons, ``max(1, round(fraction * n_l))``
+        (empty when off); a one-line error for a layer that is not hidden in ``sizes``."""
+        if self.hidden_layers is None:
+            return {}
+        bad = [layer for layer in self.hidden_layers if layer > len(sizes) - 2]
+        if bad:
+            raise ConfigError(
+                f"nudged.hidden_layers names layer {bad[0]}, but topology.sizes has hidden "
+                f"layers 1 to {len(sizes) - 2}"
+            )
+        fraction = 1.0 if self.hidden_fraction is None else self.hidden_fraction
+        return {layer: max(1, round(fraction * sizes[layer])) for layer in self.hidden_layers}
+
+    def scheme(self, network) -> nudging.Nudging:
+        """The nudging of the weakly-clamped phase of ``network``
+        (:class:`~eqprop.network.Network`): the named scheme, with target-linked hidden
+        neurons when ``hidden_layers`` is set."""
+        base = nudging.get(self.nudging)
+        counts = self.hidden_counts(network.sizes)
+        if not counts:
+            return base
+        codes = nudging.hidden_codes(
+            network.layer_slices,
+            counts,
+            network.sizes[-1],
+            self.hidden_seed or 0,
+            dtype=network.dtype,
+            device=network.device,
+        )
+        return nudging.TargetLinked(
+            base, codes, 1.0 if self.hidden_beta is None else self.hidden_beta
+        )
 
 
 @dataclass(frozen=True)
@@ -382,6 +451,7 @@ class RunConfig:
                 f"update.lr has {len(lr)} values but topology.sizes has "
                 f"{len(self.topology.sizes) - 1} layer pairs"
             )
+        self.nudged.hidden_counts(self.topology.sizes)
 
     def to_dict(self) -> dict[str, Any]:
         """The nested dict of the configuration (absent values left out, tuples as lists)."""
@@ -483,6 +553,8 @@ def _assign(values: dict[str, Any], key: str, value: Any) -> None:
 
 
 _KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+#: fields that hold a list of integers -> an example value for the message
+_INTEGER_LISTS = {"topology.sizes": "[784, 500, 10]", "nudged.hidden_layers": "[1, 2]"}
 
 
 def _coerce(label: str, value: Any, default: Any, optional_kind: type | None) -> Any:
@@ -491,12 +563,12 @@ def _coerce(label: str, value: Any, default: Any, optional_kind: type | None) ->
         if isinstance(value, (list, tuple)):
             return tuple(_coerce("update.lr[]", v, 0.0, None) for v in value)
         return _coerce("update.lr[]", value, 0.0, None)
-    if label == "topology.sizes":
+    if label in _INTEGER_LISTS:
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
             raise ConfigError(
-                f"topology.sizes must be a list of integers such as [784, 500, 10], got {value!r}"
+                f"{label} must be a list of integers such as {_INTEGER_LISTS[label]}, got {value!r}"
             )
         return tuple(value)
     want = optional_kind or type(default)
@@ -528,6 +600,9 @@ _OPTIONAL = {
     ("update", "bits"): int,
     ("update", "rounding"): str,
     ("update", "range_scale"): float,
+    ("nudged", "hidden_fraction"): float,
+    ("nudged", "hidden_beta"): float,
+    ("nudged", "hidden_seed"): int,
 }
 
 

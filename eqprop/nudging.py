@@ -17,13 +17,27 @@ kernel, which also pulls the outputs towards the target ``d``:
   :meth:`Nudging.cost` is ``|s_out - d|^2``.
 
 A kernel is a closure built once per phase (no per-step branching in the hot loop). A new
-nudging is one class here plus one line in :data:`NUDGINGS`.
+nudging is one class here plus one line in :data:`NUDGINGS`. A scheme pulls any group of
+neurons towards its own target with its own signed beta (:meth:`Nudging.pull_kernel`); the
+outputs are the one group of :meth:`Nudging.kernel`.
+
+**Target-linked hidden neurons** (:class:`TargetLinked`, ``docs/science.md`` section 1): the
+weakly-clamped step also pulls the first ``k_l`` neurons ``H_l`` of chosen hidden layers
+``l`` towards a target ``t_l = d P_l``, where ``P_l`` (shape ``(n_out, k_l)``) has entries
+drawn once, uniform in ``[0, 1)``, from a seeded generator (:func:`hidden_codes`): a fixed
+random code of each class, so ``t_l`` is in ``[0, 1]``. The pull is the scheme's own, with
+the signed ``beta_H = hidden_beta * beta`` (so it follows the sign of ``beta`` under the
+random-sign and centered estimators): ``gradient`` adds ``beta_H (t_l - s_H)`` to the drive
+``h_H``; ``icons`` does ``s'_H += 2 eps beta_H (t_l - s'_H)`` on the updated state before the
+clip. The free phase is unchanged. For small ``beta`` the nudged fixed point is that of
+``E + beta (C(s_out, d) + hidden_beta sum_l C(s_H_l, t_l))``, ``C`` the scheme's cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -42,8 +56,18 @@ def free_kernel(s: torch.Tensor, h: torch.Tensor, eps: float) -> Kernel:
     return finish
 
 
+class Pull(NamedTuple):
+    """One group of neurons a weakly-clamped step pulls: their state-coordinate slice, their
+    target (shape ``(batch, group size)``, read at every step) and the signed beta."""
+
+    neurons: slice
+    target: torch.Tensor
+    beta: float
+
+
 class Nudging:
-    """How the target enters a weakly-clamped step; subclasses define the three methods."""
+    """How the target enters a weakly-clamped step; subclasses define ``cost``, ``cost_grad``
+    and ``pull_kernel``."""
 
     name = ""
 
@@ -55,6 +79,13 @@ class Nudging:
         """``dC/ds_out`` (of :meth:`cost`)."""
         raise NotImplementedError
 
+    def pull_kernel(
+        self, s: torch.Tensor, h: torch.Tensor, pulls: Sequence[Pull], eps: float
+    ) -> Kernel:
+        """The in-place finish of one weakly-clamped step that pulls each group of ``pulls``
+        (in order) towards its target, given the drive in ``h``."""
+        raise NotImplementedError
+
     def kernel(
         self,
         s: torch.Tensor,
@@ -64,8 +95,9 @@ class Nudging:
         eps: float,
         beta: float,
     ) -> Kernel:
-        """The in-place finish of one weakly-clamped step, given the drive in ``h``."""
-        raise NotImplementedError
+        """The in-place finish of one weakly-clamped step, given the drive in ``h``: the
+        outputs pulled towards ``target``."""
+        return self.pull_kernel(s, h, [Pull(output, target, beta)], eps)
 
 
 class GradientNudging(Nudging):
@@ -79,12 +111,13 @@ class GradientNudging(Nudging):
     def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return s_out - target
 
-    def kernel(self, s, h, output, target, eps, beta) -> Kernel:
-        h_out, s_out = h[:, output], s[:, output]
+    def pull_kernel(self, s, h, pulls, eps) -> Kernel:
+        groups = [(h[:, p.neurons], s[:, p.neurons], p.target, p.beta) for p in pulls]
         free = free_kernel(s, h, eps)
 
         def finish() -> None:
-            h_out.add_(target - s_out, alpha=beta)
+            for h_g, s_g, target, beta in groups:
+                h_g.add_(target - s_g, alpha=beta)
             free()
 
         return finish
@@ -101,15 +134,85 @@ class IconsNudging(Nudging):
     def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 2.0 * (s_out - target)
 
-    def kernel(self, s, h, output, target, eps, beta) -> Kernel:
-        keep, pull = 1.0 - eps, 2.0 * eps * beta
-        s_out = s[:, output]
+    def pull_kernel(self, s, h, pulls, eps) -> Kernel:
+        keep = 1.0 - eps
+        groups = [(s[:, p.neurons], p.target, 2.0 * eps * p.beta) for p in pulls]
 
         def finish() -> None:
             s.mul_(keep).add_(h, alpha=eps)
-            # s' + pull (d - s') written as (1 - pull) s' + pull d: exactly d when pull = 1
-            s_out.mul_(1.0 - pull).add_(target, alpha=pull)
+            for s_g, target, pull in groups:
+                # s' + pull (d - s') written as (1 - pull) s' + pull d: exactly d when pull = 1
+                s_g.mul_(1.0 - pull).add_(target, alpha=pull)
             s.clamp_(0.0, 1.0)
+
+        return finish
+
+
+@dataclass(frozen=True, eq=False)
+class HiddenCode:
+    """The fixed random code of one nudged hidden layer: its first ``codes.shape[1]``
+    neurons (``neurons``, state coordinates) are pulled towards ``d @ codes``."""
+
+    neurons: slice
+    codes: torch.Tensor
+
+
+def hidden_codes(
+    layer_slices: Sequence[slice],
+    counts: dict[int, int],
+    n_out: int,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> list[HiddenCode]:
+    """The codes ``P_l`` of the hidden layers ``l`` in ``counts`` (layer -> number of nudged
+    neurons ``k_l``), in increasing ``l``: drawn in float64 on the CPU from a generator
+    seeded with ``seed``, one ``(n_out, k_l)`` uniform ``[0, 1)`` matrix per layer, so the
+    same seed gives the same codes on every device and dtype. ``layer_slices`` as
+    :attr:`eqprop.network.Network.layer_slices`."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for layer in sorted(counts):
+        k, start = counts[layer], layer_slices[layer].start
+        codes = torch.rand(n_out, k, generator=generator, dtype=torch.float64)
+        out.append(HiddenCode(slice(start, start + k), codes.to(dtype=dtype, device=device)))
+    return out
+
+
+class TargetLinked(Nudging):
+    """``base``'s step, which also pulls target-linked hidden neurons: layer ``l``'s coded
+    neurons towards ``t_l = d P_l`` with the signed beta ``hidden_beta * beta`` (module docs).
+    Its :meth:`cost` is ``base``'s output cost, the one training is judged by; the hidden
+    pulls add ``hidden_beta sum_l C(s_H_l, t_l)`` to the cost the estimate follows."""
+
+    def __init__(self, base: Nudging, codes: Sequence[HiddenCode], hidden_beta: float) -> None:
+        self.base, self.codes, self.hidden_beta = base, list(codes), float(hidden_beta)
+        self.name = f"{base.name}+hidden"
+
+    def cost(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.base.cost(s_out, target)
+
+    def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.base.cost_grad(s_out, target)
+
+    def pull_kernel(self, s, h, pulls, eps) -> Kernel:
+        return self.base.pull_kernel(s, h, pulls, eps)
+
+    def kernel(self, s, h, output, target, eps, beta) -> Kernel:
+        # t_l recomputed from the target at every step (a (batch, n_out) @ (n_out, k_l)
+        # product), so a captured CUDA graph follows a new target copied into ``target``
+        hidden = [
+            (torch.empty(len(s), c.codes.shape[1], dtype=s.dtype, device=s.device), c)
+            for c in self.codes
+        ]
+        pulls = [Pull(output, target, beta)]
+        pulls += [Pull(c.neurons, t, self.hidden_beta * beta) for t, c in hidden]
+        inner = self.base.pull_kernel(s, h, pulls, eps)
+
+        def finish() -> None:
+            for t, c in hidden:
+                torch.mm(target, c.codes, out=t)
+            inner()
 
         return finish
 

@@ -60,7 +60,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eqprop import nudging
 from eqprop import topology as topo
 from eqprop.config import MASKED_SGD, RunConfig, from_dict, load_file
 from eqprop.data import Dataset, load_dataset
@@ -148,7 +147,7 @@ def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:
         build_update(config, network),
         free,
         CudaGraphs(nudged.eps, nudged.steps),
-        nudging.get(config.nudged.nudging),
+        config.nudged.scheme(network),
         n_train=n_train,
         batch_size=config.train.batch_size,
         persistent=config.train.persistent,

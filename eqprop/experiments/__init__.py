@@ -23,6 +23,7 @@ EXPERIMENTS: dict[str, str] = {
     "deep-logic": "eqprop.experiments.deep_logic",
     "solvers": "eqprop.experiments.solvers",
     "bitdepth": "eqprop.experiments.bitdepth",
+    "hidden-nudge": "eqprop.experiments.hidden_nudge",
 }
 
 
