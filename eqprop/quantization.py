@@ -31,11 +31,10 @@ the new value is ``clip(R(m + dw / delta), -M, M) * delta``, i.e. ``Q(w + dw)``,
 - ``stochastic``: ``floor(x + u)``, ``u ~ U[0, 1)`` from the update's own seeded
   generator, so ``R(x)`` is ``ceil(x)`` with probability ``x - floor(x)`` and ``floor(x)``
   otherwise, and ``E[R(x)] = x`` (unbiased, to the ``2**-24`` resolution of a float32
-  ``u``). One ``u`` per stored entry per batch, in
-  storage order (blocks, then biases); in a diagonal block the upper triangle's draws are
-  mirrored, so both copies of an edge round alike and ``W`` stays symmetric. The
-  generator's state is part of :meth:`QuantizedSGD.state_dict`, so a resumed run rounds as
-  one that never stopped.
+  ``u``). One ``u`` per stored entry per batch, in storage order (blocks, then biases); in
+  a diagonal block the upper triangle's draws are mirrored, so both copies of an edge round
+  alike and ``W`` stays symmetric. The generator's state is part of
+  :meth:`QuantizedSGD.state_dict`, so a resumed run rounds as one that never stopped.
 
 **Lost updates.** A proposed correction is *lost* when it is non-zero but leaves the
 parameter unchanged (rounded to zero steps, or pushing a parameter already at ``+-r``
