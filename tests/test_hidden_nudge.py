@@ -164,6 +164,21 @@ def test_free_phase_unchanged_and_training_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(linked[2], again[2], strict=True))
 
 
+def test_kernel_reads_the_target_at_every_step():
+    """The hidden targets come from the target tensor as it is when the step runs, so a
+    kernel built once (a captured CUDA graph replays one) follows a new target copied in."""
+    net, x, s, target = setup(4)
+    nudging = section().scheme(net)
+    other = torch.eye(3, dtype=torch.float64)[[2, 2, 0, 0, 1]]
+    state, h, static = s.clone(), torch.empty_like(s), target.clone()
+    step = net.stepper(
+        state, net.input_drive(x), h, nudging.kernel(state, h, net.output, static, EPS, 0.7)
+    )
+    static.copy_(other)
+    step()
+    torch.testing.assert_close(state, one_step(net, x, s, nudging, 0.7, other), rtol=0, atol=0)
+
+
 def test_codes_are_seeded_and_device_independent():
     net, *_ = setup()
     a, b = section(seed=7).scheme(net), section(seed=7).scheme(net)
