@@ -24,6 +24,8 @@ EXPERIMENTS: dict[str, str] = {
     "solvers": "eqprop.experiments.solvers",
     "bitdepth": "eqprop.experiments.bitdepth",
     "hidden-nudge": "eqprop.experiments.hidden_nudge",
+    "skip-removal": "eqprop.experiments.skip_removal",
+    "fig5-fashion": "eqprop.experiments.fig5_fashion",
 }
 
 
