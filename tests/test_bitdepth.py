@@ -89,18 +89,24 @@ def test_lost_update_table_holds_the_runs_metrics(smoke):
 
 def test_bits_needed_table_follows_the_rule(smoke):
     rows = section_table((smoke / "results.md").read_text(), "## Verdict")
+    assert [r["network"] for r in rows] == list(bitdepth.PLANS["smoke"].networks)
     for row in rows:
         net = row["network"]
-        target = last(smoke, f"{net}-float32-s0")["test_error"] + bitdepth.TOLERANCE
-        for rounding in ("nearest", "stochastic"):
-            errors = {k: last(smoke, f"{net}-k{k}-{rounding}-s0")["test_error"] for k in (4, 12)}
-            if errors[4] <= target and errors[12] <= target:
-                want = "4"
-            elif errors[12] <= target:
-                want = "12"
-            else:
-                want = "> 12"
-            assert row[f"bits needed, {rounding}"] == want
+        for key, words in bitdepth.CRITERIA.items():
+            assert (
+                row[f"float32 {words} (%)"]
+                == f"{100 * last(smoke, f'{net}-float32-s0')[key]:.2f} (1)"
+            )
+            target = last(smoke, f"{net}-float32-s0")[key] + bitdepth.TOLERANCE
+            for rounding in ("nearest", "stochastic"):
+                errors = {k: last(smoke, f"{net}-k{k}-{rounding}-s0")[key] for k in (4, 12)}
+                if errors[4] <= target and errors[12] <= target:
+                    want = "4"
+                elif errors[12] <= target:
+                    want = "12"
+                else:
+                    want = "> 12"
+                assert row[f"{words}: bits needed, {rounding}"] == want
 
 
 def test_rerun_skips_complete_runs_and_rewrites_the_same_results(smoke):
