@@ -172,8 +172,7 @@ def _placement(args: argparse.Namespace, module):
     if "placement" not in inspect.signature(module.run).parameters:
         if given:
             raise EqpropError(
-                f"experiment {args.experiment!r} runs in this process only; "
-                f"drop {', '.join(given)}"
+                f"experiment {args.experiment!r} runs in this process only; drop {', '.join(given)}"
             )
         return None
     have_ray = importlib.util.find_spec("ray") is not None

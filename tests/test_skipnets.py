@@ -263,7 +263,8 @@ def test_claim_check_verdicts() -> None:
 
 
 def test_unknown_scale_is_a_one_line_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="skipnets scale must be one of smoke, quick, mlp-budget, full"):
+    expected = "skipnets scale must be one of smoke, quick, mlp-budget, full"
+    with pytest.raises(ConfigError, match=expected):
         skipnets.run("huge", tmp_path, None)
     assert experiment("skipnets") is skipnets
     assert skipnets.SCALES == tuple(skipnets.PROTOCOLS)

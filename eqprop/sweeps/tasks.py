@@ -144,6 +144,7 @@ def run_tasks(
         trials_at_once=placement.trials_at_once,
         retries=placement.retries,
     )
+
     def finished(name: str, result: Mapping[str, Any]) -> None:
         if result.get("status") == "failed":
             errors[name] = str(result.get("error", ""))
