@@ -248,6 +248,7 @@ def error_figure(
             ax.set_title(f"{rounding} rounding")
         for ax in grid[-1]:
             ax.set_xlabel("bits per weight (k)")
+            ax.set_xticks(sorted({k for ks in plan.bits.values() for k in ks}))
         grid[0][0].set_ylabel("held-out error, after the last epoch (%)")
         grid[1][0].set_ylabel("training error, last epoch (%)")
         handles.append(Line2D([], [], color="0.3", ls="--", label="float32 (same network)"))
@@ -280,6 +281,7 @@ def lost_figure(cells: dict[tuple[str, str], Cell], plan: Plan) -> Figure:
                             color=f"C{pair % 10}")  # fmt: skip
             ax.set_title(network)
             ax.set_xlabel("bits per weight (k)")
+            ax.set_xticks(sorted({k for ks in plan.bits.values() for k in ks}))
             ax.set_ylim(-3, 103)
         axes[0].set_ylabel("updates lost, last epoch (%)")
         handles = [
@@ -397,6 +399,15 @@ def verdict_lines(cells: dict[tuple[str, str], Cell], plan: Plan) -> list[str]:
                     f"- {words}, {rounding} rounding: {layered} needs {shown[0]} bits, "
                     f"{skip} needs {shown[1]}: {outcome}."
                 )
+        for network in (layered, skip):
+            for key, words in CRITERIA.items():
+                sd = float(cells[(network, FLOAT)].std(key)[0]) if (network, FLOAT) in cells else 0
+                if sd > TOLERANCE:
+                    lines.append(
+                        f"- Caution: {network}'s float32 {words} varies by {100 * sd:.1f} points "
+                        f"(sd) between seeds, more than the {100 * TOLERANCE:g}-point tolerance: "
+                        f"its bits needed on the {words} is not determined by this many seeds."
+                    )
         top = max(plan.bits.get("nearest", (0,)), default=0)
         if top:
             lost = [cells[(n, point_name(top, "nearest"))].mean("lost_updates")[0]
