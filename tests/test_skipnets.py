@@ -268,3 +268,24 @@ def test_unknown_scale_is_a_one_line_config_error(tmp_path: Path) -> None:
         skipnets.run("huge", tmp_path, None)
     assert experiment("skipnets") is skipnets
     assert skipnets.SCALES == tuple(skipnets.PROTOCOLS)
+
+
+def test_results_name_the_runs_without_a_result(smoke: tuple[Path, float]) -> None:
+    results, _ = smoke
+    protocol = skipnets.PROTOCOLS["smoke"]
+    records = [
+        r for r in skipnets.load_records(results.parent / "runs") if r["rule"] != skipnets.EP_RULE
+    ]
+    assert skipnets.coverage_lines(protocol, records) == []
+    assert all(r["threads"] == 1 for r in records)  # the module sets one torch thread
+    dropped = next(r for r in records if r["rule"] == "FA" and r["architecture"] == "DN")
+    kept = [r for r in records if r is not dropped]
+    (line,) = skipnets.coverage_lines(protocol, kept)
+    lr = dropped["grid"][0]["hyperparameters"]["learning_rate"]
+    name = f"FA-DN-{dropped['activation']}-d{dropped['depth']}-lr{lr:g}"
+    total = len(records)
+    assert line.startswith(f"- Without a result (not run, interrupted or failed): 1 of {total} ")
+    assert f"({name})" in line
+    # its configuration has runs at other rates? then it is named as incompletely selected
+    others = [r for r in kept if skipnets._record_key(r) == skipnets._record_key(dropped)]
+    assert ("incomplete learning-rate grid" in line) == bool(others)

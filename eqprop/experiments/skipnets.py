@@ -355,6 +355,7 @@ def _train_one(
         "architecture": architecture,
         "activation": activation,
         "depth": depth,
+        "threads": torch.get_num_threads(),
         "grid": grid,
         "diverged": result.diverged,
         "seconds": result.seconds,
@@ -1006,6 +1007,50 @@ def ep_section(protocol: Protocol, records: Sequence[Mapping], rows: Sequence[Ro
     ]
 
 
+def _threads(records: Sequence[Mapping]) -> str:
+    """The torch thread counts the runs recorded ("not recorded" for older run files)."""
+    counts = sorted({r["threads"] for r in records if "threads" in r})
+    return ", ".join(map(str, counts)) if counts else "not recorded"
+
+
+def coverage_lines(protocol: Protocol, records: Sequence[Mapping]) -> list[str]:
+    """A bullet naming the planned baseline runs without a run file (a budget cut short), and
+    the configurations whose learning-rate grid is therefore incomplete."""
+    done = {
+        _run_name(
+            r["rule"],
+            r["architecture"],
+            r["activation"],
+            r["depth"],
+            r["grid"][0]["hyperparameters"]["learning_rate"],
+        )
+        for r in records
+        if r["grid"]
+    }
+    missing = [run for run in _planned_runs(protocol) if _run_name(*run) not in done]
+    if not missing:
+        return []
+    partial = sorted(
+        {
+            f"{rule} {arch} {act} depth {depth}"
+            for rule, arch, act, depth, _ in missing
+            if any(_record_key(r) == (rule, arch, act, depth) for r in records)
+        }
+    )
+    text = (
+        f"- Without a result (not run, interrupted or failed): {len(missing)} of "
+        f"{len(_planned_runs(protocol))} planned baseline runs "
+        f"({', '.join(Path(_run_name(*run)).stem for run in missing)})."
+    )
+    if partial:
+        text += (
+            " Configurations selected over an incomplete learning-rate grid: "
+            + "; ".join(partial)
+            + "."
+        )
+    return [text]
+
+
 def render_results(
     scale: str,
     protocol: Protocol,
@@ -1061,7 +1106,8 @@ def render_results(
         f"- Seed {protocol.seed}, one run per grid point.",
         f"- {len(records)} baseline runs ({grid_points} grid points, {diverged} diverged); "
         f"training time summed over runs {train_seconds:.0f} s wall, {cpu_seconds:.0f} s CPU "
-        f"(torch threads: {torch.get_num_threads()}).",
+        f"(torch threads per run: {_threads(records)}).",
+        *coverage_lines(protocol, records),
         f"- Caveat: {protocol.caveat}",
         "",
         "## Claim check",
