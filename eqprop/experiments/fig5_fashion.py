@@ -250,6 +250,14 @@ def render(scale: str, results: list[pr.RunResult], points: list[dict]) -> str:
             "",
             pr.table(["network", "p", "seeds", "training error", "held-out error", "gap"], rows),
             "",
+            "Reading the gap: after one epoch the training error is that of the epoch, "
+            "measured while the network learns, and the held-out error is measured after "
+            "it, so a negative gap says the network improved during the epoch; it measures "
+            "generalisation only once training error is low (longer training: the full "
+            "scale or more epochs). At small p network C differs from B by its intralayer "
+            "edges (the ICONS topology connects every pair inside a hidden layer), so the "
+            "sweep does not meet B as p tends to 0.",
+            "",
             "## Verdict",
             "",
             *verdict_lines(points),
