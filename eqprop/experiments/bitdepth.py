@@ -82,8 +82,6 @@ REDUCTIONS = {
     "smoke": pr.Reduction(limit=300, max_free=20, epochs=1, small=True),
     "quick": pr.Reduction(limit=3_000, epochs=2),
 }
-#: the quick scale's free phase (the presets: fixed steps)
-FAST = {"free.solver": "fista", "free.tol": 1e-3, "free.steps": 1000}
 
 
 def point_name(bits: int | None, rounding: str | None) -> str:
@@ -116,7 +114,7 @@ def declared(scale: str) -> list[Declared]:
     bases = {}
     for network in plan.networks:
         base = pr.scaled(pr.paper_config(network), scale, REDUCTIONS)
-        bases[network] = base.override(FAST) if scale == "quick" else base
+        bases[network] = base.override(pr.FAST_FREE) if scale == "quick" else base
     runs = []
     for seed in plan.seeds:
         for network in plan.networks:

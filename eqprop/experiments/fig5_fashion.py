@@ -49,8 +49,6 @@ REDUCTIONS = {
     "smoke": pr.Reduction(limit=300, max_free=20, small=True),
     "quick": pr.Reduction(limit=10_000),
 }
-#: the quick scale's free phase (a stated departure)
-QUICK_FREE = {"free.solver": "fista", "free.tol": 1e-3, "free.steps": 1000}
 
 
 def p_values(scale: str) -> list[float]:
@@ -65,7 +63,7 @@ def _config(base: RunConfig, scale: str, seed: int) -> RunConfig:
     )
     if config.topology.family == "icons":
         config = config.override({"topology.seed": seed})
-    return config.override(QUICK_FREE) if scale == "quick" else config
+    return config.override(pr.FAST_FREE) if scale == "quick" else config
 
 
 def planned(scale: str) -> list[tuple[str, RunConfig]]:
@@ -92,13 +90,6 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     return path
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    if not len(arr):
-        return math.nan, math.nan
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
 def summarize(results: list[pr.RunResult], scale: str) -> list[dict]:
     """One row per network (B first, then increasing p): p, seeds finished, and mean / sd
     of the training error, the held-out error and the gap (held-out - training)."""
@@ -112,9 +103,9 @@ def summarize(results: list[pr.RunResult], scale: str) -> list[dict]:
                 "name": name,
                 "p": p,
                 "seeds": len(done),
-                "train": _stats(train),
-                "test": _stats(test),
-                "gap": _stats([b - a for a, b in zip(train, test, strict=True)]),
+                "train": pr.mean_sd(train),
+                "test": pr.mean_sd(test),
+                "gap": pr.mean_sd([b - a for a, b in zip(train, test, strict=True)]),
             }
         )
     return rows
@@ -219,14 +210,7 @@ def render(scale: str, results: list[pr.RunResult], points: list[dict]) -> str:
         ]
         for pt in points
     ]
-    departure = (
-        [
-            "Free phase: FISTA to a fixed-point residual below 1e-3 (at most 1,000 steps) "
-            "instead of the paper's 500 fixed steps."
-        ]
-        if scale == "quick"
-        else []
-    )
+    departure = [pr.FAST_FREE_NOTE] if scale == "quick" else []
     return "\n".join(
         [
             *pr.header_lines("Figure 5 on Fashion-MNIST", scale, REDUCTIONS.get(scale)),

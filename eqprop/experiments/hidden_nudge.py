@@ -75,8 +75,6 @@ REDUCTIONS = {
     "smoke": pr.Reduction(limit=300, max_free=20, epochs=2, small=True),
     "quick": pr.Reduction(limit=5_000, epochs=2),
 }
-#: the quick scale's free phase (a stated departure: the fast solver, not 500 fixed steps)
-QUICK_FREE = {"free.solver": "fista", "free.tol": 1e-3, "free.steps": 1000}
 #: fraction of every hidden layer that is target-linked
 FRACTION = 0.1
 #: eq. 3 half-window of the rate plot
@@ -124,7 +122,7 @@ def setting_config(setting: str, seed: int, scale: str) -> RunConfig:
     config = pr.scaled(pr.paper_config(spec.network), scale, REDUCTIONS)
     changes: dict[str, Any] = {"train.seed": seed, "topology.seed": seed}
     if scale == "quick":
-        changes.update(QUICK_FREE)
+        changes.update(pr.FAST_FREE)
     if spec.hidden_beta is not None:
         hidden = len(config.topology.sizes) - 2
         changes.update(

@@ -55,8 +55,6 @@ REDUCTIONS = {
     "smoke": pr.Reduction(limit=300, max_free=20, small=True),
     "quick": pr.Reduction(limit=5_000),
 }
-#: the quick scale's free phase (a stated departure)
-QUICK_FREE = {"free.solver": "fista", "free.tol": 1e-3, "free.steps": 1000}
 COLOURS = {"layered": "tab:blue", "add": "tab:green", "add-remove": "tab:red"}
 
 
@@ -71,7 +69,7 @@ def network_config(network: str, scale: str, seed: int) -> RunConfig:
         changes |= {"topology.family": "icons-add", "topology.seed": seed}
     config = pr.scaled(base.override(changes), scale, REDUCTIONS)
     if scale == "quick":
-        config = config.override(QUICK_FREE)
+        config = config.override(pr.FAST_FREE)
     if network == "add-remove":
         config = config.override({"topology.remove_after": REMOVE_AFTER[scale]})
     return config
@@ -98,12 +96,6 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     return path
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
 def per_epoch(results: list[pr.RunResult]) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """network -> ``train_error`` / ``test_error`` -> per epoch (mean, std) over the seeds
     whose runs have that epoch."""
@@ -112,7 +104,7 @@ def per_epoch(results: list[pr.RunResult]) -> dict[str, dict[str, list[tuple[flo
         runs = [r for r in results if r.name.rsplit("-s", 1)[0] == network]
         done = min((r.epochs_done for r in runs), default=0)
         curves[network] = {
-            key: [_stats([r.records[e][key] for r in runs]) for e in range(done)]
+            key: [pr.mean_sd([r.records[e][key] for r in runs]) for e in range(done)]
             for key in ("train_error", "test_error")
         }
     return curves
@@ -225,14 +217,7 @@ def render(scale: str, results: list[pr.RunResult], curves: dict) -> str:
     header = ["epoch"] + [
         f"{what}, {network}" for what in ("train", "held-out") for network in NETWORKS
     ]
-    departure = (
-        [
-            "Free phase: FISTA to a fixed-point residual below 1e-3 (at most 1,000 steps) "
-            "instead of the paper's 500 fixed steps."
-        ]
-        if scale == "quick"
-        else []
-    )
+    departure = [pr.FAST_FREE_NOTE] if scale == "quick" else []
     return "\n".join(
         [
             *pr.header_lines(

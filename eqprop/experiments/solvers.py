@@ -35,8 +35,6 @@ from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_labe
 SCALES = pr.SCALES
 #: network label -> preset
 NETWORKS = {"C": "icons-skip", "B": "icons-layered"}
-#: the fast protocol's free phase
-FAST = {"free.solver": "fista", "free.tol": 1e-3, "free.steps": 1000}
 FAST_LABEL = "FISTA, residual < 1e-3"
 SEEDS = (0, 1)
 REDUCTIONS = {
@@ -55,7 +53,7 @@ def planned(scale: str) -> list[tuple[str, cfg.RunConfig]]:
         paper = pr.scaled(cfg.resolve(preset), scale, REDUCTIONS)
         for seed in SEEDS:
             runs.append((f"{net}-paper-seed{seed}", paper.override({"train.seed": seed})))
-        runs.append((f"{net}-fista-seed0", paper.override({**FAST, "train.seed": 0})))
+        runs.append((f"{net}-fista-seed0", paper.override({**pr.FAST_FREE, "train.seed": 0})))
     return runs
 
 
