@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from md_tables import table_rows
 
 from eqprop import config as cfg
 from eqprop import topology
@@ -234,17 +235,6 @@ def smoke(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return out, path.read_text()
-
-
-def table_rows(text: str, header_start: str) -> list[list[str]]:
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip("|").split("|")])
-    return rows
 
 
 def test_smoke_files_and_tables(smoke):

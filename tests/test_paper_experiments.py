@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from md_tables import table_rows
 
 from eqprop import config as cfg
 from eqprop.errors import ConfigError
@@ -40,18 +41,6 @@ def run_state(out: Path) -> dict[str, tuple[int, str]]:
     for path in sorted(out.glob(f"*/{METRICS}")) + sorted(out.glob(f"*/{CHECKPOINT}")):
         state[str(path.relative_to(out))] = (path.stat().st_mtime_ns, path.read_bytes())
     return state
-
-
-def table_rows(text: str, header_start: str) -> list[list[str]]:
-    """Body rows of the first Markdown table whose header starts with ``header_start``."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip("|").split("|")])
-    return rows
 
 
 def check_pngs(out: Path, names: list[str]) -> None:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from small_run import small_config
 
 from eqprop import config as cfg
 from eqprop import topology
@@ -186,22 +187,8 @@ def test_config_keys_validate_and_default_off():
             base.override(changes)
 
 
-SMALL = [
-    "sizes=[64, 24, 10]",
-    "limit=200",
-    "n_free=20",
-    "n_clamped=4",
-    "batch_size=10",
-    "lr=0.1",
-    "epochs=2",
-    "checkpoint_every=3",
-    "update.bits=6",
-    "update.rounding='stochastic'",
-]
-
-
 def test_a_quantised_run_is_deterministic_and_resumes_bit_for_bit_mid_epoch(tmp_path, monkeypatch):
-    config = cfg.resolve("digits", None, SMALL)
+    config = small_config("update.bits=6", "update.rounding='stochastic'")
     whole = start_run(config, tmp_path / "whole")
     train_run(whole, RunOptions(quiet=True))
     again = start_run(config, tmp_path / "again")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from small_run import small_config
 
 from eqprop import config as cfg
 from eqprop.errors import ConfigError, DivergenceError, EqpropError
@@ -28,21 +29,6 @@ from eqprop.runs import (
     train_run,
 )
 from eqprop.training import Trainer
-
-SMALL = [
-    "sizes=[64, 24, 10]",
-    "limit=200",
-    "n_free=20",
-    "n_clamped=4",
-    "batch_size=10",
-    "lr=0.1",
-    "epochs=2",
-    "checkpoint_every=3",
-]
-
-
-def small_config(*extra: str) -> cfg.RunConfig:
-    return cfg.resolve("digits", None, SMALL + list(extra))
 
 
 def tree_digest(path: Path) -> dict[str, str]:

@@ -202,9 +202,7 @@ def render(scale: str, results: list[pr.RunResult]) -> str:
         "batches in file order and persistent particles for the held-out examples. Training "
         "order C, A, A-authors, B; `EQPROP_ONLY` selects networks.",
         "",
-        pr.protocol_table(results),
-        "",
-        *pr.status_lines(results),
+        *pr.runs_section(results),
         "",
         "## Results",
         "",

@@ -255,9 +255,7 @@ def render(
         "it would be a dead output layer). Log-spread: population std of log10 of the pairs' "
         "means; deeper pairs = all pairs but the output pair.",
         "",
-        pr.protocol_table(results),
-        "",
-        *pr.status_lines(results),
+        *pr.runs_section(results),
         "",
         "## Checks",
         "",

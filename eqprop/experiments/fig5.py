@@ -260,9 +260,7 @@ def render(scale: str, results: list[pr.RunResult], reference: Point, sweep: lis
         "rate .02 and one epoch. Reference: B (icons-layered preset, p = 0), one epoch. "
         "Replacements n = round(ln(1 - p) / ln(1 - 1/N_o)) (the 'simple' formula).",
         "",
-        pr.protocol_table(results),
-        "",
-        *pr.status_lines(results),
+        *pr.runs_section(results),
         "",
         "## Results",
         "",

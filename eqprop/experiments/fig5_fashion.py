@@ -226,9 +226,7 @@ def render(scale: str, results: list[pr.RunResult], points: list[dict]) -> str:
             "after it, on the held-out split; gap = held-out - training. Mean ± sample "
             "standard deviation over seeds.",
             "",
-            pr.protocol_table(results),
-            "",
-            *pr.status_lines(results),
+            *pr.runs_section(results),
             "",
             "## Measurements",
             "",

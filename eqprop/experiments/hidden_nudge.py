@@ -220,20 +220,31 @@ def _pm(values: list[float], fmt: str, scale: float = 1.0) -> str:
 
 
 # -- plots -----------------------------------------------------------------------------------
+def _styled(
+    groups: dict[str, list[Measured]], spread: float
+) -> tuple[list[tuple[list[Measured], dict, float]], list[Line2D]]:
+    """Per setting: its runs, its plot style and the x offset (``spread`` apart) that keeps
+    the settings' bars from overlapping; and the legend handles, one per setting."""
+    settings, handles = [], []
+    for k, (setting, runs) in enumerate(groups.items()):
+        style = {"color": f"C{k % 10}", "marker": "o", "ms": 4}
+        handles.append(Line2D([], [], label=setting, **style))
+        settings.append((runs, style, spread * (k - (len(groups) - 1) / 2)))
+    return settings, handles
+
+
 def profile_figure(groups: dict[str, list[Measured]], data: str) -> Figure:
     """Mean rate per layer pair (log scale), a line per setting through the mean over the
     seeds, bars from the lowest to the highest seed."""
     with rc_context(STYLE):
         fig = new_figure(figsize=(6.4, 3.4))
         ax = fig.add_subplot()
-        handles = []
-        for k, (setting, runs) in enumerate(groups.items()):
-            style = {"color": f"C{k % 10}", "marker": "o", "ms": 4}
-            handles.append(Line2D([], [], label=setting, **style))
+        settings, handles = _styled(groups, spread=0.04)
+        for runs, style, dx in settings:
             if not runs:
                 continue
             stack = np.array([m.rates for m in runs])
-            x = np.arange(stack.shape[1]) + 0.04 * (k - (len(groups) - 1) / 2)
+            x = np.arange(stack.shape[1]) + dx
             mean = np.nanmean(stack, axis=0)
             low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
             ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=2, **style)
@@ -252,14 +263,12 @@ def errors_figure(groups: dict[str, list[Measured]], data: str) -> Figure:
     with rc_context(STYLE):
         fig = new_figure(figsize=(6.4, 3.4))
         ax = fig.add_subplot()
-        handles = []
-        for k, (setting, runs) in enumerate(groups.items()):
-            style = {"color": f"C{k % 10}", "marker": "o", "ms": 4}
-            handles.append(Line2D([], [], label=setting, **style))
+        settings, handles = _styled(groups, spread=0.03)
+        for runs, style, dx in settings:
             epochs = min((len(m.result.records) for m in runs), default=0)
             if not epochs:
                 continue
-            x = np.arange(1, epochs + 1) + 0.03 * (k - (len(groups) - 1) / 2)
+            x = np.arange(1, epochs + 1) + dx
             for key, ls, mfc in (("train_error", "-", None), ("test_error", "--", "white")):
                 values = 100 * np.array([[r[key] for r in m.result.records[:epochs]] for m in runs])
                 mean = values.mean(0)
@@ -472,9 +481,7 @@ def render(scale: str, results: list[pr.RunResult], measured: list[Measured]) ->
         "",
         settings,
         "",
-        pr.protocol_table(results),
-        "",
-        *pr.status_lines(results),
+        *pr.runs_section(results),
         "",
         "## Per setting (mean ± sample sd over the seeds)",
         "",

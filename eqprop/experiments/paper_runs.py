@@ -497,6 +497,12 @@ def protocol_table(results: Sequence[RunResult]) -> str:
     return table(["run", *(title for _, title in PROTOCOL_FIELDS)], rows)
 
 
+def runs_section(results: Sequence[RunResult]) -> list[str]:
+    """The lines every ``results.md`` shows about its runs: the protocol table, a blank line,
+    and one status line per run."""
+    return [protocol_table(results), "", *status_lines(results)]
+
+
 def status_lines(results: Sequence[RunResult]) -> list[str]:
     """Markdown bullets: each run's epochs done, status and training wall time."""
     lines = []

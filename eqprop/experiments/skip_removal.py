@@ -237,9 +237,7 @@ def render(scale: str, results: list[pr.RunResult], curves: dict) -> str:
             "the signs of beta and the added edges. Held-out error after each epoch; "
             "training error during it. Mean ± sample standard deviation over the seeds.",
             "",
-            pr.protocol_table(results),
-            "",
-            *pr.status_lines(results),
+            *pr.runs_section(results),
             "",
             "## Measurements",
             "",

@@ -575,7 +575,8 @@ def train_baseline(
 
 def train_ep(scale: str, architecture: str, depth: int, out: str, data_dir: str | None) -> dict:
     """The task of one EP run (:func:`run_ep`)."""
-    path = run_ep(PROTOCOLS[scale], architecture, depth, Path(out), data_dir and Path(data_dir))
+    data = Path(data_dir) if data_dir else None
+    path = run_ep(PROTOCOLS[scale], architecture, depth, Path(out), data)
     record = json.loads(path.read_text())
     return {"best_valid": max((p["valid_accuracy"] for p in record["grid"]), default=math.nan)}
 

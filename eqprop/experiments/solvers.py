@@ -206,9 +206,7 @@ def render(scale: str, results: list[pr.RunResult], fixed: dict[str, dict] | Non
         "Criterion: |fast - paper seed 0| <= max(|paper seed 1 - paper seed 0|, 0.5 points), "
         "per epoch, for the training error (during the epoch) and the held-out error (after it).",
         "",
-        pr.protocol_table(results),
-        "",
-        *pr.status_lines(results),
+        *pr.runs_section(results),
         "",
     ]
     for net in NETWORKS:
