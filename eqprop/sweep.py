@@ -66,7 +66,7 @@ from typing import Any
 from eqprop import config as cfg
 from eqprop.errors import ConfigError, EqpropError
 from eqprop.sweeps import results as res
-from eqprop.sweeps.tasks import RAY_DIR, Countdown, Task
+from eqprop.sweeps.tasks import RAY_DIR, Countdown, Task, check_counts
 from eqprop.sweeps.trial import DONE, FAILED, NEW, UNFINISHED, append_event, trial_state
 
 TRIALS = "trials"
@@ -91,10 +91,7 @@ class SweepOptions:
     retries: int = 2
 
     def __post_init__(self) -> None:
-        for name, low in (("trials_at_once", 0), ("cpus_per_trial", 1), ("retries", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"options.{name} must be an integer >= {low}, got {value!r}")
+        check_counts(self, lambda name: f"options.{name}")
         gpus = self.gpus_per_trial
         if not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or not gpus >= 0:
             raise ConfigError(f"options.gpus_per_trial must be a number >= 0, got {gpus!r}")
@@ -591,8 +588,7 @@ def run_sweep(
                 for trial in to_run:
                     if states[trial.name] == NEW:
                         start_run(trial.config, sweep.run_dir(trial))
-                fit = int(total.get("CPU", 0) // options.cpus_per_trial)
-                at_once = min(options.trials_at_once or fit, fit, len(to_run))
+                at_once = resources.at_once(total, len(to_run))
                 resumed = sum(states[t.name] != NEW for t in to_run)
                 echo(
                     f"sweep {sweep.out}: {len(sweep.trials)} trials, {kept} already finished; "

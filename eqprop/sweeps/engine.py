@@ -47,6 +47,11 @@ class Resources:
     trials_at_once: int = 0
     retries: int = 2
 
+    def at_once(self, cluster: dict, trials: int) -> int:
+        """How many of ``trials`` run together on a cluster with resources ``cluster``."""
+        fit = int(cluster.get("CPU", 0) // self.cpus)
+        return min(self.trials_at_once or fit, fit, trials)
+
 
 @contextlib.contextmanager
 def connected(address: str | None, *, needed: Resources) -> Iterator[dict]:

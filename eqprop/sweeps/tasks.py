@@ -47,6 +47,19 @@ class Task:
         return getattr(importlib.import_module(module), name)(**self.kwargs)
 
 
+#: the whole-number options of how trials run (sweeps and experiments), and their least values
+COUNTS = (("trials_at_once", 0), ("cpus_per_trial", 1), ("retries", 0))
+
+
+def check_counts(options: Any, label: Callable[[str], str]) -> None:
+    """A one-line ConfigError unless each of :data:`COUNTS` on ``options`` is an integer at
+    least its least value; ``label(name)`` is how the user wrote the option."""
+    for name, low in COUNTS:
+        value = getattr(options, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{label(name)} must be an integer >= {low}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where an experiment's tasks run.
@@ -68,10 +81,7 @@ class Placement:
     def __post_init__(self) -> None:
         if self.address is not None and not self.ray:
             raise ConfigError("--address needs Ray; drop --no-ray")
-        for name, low in (("trials_at_once", 0), ("cpus_per_trial", 1), ("retries", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}")
+        check_counts(self, lambda name: f"--{name.replace('_', '-')}")
 
 
 #: tasks one after another in this process
@@ -162,8 +172,7 @@ def run_tasks(
         errors[name] = error
 
     with engine.connected(placement.address, needed=resources) as total:
-        fit = int(total.get("CPU", 0) // placement.cpus_per_trial)
-        at_once = min(placement.trials_at_once or fit, fit, len(tasks))
+        at_once = resources.at_once(total, len(tasks))
         echo(
             f"{label}: {len(tasks)} task(s) on Ray, up to {at_once} at once, "
             f"{placement.cpus_per_trial} CPU(s) each"
