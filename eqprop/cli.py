@@ -239,14 +239,12 @@ def _check_gradient(args: argparse.Namespace) -> int:
 
 def _bench_solvers(args: argparse.Namespace) -> int:
     from eqprop import solver_bench
-    from eqprop.relaxation import SOLVERS
 
     for name in args.preset or []:
         cfg.preset(name)  # an unknown preset fails here, with the list of names
     solvers = tuple(args.solver or solver_bench.DEFAULT_SOLVERS)
-    unknown = [s for s in solvers if s not in SOLVERS]
-    if unknown:
-        raise EqpropError(f"unknown solver {unknown[0]!r}; choose among {', '.join(SOLVERS)}")
+    for spec in solvers:
+        solver_bench.parse_solver(spec)  # an unknown solver or a bad step fails here
     options = solver_bench.SolverBenchOptions(
         solvers=solvers,
         tol=args.tol,
@@ -390,7 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset", action="append", help="preset (repeatable; default icons-layered, icons-skip)"
     )
-    p.add_argument("--solver", action="append", help="free-phase solver (repeatable; fista)")
+    p.add_argument(
+        "--solver",
+        action="append",
+        metavar="NAME[:EPS]",
+        help="free-phase solver, optionally with its step size (repeatable; default sor:1.7 and "
+        "fista, each on the presets it applies to)",
+    )
     p.add_argument("--tol", type=_positive_float, default=1e-3, help="residual tolerance (1e-3)")
     p.add_argument("--cap", type=_positive, default=1000, help="step cap per phase (1000)")
     p.add_argument(

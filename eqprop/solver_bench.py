@@ -33,12 +33,31 @@ from tqdm import tqdm
 from eqprop import config as cfg
 from eqprop import runs
 from eqprop.bench import clock, since
+from eqprop.errors import ConfigError
 from eqprop.relaxation import fixed_point_residual
 from eqprop.relaxation.fixed import FixedSteps
 from eqprop.training import Trainer
 
 DEFAULT_PRESETS = ("icons-layered", "icons-skip")
-DEFAULT_SOLVERS = ("fista",)
+#: solver specs, ``NAME`` (the preset's step size) or ``NAME:EPS``; each runs on the presets
+#: it applies to (the layer sweeps only on layered networks)
+DEFAULT_SOLVERS = ("sor:1.7", "fista")
+
+
+def parse_solver(spec: str) -> tuple[str, float | None]:
+    """``"sor:1.7"`` -> ``("sor", 1.7)``, ``"fista"`` -> ``("fista", None)``; a one-line error
+    for an unknown solver or a step size that is not a number."""
+    from eqprop.relaxation import SOLVERS
+
+    name, _, eps = spec.partition(":")
+    if name not in SOLVERS:
+        raise ConfigError(f"unknown solver {name!r}; choose among {', '.join(SOLVERS)}")
+    try:
+        return name, float(eps) if eps else None
+    except ValueError:
+        raise ConfigError(
+            f"solver {spec!r}: the part after ':' is the step size eps and must be a number"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -63,11 +82,25 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
 
 
 def solver_config(preset: str, solver: str, options: SolverBenchOptions) -> cfg.RunConfig:
-    """The preset with the free phase of ``solver`` (the papers' ``fixed`` keeps its steps)."""
+    """The preset with the free phase of ``solver`` (a spec of :func:`parse_solver`; the
+    papers' ``fixed`` keeps its steps)."""
+    name, eps = parse_solver(solver)
     changes: dict[str, Any] = {"train.epochs": 2, "data.limit": options.limit}
-    if solver != "fixed":
-        changes.update({"free.solver": solver, "free.tol": options.tol, "free.steps": options.cap})
+    if name != "fixed":
+        changes.update({"free.solver": name, "free.tol": options.tol, "free.steps": options.cap})
+    if eps is not None:
+        changes["free.eps"] = eps
     return cfg.resolve(preset).override(changes)
+
+
+def skip_reason(config: cfg.RunConfig, net) -> str | None:
+    """Why the config's free-phase solver cannot run on ``net`` (``None``: it can)."""
+    x = torch.zeros(1, net.n_input, dtype=net.dtype, device=net.device)
+    try:
+        config.free.build().relax(net, net.zero_state(1), net.input_drive(x))
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def _evaluate(trainer: Trainer, data, particles) -> tuple[float, tuple[float, float], list[int]]:
@@ -83,11 +116,15 @@ def _evaluate(trainer: Trainer, data, particles) -> tuple[float, tuple[float, fl
 
 
 def measure(preset: str, solver: str, options: SolverBenchOptions) -> dict[str, Any]:
-    """One preset and solver: the measured second epoch and the paper protocol beside it."""
+    """One preset and solver: the measured second epoch and the paper protocol beside it (or,
+    for a solver that does not apply to the preset's network, why it was skipped)."""
     config = solver_config(preset, solver, options)
     data = runs.load_data(config, options.data_dir)
     x, y = data.train.x, data.train.y
     net = runs.build_network(config)
+    reason = skip_reason(config, net)
+    if reason is not None:
+        return {"preset": preset, "solver": solver, "skipped": reason}
     trainer = runs.build_trainer(config, net, len(x))
     test_particles = net.zero_state(len(data.held_out.x)) if config.train.test_persistent else None
     bars = not options.quiet
@@ -189,8 +226,14 @@ def main(presets: list[str], options: SolverBenchOptions, out: str | None) -> li
     if out is not None:
         runs.check_writable_file(Path(out))
     torch.set_num_threads(options.threads)
-    rows = [measure(p, s, options) for p in presets for s in options.solvers]
+    measured = [measure(p, s, options) for p in presets for s in options.solvers]
+    rows = [r for r in measured if "skipped" not in r]
+    skipped = [r for r in measured if "skipped" in r]
+    if not rows:
+        raise ConfigError("no solver applies to these presets; see eqprop bench-solvers --help")
     print(format_table(rows))
+    for r in skipped:
+        print(f"skipped {r['solver']} on {r['preset']}: {r['skipped']}")
     print(
         f"steps: free-phase steps per batch of the measured (second) epoch; eval st: per "
         f"evaluation batch of 1,000; resid / paper r: largest fixed-point residual of 5 "
@@ -199,6 +242,11 @@ def main(presets: list[str], options: SolverBenchOptions, out: str | None) -> li
         f"evaluation batch; {options.threads} torch threads."
     )
     if out is not None:
-        record = {"threads": options.threads, "tol": options.tol, "results": rows}
+        record = {
+            "threads": options.threads,
+            "tol": options.tol,
+            "results": rows,
+            "skipped": skipped,
+        }
         runs.atomic_write_bytes(Path(out), (json.dumps(record, indent=1) + "\n").encode())
     return rows

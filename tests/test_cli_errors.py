@@ -601,6 +601,9 @@ CASES = {
     "bench-unknown-preset": Case(["bench", "--preset", "nope"], "unknown preset"),
     "bench-solvers-out-a-directory": Case(["bench-solvers", "--out", "ro"], "ro is a directory"),
     "bench-solvers-unknown-solver": Case(["bench-solvers", "--solver", "magic"], "unknown solver"),
+    "bench-solvers-bad-step": Case(
+        ["bench-solvers", "--solver", "sor:fast"], "the part after ':' is the step size eps"
+    ),
     "topology-n-1e10": Case(["topology", "--set", "n=10000000000"], "replacements"),
     "topology-unknown-preset": Case(["topology", "--preset", "nope"], "unknown preset"),
 }

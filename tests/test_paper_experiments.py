@@ -249,30 +249,44 @@ def test_solvers_smoke(tmp_path):
     assert experiment("solvers") is solvers
     declared = dict(solvers.planned("quick"))
     assert set(declared) == {
-        f"{n}-{k}" for n in ("B", "C") for k in ("paper-seed0", "paper-seed1", "fista-seed0")
+        f"{n}-{k}-seed{s}"
+        for n, fast in (("B", "sor"), ("C", "fista"))
+        for k in ("paper", fast)
+        for s in (0, 1)
     }
     assert declared["C-paper-seed1"].free.steps == 500 and declared["C-paper-seed1"].train.seed == 1
-    fast = declared["C-fista-seed0"]
-    assert (fast.free.solver, fast.free.tol, fast.data.limit, fast.train.epochs) == (
+    fast = declared["C-fista-seed1"]
+    assert (fast.free.solver, fast.free.eps, fast.free.tol, fast.train.seed) == (
         "fista",
+        0.5,
         1e-3,
-        10_000,
-        3,
+        1,
     )
+    assert (fast.data.limit, fast.train.epochs) == (10_000, 5)
+    sor = declared["B-sor-seed0"]
+    assert (sor.free.solver, sor.free.eps, sor.free.tol, sor.nudged.eps) == ("sor", 1.7, 1e-3, 0.5)
     text = run_twice(solvers, tmp_path)
     check_pngs(tmp_path, ["errors.png"])
-    for net in ("B", "C"):
+    for net, name in (("B", "sor"), ("C", "fista")):
         rows = table_rows(text.split(f"## Network {net}")[1], "| epoch |")
         assert [r[0] for r in rows] == ["1", "2"]
-        fast_train = read_metrics(tmp_path / f"{net}-fista-seed0")[0]["train_error"]
-        assert rows[0][3] == f"{100 * fast_train:.2f}%"
+        metrics = [
+            read_metrics(tmp_path / f"{net}-{k}-seed{s}")[0]
+            for k in ("paper", name)
+            for s in (0, 1)
+        ]
+        assert rows[0][1:5] == [f"{100 * m['train_error']:.2f}%" for m in metrics]
+        diff = 100 * (metrics[3]["test_error"] - metrics[1]["test_error"])
+        assert rows[0][13].startswith(f"{diff:+.2f} (")
+        noise = abs(metrics[0]["test_error"] - metrics[1]["test_error"])
+        assert rows[0][14] == f"{100 * max(noise, solvers.FLOOR):.2f}"
     fixed = json.loads((tmp_path / solvers.FIXED_POINT_FILE).read_text())
     assert {k: v["epoch"] for k, v in fixed.items()} == {name: 2 for name in declared}
     rows = table_rows(text.split("## What the weights learned")[1], "| network |")
-    assert rows[0][3] == f"{100 * fixed['C-fista-seed0']['error']:.2f}% (epoch 2)"
-    steps = read_metrics(tmp_path / "C-fista-seed0")
+    assert rows[0][4] == f"{100 * fixed['C-fista-seed1']['error']:.2f}% (epoch 2)"
+    steps = read_metrics(tmp_path / "B-sor-seed0")
     cost = table_rows(text, "| run | epochs |")
-    row = next(r for r in cost if r[0] == "C-fista-seed0")
+    row = next(r for r in cost if r[0] == "B-sor-seed0")
     assert row[2] == " / ".join(f"{m['free_steps']:.0f}" for m in steps)
 
 

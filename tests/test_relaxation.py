@@ -16,6 +16,7 @@ from eqprop.relaxation.fista import Fista
 from eqprop.relaxation.fixed import FixedSteps
 from eqprop.relaxation.layer_sweep import LayerSweep
 from eqprop.relaxation.residual import Residual
+from eqprop.relaxation.sor import OverRelaxed
 from eqprop.relaxation.tolerance import Tolerance
 
 SIZES = [10, 8, 8, 3]
@@ -33,9 +34,12 @@ RELAXERS = {
     "residual": Residual(eps=0.5, steps=3000, tol=TOL / 10),
     "fista": Fista(eps=0.5, steps=3000, tol=TOL / 10),
     "layer-sweep": LayerSweep(steps=3000, tol=TOL / 10),
+    "sor": OverRelaxed(eps=1.5, steps=3000, tol=TOL / 10),
 }
 #: solvers that only apply to some topology families
-ONLY = {"layer-sweep": {"layered"}}
+ONLY = {"layer-sweep": {"layered"}, "sor": {"layered"}}
+#: the solvers stopped on the fixed-point residual
+RESIDUAL_STOPPED = ["residual", "fista", "layer-sweep", "sor"]
 
 
 def problem(family, dtype=torch.float64):
@@ -59,7 +63,7 @@ def test_every_registered_solver_is_under_contract():
 def test_reaches_the_reference_fixed_point(name, family):
     net, x, base = problem(family)
     if family not in ONLY.get(name, FAMILIES):
-        with pytest.raises(ConfigError, match="needs a topology with no edge between two"):
+        with pytest.raises(ConfigError, match="need a topology with no edge between two"):
             RELAXERS[name].relax(net, net.zero_state(len(x)), base)
         return
     reference = reference_fixed_point(net, base)
@@ -90,7 +94,7 @@ def test_respects_the_step_cap(name):
         torch.testing.assert_close(result.state, exact.state, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["residual", "fista", "layer-sweep"])
+@pytest.mark.parametrize("name", RESIDUAL_STOPPED)
 def test_residual_rule_stops_at_the_first_state_below_tolerance(name):
     """The result's residual is below tol; with one step fewer the solver had not stopped."""
     net, x, base = problem("layered")
@@ -103,7 +107,39 @@ def test_residual_rule_stops_at_the_first_state_below_tolerance(name):
     assert fixed_point_residual(net, earlier.state, base) >= 1e-4
 
 
-@pytest.mark.parametrize("name", ["fista", "layer-sweep"])
+@pytest.mark.parametrize("name", RESIDUAL_STOPPED)
+def test_each_example_stops_at_its_own_first_state_below_tolerance(name):
+    """Relaxed in one batch, every example ends where it ends relaxed alone (the examples do
+    not interact; the batch shrinks as they stop), and alone, one step fewer had not
+    reached the tolerance; the batch's steps are its slowest example's."""
+    net, x, base = problem("layered")
+    solver = dataclasses.replace(RELAXERS[name], tol=1e-4)
+    together = solver.relax(net, net.zero_state(len(x)), base)
+    alone = [solver.relax(net, net.zero_state(1), base[i : i + 1]) for i in range(len(x))]
+    steps = [r.steps for r in alone]
+    assert len(set(steps)) > 1  # the examples stop at different steps
+    assert together.steps == max(steps)
+    for i, r in enumerate(alone):
+        torch.testing.assert_close(together.state[i : i + 1], r.state, rtol=0, atol=1e-12)
+        assert fixed_point_residual(net, r.state, base[i : i + 1]) < 1e-4
+        shorter = dataclasses.replace(solver, steps=r.steps - 1)
+        earlier = shorter.relax(net, net.zero_state(1), base[i : i + 1])
+        assert fixed_point_residual(net, earlier.state, base[i : i + 1]) >= 1e-4
+
+
+def test_over_relaxation_of_one_is_the_exact_layer_sweep():
+    net, x, base = problem("layered")
+    exact = LayerSweep(steps=3000, tol=1e-6).relax(net, net.zero_state(len(x)), base)
+    one = OverRelaxed(eps=1.0, steps=3000, tol=1e-6).relax(net, net.zero_state(len(x)), base)
+    assert one.steps == exact.steps and torch.equal(one.state, exact.state)
+
+
+def test_over_relaxation_factor_must_be_below_two():
+    with pytest.raises(ConfigError, match="relaxation factor and must be below 2"):
+        OverRelaxed(eps=2.0)
+
+
+@pytest.mark.parametrize("name", ["fista", "layer-sweep", "sor"])
 def test_accelerated_solvers_need_fewer_steps_than_the_damped_step(name):
     net, x, base = problem("layered")
     damped = Residual(eps=0.5, steps=3000, tol=1e-5).relax(net, net.zero_state(6), base)
@@ -111,7 +147,7 @@ def test_accelerated_solvers_need_fewer_steps_than_the_damped_step(name):
     assert fast.converged and fast.steps < damped.steps
 
 
-@pytest.mark.parametrize("name", ["residual", "fista", "layer-sweep"])
+@pytest.mark.parametrize("name", RESIDUAL_STOPPED)
 def test_adaptive_solvers_refuse_a_nudged_phase(name):
     net, x, base = problem("layered")
     nudge = Nudge(IconsNudging(), 1.0, torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0, 1, 2]])

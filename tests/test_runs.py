@@ -497,7 +497,7 @@ def test_dead_output_monitor_needs_consecutive_zero_batches():
     assert monitor.update(zero) is None  # once only
 
 
-@pytest.mark.parametrize("solver", ["fista", "layer-sweep"])
+@pytest.mark.parametrize("solver", ["fista", "layer-sweep", "sor"])
 def test_a_run_with_a_fast_solver_is_deterministic_and_resumes_bit_for_bit(tmp_path, solver):
     from eqprop.cli import main
 
@@ -532,6 +532,8 @@ def test_bench_solvers_reports_steps_residuals_and_the_paper_protocol(tmp_path):
             "digits",
             "--solver",
             "fista",
+            "--solver",
+            "sor:1.7",
             "--threads",
             "1",
             "--sample",
@@ -545,19 +547,33 @@ def test_bench_solvers_reports_steps_residuals_and_the_paper_protocol(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
-    (row,) = json.loads(out.read_text())["results"]
-    assert (row["preset"], row["solver"], row["examples"], row["held_out"]) == (
-        "digits",
-        "fista",
-        1437,
-        360,
-    )
-    assert 1 <= row["free_steps_mean"] <= row["free_steps_max"] < 1000
-    assert row["residual_solver"] < 1e-3  # every sampled batch stopped below the tolerance
-    assert row["paper_epoch_s"] > 0 and row["speedup"] == pytest.approx(
-        row["paper_epoch_s"] / row["epoch_s"]
-    )
-    assert "digits" in result.stdout and "fista" in result.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["preset"], r["solver"], r["examples"], r["held_out"]) for r in rows] == [
+        ("digits", "fista", 1437, 360),
+        ("digits", "sor:1.7", 1437, 360),
+    ]
+    for row in rows:
+        assert 1 <= row["free_steps_mean"] <= row["free_steps_max"] < 1000
+        assert row["residual_solver"] < 1e-3  # every sampled batch stopped below tol
+        assert row["paper_epoch_s"] > 0 and row["speedup"] == pytest.approx(
+            row["paper_epoch_s"] / row["epoch_s"]
+        )
+    assert rows[1]["free_steps_mean"] < rows[0]["free_steps_mean"]  # SOR: fewer sweeps
+    assert "digits" in result.stdout and "sor:1.7" in result.stdout
+
+
+def test_bench_solvers_skips_a_solver_that_does_not_apply_to_the_network():
+    from eqprop.runs import build_network
+    from eqprop.solver_bench import SolverBenchOptions, skip_reason, solver_config
+
+    options = SolverBenchOptions()
+    layered = solver_config("digits", "sor:1.7", options)
+    assert layered.free.solver == "sor" and layered.free.eps == 1.7
+    assert skip_reason(layered, build_network(layered)) is None
+    icons = layered.override({"topology.family": "icons", "topology.n": 200, "topology.a": 0.05})
+    reason = skip_reason(icons, build_network(icons))
+    assert reason.startswith("the layer-sweep solvers need a topology with no edge between")
+    assert cfg.resolve("digits").free.solver == "fixed"
 
 
 def test_bench_solvers_refuses_a_missing_output_directory_before_running(tmp_path):

@@ -21,7 +21,12 @@ b)|`` below ``tol`` (:func:`fixed_point_residual`; at most ``steps`` steps, one 
 - ``fista`` (:class:`~eqprop.relaxation.fista.Fista`): projected gradient with Nesterov
   momentum and gradient restart;
 - ``layer-sweep`` (:class:`~eqprop.relaxation.layer_sweep.LayerSweep`): exact even/odd layer
-  updates, for topologies with no edge between layers of the same parity.
+  updates, for topologies with no edge between layers of the same parity;
+- ``sor`` (:class:`~eqprop.relaxation.sor.OverRelaxed`): the same sweeps over-relaxed by the
+  factor ``eps`` (projected SOR), the fastest for the layered networks.
+
+These stop each example at its own first iterate below ``tol``, and continue on the others
+only (:class:`~eqprop.relaxation.residual.ResidualStop`).
 
 A new solver is a :class:`Relaxer` subclass in its own file plus one line in
 :data:`SOLVERS`; the contract tests (``tests/test_relaxation.py``) then run on it.
@@ -97,6 +102,7 @@ def _solvers() -> dict[str, type[Relaxer]]:
     from eqprop.relaxation.fixed import FixedSteps
     from eqprop.relaxation.layer_sweep import LayerSweep
     from eqprop.relaxation.residual import Residual
+    from eqprop.relaxation.sor import OverRelaxed
     from eqprop.relaxation.tolerance import Tolerance
 
     return {
@@ -105,6 +111,7 @@ def _solvers() -> dict[str, type[Relaxer]]:
         "residual": Residual,
         "fista": Fista,
         "layer-sweep": LayerSweep,
+        "sor": OverRelaxed,
     }
 
 

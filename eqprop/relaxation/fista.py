@@ -7,7 +7,9 @@ steps ``s <- clip(s - eps grad E(s))``. FISTA takes the same step from an extrap
 ``t_k = (1 + sqrt(1 + 4 t_{k-1}^2)) / 2``, and restarts an example's momentum (``t = 1``)
 whenever its gradient points against its last move, ``grad E(y) . (s_{k+1} - s_k) > 0``
 (O'Donoghue & Candes 2015, gradient restart): this keeps the method monotone in practice on a
-non-convex energy. Each step costs one drive ``h(y)``; the residual of ``y`` is read from it.
+non-convex energy. Each step costs one drive ``h(y)``; the residual of ``y`` is read from it,
+and each example stops at its first ``y`` below ``tol``
+(:class:`~eqprop.relaxation.residual.ResidualStop`).
 """
 
 from __future__ import annotations
@@ -16,39 +18,54 @@ from dataclasses import dataclass
 
 import torch
 
-from eqprop.relaxation import RelaxResult
-from eqprop.relaxation.residual import ResidualStop
+from eqprop.relaxation.residual import Iterate, ResidualStop, row_residuals
+
+
+class _FistaIterate:
+    """FISTA on a batch: the extrapolated point ``y`` (``current``), the last step's state
+    ``s`` and each example's ``t``."""
+
+    def __init__(self, solver: Fista, network, y, s, t, drive) -> None:
+        self.solver, self.network, self.base = solver, network, drive
+        self.current, self.s, self.t = y, s, t
+        self.h, self.scratch = torch.empty_like(y), torch.empty_like(y)
+        self.compute = solver.drive(network, y, drive, self.h)
+
+    def residuals(self) -> torch.Tensor:
+        self.compute()  # h = h(y)
+        return row_residuals(self.current, self.h, self.scratch)
+
+    def advance(self) -> None:
+        y, s, h, move = self.current, self.s, self.h, self.scratch
+        # s_{k+1} = clip(y + eps (h(y) - y)); restart where grad(y) . (s_{k+1} - s_k) > 0
+        new = torch.lerp(y, h, self.solver.eps).clamp_(0.0, 1.0)
+        torch.sub(new, s, out=move)
+        restart = torch.linalg.vecdot(y - h, move, dim=1).unsqueeze(1) > 0
+        t = self.t
+        t_next = (1.0 + torch.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        momentum = torch.where(restart, 0.0, (t - 1.0) / t_next)
+        self.t = torch.where(restart, 1.0, t_next)
+        # y = clip(s_{k+1} + m (s_{k+1} - s_k))
+        s.copy_(new)
+        torch.addcmul(new, move, momentum, out=y).clamp_(0.0, 1.0)
+
+    def subset(self, keep: torch.Tensor) -> _FistaIterate:
+        return _FistaIterate(
+            self.solver,
+            self.network,
+            self.current[keep],
+            self.s[keep],
+            self.t[keep],
+            self.base[keep],
+        )
 
 
 @dataclass(frozen=True)
 class Fista(ResidualStop):
-    """FISTA with gradient restart (module docs), stopped on the residual; at most ``steps``
-    drives. Momentum is kept per example."""
+    """FISTA with gradient restart (module docs), each example stopped at its first
+    extrapolated point with residual below ``tol``; at most ``steps`` drives. Momentum is kept
+    per example."""
 
-    def relax(self, network, state, drive, nudge=None) -> RelaxResult:
-        self.free_only(nudge)
-        state.clamp_(0.0, 1.0)
-        y = state.clone()
-        h, scratch, previous = torch.empty_like(state), torch.empty_like(state), state.clone()
-        compute = self.drive(network, y, drive, h)
+    def start(self, network, state, drive) -> Iterate:
         t = torch.ones(state.shape[0], 1, dtype=state.dtype, device=state.device)
-        keep = 1.0 - self.eps
-        for taken in range(self.steps):
-            compute()  # h = h(y)
-            if self.residual(y, h, scratch) < self.tol:
-                state.copy_(y)
-                return RelaxResult(state, taken, True)
-            # s_{k+1} = clip((1 - eps) y + eps h(y)); restart where grad(y) . (s_{k+1} - s_k) > 0
-            new = torch.mul(y, keep).add_(h, alpha=self.eps).clamp_(0.0, 1.0)
-            grad = scratch.copy_(y).sub_(h)
-            restart = (grad * (new - state)).sum(1, keepdim=True) > 0
-            t_next = (1.0 + torch.sqrt(1.0 + 4.0 * t * t)) / 2.0
-            momentum = torch.where(restart, 0.0, (t - 1.0) / t_next)
-            t = torch.where(restart, torch.ones_like(t), t_next)
-            previous.copy_(state)
-            state.copy_(new)
-            # y = clip(s_{k+1} + m (s_{k+1} - s_k))
-            torch.sub(state, previous, out=y)
-            y.mul_(momentum).add_(state).clamp_(0.0, 1.0)
-        state.copy_(y)
-        return RelaxResult(state, self.steps, False)
+        return _FistaIterate(self, network, state.clone(), state.clone(), t, drive)

@@ -1,14 +1,24 @@
-"""The papers' damped steps, stopped on the fixed-point residual.
+"""The papers' damped steps, stopped on the fixed-point residual; and the per-example stopping
+rule every residual-stopped solver shares.
 
 The free fixed point is ``s* = clip(W rho(s*) + W_in x + b)``; the residual of a state is
 ``r(s) = max |s - clip(h(s))|`` with ``h(s) = W rho(s) + W_in x + b``, zero exactly at the
 fixed point whatever the solver. Every step computes ``h(s)`` anyway, so the residual of the
 current state costs one reduction, no extra product.
+
+The rule is applied **per example**: each example's state is kept at the first iterate whose
+residual (its largest entry) is below ``tol``, and the examples still relaxing go on without
+it. The examples of a batch do not interact, so this is what relaxing each alone would give;
+once half of the examples the solver holds have stopped, it continues on the others only
+(their states, momenta and drives gathered into a smaller batch), so a batch of 1,000
+held-out examples costs what its examples need, not what its slowest one needs. The reported
+``steps`` is the batch's largest (the steps of its slowest example).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -21,10 +31,33 @@ def _noop() -> None:
     return None
 
 
+class Iterate(Protocol):
+    """A solver's iteration over a batch of examples (rows): what :meth:`ResidualStop.relax`
+    drives. ``current`` is the iterate whose residual :meth:`residuals` reads."""
+
+    current: torch.Tensor
+
+    def residuals(self) -> torch.Tensor:
+        """Compute the drive at ``current``; return each row's residual, shape ``(rows,)``."""
+
+    def advance(self) -> None:
+        """One step, from the drive :meth:`residuals` computed."""
+
+    def subset(self, keep: torch.Tensor) -> Iterate:
+        """The same iteration continued on the rows where ``keep`` is true only (called
+        after :meth:`advance`: the new iterate computes its own drive)."""
+
+
+def row_residuals(s: torch.Tensor, h: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """``max_i |s_i - clip(h_i)|`` per row (``scratch``: a buffer shaped like ``s``)."""
+    torch.clamp(h, 0.0, 1.0, out=scratch)
+    return scratch.sub_(s).abs_().amax(1)
+
+
 @dataclass(frozen=True)
 class ResidualStop(Relaxer):
-    """Base of the solvers that stop on the residual: ``tol`` (> 0), and the helpers to
-    build a drive-only step and read the residual from it."""
+    """Base of the solvers stopped on the residual (module docs): ``tol`` (> 0). A solver
+    supplies :meth:`start`, its :class:`Iterate` over a batch."""
 
     tol: float = 1e-3
 
@@ -33,16 +66,14 @@ class ResidualStop(Relaxer):
         if not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise ConfigError(f"tol must be a number > 0, got {self.tol!r}")
 
+    def start(self, network, state: torch.Tensor, drive: torch.Tensor) -> Iterate:
+        """The solver's iteration from ``state`` (in the box, not modified)."""
+        raise NotImplementedError
+
     @staticmethod
     def drive(network, s: torch.Tensor, base: torch.Tensor, h: torch.Tensor):
         """A closure computing ``h = W rho(s) + base`` in place (no state update)."""
         return network.stepper(s, base, h, _noop)
-
-    @staticmethod
-    def residual(s: torch.Tensor, h: torch.Tensor, scratch: torch.Tensor) -> float:
-        """``max |s - clip(h)|`` (``scratch``: a buffer shaped like ``s``)."""
-        torch.clamp(h, 0.0, 1.0, out=scratch)
-        return float(scratch.sub_(s).abs_().max())
 
     def free_only(self, nudge) -> None:
         """Adaptive solvers find the free fixed point; nudged phases keep fixed steps."""
@@ -52,24 +83,54 @@ class ResidualStop(Relaxer):
                 f"fixed steps"
             )
 
+    def relax(self, network, state, drive, nudge=None) -> RelaxResult:
+        """Relax every example to its first iterate with residual below ``tol`` (module
+        docs), at most ``steps`` steps; ``converged``: whether all examples got there."""
+        self.free_only(nudge)
+        state.clamp_(0.0, 1.0)
+        rows = torch.arange(state.shape[0], device=state.device)  # of `state`, in `iterate`
+        live = torch.ones_like(rows, dtype=torch.bool)  # rows of `iterate` still relaxing
+        iterate = self.start(network, state, drive)
+        for taken in range(self.steps + 1):
+            stopped = live & (iterate.residuals() < self.tol)
+            if bool(stopped.any()):
+                state[rows[stopped]] = iterate.current[stopped]
+                live &= ~stopped
+                if not bool(live.any()):
+                    return RelaxResult(state, taken, True)
+            if taken == self.steps:
+                break
+            iterate.advance()
+            if 2 * int(live.sum()) <= len(rows):
+                rows, iterate = rows[live], iterate.subset(live)
+                live = torch.ones_like(rows, dtype=torch.bool)
+        state[rows[live]] = iterate.current[live]
+        return RelaxResult(state, self.steps, False)
+
+
+class _DampedIterate:
+    """The papers' damped step on a batch (:class:`Residual`)."""
+
+    def __init__(self, solver: Residual, network, s: torch.Tensor, drive: torch.Tensor):
+        self.solver, self.network, self.base = solver, network, drive
+        self.current = s
+        self.h, self.scratch = torch.empty_like(s), torch.empty_like(s)
+        self.compute = solver.drive(network, s, drive, self.h)
+        self.advance = free_kernel(s, self.h, solver.eps)
+
+    def residuals(self) -> torch.Tensor:
+        self.compute()
+        return row_residuals(self.current, self.h, self.scratch)
+
+    def subset(self, keep: torch.Tensor) -> _DampedIterate:
+        return _DampedIterate(self.solver, self.network, self.current[keep], self.base[keep])
+
 
 @dataclass(frozen=True)
 class Residual(ResidualStop):
-    """The papers' damped step ``s <- clip((1 - eps) s + eps h(s))``, stopped at the first
-    state whose residual is below ``tol`` (at most ``steps`` steps); ``steps`` in the result
-    is the number of updates made, ``converged`` whether the residual fell below ``tol``."""
+    """The papers' damped step ``s <- clip((1 - eps) s + eps h(s))``, each example stopped at
+    its first state whose residual is below ``tol`` (at most ``steps`` steps); ``steps`` in
+    the result is the largest number of updates an example took."""
 
-    def relax(self, network, state, drive, nudge=None) -> RelaxResult:
-        self.free_only(nudge)
-        state.clamp_(0.0, 1.0)
-        h, scratch = torch.empty_like(state), torch.empty_like(state)
-        compute = self.drive(network, state, drive, h)
-        finish = free_kernel(state, h, self.eps)
-        for taken in range(self.steps + 1):
-            compute()
-            if self.residual(state, h, scratch) < self.tol:
-                return RelaxResult(state, taken, True)
-            if taken == self.steps:
-                break
-            finish()
-        return RelaxResult(state, self.steps, False)
+    def start(self, network, state, drive) -> Iterate:
+        return _DampedIterate(self, network, state.clone(), drive)
