@@ -160,8 +160,8 @@ class MaskedSGD(Update):
         ):
             corr = raw.mul(lr).mul_(scale)
             if block.is_diagonal:
-                # exact symmetry: both triangles get the same float sum
-                corr = corr.add_(corr.T.clone()).mul_(0.5)
+                # exact symmetry: both triangles get the same float sum (a + b == b + a)
+                corr = torch.add(corr, corr.T).mul_(0.5)
             w.add_(corr)
             corrections.append(corr)
         net.biases.add_(self.bias_rates * estimate.biases * scale)
