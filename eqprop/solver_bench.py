@@ -143,7 +143,8 @@ def measure(preset: str, solver: str, options: SolverBenchOptions) -> dict[str, 
     steps = result.free_steps.tolist()
 
     # the paper protocol from the same particles and weights, on the next epoch's batches
-    paper = FixedSteps(eps=config.free.eps, steps=cfg.resolve(preset).free.steps)
+    protocol = cfg.resolve(preset).free
+    paper = FixedSteps(eps=protocol.eps, steps=protocol.steps)
     saved = trainer.state_dict()
     fast = trainer.free
     b = config.train.batch_size
@@ -199,6 +200,7 @@ def measure(preset: str, solver: str, options: SolverBenchOptions) -> dict[str, 
         "speedup": paper_epoch[0] / solver_epoch[0],
         "speedup_cpu": paper_epoch[1] / solver_epoch[1],
         "paper_sample_batches": len(sample),
+        "paper_free": {"eps": protocol.eps, "steps": protocol.steps},
     }
 
 

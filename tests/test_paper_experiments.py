@@ -250,10 +250,12 @@ def test_solvers_smoke(tmp_path):
     declared = dict(solvers.planned("quick"))
     assert set(declared) == {
         f"{n}-{k}-seed{s}"
-        for n, fast in (("B", "sor"), ("C", "fista"))
-        for k in ("paper", fast)
+        for n, compared in (("B", ["sor"]), ("C", ["fista", "damped"]))
+        for k in ("paper", *compared)
         for s in (0, 1)
     }
+    damped = declared["C-damped-seed0"].free
+    assert (damped.solver, damped.eps, damped.tol) == ("residual", 0.5, 1e-3)
     assert declared["C-paper-seed1"].free.steps == 500 and declared["C-paper-seed1"].train.seed == 1
     fast = declared["C-fista-seed1"]
     assert (fast.free.solver, fast.free.eps, fast.free.tol, fast.train.seed) == (
@@ -283,7 +285,10 @@ def test_solvers_smoke(tmp_path):
     fixed = json.loads((tmp_path / solvers.FIXED_POINT_FILE).read_text())
     assert {k: v["epoch"] for k, v in fixed.items()} == {name: 2 for name in declared}
     rows = table_rows(text.split("## What the weights learned")[1], "| network |")
-    assert rows[0][4] == f"{100 * fixed['C-fista-seed1']['error']:.2f}% (epoch 2)"
+    assert rows[1][:2] == ["C", "fista"]
+    assert rows[1][3] == f"{100 * fixed['C-fista-seed1']['error']:.2f}% (epoch 2)"
+    damped_section = text.split("## Network C: `damped`")[1].split("## ")[0]
+    assert "the damped runs are" in damped_section
     steps = read_metrics(tmp_path / "B-sor-seed0")
     cost = table_rows(text, "| run | epochs |")
     row = next(r for r in cost if r[0] == "B-sor-seed0")

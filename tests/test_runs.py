@@ -559,6 +559,8 @@ def test_bench_solvers_reports_steps_residuals_and_the_paper_protocol(tmp_path):
             row["paper_epoch_s"] / row["epoch_s"]
         )
     assert rows[1]["free_steps_mean"] < rows[0]["free_steps_mean"]  # SOR: fewer sweeps
+    # the paper protocol beside SOR is the preset's own damped steps, not the SOR factor
+    assert [r["paper_free"] for r in rows] == [{"eps": 0.5, "steps": 40}] * 2
     assert "digits" in result.stdout and "sor:1.7" in result.stdout
 
 

@@ -1,6 +1,8 @@
 """Equal learning with a fast free-phase solver: networks B and C trained with the paper
 protocol and with each network's fastest solver (projected SOR by even/odd layers for the
-layered B, FISTA for C), both at seeds 0 and 1, side by side.
+layered B, FISTA for C), both at seeds 0 and 1, side by side; for C also the paper's own
+damped step stopped like the fast solver (a check of where a difference comes from: the
+solver's dynamics or stopping at the residual).
 
 The free phase only has to reach the fixed point; the weakly-clamped phase keeps the paper's
 8 steps. The question is whether a solver that stops at a residual of 1e-3 learns what the
@@ -24,6 +26,7 @@ Run directories ``out/<network>-<protocol>-seed<k>``; rerunning resumes. Outputs
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,13 +38,35 @@ from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_labe
 SCALES = pr.SCALES
 #: network label -> preset
 NETWORKS = {"C": "icons-skip", "B": "icons-layered"}
-#: per network: the fast solver's run-name part, its config changes and its description
-FAST = {
-    "C": ("fista", pr.FAST_FREE, "FISTA (step 0.5)"),
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A free phase compared with the paper protocol: its run-name part, its config changes
+    and its description."""
+
+    key: str
+    changes: dict
+    description: str
+
+
+#: per network, the free phases compared with the paper protocol, the fastest first; C's
+#: second is a check: the paper's own dynamics, stopped like the fast solver
+PROTOCOLS = {
+    "C": (
+        Protocol("fista", pr.FAST_FREE, "FISTA (step 0.5)"),
+        Protocol(
+            "damped",
+            {**pr.FAST_FREE, "free.solver": "residual"},
+            "the paper's damped step, each example stopped at residual < 1e-3",
+        ),
+    ),
     "B": (
-        "sor",
-        {**pr.FAST_FREE, "free.solver": "sor", "free.eps": 1.7},
-        "projected SOR by even/odd layers (factor 1.7)",
+        Protocol(
+            "sor",
+            {**pr.FAST_FREE, "free.solver": "sor", "free.eps": 1.7},
+            "projected SOR by even/odd layers (factor 1.7)",
+        ),
     ),
 }
 SEEDS = (0, 1)
@@ -55,19 +80,21 @@ FLOOR = 0.005
 
 
 def run_name(net: str, protocol: str, seed: int) -> str:
-    """``<network>-<protocol>-seed<k>``; ``protocol`` is ``paper`` or ``fast``."""
-    return f"{net}-{'paper' if protocol == 'paper' else FAST[net][0]}-seed{seed}"
+    """``<network>-<protocol>-seed<k>``; ``protocol`` is ``paper`` or a :class:`Protocol`
+    key."""
+    return f"{net}-{protocol}-seed{seed}"
 
 
 def planned(scale: str) -> list[tuple[str, cfg.RunConfig]]:
-    """Per network: the paper protocol at each seed, then the fast solver at each seed."""
+    """Per network: the paper protocol at each seed, then each compared protocol at each
+    seed."""
     runs = []
     for net, preset in NETWORKS.items():
         paper = pr.scaled(cfg.resolve(preset), scale, REDUCTIONS)
-        for protocol, changes in (("paper", {}), ("fast", FAST[net][1])):
+        for key, changes in (("paper", {}), *((p.key, p.changes) for p in PROTOCOLS[net])):
             for seed in SEEDS:
                 config = paper.override({**changes, "train.seed": seed})
-                runs.append((run_name(net, protocol, seed), config))
+                runs.append((run_name(net, key, seed), config))
     return runs
 
 
@@ -126,12 +153,14 @@ def curve_label(result: pr.RunResult) -> str:
     return f"{result.name}\n{network_label(result.config)}; {solver_label(result.config)}"
 
 
-def comparison(results: list[pr.RunResult], net: str) -> tuple[list[list[str]], list[str]]:
-    """Per-epoch rows (the paper protocol and the fast solver at each seed, and the fast
-    runs' differences from the paper run of their seed) and the verdict lines of ``net``."""
+def comparison(
+    results: list[pr.RunResult], net: str, protocol: str
+) -> tuple[list[list[str]], list[str]]:
+    """Per-epoch rows (the paper protocol and ``protocol`` at each seed, and the latter's
+    differences from the paper run of its seed) and the verdict lines, for network ``net``."""
     by = {r.name: {x["epoch"]: x for x in r.records} for r in results}
     paper = [by.get(run_name(net, "paper", s), {}) for s in SEEDS]
-    fast = [by.get(run_name(net, "fast", s), {}) for s in SEEDS]
+    fast = [by.get(run_name(net, protocol, s), {}) for s in SEEDS]
     epochs = sorted(set.intersection(*(set(r) for r in paper + fast)))
     rows, misses = [], []
     for e in epochs:
@@ -157,7 +186,7 @@ def comparison(results: list[pr.RunResult], net: str) -> tuple[list[list[str]], 
     )
     checks = 4 * len(epochs)
     return rows, [
-        f"- {net}, {len(epochs)} epochs compared: the fast runs are {verdict} "
+        f"- {net}, {len(epochs)} epochs compared: the {protocol} runs are {verdict} "
         f"({checks - len(misses)} of {checks} comparisons within)."
     ]
 
@@ -188,20 +217,19 @@ def fixed_point_lines(fixed: dict[str, dict]) -> list[str]:
     ]
     rows = []
     for net in NETWORKS:
-        cells = [net]
-        for protocol in ("paper", "fast"):
+        for key in ("paper", *(p.key for p in PROTOCOLS[net])):
+            cells = [net, key]
             for seed in SEEDS:
-                entry = fixed.get(run_name(net, protocol, seed))
+                entry = fixed.get(run_name(net, key, seed))
                 cells.append(f"{pr.pct(entry['error'])} (epoch {entry['epoch']})" if entry else "–")
-        rows.append(cells)
-    head = ["network", "paper, seed 0", "paper, seed 1", "fast, seed 0", "fast, seed 1"]
-    lines.append(pr.table(head, rows))
+            rows.append(cells)
+    lines.append(pr.table(["network", "free phase", "seed 0", "seed 1"], rows))
     return lines + [""]
 
 
 def render(scale: str, results: list[pr.RunResult], fixed: dict[str, dict] | None = None) -> str:
     """The text of ``results.md``."""
-    runs_header = ["paper s0", "paper s1", "fast s0", "fast s1", "fast - paper s0", "s1"]
+    runs_header = ["paper s0", "paper s1", "this s0", "this s1", "this - paper s0", "s1"]
     header = [
         "epoch",
         *(f"train, {h}" if i == 0 else h for i, h in enumerate(runs_header)),
@@ -209,17 +237,21 @@ def render(scale: str, results: list[pr.RunResult], fixed: dict[str, dict] | Non
         *(f"held-out, {h}" if i == 0 else h for i, h in enumerate(runs_header)),
         "allowed",
     ]
-    fast = "; ".join(f"{net}: {FAST[net][2]}" for net in NETWORKS)
+    compared = "; ".join(
+        f"{net}: {', '.join(f'`{p.key}`, {p.description}' for p in PROTOCOLS[net])}"
+        for net in NETWORKS
+    )
     parts = [
         *pr.header_lines(
             "Equal learning with a fast free-phase solver", scale, REDUCTIONS.get(scale)
         ),
         f"Each network (B = `icons-layered`, C = `icons-skip`, the paper's protocol with the "
-        f"authors' step) trained four times: the paper's fixed free steps at seeds 0 and 1, and "
-        f"the fast solver at seeds 0 and 1, each example to a fixed-point residual below 1e-3 "
-        f"(at most 1,000 steps; evaluation with the same solver). Fast solvers: {fast}. "
+        f"authors' step) trained with the paper's fixed free steps and with each free phase "
+        f"compared, at seeds 0 and 1; the compared ones take each example to a fixed-point "
+        f"residual below 1e-3 (at most 1,000 steps; evaluation with the same solver). "
+        f"Compared: {compared}. "
         "Seeds change the initial weights and the signs of beta; batches are in file order. "
-        "Criterion, per epoch and seed k: |fast seed k - paper seed k| <= allowed = "
+        "Criterion, per epoch and seed k: |this seed k - paper seed k| <= allowed = "
         "max(|paper seed 1 - paper seed 0|, 0.5 points), for the training error (during the "
         "epoch) and the held-out error (after it); differences in points.",
         "",
@@ -227,8 +259,10 @@ def render(scale: str, results: list[pr.RunResult], fixed: dict[str, dict] | Non
         "",
     ]
     for net in NETWORKS:
-        rows, verdict = comparison(results, net)
-        parts += [f"## Network {net}", "", pr.table(header, rows), "", *verdict, ""]
+        for p in PROTOCOLS[net]:
+            rows, verdict = comparison(results, net, p.key)
+            title = f"## Network {net}: `{p.key}` ({p.description}) beside the paper protocol"
+            parts += [title, "", pr.table(header, rows), "", *verdict, ""]
     parts += [
         *fixed_point_lines(fixed or {}),
         "## Cost",
