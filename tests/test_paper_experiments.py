@@ -283,7 +283,9 @@ def test_solvers_smoke(tmp_path):
         noise = abs(metrics[0]["test_error"] - metrics[1]["test_error"])
         assert rows[0][14] == f"{100 * max(noise, solvers.FLOOR):.2f}"
     fixed = json.loads((tmp_path / solvers.FIXED_POINT_FILE).read_text())
-    assert {k: v["epoch"] for k, v in fixed.items()} == {name: 2 for name in declared}
+    assert {k: (v["epoch"], v["eps"]) for k, v in fixed.items()} == {
+        name: (2, 0.5) for name in declared
+    }
     rows = table_rows(text.split("## What the weights learned")[1], "| network |")
     assert rows[1][:2] == ["C", "fista"]
     assert rows[1][3] == f"{100 * fixed['C-fista-seed1']['error']:.2f}% (epoch 2)"

@@ -126,7 +126,11 @@ def fixed_point_errors(results: list[pr.RunResult], cache: Path, data_dir) -> di
     from eqprop.runs import load_data
     from eqprop.saved import load_run
 
-    known = json.loads(cache.read_text()) if cache.exists() else {}
+    declared = {r.name for r in results}
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    known = {name: entry for name, entry in cached.items() if name in declared}
+    if known != cached:
+        pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     for r in results:
         if not r.complete or known.get(r.name, {}).get("epoch") == r.config.train.epochs:
             continue
@@ -134,7 +138,9 @@ def fixed_point_errors(results: list[pr.RunResult], cache: Path, data_dir) -> di
         if trained.epoch != r.config.train.epochs:
             continue  # trained past the declared epochs: the final weights are not those
         held = load_data(r.config, data_dir).held_out
-        solver = Fista(eps=r.config.free.eps, steps=20_000, tol=FIXED_POINT_TOL)
+        # the network's own step size (SOR's eps is its relaxation factor, not a step)
+        eps = cfg.resolve(NETWORKS[r.name.split("-")[0]]).free.eps
+        solver = Fista(eps=eps, steps=20_000, tol=FIXED_POINT_TOL)
         predicted = torch.cat(
             [
                 trained.network.predict(held.x[k : k + 1000], solver)
@@ -142,7 +148,7 @@ def fixed_point_errors(results: list[pr.RunResult], cache: Path, data_dir) -> di
             ]
         )
         error = float((predicted.cpu() != held.y).double().mean())
-        known[r.name] = {"epoch": trained.epoch, "error": error}
+        known[r.name] = {"epoch": trained.epoch, "error": error, "eps": eps}
         pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     return known
 
