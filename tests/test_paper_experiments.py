@@ -250,7 +250,7 @@ def test_solvers_smoke(tmp_path):
     declared = dict(solvers.planned("quick"))
     assert set(declared) == {
         f"{n}-{k}-seed{s}"
-        for n, compared in (("B", ["sor"]), ("C", ["fista", "damped"]))
+        for n, compared in (("B", ["sor"]), ("C", ["fista", "damped", "fista-tol1e-4"]))
         for k in ("paper", *compared)
         for s in (0, 1)
     }
