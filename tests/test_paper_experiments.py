@@ -268,7 +268,7 @@ def test_solvers_smoke(tmp_path):
     sor = declared["B-sor-seed0"]
     assert (sor.free.solver, sor.free.eps, sor.free.tol, sor.nudged.eps) == ("sor", 1.7, 1e-3, 0.5)
     text = run_twice(solvers, tmp_path)
-    check_pngs(tmp_path, ["errors.png"])
+    check_pngs(tmp_path, ["errors_C.png", "errors_B.png"])
     for net, name in (("B", "sor"), ("C", "fista")):
         rows = table_rows(text.split(f"## Network {net}")[1], "| epoch |")
         assert [r[0] for r in rows] == ["1", "2"]

@@ -20,7 +20,7 @@ Scales:
 
 Run directories ``out/<network>-<protocol>-seed<k>``; rerunning resumes. Outputs:
 ``results.md`` (per-epoch table, verdicts, free steps per batch and wall time of each run) and
-``errors.png``.
+``errors_C.png``, ``errors_B.png``.
 """
 
 from __future__ import annotations
@@ -104,14 +104,21 @@ def planned(scale: str) -> list[tuple[str, cfg.RunConfig]]:
     return runs
 
 
+def figure_name(net: str) -> str:
+    """The error curves of network ``net``'s runs."""
+    return f"errors_{net}.png"
+
+
 def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     """Run (or resume) the declared runs at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
     results = pr.execute(planned(scale), out, data_dir)
-    curves = [(curve_label(r), r.records) for r in results if r.records]
     title = f"{ERRORS_TITLE}\n{data_caption(r.config for r in results)}"
-    pr.save_png(errors_figure(curves, title=title), out / "errors.png")
+    for net in NETWORKS:
+        mine = [r for r in results if r.name.startswith(f"{net}-")]
+        curves = [(curve_label(r), r.records) for r in mine if r.records]
+        pr.save_png(errors_figure(curves, title=title), out / figure_name(net))
     fixed = fixed_point_errors(results, out / FIXED_POINT_FILE, data_dir)
     path = out / "results.md"
     pr.atomic_write_bytes(path, render(scale, results, fixed).encode())
@@ -288,7 +295,11 @@ def render(scale: str, results: list[pr.RunResult], fixed: dict[str, dict] | Non
         "Wall times are of a shared 2-core machine (other jobs running), one torch thread "
         "per run: compare steps, and see `docs/performance.md` for timings on an idle machine.",
         "",
-        "![Training (solid) and held-out (dashed) error per epoch](errors.png)",
+        *(
+            f"![Network {net}: training (solid) and held-out (dashed) error per epoch]"
+            f"({figure_name(net)})"
+            for net in NETWORKS
+        ),
         "",
     ]
     return "\n".join(parts)
