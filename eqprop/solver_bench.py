@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +94,11 @@ def solver_config(preset: str, solver: str, options: SolverBenchOptions) -> cfg.
 
 
 def skip_reason(config: cfg.RunConfig, net) -> str | None:
-    """Why the config's free-phase solver cannot run on ``net`` (``None``: it can)."""
+    """Why the config's free-phase solver cannot run on ``net`` (``None``: it can); tried on
+    one step of one example."""
     x = torch.zeros(1, net.n_input, dtype=net.dtype, device=net.device)
     try:
-        config.free.build().relax(net, net.zero_state(1), net.input_drive(x))
+        replace(config.free.build(), steps=1).relax(net, net.zero_state(1), net.input_drive(x))
     except ConfigError as exc:
         return str(exc)
     return None

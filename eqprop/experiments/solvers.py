@@ -203,7 +203,7 @@ def comparison(
         if not misses
         else f"outside the noise at {', '.join(misses)}"
     )
-    checks = 4 * len(epochs)
+    checks = 2 * len(SEEDS) * len(epochs)  # training and held-out, per seed and epoch
     return rows, [
         f"- {net}, {len(epochs)} epochs compared: the {protocol} runs are {verdict} "
         f"({checks - len(misses)} of {checks} comparisons within)."

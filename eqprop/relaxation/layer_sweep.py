@@ -64,16 +64,18 @@ class _Half:
             k = _layer_of(network, p.cols)
             start = network.layer_slices[k].start
             local = slice(p.cols.start - start, p.cols.stop - start)
-            self.work.append((self.h[index[k]][:, local], s[:, p.rows], p))
+            # CSR values gathered once: the weights do not change within a phase
+            csr = None if p.sparse is None else p.csr()
+            self.work.append((self.h[index[k]][:, local], s[:, p.rows], p.weight, csr))
 
     def compute(self) -> None:
         for buffer, base in zip(self.h, self.base, strict=True):
             buffer.copy_(base)
-        for out, src, p in self.work:
-            if p.sparse is None:
-                out.addmm_(src, p.weight)
+        for out, src, weight, csr in self.work:
+            if csr is None:
+                out.addmm_(src, weight)
             else:
-                out.add_(torch.mm(p.csr(), src.T.contiguous()).T)
+                out.add_(torch.mm(csr, src.T.contiguous()).T)
 
     def update(self, s: torch.Tensor, omega: float) -> None:
         """``s <- clip(s + omega (h - s))`` on this parity's layers."""

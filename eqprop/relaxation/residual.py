@@ -90,18 +90,21 @@ class ResidualStop(Relaxer):
         state.clamp_(0.0, 1.0)
         rows = torch.arange(state.shape[0], device=state.device)  # of `state`, in `iterate`
         live = torch.ones_like(rows, dtype=torch.bool)  # rows of `iterate` still relaxing
+        n_live = len(rows)
         iterate = self.start(network, state, drive)
         for taken in range(self.steps + 1):
             stopped = live & (iterate.residuals() < self.tol)
-            if bool(stopped.any()):
+            n_stopped = int(stopped.sum())
+            if n_stopped:
                 state[rows[stopped]] = iterate.current[stopped]
                 live &= ~stopped
-                if not bool(live.any()):
+                n_live -= n_stopped
+                if not n_live:
                     return RelaxResult(state, taken, True)
             if taken == self.steps:
                 break
             iterate.advance()
-            if 2 * int(live.sum()) <= len(rows):
+            if 2 * n_live <= len(rows):
                 rows, iterate = rows[live], iterate.subset(live)
                 live = torch.ones_like(rows, dtype=torch.bool)
         state[rows[live]] = iterate.current[live]

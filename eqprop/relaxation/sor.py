@@ -3,10 +3,12 @@
 The layer sweeps of :mod:`eqprop.relaxation.layer_sweep` with each half-sweep moved past the
 exact block update by the factor ``omega = eps``: ``s_odd <- clip(s_odd + eps (h_odd(s) -
 s_odd))``, then the same for the even layers. For a positive definite quadratic over a box,
-projected SOR converges for ``0 < eps < 2`` (Cryer 1971, block form); ``eps = 1`` is the exact
-sweep. The fixed points are those of the damped step, so only the number of sweeps changes:
-measured on networks of the paper (``docs/performance.md``), ``eps = 1.7`` needs about 2.4x
-fewer sweeps than FISTA and 4x fewer than the exact sweeps.
+projected SOR converges for ``0 < eps < 2`` (Cryer 1971, for the pointwise method); ``eps = 1``
+is the exact sweep. A state the sweeps leave unchanged satisfies ``s = clip(h(s))``, so their
+fixed points are those of the damped step (on a non-convex energy they may reach another of
+them than the damped step does from the same start). Measured on network B of the paper
+(``docs/performance.md``), ``eps = 1.7`` needs about 2.4x fewer sweeps than FISTA and 4x fewer
+than the exact sweeps.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class OverRelaxed(LayerSweep):
         if not self.eps < 2:
             raise ConfigError(
                 f"the sor solver's eps is its relaxation factor and must be below 2 (1: exact "
-                f"layer sweeps; about 1.7 converges fastest here), got {self.eps!r}"
+                f"layer sweeps; about 1.7 was fastest on network B), got {self.eps!r}"
             )
 
     @property
