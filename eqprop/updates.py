@@ -60,7 +60,7 @@ class Update:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self._rate_views = _adjacent_pair_views(network)
+        self._rate_views = adjacent_pair_views(network)
 
     def apply(self, estimate: Estimate) -> torch.Tensor:
         """Apply ``estimate`` in place; return the per-layer rates (eq. 2), one per pair."""
@@ -92,7 +92,7 @@ class Update:
         )
 
 
-def _adjacent_pair_views(network: Network) -> list[tuple[int, slice, slice, int]]:
+def adjacent_pair_views(network: Network) -> list[tuple[int, slice, slice, int]]:
     """For each adjacent layer pair: its block, row and column slices inside the block, and
     its number of existing edges (the denominator of eq. 2)."""
     views = []

@@ -289,6 +289,24 @@ def test_solvers_smoke(tmp_path):
     rows = table_rows(text.split("## What the weights learned")[1], "| network |")
     assert rows[1][:2] == ["C", "fista"]
     assert rows[1][3] == f"{100 * fixed['C-fista-seed1']['error']:.2f}% (epoch 2)"
+    estimates = json.loads((tmp_path / solvers.ESTIMATE_FILE).read_text())
+    assert {net: (e["run"], e["epoch"], e["reference_steps"]) for net, e in estimates.items()} == {
+        "C": ("C-paper-seed0", 2, 2000),
+        "B": ("B-paper-seed0", 2, 2000),
+    }
+    c_rows = estimates["C"]["rows"]
+    assert list(c_rows) == ["paper", "fista", "damped", "fista-tol1e-4", "fista-tol1e-05"]
+    assert c_rows["paper"]["steps_mean"] == 20 and len(c_rows["paper"]["pairs"]) == 4
+    # stopped closer to the fixed point, the estimate is closer to the fixed point's
+    assert c_rows["fista"]["overall"] > c_rows["fista-tol1e-4"]["overall"]
+    assert c_rows["fista-tol1e-4"]["overall"] > c_rows["fista-tol1e-05"]["overall"]
+    section = text.split("## How close each free phase")[1].split("## ")[0]
+    shown = table_rows(section.split("Network C")[1], "| free phase |")
+    assert shown[1][:3] == [
+        "fista",
+        f"{c_rows['fista']['steps_mean']:.1f} / {c_rows['fista']['steps_max']}",
+        f"{c_rows['fista']['overall']:.1e} ({c_rows['fista']['overall_median']:.1e})",
+    ]
     damped_section = text.split("## Network C: `damped`")[1].split("## ")[0]
     assert "the damped runs are" in damped_section
     steps = read_metrics(tmp_path / "B-sor-seed0")

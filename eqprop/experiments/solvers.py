@@ -26,7 +26,7 @@ Run directories ``out/<network>-<protocol>-seed<k>``; rerunning resumes. Outputs
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -34,6 +34,8 @@ import torch
 from eqprop import config as cfg
 from eqprop.experiments import paper_runs as pr
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label, solver_label
+from eqprop.relaxation import Relaxer
+from eqprop.relaxation.fixed import FixedSteps
 
 SCALES = pr.SCALES
 #: network label -> preset
@@ -120,8 +122,9 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
         curves = [(curve_label(r), r.records) for r in mine if r.records]
         pr.save_png(errors_figure(curves, title=title), out / figure_name(net))
     fixed = fixed_point_errors(results, out / FIXED_POINT_FILE, data_dir)
+    estimates = estimate_errors(scale, results, out / ESTIMATE_FILE, data_dir)
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, fixed).encode())
+    pr.atomic_write_bytes(path, render(scale, results, fixed, estimates).encode())
     return path
 
 
@@ -164,6 +167,120 @@ def fixed_point_errors(results: list[pr.RunResult], cache: Path, data_dir) -> di
         known[r.name] = {"epoch": trained.epoch, "error": error, "eps": eps}
         pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     return known
+
+
+#: cache of :func:`estimate_errors` (network -> {"run", "epoch", "reference_steps", "rows"})
+ESTIMATE_FILE = "estimate_error.json"
+#: batches measured by :func:`estimate_errors`, spread evenly over the training set
+ESTIMATE_BATCHES = 20
+#: a free phase stopped this close to the fixed point is also measured there, as the
+#: fastest solver's closest setting
+TIGHT_TOL = 1e-5
+
+
+def estimate_relaxers(net: str, paper: cfg.RunConfig) -> dict[str, Relaxer]:
+    """The free phases :func:`estimate_errors` compares, by name: the paper protocol's,
+    each compared protocol's, and the fastest solver stopped at :data:`TIGHT_TOL`."""
+    fastest = PROTOCOLS[net][0]
+    tight = {**fastest.changes, "free.tol": TIGHT_TOL}
+    return {
+        "paper": paper.free.build(),
+        **{p.key: paper.override(p.changes).free.build() for p in PROTOCOLS[net]},
+        f"{fastest.key}-tol{TIGHT_TOL:g}": paper.override(tight).free.build(),
+    }
+
+
+def reference_steps(scale: str) -> int:
+    """Fixed steps of the reference free phase of :func:`estimate_errors`: 5,000 (the solver
+    contract tests' reference), 2,000 on the small smoke network."""
+    return 2_000 if scale == "smoke" else 5_000
+
+
+def estimate_errors(
+    scale: str, results: list[pr.RunResult], cache: Path, data_dir
+) -> dict[str, dict]:
+    """Per network, at the final weights and particles of its paper run at seed 0: each
+    free phase's EP estimate against the one at the fixed point
+    (:mod:`eqprop.estimate_error`), on :data:`ESTIMATE_BATCHES` training batches; cached in
+    ``cache``."""
+    from eqprop.estimate_error import estimate_errors as measure
+    from eqprop.runs import build_network, build_trainer, load_checkpoint, load_data
+
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    by_name = {r.name: r for r in results}
+    for net in NETWORKS:
+        paper = by_name.get(run_name(net, "paper", SEEDS[0]))
+        steps = reference_steps(scale)
+        if paper is None or not paper.complete:
+            continue
+        wanted = {"run": paper.name, "epoch": paper.config.train.epochs, "reference_steps": steps}
+        if {k: known.get(net, {}).get(k) for k in wanted} == wanted:
+            continue
+        state = load_checkpoint(paper.run_dir / "checkpoint.pt")
+        if state["trainer"]["epoch"] != paper.config.train.epochs:
+            continue  # trained past the declared epochs
+        data = load_data(paper.config, data_dir)
+        network = build_network(paper.config)
+        trainer = build_trainer(paper.config, network, len(data.train.x))
+        trainer.load_state_dict(state["trainer"])
+        size = paper.config.train.batch_size
+        n_batches = len(data.train.x) // size
+        every = max(n_batches // ESTIMATE_BATCHES, 1)
+        batches = [torch.arange(k * size, (k + 1) * size) for k in range(0, n_batches, every)]
+        eps = paper.config.free.eps
+        reference = FixedSteps(eps=eps, steps=steps)
+        rows = measure(
+            trainer,
+            data.train.x,
+            data.train.y,
+            batches[:ESTIMATE_BATCHES],
+            estimate_relaxers(net, paper.config),
+            reference,
+        )
+        known[net] = {**wanted, "rows": {name: asdict(row) for name, row in rows.items()}}
+        pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
+    return known
+
+
+def estimate_lines(estimates: dict[str, dict]) -> list[str]:
+    """Markdown: the estimate error of each free phase, per network."""
+    lines = [
+        "## How close each free phase's learning signal is to the fixed point's",
+        "",
+        "Training runs amplify any difference into seed-like noise; this measures the "
+        "difference itself. At the final weights and persistent particles of each network's "
+        f"paper run at seed 0, on {ESTIMATE_BATCHES} training batches spread over the set: "
+        "each free phase runs from the particles, the paper's weakly-clamped phase from its "
+        "result (the same beta for all), and its EP estimate d is compared with the estimate "
+        "r from a reference free phase of many fixed steps (at the fixed point): "
+        "||d - r|| / ||r|| over the network's edges, overall and per adjacent layer pair "
+        "(layer 0 is the input), the mean over the batches (the median in brackets: the "
+        "mean is led by the few batches whose examples relax slowest).",
+        "",
+    ]
+    for net, entry in estimates.items():
+        rows = entry["rows"]
+        n_pairs = len(next(iter(rows.values()))["pairs"])
+        header = ["free phase", "free steps (mean / max)", "error, all edges (median)"] + [
+            f"layers {k}-{k + 1}" for k in range(n_pairs)
+        ]
+        body = [
+            [
+                name,
+                f"{row['steps_mean']:.1f} / {row['steps_max']}",
+                f"{row['overall']:.1e} ({row['overall_median']:.1e})",
+            ]
+            + [f"{v:.1e}" for v in row["pairs"]]
+            for name, row in rows.items()
+        ]
+        lines += [
+            f"Network {net} (`{entry['run']}` after epoch {entry['epoch']}; reference: "
+            f"{entry['reference_steps']:,} fixed steps):",
+            "",
+            pr.table(header, body),
+            "",
+        ]
+    return lines
 
 
 def curve_label(result: pr.RunResult) -> str:
@@ -246,7 +363,12 @@ def fixed_point_lines(fixed: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
-def render(scale: str, results: list[pr.RunResult], fixed: dict[str, dict] | None = None) -> str:
+def render(
+    scale: str,
+    results: list[pr.RunResult],
+    fixed: dict[str, dict] | None = None,
+    estimates: dict[str, dict] | None = None,
+) -> str:
     """The text of ``results.md``."""
     runs_header = ["paper s0", "paper s1", "this s0", "this s1", "this - paper s0", "s1"]
     header = [
@@ -285,6 +407,7 @@ def render(scale: str, results: list[pr.RunResult], fixed: dict[str, dict] | Non
             parts += [title, "", pr.table(header, rows), "", *verdict, ""]
     parts += [
         *fixed_point_lines(fixed or {}),
+        *estimate_lines(estimates or {}),
         "## Cost",
         "",
         pr.table(

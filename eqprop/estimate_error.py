@@ -1,0 +1,117 @@
+"""How far a free phase's EP estimate is from the estimate at the exact fixed point.
+
+A free phase that stops early leaves the state a residual away from its fixed point; the
+weakly-clamped phase then starts from there, and its few steps partly relax that residual
+too, which enters the estimate as if it were learning signal. This measures the effect
+directly, free of the seed-to-seed chaos of training runs: at one network's weights and
+persistent particles, each batch's free phase runs with each compared relaxer, the trainer's
+weakly-clamped phases (the same betas for every relaxer) start from each result, and the
+estimate is compared with the one from a reference free phase run long enough to be at the
+fixed point (the solvers experiment uses 5,000 of the network's fixed steps, as the solver
+contract tests do).
+
+The error of an estimate ``d`` against the reference ``r`` is ``||d - r|| / ||r||`` over the
+network's edges (the descent direction of :meth:`~eqprop.estimators.Estimate.descent`),
+overall and per adjacent layer pair (the pairs of eq. 2), averaged over the batches.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from eqprop.estimators import Estimate
+from eqprop.network import Network
+from eqprop.nudging import Nudge
+from eqprop.relaxation import Relaxer
+from eqprop.training import Trainer, one_hot
+from eqprop.updates import adjacent_pair_views
+
+
+@dataclass(frozen=True)
+class EstimateError:
+    """One relaxer's estimate error, averaged over the batches measured."""
+
+    #: mean and largest free steps per batch
+    steps_mean: float
+    steps_max: int
+    #: ``||d - r|| / ||r||`` over all edges: the mean over the batches, and the median (the
+    #: mean is led by the few batches whose examples relax slowest)
+    overall: float
+    overall_median: float
+    #: the same per adjacent layer pair, input side first
+    pairs: tuple[float, ...]
+
+
+def relative_errors(
+    network: Network, estimate: Estimate, reference: Estimate
+) -> tuple[float, list[float]]:
+    """``||d - r|| / ||r||`` of ``estimate`` against ``reference``, over all of the network's
+    edges and per adjacent layer pair."""
+    d, _ = estimate.descent(network)
+    r, _ = reference.descent(network)
+    diff = sum(float((a - b).square().sum()) for a, b in zip(d, r, strict=True))
+    norm = sum(float(b.square().sum()) for b in r)
+    pairs = []
+    for i, rows, cols, _count in adjacent_pair_views(network):
+        ref = r[i][rows, cols]
+        pairs.append(float((d[i][rows, cols] - ref).norm() / ref.norm()))
+    return (diff / norm) ** 0.5, pairs
+
+
+def _estimate(
+    trainer: Trainer, free: Relaxer, x: torch.Tensor, target: torch.Tensor, index, betas
+) -> tuple[Estimate, int]:
+    """The trainer's estimate on the examples ``index`` with ``free`` as the free phase, and
+    the free steps it took."""
+    net = trainer.network
+    drive = net.input_drive(x)
+    s = trainer.particles[index].clone() if trainer.persistent else net.zero_state(len(x))
+    taken = free.relax(net, s, drive).steps
+    nudged = [
+        trainer.nudged.relax(net, s.clone(), drive, Nudge(trainer.nudging, b, target)).state
+        for b in betas
+    ]
+    return trainer.estimator.estimate(net, x, s, nudged, betas), taken
+
+
+@torch.no_grad()
+def estimate_errors(
+    trainer: Trainer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: list[torch.Tensor],
+    relaxers: Mapping[str, Relaxer],
+    reference: Relaxer,
+) -> dict[str, EstimateError]:
+    """Per name in ``relaxers``: its estimate error against ``reference`` (module docs) on
+    the examples ``batches`` (index tensors into ``x``, ``y``), each free phase starting from
+    the trainer's persistent particles (zeros where it keeps none). Nothing of the trainer
+    changes."""
+    net = trainer.network
+    signs = torch.Generator().manual_seed(0)  # the same betas for every relaxer of a batch
+    steps: dict[str, list[int]] = {name: [] for name in relaxers}
+    errors: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in relaxers}
+    for index in batches:
+        xb, target = x[index], one_hot(y[index], net.sizes[-1], net.dtype)
+        betas = trainer.estimator.betas(signs)
+        ref, _ = _estimate(trainer, reference, xb, target, index, betas)
+        for name, relaxer in relaxers.items():
+            est, taken = _estimate(trainer, relaxer, xb, target, index, betas)
+            steps[name].append(taken)
+            errors[name].append(relative_errors(net, est, ref))
+    out = {}
+    for name in relaxers:
+        overall = [e[0] for e in errors[name]]
+        pairs = torch.tensor([e[1] for e in errors[name]]).mean(0)
+        out[name] = EstimateError(
+            steps_mean=sum(steps[name]) / len(steps[name]),
+            steps_max=max(steps[name]),
+            overall=sum(overall) / len(overall),
+            overall_median=statistics.median(overall),
+            pairs=tuple(float(p) for p in pairs),
+        )
+    return out
