@@ -26,7 +26,7 @@ import torch
 from eqprop.estimators import Estimate
 from eqprop.network import Network
 from eqprop.nudging import Nudge
-from eqprop.relaxation import Relaxer
+from eqprop.relaxation import Relaxer, fixed_point_residual
 from eqprop.training import Trainer, one_hot
 from eqprop.updates import adjacent_pair_views
 
@@ -38,6 +38,8 @@ class EstimateError:
     #: mean and largest free steps per batch
     steps_mean: float
     steps_max: int
+    #: the largest fixed-point residual of a free state it left
+    residual: float
     #: ``||d - r|| / ||r||`` over all edges: the mean over the batches, and the median (the
     #: mean is led by the few batches whose examples relax slowest)
     overall: float
@@ -64,18 +66,19 @@ def relative_errors(
 
 def _estimate(
     trainer: Trainer, free: Relaxer, x: torch.Tensor, target: torch.Tensor, index, betas
-) -> tuple[Estimate, int]:
-    """The trainer's estimate on the examples ``index`` with ``free`` as the free phase, and
-    the free steps it took."""
+) -> tuple[Estimate, int, float]:
+    """The trainer's estimate on the examples ``index`` with ``free`` as the free phase, the
+    free steps it took and the fixed-point residual it left."""
     net = trainer.network
     drive = net.input_drive(x)
     s = trainer.particles[index].clone() if trainer.persistent else net.zero_state(len(x))
     taken = free.relax(net, s, drive).steps
+    residual = fixed_point_residual(net, s, drive)
     nudged = [
         trainer.nudged.relax(net, s.clone(), drive, Nudge(trainer.nudging, b, target)).state
         for b in betas
     ]
-    return trainer.estimator.estimate(net, x, s, nudged, betas), taken
+    return trainer.estimator.estimate(net, x, s, nudged, betas), taken, residual
 
 
 @torch.no_grad()
@@ -86,22 +89,27 @@ def estimate_errors(
     batches: list[torch.Tensor],
     relaxers: Mapping[str, Relaxer],
     reference: Relaxer,
-) -> dict[str, EstimateError]:
+) -> tuple[dict[str, EstimateError], float]:
     """Per name in ``relaxers``: its estimate error against ``reference`` (module docs) on
     the examples ``batches`` (index tensors into ``x``, ``y``), each free phase starting from
-    the trainer's persistent particles (zeros where it keeps none). Nothing of the trainer
-    changes."""
+    the trainer's persistent particles (zeros where it keeps none); and the largest
+    fixed-point residual the reference left, which says whether it was at the fixed point.
+    Nothing of the trainer changes."""
     net = trainer.network
     signs = torch.Generator().manual_seed(0)  # the same betas for every relaxer of a batch
     steps: dict[str, list[int]] = {name: [] for name in relaxers}
+    residuals: dict[str, list[float]] = {name: [] for name in relaxers}
+    reference_residual = 0.0
     errors: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in relaxers}
     for index in batches:
         xb, target = x[index], one_hot(y[index], net.sizes[-1], net.dtype)
         betas = trainer.estimator.betas(signs)
-        ref, _ = _estimate(trainer, reference, xb, target, index, betas)
+        ref, _, left = _estimate(trainer, reference, xb, target, index, betas)
+        reference_residual = max(reference_residual, left)
         for name, relaxer in relaxers.items():
-            est, taken = _estimate(trainer, relaxer, xb, target, index, betas)
+            est, taken, left = _estimate(trainer, relaxer, xb, target, index, betas)
             steps[name].append(taken)
+            residuals[name].append(left)
             errors[name].append(relative_errors(net, est, ref))
     out = {}
     for name in relaxers:
@@ -110,8 +118,9 @@ def estimate_errors(
         out[name] = EstimateError(
             steps_mean=sum(steps[name]) / len(steps[name]),
             steps_max=max(steps[name]),
+            residual=max(residuals[name]),
             overall=sum(overall) / len(overall),
             overall_median=statistics.median(overall),
             pairs=tuple(float(p) for p in pairs),
         )
-    return out
+    return out, reference_residual

@@ -93,12 +93,14 @@ def test_error_is_zero_for_the_reference_and_falls_as_the_free_phase_nears_the_f
         **{f"fista{tol:g}": Fista(eps=0.5, steps=3000, tol=tol) for tol in (1e-2, 1e-4, 1e-8)},
     }
     batches = [torch.arange(0, 10), torch.arange(20, 30)]
-    out = estimate_errors(t, x, y, batches, relaxers, reference)
+    out, reference_residual = estimate_errors(t, x, y, batches, relaxers, reference)
+    assert reference_residual < 1e-12 and out["reference"].residual == reference_residual
     assert out["reference"].overall == out["reference"].overall_median == 0.0
     assert out["reference"].steps_mean == 5000
     errors = [out[f"fista{tol:g}"].overall for tol in (1e-2, 1e-4, 1e-8)]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 1e-5
+    assert out["fista0.01"].residual < 1e-2 and out["fista1e-08"].residual < 1e-8
     assert len(out["fista0.01"].pairs) == len(SIZES) - 1
     assert out["fista0.01"].steps_mean < out["fista1e-08"].steps_mean
     assert all(torch.equal(w, b) for w, b in zip(t.network.weights, before[0], strict=True))

@@ -302,9 +302,10 @@ def test_solvers_smoke(tmp_path):
     assert c_rows["fista-tol1e-4"]["overall"] > c_rows["fista-tol1e-05"]["overall"]
     section = text.split("## How close each free phase")[1].split("## ")[0]
     shown = table_rows(section.split("Network C")[1], "| free phase |")
-    assert shown[1][:3] == [
+    assert shown[1][:4] == [
         "fista",
         f"{c_rows['fista']['steps_mean']:.1f} / {c_rows['fista']['steps_max']}",
+        f"{c_rows['fista']['residual']:.1e}",
         f"{c_rows['fista']['overall']:.1e} ({c_rows['fista']['overall_median']:.1e})",
     ]
     damped_section = text.split("## Network C: `damped`")[1].split("## ")[0]

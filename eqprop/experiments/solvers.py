@@ -229,7 +229,7 @@ def estimate_errors(
         batches = [torch.arange(k * size, (k + 1) * size) for k in range(0, n_batches, every)]
         eps = paper.config.free.eps
         reference = FixedSteps(eps=eps, steps=steps)
-        rows = measure(
+        rows, reference_residual = measure(
             trainer,
             data.train.x,
             data.train.y,
@@ -237,7 +237,11 @@ def estimate_errors(
             estimate_relaxers(net, paper.config),
             reference,
         )
-        known[net] = {**wanted, "rows": {name: asdict(row) for name, row in rows.items()}}
+        known[net] = {
+            **wanted,
+            "reference_residual": reference_residual,
+            "rows": {name: asdict(row) for name, row in rows.items()},
+        }
         pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     return known
 
@@ -261,13 +265,17 @@ def estimate_lines(estimates: dict[str, dict]) -> list[str]:
     for net, entry in estimates.items():
         rows = entry["rows"]
         n_pairs = len(next(iter(rows.values()))["pairs"])
-        header = ["free phase", "free steps (mean / max)", "error, all edges (median)"] + [
-            f"layers {k}-{k + 1}" for k in range(n_pairs)
-        ]
+        header = [
+            "free phase",
+            "free steps (mean / max)",
+            "largest residual",
+            "error, all edges (median)",
+        ] + [f"layers {k}-{k + 1}" for k in range(n_pairs)]
         body = [
             [
                 name,
                 f"{row['steps_mean']:.1f} / {row['steps_max']}",
+                f"{row['residual']:.1e}",
                 f"{row['overall']:.1e} ({row['overall_median']:.1e})",
             ]
             + [f"{v:.1e}" for v in row["pairs"]]
@@ -275,7 +283,8 @@ def estimate_lines(estimates: dict[str, dict]) -> list[str]:
         ]
         lines += [
             f"Network {net} (`{entry['run']}` after epoch {entry['epoch']}; reference: "
-            f"{entry['reference_steps']:,} fixed steps):",
+            f"{entry['reference_steps']:,} fixed steps, largest residual "
+            f"{entry['reference_residual']:.1e}):",
             "",
             pr.table(header, body),
             "",
