@@ -250,7 +250,10 @@ def test_solvers_smoke(tmp_path):
     declared = dict(solvers.planned("quick"))
     assert set(declared) == {
         f"{n}-{k}-seed{s}"
-        for n, compared in (("B", ["sor"]), ("C", ["fista", "damped", "fista-tol1e-4"]))
+        for n, compared in (
+            ("B", ["sor"]),
+            ("C", ["fista", "damped", "fista-tol1e-4", "fista-tol1e-5"]),
+        )
         for k in ("paper", *compared)
         for s in (0, 1)
     }
@@ -295,11 +298,12 @@ def test_solvers_smoke(tmp_path):
         "B": ("B-paper-seed0", 2, 2000),
     }
     c_rows = estimates["C"]["rows"]
-    assert list(c_rows) == ["paper", "fista", "damped", "fista-tol1e-4", "fista-tol1e-05"]
+    assert list(c_rows) == ["paper", "fista", "damped", "fista-tol1e-4", "fista-tol1e-5"]
+    assert list(estimates["B"]["rows"]) == ["paper", "sor", "sor-tol1e-5"]
     assert c_rows["paper"]["steps_mean"] == 20 and len(c_rows["paper"]["pairs"]) == 4
     # stopped closer to the fixed point, the estimate is closer to the fixed point's
     assert c_rows["fista"]["overall"] > c_rows["fista-tol1e-4"]["overall"]
-    assert c_rows["fista-tol1e-4"]["overall"] > c_rows["fista-tol1e-05"]["overall"]
+    assert c_rows["fista-tol1e-4"]["overall"] > c_rows["fista-tol1e-5"]["overall"]
     section = text.split("## How close each free phase")[1].split("## ")[0]
     shown = table_rows(section.split("Network C")[1], "| free phase |")
     assert shown[1][:4] == [
