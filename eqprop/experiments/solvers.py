@@ -209,48 +209,55 @@ def estimate_errors(
     """Per network, at the final weights and particles of its paper run at seed 0: each
     free phase's EP estimate against the one at the fixed point
     (:mod:`eqprop.estimate_error`), on :data:`ESTIMATE_BATCHES` training batches; cached in
-    ``cache``."""
-    from eqprop.estimate_error import estimate_errors as measure
-    from eqprop.runs import build_network, build_trainer, load_checkpoint, load_data
-
+    ``cache`` (measured again when the run, its epochs or the free phases change)."""
     known = json.loads(cache.read_text()) if cache.exists() else {}
     by_name = {r.name: r for r in results}
     for net in NETWORKS:
         paper = by_name.get(run_name(net, "paper", SEEDS[0]))
-        steps = reference_steps(scale)
         if paper is None or not paper.complete:
             continue
-        wanted = {"run": paper.name, "epoch": paper.config.train.epochs, "reference_steps": steps}
+        relaxers = estimate_relaxers(net, paper.config)
+        wanted = {
+            "run": paper.name,
+            "epoch": paper.config.train.epochs,
+            "reference_steps": reference_steps(scale),
+            "free_phases": list(relaxers),
+        }
         if {k: known.get(net, {}).get(k) for k in wanted} == wanted:
             continue
-        state = load_checkpoint(paper.run_dir / "checkpoint.pt")
-        if state["trainer"]["epoch"] != paper.config.train.epochs:
-            continue  # trained past the declared epochs
-        data = load_data(paper.config, data_dir)
-        network = build_network(paper.config)
-        trainer = build_trainer(paper.config, network, len(data.train.x))
-        trainer.load_state_dict(state["trainer"])
-        size = paper.config.train.batch_size
-        n_batches = len(data.train.x) // size
-        every = max(n_batches // ESTIMATE_BATCHES, 1)
-        batches = [torch.arange(k * size, (k + 1) * size) for k in range(0, n_batches, every)]
-        eps = paper.config.free.eps
-        reference = FixedSteps(eps=eps, steps=steps)
-        rows, reference_residual = measure(
-            trainer,
-            data.train.x,
-            data.train.y,
-            batches[:ESTIMATE_BATCHES],
-            estimate_relaxers(net, paper.config),
-            reference,
-        )
-        known[net] = {
-            **wanted,
-            "reference_residual": reference_residual,
-            "rows": {name: asdict(row) for name, row in rows.items()},
-        }
-        pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
+        measured = _measure_estimates(paper, relaxers, wanted["reference_steps"], data_dir)
+        if measured is not None:
+            known[net] = {**wanted, **measured}
+            pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     return known
+
+
+def _measure_estimates(
+    paper: pr.RunResult, relaxers: dict[str, Relaxer], steps: int, data_dir
+) -> dict | None:
+    """:func:`eqprop.estimate_error.estimate_errors` at the final checkpoint of ``paper``
+    against ``steps`` fixed steps (None when the run trained past its declared epochs)."""
+    from eqprop.estimate_error import estimate_errors as measure
+    from eqprop.runs import build_network, build_trainer, load_checkpoint, load_data
+
+    state = load_checkpoint(paper.run_dir / "checkpoint.pt")
+    if state["trainer"]["epoch"] != paper.config.train.epochs:
+        return None
+    data = load_data(paper.config, data_dir)
+    trainer = build_trainer(paper.config, build_network(paper.config), len(data.train.x))
+    trainer.load_state_dict(state["trainer"])
+    size = paper.config.train.batch_size
+    n_batches = len(data.train.x) // size
+    every = max(n_batches // ESTIMATE_BATCHES, 1)
+    batches = [torch.arange(k * size, (k + 1) * size) for k in range(0, n_batches, every)]
+    reference = FixedSteps(eps=paper.config.free.eps, steps=steps)
+    rows, residual = measure(
+        trainer, data.train.x, data.train.y, batches[:ESTIMATE_BATCHES], relaxers, reference
+    )
+    return {
+        "reference_residual": residual,
+        "rows": {name: asdict(row) for name, row in rows.items()},
+    }
 
 
 def estimate_lines(estimates: dict[str, dict]) -> list[str]:
