@@ -362,3 +362,19 @@ def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "f.pdf").exists()
+
+
+def test_solvers_with_some_runs_only_reports_what_finished(tmp_path, monkeypatch):
+    """Runs split over processes with EQPROP_ONLY: each process writes what is complete,
+    and a network with no finished run gets no figure and no estimate."""
+    from eqprop.experiments import solvers
+
+    monkeypatch.setenv(pr.ONLY_ENV, "C-paper-seed0,C-paper-seed1,C-fista-seed0")
+    text = solvers.run("smoke", tmp_path, None).read_text()
+    assert (tmp_path / "errors_C.png").exists() and not (tmp_path / "errors_B.png").exists()
+    assert "errors_C.png" in text and "errors_B.png" not in text
+    fista = text.split("## Network C: `fista`")[1].split("## ")[0]
+    assert "- C: no epoch finished by all four runs yet." in fista
+    estimates = json.loads((tmp_path / solvers.ESTIMATE_FILE).read_text())
+    assert list(estimates) == ["C"]
+    assert "B-sor-seed0" in text and "not selected (EQPROP_ONLY)" in text

@@ -125,7 +125,8 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     for net in NETWORKS:
         mine = [r for r in results if r.name.startswith(f"{net}-")]
         curves = [(curve_label(r), r.records) for r in mine if r.records]
-        pr.save_png(errors_figure(curves, title=title), out / figure_name(net))
+        if curves:  # no figure for a network none of whose runs has finished an epoch
+            pr.save_png(errors_figure(curves, title=title), out / figure_name(net))
     fixed = fixed_point_errors(results, out / FIXED_POINT_FILE, data_dir)
     estimates = estimate_errors(scale, results, out / ESTIMATE_FILE, data_dir)
     path = out / "results.md"
@@ -445,6 +446,7 @@ def render(
             f"![Network {net}: training (solid) and held-out (dashed) error per epoch]"
             f"({figure_name(net)})"
             for net in NETWORKS
+            if any(r.records for r in results if r.name.startswith(f"{net}-"))
         ),
         "",
     ]
