@@ -374,7 +374,13 @@ def test_solvers_with_some_runs_only_reports_what_finished(tmp_path, monkeypatch
     assert (tmp_path / "errors_C.png").exists() and not (tmp_path / "errors_B.png").exists()
     assert "errors_C.png" in text and "errors_B.png" not in text
     fista = text.split("## Network C: `fista`")[1].split("## ")[0]
-    assert "- C: no epoch finished by all four runs yet." in fista
+    # one seed of the fast solver is compared beside both paper seeds; the other is "–"
+    rows = table_rows(fista, "| epoch |")
+    assert [r[0] for r in rows] == ["1", "2"] and rows[0][4] == "–" and rows[0][6] == "–"
+    assert "2 epochs compared at seed 0: the fista runs are" in fista
+    assert f"({fista.count('(ok)')} of 4 comparisons within)" in fista
+    damped = text.split("## Network C: `damped`")[1].split("## ")[0]
+    assert "- C: no epoch finished by both paper runs and a damped run yet." in damped
     estimates = json.loads((tmp_path / solvers.ESTIMATE_FILE).read_text())
     assert list(estimates) == ["C"]
     assert "B-sor-seed0" in text and "not selected (EQPROP_ONLY)" in text
