@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -385,9 +386,13 @@ def test_experiment_runs_on_ray_equal_the_same_runs_in_this_process(
     for name in names:
         _same_run(tmp_path / "ray" / name, tmp_path / "here" / name)
         assert [e["event"] for e in read_events(tmp_path / "ray" / name)] == ["start", "done"]
-    assert (tmp_path / "ray" / "results.md").read_text() == (
-        tmp_path / "here" / "results.md"
-    ).read_text()
+
+    # the same results, but for the measured wall times (0 or 1 s on a busy machine)
+    def results(where):
+        text = (tmp_path / where / "results.md").read_text()
+        return re.sub(r"wall time \d+ s", "wall time N s", text)
+
+    assert "wall time N s" in results("ray") and results("ray") == results("here")
     assert lines[0] == f"ray: {len(names)} task(s) on Ray, up to 2 at once, 1 CPU(s) each"
     assert lines[-1].endswith("none left") and len(lines) == len(names) + 1
     intervals = sorted(_interval(tmp_path / "ray" / name) for name in names)
