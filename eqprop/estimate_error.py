@@ -53,8 +53,13 @@ def relative_errors(
 ) -> tuple[float, list[float]]:
     """``||d - r|| / ||r||`` of ``estimate`` against ``reference``, over all of the network's
     edges and per adjacent layer pair."""
-    d, _ = estimate.descent(network)
-    r, _ = reference.descent(network)
+    return _relative(network, estimate.descent(network)[0], reference.descent(network)[0])
+
+
+def _relative(
+    network: Network, d: list[torch.Tensor], r: list[torch.Tensor]
+) -> tuple[float, list[float]]:
+    """:func:`relative_errors` of the per-block descent directions ``d`` against ``r``."""
     diff = sum(float((a - b).square().sum()) for a, b in zip(d, r, strict=True))
     norm = sum(float(b.square().sum()) for b in r)
     pairs = []
@@ -65,12 +70,12 @@ def relative_errors(
 
 
 def _estimate(
-    trainer: Trainer, free: Relaxer, x: torch.Tensor, target: torch.Tensor, index, betas
+    trainer: Trainer, free: Relaxer, x: torch.Tensor, drive, target, index, betas
 ) -> tuple[Estimate, int, float]:
-    """The trainer's estimate on the examples ``index`` with ``free`` as the free phase, the
-    free steps it took and the fixed-point residual it left."""
+    """The trainer's estimate on the examples ``index`` (inputs ``x``, input drive ``drive``)
+    with ``free`` as the free phase, the free steps it took and the fixed-point residual it
+    left."""
     net = trainer.network
-    drive = net.input_drive(x)
     s = trainer.particles[index].clone() if trainer.persistent else net.zero_state(len(x))
     taken = free.relax(net, s, drive).steps
     residual = fixed_point_residual(net, s, drive)
@@ -103,14 +108,15 @@ def estimate_errors(
     errors: dict[str, list[tuple[float, list[float]]]] = {name: [] for name in relaxers}
     for index in batches:
         xb, target = x[index], one_hot(y[index], net.sizes[-1], net.dtype)
-        betas = trainer.estimator.betas(signs)
-        ref, _, left = _estimate(trainer, reference, xb, target, index, betas)
+        drive, betas = net.input_drive(xb), trainer.estimator.betas(signs)
+        ref, _, left = _estimate(trainer, reference, xb, drive, target, index, betas)
         reference_residual = max(reference_residual, left)
+        r = ref.descent(net)[0]  # once per batch, for every relaxer
         for name, relaxer in relaxers.items():
-            est, taken, left = _estimate(trainer, relaxer, xb, target, index, betas)
+            est, taken, left = _estimate(trainer, relaxer, xb, drive, target, index, betas)
             steps[name].append(taken)
             residuals[name].append(left)
-            errors[name].append(relative_errors(net, est, ref))
+            errors[name].append(_relative(net, est.descent(net)[0], r))
     out = {}
     for name in relaxers:
         overall = [e[0] for e in errors[name]]

@@ -18,22 +18,16 @@ from dataclasses import dataclass
 
 import torch
 
-from eqprop.relaxation.residual import Iterate, ResidualStop, row_residuals
+from eqprop.relaxation.residual import DriveIterate, Iterate, ResidualStop
 
 
-class _FistaIterate:
+class _FistaIterate(DriveIterate):
     """FISTA on a batch: the extrapolated point ``y`` (``current``), the last step's state
     ``s`` and each example's ``t``."""
 
     def __init__(self, solver: Fista, network, y, s, t, drive) -> None:
-        self.solver, self.network, self.base = solver, network, drive
-        self.current, self.s, self.t = y, s, t
-        self.h, self.scratch = torch.empty_like(y), torch.empty_like(y)
-        self.compute = solver.drive(network, y, drive, self.h)
-
-    def residuals(self) -> torch.Tensor:
-        self.compute()  # h = h(y)
-        return row_residuals(self.current, self.h, self.scratch)
+        super().__init__(solver, network, y, drive)
+        self.s, self.t = s, t
 
     def advance(self) -> None:
         y, s, h, move = self.current, self.s, self.h, self.scratch

@@ -111,19 +111,28 @@ class ResidualStop(Relaxer):
         return RelaxResult(state, self.steps, False)
 
 
-class _DampedIterate:
+class DriveIterate:
+    """The part of an :class:`Iterate` that solvers stepping on the whole state share: the
+    drive ``h = h(current)`` (computed in place by :meth:`residuals`) and the residuals read
+    from it. A subclass adds ``advance`` and ``subset``."""
+
+    def __init__(self, solver: ResidualStop, network, current: torch.Tensor, drive) -> None:
+        self.solver, self.network, self.base = solver, network, drive
+        self.current = current
+        self.h, self.scratch = torch.empty_like(current), torch.empty_like(current)
+        self.compute = solver.drive(network, current, drive, self.h)
+
+    def residuals(self) -> torch.Tensor:
+        self.compute()  # h = h(current)
+        return row_residuals(self.current, self.h, self.scratch)
+
+
+class _DampedIterate(DriveIterate):
     """The papers' damped step on a batch (:class:`Residual`)."""
 
     def __init__(self, solver: Residual, network, s: torch.Tensor, drive: torch.Tensor):
-        self.solver, self.network, self.base = solver, network, drive
-        self.current = s
-        self.h, self.scratch = torch.empty_like(s), torch.empty_like(s)
-        self.compute = solver.drive(network, s, drive, self.h)
+        super().__init__(solver, network, s, drive)
         self.advance = free_kernel(s, self.h, solver.eps)
-
-    def residuals(self) -> torch.Tensor:
-        self.compute()
-        return row_residuals(self.current, self.h, self.scratch)
 
     def subset(self, keep: torch.Tensor) -> _DampedIterate:
         return _DampedIterate(self.solver, self.network, self.current[keep], self.base[keep])
