@@ -285,6 +285,25 @@ def test_solvers_smoke(tmp_path):
         assert rows[0][13].startswith(f"{diff:+.2f} (")
         noise = abs(metrics[0]["test_error"] - metrics[1]["test_error"])
         assert rows[0][14] == f"{100 * max(noise, solvers.FLOOR):.2f}"
+        # each protocol's own largest seed-to-seed difference, beside the verdict
+        spreads = []
+        for k in (0, 2):
+            for key in ("train_error", "test_error"):
+                per_epoch = [
+                    abs(a[key] - b[key])
+                    for a, b in zip(
+                        read_metrics(tmp_path / f"{net}-{('paper', name)[k // 2]}-seed0"),
+                        read_metrics(tmp_path / f"{net}-{('paper', name)[k // 2]}-seed1"),
+                        strict=True,
+                    )
+                ]
+                top = max(range(len(per_epoch)), key=per_epoch.__getitem__)
+                spreads.append(f"{100 * per_epoch[top]:.2f} (epoch {top + 1})")
+        section = text.split(f"## Network {net}: `{name}`")[1].split("## ")[0]
+        assert (
+            f"- Largest seed-to-seed difference, training / held-out, in points: paper "
+            f"{spreads[0]} / {spreads[1]}; {name} {spreads[2]} / {spreads[3]}." in section
+        )
     fixed = json.loads((tmp_path / solvers.FIXED_POINT_FILE).read_text())
     assert {k: (v["epoch"], v["eps"]) for k, v in fixed.items()} == {
         name: (2, 0.5) for name in declared
@@ -379,6 +398,7 @@ def test_solvers_with_some_runs_only_reports_what_finished(tmp_path, monkeypatch
     assert [r[0] for r in rows] == ["1", "2"] and rows[0][4] == "–" and rows[0][6] == "–"
     assert "2 epochs compared at seed 0: the fista runs are" in fista
     assert f"({fista.count('(ok)')} of 4 comparisons within)" in fista
+    assert "seed-to-seed difference" not in fista  # one fast seed: no spread of its own
     damped = text.split("## Network C: `damped`")[1].split("## ")[0]
     assert "- C: no epoch finished by both paper runs and a damped run yet." in damped
     estimates = json.loads((tmp_path / solvers.ESTIMATE_FILE).read_text())

@@ -365,10 +365,30 @@ def comparison(
     )
     checks = 2 * len(compared) * len(epochs)  # training and held-out, per seed and epoch
     seeds = " and ".join(str(SEEDS[k]) for k in compared)
-    return rows, [
+    lines = [
         f"- {net}, {len(epochs)} epochs compared at seed {seeds}: the {protocol} runs are "
         f"{verdict} ({checks - len(misses)} of {checks} comparisons within)."
     ]
+    if len(compared) == len(SEEDS):
+        lines.append(spread_line(paper, fast, epochs, protocol))
+    return rows, lines
+
+
+def spread_line(paper: list[dict], fast: list[dict], epochs: list[int], protocol: str) -> str:
+    """Markdown: the largest seed-to-seed difference of each protocol over ``epochs``, for
+    the training and the held-out error (the criterion's noise comes from the paper
+    protocol's two seeds; the compared protocol's own two seeds are a second sample of it)."""
+
+    def largest(runs: list[dict], key: str) -> str:
+        diffs = {e: abs(runs[0][e][key] - runs[1][e][key]) for e in epochs}
+        e = max(diffs, key=diffs.get)
+        return f"{100 * diffs[e]:.2f} (epoch {e})"
+
+    return (
+        f"- Largest seed-to-seed difference, training / held-out, in points: paper "
+        f"{largest(paper, 'train_error')} / {largest(paper, 'test_error')}; {protocol} "
+        f"{largest(fast, 'train_error')} / {largest(fast, 'test_error')}."
+    )
 
 
 def cost_rows(results: list[pr.RunResult]) -> list[list[str]]:
