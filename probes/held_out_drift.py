@@ -1,0 +1,87 @@
+"""How much a run's held-out error moves within a few hundred batches of further training.
+
+A one-off measurement behind a claim in ``docs/performance.md`` (the solvers experiment
+compares held-out errors at the end of each epoch, one point in time per run). It reads a
+finished run directory, never writes to it: the final checkpoint is loaded, training goes on
+in memory with the run's own protocol (free phase, nudged phase, batch order of the next
+epoch), and every ``--every`` batches the held-out error of the current weights is measured
+at the free fixed point, each example from zeros to a residual below 1e-5 (FISTA, as the
+experiment's fixed-point table). Writes one JSON list of ``{"batch", "held_out",
+"train_error"}`` (``train_error``: the running error over the batches since the last row).
+
+    python probes/held_out_drift.py RUN_DIR --data-dir ../shared/data --out drift.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from eqprop.relaxation.fista import Fista
+from eqprop.runs import (
+    atomic_write_bytes,
+    build_network,
+    build_trainer,
+    load_checkpoint,
+    load_data,
+    read_config,
+)
+
+
+class _Enough(Exception):
+    """Raised from the batch callback to stop the epoch after ``--batches`` batches."""
+
+
+def held_out_error(network, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
+    """Error of ``network`` on ``x, y`` at the free fixed point (from zeros, residual 1e-5)."""
+    solver = Fista(eps=eps, steps=20_000, tol=1e-5)
+    parts = [network.predict(x[k : k + 1000], solver) for k in range(0, len(x), 1000)]
+    predicted = torch.cat(parts)
+    return float((predicted.cpu() != y).double().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--batches", type=int, default=500)
+    parser.add_argument("--every", type=int, default=125)
+    parser.add_argument("--eps", type=float, default=0.5, help="FISTA step of the measurement")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    config = read_config(args.run_dir)
+    data = load_data(config, args.data_dir)
+    trainer = build_trainer(config, build_network(config), len(data.train.x))
+    trainer.load_state_dict(load_checkpoint(args.run_dir / "checkpoint.pt")["trainer"])
+    held = data.held_out
+    rows = [{"batch": 0, "held_out": held_out_error(trainer.network, held.x, held.y, args.eps)}]
+    tally = {"batches": 0, "errors": 0, "seen": 0}
+    start = time.perf_counter()
+
+    def on_batch(result) -> None:
+        tally["batches"] += 1
+        tally["errors"] += result.errors
+        tally["seen"] += result.size
+        if tally["batches"] % args.every == 0:
+            error = held_out_error(trainer.network, held.x, held.y, args.eps)
+            train_error = tally["errors"] / tally["seen"]
+            rows.append({"batch": tally["batches"], "held_out": error, "train_error": train_error})
+            tally["errors"] = tally["seen"] = 0
+            print(f"{args.run_dir.name}: {rows[-1]} ({time.perf_counter() - start:.0f} s)")
+        if tally["batches"] == args.batches:
+            raise _Enough
+
+    try:  # the run's own next epoch (its batch order, its phases), stopped after --batches
+        trainer.train_epoch(data.train.x, data.train.y, on_batch)
+    except _Enough:
+        pass
+    atomic_write_bytes(args.out, (json.dumps(rows, indent=1) + "\n").encode())
+
+
+if __name__ == "__main__":
+    main()

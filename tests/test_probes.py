@@ -1,0 +1,51 @@
+"""The probes behind claims in the docs: they read finished run directories and write only
+their own output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from small_run import small_config
+
+from eqprop.relaxation.fista import Fista
+from eqprop.runs import RunOptions, load_data, start_run, train_run
+from eqprop.saved import load_run
+
+PROBES = Path(__file__).resolve().parents[1] / "probes"
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_held_out_drift_measures_the_final_weights_then_trains_on_without_writing(tmp_path):
+    config = small_config()
+    run_dir = start_run(config, tmp_path / "run")
+    train_run(run_dir, RunOptions(quiet=True))
+    before = _digest(run_dir)
+    out = tmp_path / "drift.json"
+    command = [sys.executable, str(PROBES / "held_out_drift.py"), str(run_dir)]
+    options = ["--batches", "6", "--every", "3", "--out", str(out)]
+    subprocess.run(command + options, check=True, timeout=300, capture_output=True)
+
+    rows = json.loads(out.read_text())
+    assert [r["batch"] for r in rows] == [0, 3, 6]
+    # row 0: the final weights at the fixed point, from zeros, as computed here
+    held = load_data(config, None).held_out
+    predicted = load_run(run_dir).network.predict(held.x, Fista(eps=0.5, steps=20_000, tol=1e-5))
+    assert rows[0]["held_out"] == float((predicted != held.y).double().mean())
+    # the later rows come from weights trained further: the running training error is a
+    # fraction of 3 batches of 10 examples
+    for row in rows[1:]:
+        assert 0 <= row["train_error"] <= 1 and (30 * row["train_error"]).is_integer()
+    assert torch.tensor([r["held_out"] for r in rows]).unique().numel() > 1
+    assert _digest(run_dir) == before  # the run directory is only read
