@@ -166,8 +166,9 @@ def fixed_point_errors(results: list[pr.RunResult], cache: Path, data_dir) -> di
         if trained.epoch != r.config.train.epochs:
             continue  # trained past the declared epochs: the final weights are not those
         held = load_data(r.config, data_dir).held_out
-        # the network's own step size (SOR's eps is its relaxation factor, not a step)
-        eps = cfg.resolve(NETWORKS[r.name.split("-")[0]]).free.eps
+        # the network's own step size, which its nudged phase keeps in every protocol (the
+        # free eps of SOR is its relaxation factor, not a step)
+        eps = r.config.nudged.eps
         solver = Fista(eps=eps, steps=20_000, tol=FIXED_POINT_TOL)
         predicted = torch.cat(
             [
