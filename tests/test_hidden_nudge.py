@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from md_tables import table_rows
+from nudge_case import SIZES, random_case
 
 from eqprop import config as cfg
 from eqprop import topology
@@ -24,7 +25,6 @@ from eqprop.runs import read_layer_rates, read_metrics
 from eqprop.training import Trainer
 from eqprop.updates import LearningRates, MaskedSGD
 
-SIZES = [6, 5, 4, 3]
 #: hidden layer 1 has 5 neurons, layer 2 has 4: fraction 0.6 links round(3.0) = 3 and
 #: round(2.4) = 2 of them, which are state indices 0..2 and 5..6 (layer 1 starts at 0,
 #: layer 2 at 5, the outputs at 9)
@@ -44,13 +44,7 @@ def section(nudging="icons", hidden_beta=0.5, seed=7, layers=(1, 2)) -> cfg.Nudg
 
 
 def setup(seed=0):
-    net = Network(topology.layered(SIZES), seed=seed, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    net.biases.uniform_(-0.2, 0.2, generator=g)
-    x = torch.rand(5, SIZES[0], generator=g, dtype=torch.float64)
-    s = torch.rand(5, net.n_state, generator=g, dtype=torch.float64)
-    target = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 1, 0]]
-    return net, x, s, target
+    return random_case(topology.layered(SIZES), seed)
 
 
 def codes_by_definition(seed: int) -> dict[int, torch.Tensor]:

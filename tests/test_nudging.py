@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from nudge_case import SIZES, random_case
 
 from eqprop import topology
 from eqprop.errors import ConfigError
@@ -9,17 +10,9 @@ from eqprop.network import Network
 from eqprop.nudging import NUDGINGS, GradientNudging, IconsNudging, Nudge, get
 from eqprop.relaxation.fixed import FixedSteps
 
-SIZES = [6, 5, 4, 3]
-
 
 def setup(seed=0):
-    net = Network(topology.icons(SIZES, n=10, seed=1), seed=seed, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    net.biases.uniform_(-0.2, 0.2, generator=g)
-    x = torch.rand(5, SIZES[0], generator=g, dtype=torch.float64)
-    s = torch.rand(5, net.n_state, generator=g, dtype=torch.float64)
-    target = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 1, 0]]
-    return net, x, s, target
+    return random_case(topology.icons(SIZES, n=10, seed=1), seed)
 
 
 def dense_drive(net, x, s):
