@@ -49,3 +49,25 @@ def test_held_out_drift_measures_the_final_weights_then_trains_on_without_writin
         assert 0 <= row["train_error"] <= 1 and (30 * row["train_error"]).is_integer()
     assert torch.tensor([r["held_out"] for r in rows]).unique().numel() > 1
     assert _digest(run_dir) == before  # the run directory is only read
+
+
+def test_plot_held_out_drift_draws_one_panel_per_network(tmp_path):
+    rows = [{"batch": 0, "held_out": 0.1}, {"batch": 5, "held_out": 0.08, "train_error": 0.1}]
+    files = []
+    for name in ("C-paper-seed0", "C-fista-seed0", "B-sor-seed0"):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(rows))
+    out = tmp_path / "drift.png"
+    command = [sys.executable, str(PROBES / "plot_held_out_drift.py"), *map(str, files)]
+    subprocess.run([*command, "--out", str(out)], check=True, timeout=120, capture_output=True)
+    data = out.read_bytes()
+    assert data[:4] == b"\x89PNG" and len(data) <= 300_000
+    width = int.from_bytes(data[16:20], "big")
+    one = tmp_path / "one.png"
+    subprocess.run(
+        [sys.executable, str(PROBES / "plot_held_out_drift.py"), str(files[0]), "--out", str(one)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    assert width > 1.5 * int.from_bytes(one.read_bytes()[16:20], "big")  # two panels, one
