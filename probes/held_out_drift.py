@@ -19,9 +19,8 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from eqprop.relaxation.fista import Fista
+from eqprop.errors import EqpropError
+from eqprop.experiments.solvers import fixed_point_error
 from eqprop.runs import (
     atomic_write_bytes,
     build_network,
@@ -36,14 +35,6 @@ class _Enough(Exception):
     """Raised from the batch callback to stop the epoch after ``--batches`` batches."""
 
 
-def held_out_error(network, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
-    """Error of ``network`` on ``x, y`` at the free fixed point (from zeros, residual 1e-5)."""
-    solver = Fista(eps=eps, steps=20_000, tol=1e-5)
-    parts = [network.predict(x[k : k + 1000], solver) for k in range(0, len(x), 1000)]
-    predicted = torch.cat(parts)
-    return float((predicted.cpu() != y).double().mean())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -53,13 +44,25 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.5, help="FISTA step of the measurement")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    try:
+        measure(args)
+    except EqpropError as exc:  # bad input: one line, no traceback
+        raise SystemExit(f"held_out_drift: {exc}") from None
 
+
+def measure(args: argparse.Namespace) -> None:
+    """The measurement of the module docs, for the parsed arguments."""
     config = read_config(args.run_dir)
     data = load_data(config, args.data_dir)
     trainer = build_trainer(config, build_network(config), len(data.train.x))
     trainer.load_state_dict(load_checkpoint(args.run_dir / "checkpoint.pt")["trainer"])
+    if trainer.position:
+        raise EqpropError(
+            f"{args.run_dir} stopped in the middle of epoch {trainer.epoch + 1}; resume it to "
+            f"the end of an epoch first (eqprop train --resume)"
+        )
     held = data.held_out
-    rows = [{"batch": 0, "held_out": held_out_error(trainer.network, held.x, held.y, args.eps)}]
+    rows = [{"batch": 0, "held_out": fixed_point_error(trainer.network, held.x, held.y, args.eps)}]
     tally = {"batches": 0, "errors": 0, "seen": 0}
     start = time.perf_counter()
 
@@ -68,7 +71,7 @@ def main() -> None:
         tally["errors"] += result.errors
         tally["seen"] += result.size
         if tally["batches"] % args.every == 0:
-            error = held_out_error(trainer.network, held.x, held.y, args.eps)
+            error = fixed_point_error(trainer.network, held.x, held.y, args.eps)
             train_error = tally["errors"] / tally["seen"]
             rows.append({"batch": tally["batches"], "held_out": error, "train_error": train_error})
             tally["errors"] = tally["seen"] = 0

@@ -71,3 +71,16 @@ def test_plot_held_out_drift_draws_one_panel_per_network(tmp_path):
         capture_output=True,
     )
     assert width > 1.5 * int.from_bytes(one.read_bytes()[16:20], "big")  # two panels, one
+
+
+def test_held_out_drift_on_a_missing_run_says_so_in_one_line(tmp_path):
+    command = [sys.executable, str(PROBES / "held_out_drift.py"), str(tmp_path / "nothing")]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "d.json")], timeout=120, capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"held_out_drift: {tmp_path / 'nothing'} does not exist; pass a directory written by "
+        "'eqprop train'"
+    ]
+    assert not (tmp_path / "d.json").exists()

@@ -146,11 +146,21 @@ FIXED_POINT_FILE = "fixed_point.json"
 FIXED_POINT_TOL = 1e-5
 
 
+def fixed_point_error(network, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
+    """The error of ``network`` on ``x, y`` at the free fixed point: each example from zeros
+    to a residual below :data:`FIXED_POINT_TOL` by FISTA with step ``eps``, 1,000 at a
+    time."""
+    from eqprop.relaxation.fista import Fista
+
+    solver = Fista(eps=eps, steps=20_000, tol=FIXED_POINT_TOL)
+    parts = [network.predict(x[k : k + 1000], solver) for k in range(0, len(x), 1000)]
+    return float((torch.cat(parts).cpu() != y).double().mean())
+
+
 def fixed_point_errors(results: list[pr.RunResult], cache: Path, data_dir) -> dict[str, dict]:
     """Held-out error of each finished run's final weights at the free fixed point, reached
     from zeros by FISTA to a residual below :data:`FIXED_POINT_TOL` (the same measure for
     every protocol, independent of how each run evaluated itself); cached in ``cache``."""
-    from eqprop.relaxation.fista import Fista
     from eqprop.runs import load_data
     from eqprop.saved import load_run
 
@@ -169,14 +179,7 @@ def fixed_point_errors(results: list[pr.RunResult], cache: Path, data_dir) -> di
         # the network's own step size, which its nudged phase keeps in every protocol (the
         # free eps of SOR is its relaxation factor, not a step)
         eps = r.config.nudged.eps
-        solver = Fista(eps=eps, steps=20_000, tol=FIXED_POINT_TOL)
-        predicted = torch.cat(
-            [
-                trained.network.predict(held.x[k : k + 1000], solver)
-                for k in range(0, len(held.x), 1000)
-            ]
-        )
-        error = float((predicted.cpu() != held.y).double().mean())
+        error = fixed_point_error(trained.network, held.x, held.y, eps)
         known[r.name] = {"epoch": trained.epoch, "error": error, "eps": eps}
         pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     return known
