@@ -3,6 +3,8 @@
 :func:`load_run` reads a run directory written by ``eqprop train`` (or a sweep or an
 experiment): its config, and the network of its latest checkpoint or of its best epoch
 (``best.pt``: the lowest held-out error so far), with the run's own free-phase relaxer.
+:func:`load_trainer` restores the whole trainer of the latest checkpoint (particles, order,
+position), to measure at a run's state or to train on from it in memory.
 """
 
 from __future__ import annotations
@@ -13,10 +15,20 @@ from pathlib import Path
 import torch
 
 from eqprop.config import RunConfig
+from eqprop.data import Dataset
 from eqprop.errors import EqpropError
 from eqprop.network import Network
 from eqprop.relaxation import Relaxer
-from eqprop.runs import BEST, CHECKPOINT, build_network, load_checkpoint, read_config
+from eqprop.runs import (
+    BEST,
+    CHECKPOINT,
+    build_network,
+    build_trainer,
+    load_checkpoint,
+    load_data,
+    read_config,
+)
+from eqprop.training import Trainer
 
 
 @dataclass
@@ -39,6 +51,21 @@ class TrainedRun:
     def error(self, x: torch.Tensor, y: torch.Tensor, particles=None) -> float:
         """Error rate of :meth:`predict` on ``x, y``."""
         return float((self.predict(x, particles).cpu() != y.cpu()).double().mean())
+
+
+def load_trainer(run_dir: str | Path, data_dir: str | Path | None) -> tuple[Dataset, Trainer]:
+    """The data and the trainer of ``run_dir`` as its latest checkpoint left them (weights,
+    particles, generator, epoch and position); the run directory is only read. One-line
+    errors for a missing run or checkpoint."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise EqpropError(f"{run_dir} has no checkpoint yet; train it first")
+    data = load_data(config, data_dir)
+    trainer = build_trainer(config, build_network(config), len(data.train.x))
+    trainer.load_state_dict(load_checkpoint(path)["trainer"])
+    return data, trainer
 
 
 def load_run(run_dir: str | Path, which: str = "latest") -> TrainedRun:

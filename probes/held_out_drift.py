@@ -21,14 +21,8 @@ from pathlib import Path
 
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import fixed_point_error
-from eqprop.runs import (
-    atomic_write_bytes,
-    build_network,
-    build_trainer,
-    load_checkpoint,
-    load_data,
-    read_config,
-)
+from eqprop.runs import atomic_write_bytes
+from eqprop.saved import load_trainer
 
 
 class _Enough(Exception):
@@ -52,10 +46,7 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     """The measurement of the module docs, for the parsed arguments."""
-    config = read_config(args.run_dir)
-    data = load_data(config, args.data_dir)
-    trainer = build_trainer(config, build_network(config), len(data.train.x))
-    trainer.load_state_dict(load_checkpoint(args.run_dir / "checkpoint.pt")["trainer"])
+    data, trainer = load_trainer(args.run_dir, args.data_dir)
     if trainer.position:
         raise EqpropError(
             f"{args.run_dir} stopped in the middle of epoch {trainer.epoch + 1}; resume it to "

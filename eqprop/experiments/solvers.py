@@ -250,14 +250,11 @@ def _measure_estimates(
     """:func:`eqprop.estimate_error.estimate_errors` at the final checkpoint of ``paper``
     against ``steps`` fixed steps (None when the run trained past its declared epochs)."""
     from eqprop.estimate_error import estimate_errors as measure
-    from eqprop.runs import build_network, build_trainer, load_checkpoint, load_data
+    from eqprop.saved import load_trainer
 
-    state = load_checkpoint(paper.run_dir / "checkpoint.pt")
-    if state["trainer"]["epoch"] != paper.config.train.epochs:
+    data, trainer = load_trainer(paper.run_dir, data_dir)
+    if trainer.epoch != paper.config.train.epochs:
         return None
-    data = load_data(paper.config, data_dir)
-    trainer = build_trainer(paper.config, build_network(paper.config), len(data.train.x))
-    trainer.load_state_dict(state["trainer"])
     size = paper.config.train.batch_size
     n_batches = len(data.train.x) // size
     every = max(n_batches // ESTIMATE_BATCHES, 1)
