@@ -117,6 +117,11 @@ def planned(scale: str) -> list[tuple[str, cfg.RunConfig]]:
     return runs
 
 
+def figured(results: list[pr.RunResult]) -> list[str]:
+    """The networks that get an error figure: those with a run that has finished an epoch."""
+    return [n for n in NETWORKS if any(r.records for r in results if r.name.startswith(f"{n}-"))]
+
+
 def figure_name(net: str) -> str:
     """The error curves of network ``net``'s runs."""
     return f"errors_{net}.png"
@@ -128,11 +133,10 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     out = Path(out)
     results = pr.execute(planned(scale), out, data_dir)
     title = f"{ERRORS_TITLE}\n{data_caption(r.config for r in results)}"
-    for net in NETWORKS:
+    for net in figured(results):
         mine = [r for r in results if r.name.startswith(f"{net}-")]
         curves = [(curve_label(r), r.records) for r in mine if r.records]
-        if curves:  # no figure for a network none of whose runs has finished an epoch
-            pr.save_png(errors_figure(curves, title=title), out / figure_name(net))
+        pr.save_png(errors_figure(curves, title=title), out / figure_name(net))
     fixed = fixed_point_errors(results, out / FIXED_POINT_FILE, data_dir)
     estimates = estimate_errors(scale, results, out / ESTIMATE_FILE, data_dir)
     path = out / "results.md"
@@ -332,13 +336,8 @@ def comparison(
     paper = [by.get(run_name(net, "paper", s), {}) for s in SEEDS]
     fast = [by.get(run_name(net, protocol, s), {}) for s in SEEDS]
     compared = [k for k, run in enumerate(fast) if run]
-    epochs = sorted(
-        set.intersection(
-            *(set(paper[k]) for k in range(len(SEEDS))), *(set(fast[k]) for k in compared)
-        )
-    )
-    if not compared:
-        epochs = []
+    finished = [set(run) for run in paper] + [set(fast[k]) for k in compared]
+    epochs = sorted(set.intersection(*finished)) if compared else []
     rows, misses = [], []
     for e in epochs:
         cells = [str(e)]
@@ -486,8 +485,7 @@ def render(
         *(
             f"![Network {net}: training (solid) and held-out (dashed) error per epoch]"
             f"({figure_name(net)})"
-            for net in NETWORKS
-            if any(r.records for r in results if r.name.startswith(f"{net}-"))
+            for net in figured(results)
         ),
         "",
     ]
