@@ -400,7 +400,89 @@ def test_solvers_with_some_runs_only_reports_what_finished(tmp_path, monkeypatch
     assert f"({fista.count('(ok)')} of 4 comparisons within)" in fista
     assert "seed-to-seed difference" not in fista  # one fast seed: no spread of its own
     damped = text.split("## Network C: `damped`")[1].split("## ")[0]
-    assert "- C: no epoch finished by both paper runs and a damped run yet." in damped
+    assert "- C: no epoch finished by the paper runs and a damped run yet." in damped
     estimates = json.loads((tmp_path / solvers.ESTIMATE_FILE).read_text())
     assert list(estimates) == ["C"]
     assert "B-sor-seed0" in text and "not selected (EQPROP_ONLY)" in text
+
+
+def test_solvers_three_seeds_take_the_noise_from_all_paper_seeds():
+    """At the full scale each protocol runs at seeds 0, 1 and 2: the allowance of an epoch is
+    the largest difference between two paper seeds (or 0.5 points), each seed is compared
+    with the paper run of its seed, and paper seed 2 is held to the two-seed criterion of
+    seeds 0 and 1."""
+    from eqprop.experiments import solvers
+
+    assert solvers.SEEDS["full"] == (0, 1, 2)
+    declared = dict(solvers.planned("full"))
+    assert {name for name in declared if name.endswith("seed2")} == {
+        f"{net}-{k}-seed2"
+        for net, keys in (("B", ["paper", "sor"]), ("C", ["paper", "fista", "damped"]))
+        for k in keys
+    } | {"C-fista-tol1e-4-seed2", "C-fista-tol1e-5-seed2"}
+    assert declared["C-fista-seed2"].train.seed == 2
+    rng = np.random.default_rng(0)
+    errors = {  # run -> (epochs, train / held-out), in fractions
+        name: rng.uniform(0.08, 0.14, size=(3, 2)) for name in declared if name.startswith("C-")
+    }
+    results = [
+        pr.RunResult(
+            name,
+            config,
+            Path(name),
+            [
+                {
+                    "epoch": e + 1,
+                    "train_error": tr,
+                    "test_error": te,
+                    "free_steps": 9.0,
+                    "wall_time": 1.0,
+                }
+                for e, (tr, te) in enumerate(errors[name])
+            ]
+            if name in errors
+            else [],
+            "already complete",
+        )
+        for name, config in declared.items()
+    ]
+    text = solvers.render("full", results)
+    section = text.split("## Network C: `fista`")[1].split("## ")[0]
+    rows = table_rows(section, "| epoch |")
+    paper = np.stack([errors[f"C-paper-seed{s}"] for s in (0, 1, 2)])
+    fast = np.stack([errors[f"C-fista-seed{s}"] for s in (0, 1, 2)])
+    within = 0
+    for e, row in enumerate(rows):
+        assert len(row) == 21 and row[0] == str(e + 1)
+        for j in (0, 1):  # training, held-out
+            cells = row[1 + 10 * j : 11 + 10 * j]
+            allowed = max(paper[:, e, j].max() - paper[:, e, j].min(), 0.005)
+            assert cells[:6] == [f"{100 * v:.2f}%" for v in (*paper[:, e, j], *fast[:, e, j])]
+            for s in range(3):
+                diff = fast[s, e, j] - paper[s, e, j]
+                ok = abs(diff) <= allowed
+                within += ok
+                assert cells[6 + s] == f"{100 * diff:+.2f} ({'ok' if ok else 'OUT'})"
+            assert cells[9] == f"{100 * allowed:.2f}"
+    assert 0 < within < 18  # the case has both outcomes
+    assert "3 epochs compared at seeds 0, 1 and 2: the fista runs are" in section
+    assert f"({within} of 18 comparisons within)" in section
+    own = text.split("## Network C: the paper protocol against its own noise")[1].split("## ")[0]
+    shown = table_rows(own, "| epoch |")
+    self_within = 0
+    for e, row in enumerate(shown):
+        for j in (0, 1):
+            diff = paper[2, e, j] - paper[0, e, j]
+            allowed = max(abs(paper[1, e, j] - paper[0, e, j]), 0.005)
+            ok = abs(diff) <= allowed
+            self_within += ok
+            assert row[1 + 2 * j : 3 + 2 * j] == [
+                f"{100 * diff:+.2f} ({'ok' if ok else 'OUT'})",
+                f"{100 * allowed:.2f}",
+            ]
+    assert len(shown) == 3 and 0 < self_within < 6  # the case has both outcomes
+    assert f"seed 2 is within the two-seed criterion in {self_within} of 6 comparisons" in own
+    # B has no finished paper run: no comparison, no self-check
+    assert "## Network B: the paper protocol against its own noise" not in text
+    fixed = table_rows(text.split("## What the weights learned")[1], "| network |")
+    assert len(fixed[0]) == 5  # network, free phase, seeds 0-2
