@@ -24,7 +24,7 @@ from eqprop.baselines import (
 )
 from eqprop.baselines.architectures import edge_key
 from eqprop.data import load_dataset
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, EqpropError
 
 torch.set_num_threads(1)
 
@@ -405,3 +405,94 @@ def test_run_progress_on_a_terminal_is_a_bar_over_runs(
     progress.close()
     out, err = capsys.readouterr()
     assert out == "" and "\r" in err and "run" in err and "done:" not in err
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _checkpointed_rule(name: str, fail_after: int | None = None):
+    """A small network's rule that counts its batches (``rule.calls``); with ``fail_after``,
+    its training stops with an error after that many, as a crash would."""
+    net = FeedforwardNetwork(ArchitectureConfig("DN", 2, "sigmoid", width=16), (64,), 10, seed=0)
+    rule = make_rule(name, net, seed=0)
+    rule.calls, compute = 0, rule.compute_gradients
+
+    def counted(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        if fail_after is not None and rule.calls >= fail_after:
+            raise _Interrupted
+        rule.calls += 1
+        return compute(x, y)
+
+    rule.compute_gradients = counted
+    return rule
+
+
+@pytest.mark.parametrize("rule_name", ["BP", "FA", "DTP"])
+@pytest.mark.parametrize(
+    ("eval_every", "fail_after"),
+    # 1,150 training examples in batches of 128: 9 batches an epoch; evaluations every 500
+    # examples fall inside epochs, every 1,150 on an epoch's last batch (checkpoint at 9)
+    [(500, 6), (500, 17), (1_150, 12)],
+)
+def test_an_interrupted_baseline_run_resumes_bit_for_bit(
+    digits: TrainingData, tmp_path, rule_name: str, eval_every: int, fail_after: int
+) -> None:
+    config = TrainConfig(
+        learning_rate=1e-2,
+        early_stop_start=0,
+        patience=50,
+        max_examples=4_000,
+        eval_every=eval_every,
+    )
+    path = tmp_path / "run.pt"
+    whole_rule = _checkpointed_rule(rule_name)
+    whole = train(whole_rule, digits, config, progress=False)
+    with pytest.raises(_Interrupted):
+        train(
+            _checkpointed_rule(rule_name, fail_after),
+            digits,
+            config,
+            progress=False,
+            checkpoint=path,
+        )
+    saved = torch.load(path, weights_only=True)["trainer"]
+    assert not saved["finished"] and 0 < saved["batches"] < fail_after
+    if eval_every == 1_150:  # saved on the epoch's last batch: the next epoch not drawn yet
+        assert saved["batches"] == 9 and saved["position"] == 9
+    resumed_rule = _checkpointed_rule(rule_name)
+    resumed = train(resumed_rule, digits, config, progress=False, checkpoint=path)
+    assert resumed_rule.calls == whole_rule.calls - saved["batches"]  # it went on, not again
+    assert repr(resumed.evaluations) == repr(whole.evaluations)  # NaN where no test was run
+    assert 4_000 <= resumed.evaluations[-1].examples < 4_000 + 128  # ran on to the cap
+    for mine, theirs in zip(resumed_rule.parameters(), whole_rule.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    # the finished run's file gives its result again without training
+    again = train(
+        _checkpointed_rule(rule_name, fail_after=0),
+        digits,
+        config,
+        progress=False,
+        checkpoint=path,
+    )
+    assert repr(again.evaluations) == repr(whole.evaluations)
+
+
+def test_a_baseline_checkpoint_of_other_settings_is_refused_in_one_line(
+    digits: TrainingData, tmp_path
+) -> None:
+    path = tmp_path / "run.pt"
+    config = TrainConfig(max_examples=1_000, early_stop_start=0, eval_every=500)
+    train(_checkpointed_rule("BP"), digits, config, progress=False, checkpoint=path)
+    other = TrainConfig(max_examples=1_000, early_stop_start=0, eval_every=500, seed=1)
+    with pytest.raises(EqpropError, match=r"other training settings \(seed\); delete it") as err:
+        train(_checkpointed_rule("BP"), digits, other, progress=False, checkpoint=path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(EqpropError, match="not a checkpoint of this FA run"):
+        train(_checkpointed_rule("FA"), digits, config, progress=False, checkpoint=path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(EqpropError, match="is damaged"):
+        train(_checkpointed_rule("BP"), digits, config, progress=False, checkpoint=path)

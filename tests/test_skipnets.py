@@ -289,3 +289,51 @@ def test_results_name_the_runs_without_a_result(smoke: tuple[Path, float]) -> No
     # its configuration has runs at other rates? then it is named as incompletely selected
     others = [r for r in kept if skipnets._record_key(r) == skipnets._record_key(dropped)]
     assert ("incomplete learning-rate grid" in line) == bool(others)
+
+
+def test_an_interrupted_baseline_run_goes_on_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline task stopped by a crash leaves its training state in
+    ``baseline_checkpoints/``; the rerun goes on from it and writes the uninterrupted run's
+    file (wall and CPU times aside), then removes the checkpoint."""
+    run = {"rule": "FA", "architecture": "DN", "activation": "sigmoid", "depth": 3}
+    args = {"scale": "smoke", **run, "learning_rate": 1e-2, "data_dir": None}
+    name = skipnets._run_name(*run.values(), 1e-2)
+    make_rule, calls = skipnets.make_rule, []
+
+    def counted(*a, crash_after: int | None = None, **kw):
+        rule = make_rule(*a, **kw)
+        calls.append(0)
+        compute = rule.compute_gradients
+
+        def step(x, y):
+            if crash_after is not None and calls[-1] >= crash_after:
+                raise KeyboardInterrupt
+            calls[-1] += 1
+            return compute(x, y)
+
+        rule.compute_gradients = step
+        return rule
+
+    monkeypatch.setattr(skipnets, "make_rule", counted)
+    skipnets.train_baseline(**args, out=str(tmp_path / "whole"))
+    whole = json.loads((tmp_path / "whole" / "runs" / name).read_text())
+
+    out = tmp_path / "interrupted"
+    # 9 batches an epoch, an evaluation every 1,150 examples: 30 batches are past three
+    monkeypatch.setattr(skipnets, "make_rule", lambda *a, **kw: counted(*a, crash_after=30, **kw))
+    with pytest.raises(KeyboardInterrupt):
+        skipnets.train_baseline(**args, out=str(out))
+    checkpoint = out / skipnets.CHECKPOINT_DIR / name.replace(".json", ".pt")
+    assert checkpoint.exists() and not (out / "runs" / name).exists()
+    before = torch.load(checkpoint, weights_only=True)["trainer"]["batches"]
+    monkeypatch.setattr(skipnets, "make_rule", counted)
+    skipnets.train_baseline(**args, out=str(out))
+    assert 0 < before < 30 and calls[-1] == calls[0] - before  # went on, not from the start
+    resumed = json.loads((out / "runs" / name).read_text())
+    timing = ("seconds", "cpu_seconds")
+    assert {k: v for k, v in resumed.items() if k not in timing} == {
+        k: v for k, v in whole.items() if k not in timing
+    }
+    assert not checkpoint.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from eqprop.baselines.architectures import FeedforwardNetwork
@@ -33,6 +34,17 @@ class LearningRule(ABC):
     def parameters(self) -> list[nn.Parameter]:
         """Everything the optimiser updates (forward weights, plus inverses for DTP)."""
         return list(self.network.parameters())
+
+    def state_dict(self) -> dict:
+        """What training changes in the rule, for a checkpoint: the value of every parameter
+        (a rule with randomness of its own during training adds that generator's state)."""
+        return {"parameters": [p.detach().clone() for p in self.parameters()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (of a rule built the same way)."""
+        with torch.no_grad():
+            for parameter, value in zip(self.parameters(), state["parameters"], strict=True):
+                parameter.copy_(value)
 
     @abstractmethod
     def compute_gradients(self, x: Tensor, y: Tensor) -> dict[str, float]:

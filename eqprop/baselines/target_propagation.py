@@ -98,6 +98,14 @@ class DifferenceTargetPropagation(LearningRule):
             *self.inverse_biases.parameters(),
         ]
 
+    def state_dict(self) -> dict:
+        """The parameters and the state of the reconstruction noise's generator."""
+        return {**super().state_dict(), "noise_generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._generator.set_state(state["noise_generator"])
+
     def inverse(self, target: int, source: int, h_target: Tensor) -> Tensor:
         """``g_{source<-target}(h_target) = f(V h_target + c)``."""
         key = edge_key(target, source)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -30,8 +31,8 @@ from tqdm import tqdm
 
 from eqprop.baselines._validation import check_number
 from eqprop.baselines.rule import LearningRule
-from eqprop.errors import ConfigError
-from eqprop.runs import _Progress
+from eqprop.errors import ConfigError, EqpropError
+from eqprop.runs import _Progress, load_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,57 @@ class RunProgress(_Progress):
         )
 
 
+#: version of the baseline checkpoint layout written by :func:`train`
+CHECKPOINT_FORMAT = 1
+
+
+def _fresh_progress(config: TrainConfig) -> dict:
+    """The counters of :func:`train` before its first batch."""
+    return {
+        "evaluations": [],
+        "seen": 0,  # training examples seen
+        "batches": 0,  # updates made
+        "next_eval": config.eval_every,
+        "order": None,  # the current epoch's permutation of the training examples
+        "position": 0,  # its batches done
+        "finished": False,
+        "diverged": False,
+        "seconds": 0.0,  # wall and CPU time of the earlier parts of an interrupted run
+        "cpu_seconds": 0.0,
+    }
+
+
+def _restore(
+    path: Path,
+    rule: LearningRule,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> dict:
+    """Load the checkpoint at ``path`` into ``rule``, ``optimizer`` and ``generator``; return
+    its counters. A checkpoint of another rule or of other settings is refused in one line
+    (going on from it would silently mix two runs)."""
+    state = load_checkpoint(path)["trainer"]
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("rule") != rule.name:
+        raise EqpropError(
+            f"{path} is not a checkpoint of this {rule.name} run; delete it to train the run "
+            "again from the start"
+        )
+    saved, wanted = state["config"], asdict(config)
+    if saved != wanted:
+        changed = ", ".join(sorted(k for k in wanted if saved.get(k) != wanted[k]))
+        raise EqpropError(
+            f"{path} was written with other training settings ({changed}); delete it to train "
+            "the run again with these"
+        )
+    rule.load_state_dict(state["rule_state"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    progress = {key: state[key] for key in _fresh_progress(config)}
+    progress["evaluations"] = [Evaluation(**e) for e in progress["evaluations"]]
+    return progress
+
+
 def train(
     rule: LearningRule,
     data: TrainingData,
@@ -269,6 +321,7 @@ def train(
     *,
     desc: str = "train",
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train ``rule.network`` with Adam until early stopping, ``max_examples`` or divergence.
 
@@ -277,6 +330,11 @@ def train(
     sooner) with the latest validation accuracy shows on stderr, named ``desc``; when stderr
     is not a terminal, a plain line at most every
     :data:`~eqprop.runs.PLAIN_PROGRESS_EVERY_S` seconds instead. It never changes the result.
+
+    With ``checkpoint`` (a file path), the whole training state is written there atomically
+    at every evaluation and at the end, and a run whose file exists goes on from it: the
+    result is the uninterrupted run's, bit for bit (``seconds`` and ``cpu_seconds`` add up
+    the parts). The file must come from the same rule, built the same way, and ``config``.
     """
     begin, begin_cpu = time.perf_counter(), time.process_time()
     optimizer = torch.optim.Adam(
@@ -284,50 +342,81 @@ def train(
     )
     generator = torch.Generator().manual_seed(config.seed)
 
-    evaluations: list[Evaluation] = []
-
     def evaluate(examples: int, stats: list[dict[str, float]]) -> Evaluation:
         keys = stats[0].keys() if stats else ()
         means = {k: sum(s[k] for s in stats) / len(stats) for k in keys}
         valid = accuracy(rule, data.valid_x, data.valid_y)
-        record = all(valid > e.valid_accuracy for e in evaluations)
+        record = all(valid > e.valid_accuracy for e in run["evaluations"])
         test = accuracy(rule, data.test_x, data.test_y) if record else math.nan
         return Evaluation(examples, valid, test, means)
 
-    evaluations.append(evaluate(0, []))
-    seen, next_eval, diverged = 0, config.eval_every, False
+    def spent() -> tuple[float, float]:
+        return (
+            run["seconds"] + time.perf_counter() - begin,
+            run["cpu_seconds"] + time.process_time() - begin_cpu,
+        )
+
+    def save() -> None:
+        if checkpoint is None:
+            return
+        seconds, cpu_seconds = spent()
+        trainer = {
+            **run,
+            "format": CHECKPOINT_FORMAT,
+            "rule": rule.name,
+            "config": asdict(config),
+            "rule_state": rule.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "evaluations": [asdict(e) for e in run["evaluations"]],
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+        }
+        save_checkpoint(Path(checkpoint), {"trainer": trainer})
+
+    if checkpoint is not None and Path(checkpoint).exists():
+        run = _restore(Path(checkpoint), rule, config, optimizer, generator)
+    else:
+        run = _fresh_progress(config)
+        run["evaluations"].append(evaluate(0, []))
     stats: list[dict[str, float]] = []
-    finished = False
-    bar = _Progress(_batches_to_cap(len(data.train_y), config), desc, enabled=progress)
-    postfix = f"valid {evaluations[-1].valid_accuracy:.2%}"
+    total = _batches_to_cap(len(data.train_y), config)
+    bar = _Progress(total, desc, initial=run["batches"], enabled=progress)
+    postfix = f"valid {run['evaluations'][-1].valid_accuracy:.2%}"
     try:
-        while not finished:
-            order = torch.randperm(len(data.train_y), generator=generator)
-            for batch in order.split(config.batch_size):
+        while not run["finished"]:
+            if run["order"] is None:
+                run["order"] = torch.randperm(len(data.train_y), generator=generator)
+                run["position"] = 0
+            batches = run["order"].split(config.batch_size)
+            while run["position"] < len(batches) and not run["finished"]:
+                batch = batches[run["position"]]
                 optimizer.zero_grad(set_to_none=True)
                 batch_stats = rule.compute_gradients(data.train_x[batch], data.train_y[batch])
                 if not all(math.isfinite(v) for v in batch_stats.values()):
-                    diverged = finished = True
+                    run["diverged"] = run["finished"] = True
                     break
                 optimizer.step()
                 stats.append(batch_stats)
-                seen += len(batch)
-                if seen >= next_eval or seen >= config.max_examples:
-                    evaluations.append(evaluate(seen, stats))
-                    postfix = f"valid {evaluations[-1].valid_accuracy:.2%}"
-                    stats, next_eval = [], next_eval + config.eval_every
-                    stop = stopping_index(evaluations, config.early_stop_start, config.patience)
-                    if stop is not None or seen >= config.max_examples:
-                        finished = True
+                run["seen"] += len(batch)
+                run["batches"] += 1
+                run["position"] += 1
+                if run["seen"] >= run["next_eval"] or run["seen"] >= config.max_examples:
+                    run["evaluations"].append(evaluate(run["seen"], stats))
+                    postfix = f"valid {run['evaluations'][-1].valid_accuracy:.2%}"
+                    stats = []
+                    run["next_eval"] += config.eval_every
+                    stop = stopping_index(
+                        run["evaluations"], config.early_stop_start, config.patience
+                    )
+                    run["finished"] = stop is not None or run["seen"] >= config.max_examples
+                    if not run["finished"]:
+                        save()
                 bar.update(postfix)
-                if finished:
-                    break
+            if run["position"] >= len(batches):
+                run["order"] = None
+        save()  # the end: a rerun returns the result without training
     finally:  # also on an error, so that what follows starts on a clean line
         bar.close()
-    return TrainResult(
-        config,
-        tuple(evaluations),
-        diverged,
-        time.perf_counter() - begin,
-        time.process_time() - begin_cpu,
-    )
+    seconds, cpu_seconds = spent()
+    return TrainResult(config, tuple(run["evaluations"]), run["diverged"], seconds, cpu_seconds)

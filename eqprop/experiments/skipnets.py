@@ -11,6 +11,9 @@ with the best *validation* accuracy; its test accuracy is reported. Outputs in `
   writing files of the same form): ``rule``, ``architecture``, ``activation``, ``depth`` and
   ``grid``, a list of ``{"hyperparameters": {...}, "valid_accuracy", "test_accuracy"}``;
   optional ``seconds`` and ``cpu_seconds``.
+- ``baseline_checkpoints/NAME.pt``: the training state of an unfinished baseline run,
+  written at every evaluation, from which a rerun goes on exactly (removed once the run
+  file is written);
 - ``ep_runs/<name>/``: the EP run directories (:mod:`eqprop.runs`: config, per-epoch
   metrics, checkpoint), scratch space that resumes exactly; an EP run's ``runs/*.json`` is
   written once the run has finished all its epochs;
@@ -92,6 +95,8 @@ EP_PRESETS = {"NN": "frontiers-layered-deep", "skip": "frontiers-skip-deep"}
 _N_INPUTS = {"digits": 64, "mnist": 784, "fashion-mnist": 784}
 _N_CLASSES = 10
 EP_DIR = "ep_runs"
+#: the training state of unfinished baseline runs (see :func:`train_baseline`)
+CHECKPOINT_DIR = "baseline_checkpoints"
 
 
 @dataclass(frozen=True)
@@ -318,8 +323,10 @@ def _train_one(
     activation: str,
     depth: int,
     learning_rate: float,
+    checkpoint: Path | None = None,
 ) -> dict:
-    """Train one network and return its result record (the run file's content)."""
+    """Train one network and return its result record (the run file's content); with
+    ``checkpoint``, an interrupted run goes on from that file (:func:`eqprop.baselines.train`)."""
     family = _family(architecture)
     starts = protocol.early_stop_starts[family]
     if (rule_name, architecture, activation, depth) == LINEAR:
@@ -338,7 +345,8 @@ def _train_one(
         seed=protocol.seed,
     )
     desc = Path(_run_name(rule_name, architecture, activation, depth, learning_rate)).stem
-    result = train_rule(make_rule(rule_name, network, protocol.seed), data, config, desc=desc)
+    rule = make_rule(rule_name, network, protocol.seed)
+    result = train_rule(rule, data, config, desc=desc, checkpoint=checkpoint)
     grid = []
     for start in starts:
         chosen = result.select(start)
@@ -561,14 +569,22 @@ def train_baseline(
     data_dir: str | None,
 ) -> dict:
     """The task of one baseline run: train it and write its run file ``out/runs/NAME.json``
-    (nothing to do when the file exists). A run writes its file only when it has finished,
-    so one interrupted starts again from the beginning."""
+    (nothing to do when the file exists). A run writes its file only when it has finished;
+    until then it checkpoints at every evaluation into ``out/baseline_checkpoints/``, so one
+    interrupted goes on from its last evaluation (the checkpoint is removed once the run
+    file is written)."""
     path = Path(out) / "runs" / _run_name(rule, architecture, activation, depth, learning_rate)
     if not path.exists():
         data = _cached_data(scale, data_dir)
         protocol = PROTOCOLS[scale]
-        record = _train_one(protocol, data, rule, architecture, activation, depth, learning_rate)
+        checkpoint = Path(out) / CHECKPOINT_DIR / f"{path.stem}.pt"
+        for folder in (path.parent, checkpoint.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+        record = _train_one(
+            protocol, data, rule, architecture, activation, depth, learning_rate, checkpoint
+        )
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+        checkpoint.unlink()
     record = json.loads(path.read_text())
     return {"best_valid": max(point["valid_accuracy"] for point in record["grid"])}
 
