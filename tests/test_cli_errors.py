@@ -22,7 +22,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,6 +243,14 @@ class CliServer:
             self.proc.wait(timeout=60)
 
 
+def serve(tmp_path_factory, logs: str) -> Iterator[CliServer]:
+    """The body of a test module's server fixture: a server logging into a fresh folder
+    ``logs``, stopped when the module is done."""
+    srv = CliServer(tmp_path_factory.mktemp(logs))
+    yield srv
+    srv.close()
+
+
 def world_tmp(prefix: str) -> Path:
     """A fresh directory that an unprivileged user can enter (pytest's tmp_path is 0700)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -275,9 +283,7 @@ def make_run(server: CliServer, where: Path, name: str = "run", *extra: str) -> 
 # -- the workspace every case starts from ------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = CliServer(tmp_path_factory.mktemp("cli-logs"))
-    yield srv
-    srv.close()
+    yield from serve(tmp_path_factory, "cli-logs")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_cli_errors import CliServer
+from test_cli_errors import CliServer, serve
 
 from eqprop.runs import read_free_steps, read_layer_rates
 
@@ -133,9 +133,7 @@ runs.open = full_open
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = CliServer(tmp_path_factory.mktemp("kill-logs"))
-    yield srv
-    srv.close()
+    yield from serve(tmp_path_factory, "kill-logs")
 
 
 @pytest.fixture(scope="module")
