@@ -467,6 +467,21 @@ def test_solvers_three_seeds_take_the_noise_from_all_paper_seeds():
     assert 0 < within < 18  # the case has both outcomes
     assert "3 epochs compared at seeds 0, 1 and 2: the fista runs are" in section
     assert f"({within} of 18 comparisons within)" in section
+    means = table_rows(section.split("Mean over the 3 seeds")[1], "| epoch |")
+    apart = 0
+    for e, row in enumerate(means):
+        for j in (0, 1):
+            p, f = 100 * paper[:, e, j], 100 * fast[:, e, j]
+            diff = f.mean() - p.mean()
+            se = np.sqrt((p.var(ddof=1) + f.var(ddof=1)) / 3)
+            apart += abs(diff) > 2 * se
+            assert row[1 + 3 * j : 4 + 3 * j] == [
+                f"{p.mean():.2f} ({p.std(ddof=1):.2f})",
+                f"{f.mean():.2f} ({f.std(ddof=1):.2f})",
+                f"{diff:+.2f} ({se:.2f})",
+            ]
+    assert len(means) == 3
+    assert f"({6 - apart} of 6)." in section
     own = text.split("## Network C: the paper protocol against its own noise")[1].split("## ")[0]
     shown = table_rows(own, "| epoch |")
     self_within = 0
