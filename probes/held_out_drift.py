@@ -21,7 +21,7 @@ from pathlib import Path
 
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import fixed_point_error
-from eqprop.runs import atomic_write_bytes
+from eqprop.runs import atomic_write_bytes, read_config
 from eqprop.saved import load_trainer
 
 
@@ -35,7 +35,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--every", type=int, default=125)
-    parser.add_argument("--eps", type=float, default=0.5, help="FISTA step of the measurement")
+    parser.add_argument(
+        "--eps", type=float, default=None, help="FISTA step (default: the run's nudged eps)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     try:
@@ -53,7 +55,9 @@ def measure(args: argparse.Namespace) -> None:
             f"the end of an epoch first (eqprop train --resume)"
         )
     held = data.held_out
-    rows = [{"batch": 0, "held_out": fixed_point_error(trainer.network, held.x, held.y, args.eps)}]
+    # the network's own step, as the experiment's fixed-point table takes it
+    eps = args.eps if args.eps is not None else read_config(args.run_dir).nudged.eps
+    rows = [{"batch": 0, "held_out": fixed_point_error(trainer.network, held.x, held.y, eps)}]
     tally = {"batches": 0, "errors": 0, "seen": 0}
     start = time.perf_counter()
 
@@ -62,7 +66,7 @@ def measure(args: argparse.Namespace) -> None:
         tally["errors"] += result.errors
         tally["seen"] += result.size
         if tally["batches"] % args.every == 0:
-            error = fixed_point_error(trainer.network, held.x, held.y, args.eps)
+            error = fixed_point_error(trainer.network, held.x, held.y, eps)
             train_error = tally["errors"] / tally["seen"]
             rows.append({"batch": tally["batches"], "held_out": error, "train_error": train_error})
             tally["errors"] = tally["seen"] = 0

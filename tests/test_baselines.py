@@ -470,7 +470,8 @@ def test_an_interrupted_baseline_run_resumes_bit_for_bit(
     assert 4_000 <= resumed.evaluations[-1].examples < 4_000 + 128  # ran on to the cap
     for mine, theirs in zip(resumed_rule.parameters(), whole_rule.parameters(), strict=True):
         assert torch.equal(mine, theirs)
-    # the finished run's file gives its result again without training
+    # the finished run's file gives its result again without training, and is only read
+    finished = path.read_bytes()
     again = train(
         _checkpointed_rule(rule_name, fail_after=0),
         digits,
@@ -479,6 +480,7 @@ def test_an_interrupted_baseline_run_resumes_bit_for_bit(
         checkpoint=path,
     )
     assert repr(again.evaluations) == repr(whole.evaluations)
+    assert path.read_bytes() == finished
 
 
 def test_a_baseline_checkpoint_of_other_settings_is_refused_in_one_line(

@@ -337,3 +337,7 @@ def test_an_interrupted_baseline_run_goes_on_from_its_checkpoint(
         k: v for k, v in whole.items() if k not in timing
     }
     assert not checkpoint.exists()
+    # a checkpoint left by a stop between the run file and its removal goes on the next call
+    checkpoint.write_bytes(b"left over")
+    skipnets.train_baseline(**args, out=str(out))
+    assert not checkpoint.exists() and json.loads((out / "runs" / name).read_text()) == resumed

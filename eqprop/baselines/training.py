@@ -379,6 +379,7 @@ def train(
     else:
         run = _fresh_progress(config)
         run["evaluations"].append(evaluate(0, []))
+    done_before = run["finished"]  # a finished run's file is read, not written again
     stats: list[dict[str, float]] = []
     total = _batches_to_cap(len(data.train_y), config)
     bar = _Progress(total, desc, initial=run["batches"], enabled=progress)
@@ -415,7 +416,8 @@ def train(
                 bar.update(postfix)
             if run["position"] >= len(batches):
                 run["order"] = None
-        save()  # the end: a rerun returns the result without training
+        if not done_before:
+            save()  # the end: a rerun returns the result without training
     finally:  # also on an error, so that what follows starts on a clean line
         bar.close()
     seconds, cpu_seconds = spent()

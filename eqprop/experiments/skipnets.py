@@ -574,17 +574,17 @@ def train_baseline(
     interrupted goes on from its last evaluation (the checkpoint is removed once the run
     file is written)."""
     path = Path(out) / "runs" / _run_name(rule, architecture, activation, depth, learning_rate)
+    checkpoint = Path(out) / CHECKPOINT_DIR / f"{path.stem}.pt"
     if not path.exists():
         data = _cached_data(scale, data_dir)
         protocol = PROTOCOLS[scale]
-        checkpoint = Path(out) / CHECKPOINT_DIR / f"{path.stem}.pt"
         for folder in (path.parent, checkpoint.parent):
             folder.mkdir(parents=True, exist_ok=True)
         record = _train_one(
             protocol, data, rule, architecture, activation, depth, learning_rate, checkpoint
         )
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
-        checkpoint.unlink()
+    checkpoint.unlink(missing_ok=True)  # also one left by a stop right after the run file
     record = json.loads(path.read_text())
     return {"best_valid": max(point["valid_accuracy"] for point in record["grid"])}
 

@@ -339,6 +339,22 @@ def spread(values: list[float]) -> float:
     return max(values) - min(values)
 
 
+def per_seed(
+    results: list[pr.RunResult], net: str, protocol: str, seeds: tuple[int, ...]
+) -> list[dict[int, dict]]:
+    """Per seed, the epoch records of run ``net``-``protocol`` by epoch (empty when the run is
+    not among ``results`` or has no finished epoch)."""
+    by = {r.name: r.records for r in results}
+    return [{x["epoch"]: x for x in by.get(run_name(net, protocol, s), [])} for s in seeds]
+
+
+def judged(diff: float, allowed: float) -> tuple[str, bool]:
+    """A difference against its allowance: the table cell (in points) and whether it is
+    within."""
+    ok = abs(diff) <= allowed
+    return f"{100 * diff:+.2f} ({'ok' if ok else 'OUT'})", ok
+
+
 def comparison(
     results: list[pr.RunResult], net: str, protocol: str, seeds: tuple[int, ...]
 ) -> tuple[list[list[str]], list[str]]:
@@ -348,9 +364,7 @@ def comparison(
     and :data:`FLOOR`. A seed of ``protocol`` with no finished epoch is shown as ``–`` and
     not compared (the issue's minimum is one seed of the fast solver beside two of the paper
     protocol)."""
-    by = {r.name: {x["epoch"]: x for x in r.records} for r in results}
-    paper = [by.get(run_name(net, "paper", s), {}) for s in seeds]
-    fast = [by.get(run_name(net, protocol, s), {}) for s in seeds]
+    paper, fast = per_seed(results, net, "paper", seeds), per_seed(results, net, protocol, seeds)
     compared = [k for k, run in enumerate(fast) if run]
     finished = [set(run) for run in paper] + [set(fast[k]) for k in compared]
     epochs = sorted(set.intersection(*finished)) if compared else []
@@ -364,11 +378,10 @@ def comparison(
                 if k not in compared:
                     cells.append("–")
                     continue
-                diff = run[e][key] - ref[e][key]
-                ok = abs(diff) <= allowed
+                cell, ok = judged(run[e][key] - ref[e][key], allowed)
                 if not ok:
                     misses.append(f"epoch {e} {key.split('_')[0]} (seed {seed})")
-                cells.append(f"{100 * diff:+.2f} ({'ok' if ok else 'OUT'})")
+                cells.append(cell)
             cells.append(f"{100 * allowed:.2f}")
         rows.append(cells)
     if not epochs:
@@ -411,15 +424,17 @@ def mean_lines(paper: list[dict], fast: list[dict], epochs: list[int], protocol:
     for e in epochs:
         cells = [str(e)]
         for key in ("train_error", "test_error"):
-            ours, theirs = ([100 * run[e][key] for run in runs] for runs in (fast, paper))
-            diff = statistics.fmean(ours) - statistics.fmean(theirs)
+            theirs, ours = ([100 * run[e][key] for run in runs] for runs in (paper, fast))
+            mean_theirs, mean_ours = statistics.fmean(theirs), statistics.fmean(ours)
+            diff = mean_ours - mean_theirs
             se = math.sqrt((statistics.variance(ours) + statistics.variance(theirs)) / len(ours))
             if abs(diff) > MEAN_SE * se:
                 apart.append(f"epoch {e} {key.split('_')[0]}")
             cells += [
-                f"{statistics.fmean(runs):.2f} ({statistics.stdev(runs):.2f})"
-                for runs in (theirs, ours)
-            ] + [f"{diff:+.2f} ({se:.2f})"]
+                f"{mean_theirs:.2f} ({statistics.stdev(theirs):.2f})",
+                f"{mean_ours:.2f} ({statistics.stdev(ours):.2f})",
+                f"{diff:+.2f} ({se:.2f})",
+            ]
         rows.append(cells)
     verdict = (
         f"the means differ by more than {MEAN_SE:g} standard errors at {', '.join(apart)}"
@@ -465,8 +480,7 @@ def self_check_lines(results: list[pr.RunResult], net: str, seeds: tuple[int, ..
     beyond the first two is compared, as if it were a compared protocol, with the paper run
     at the first seed, against the allowance of the first two seeds alone (a table and a
     verdict per such seed; nothing with two seeds)."""
-    by = {r.name: {x["epoch"]: x for x in r.records} for r in results}
-    first, second, *others = [by.get(run_name(net, "paper", s), {}) for s in seeds]
+    first, second, *others = per_seed(results, net, "paper", seeds)
     header = ["epoch", "training: difference", "allowed", "held-out: difference", "allowed"]
     lines = []
     for seed, run in zip(seeds[2:], others, strict=True):
@@ -478,11 +492,10 @@ def self_check_lines(results: list[pr.RunResult], net: str, seeds: tuple[int, ..
             cells = [str(e)]
             for key in ("train_error", "test_error"):
                 allowed = max(abs(second[e][key] - first[e][key]), FLOOR)
-                diff = run[e][key] - first[e][key]
-                ok = abs(diff) <= allowed
+                cell, ok = judged(run[e][key] - first[e][key], allowed)
                 if not ok:
                     misses.append(f"epoch {e} {key.split('_')[0]}")
-                cells += [f"{100 * diff:+.2f} ({'ok' if ok else 'OUT'})", f"{100 * allowed:.2f}"]
+                cells += [cell, f"{100 * allowed:.2f}"]
             rows.append(cells)
         checks = 2 * len(epochs)
         lines += [
