@@ -53,18 +53,24 @@ class TrainedRun:
         return float((self.predict(x, particles).cpu() != y.cpu()).double().mean())
 
 
+def _latest_checkpoint(run_dir: Path) -> dict:
+    """The state of ``run_dir``'s latest checkpoint; one line when there is none yet."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise EqpropError(f"{run_dir} has no checkpoint yet; train it first")
+    return load_checkpoint(path)
+
+
 def load_trainer(run_dir: str | Path, data_dir: str | Path | None) -> tuple[Dataset, Trainer]:
     """The data and the trainer of ``run_dir`` as its latest checkpoint left them (weights,
     particles, generator, epoch and position); the run directory is only read. One-line
     errors for a missing run or checkpoint."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    path = run_dir / CHECKPOINT
-    if not path.exists():
-        raise EqpropError(f"{run_dir} has no checkpoint yet; train it first")
+    state = _latest_checkpoint(run_dir)
     data = load_data(config, data_dir)
     trainer = build_trainer(config, build_network(config), len(data.train.x))
-    trainer.load_state_dict(load_checkpoint(path)["trainer"])
+    trainer.load_state_dict(state["trainer"])
     return data, trainer
 
 
@@ -77,10 +83,7 @@ def load_run(run_dir: str | Path, which: str = "latest") -> TrainedRun:
     network = build_network(config)
     free = config.free.build()
     if which == "latest":
-        path = run_dir / CHECKPOINT
-        if not path.exists():
-            raise EqpropError(f"{run_dir} has no checkpoint yet; train it first")
-        state = load_checkpoint(path)
+        state = _latest_checkpoint(run_dir)
         trainer = state["trainer"]
         with torch.no_grad():
             for w, saved in zip(network.weights, trainer["weights"], strict=True):

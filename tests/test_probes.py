@@ -13,7 +13,7 @@ import torch
 from small_run import small_config
 
 from eqprop.relaxation.fista import Fista
-from eqprop.runs import RunOptions, load_data, start_run, train_run
+from eqprop.runs import RunOptions, load_data, read_metrics, start_run, train_run
 from eqprop.saved import load_run
 
 PROBES = Path(__file__).resolve().parents[1] / "probes"
@@ -84,3 +84,55 @@ def test_held_out_drift_on_a_missing_run_says_so_in_one_line(tmp_path):
         "'eqprop train'"
     ]
     assert not (tmp_path / "d.json").exists()
+
+
+def _swap(run_dir: Path, other: Path, out: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(PROBES / "evaluator_swap.py"), str(run_dir)]
+    options = ["--other", str(other), "--epochs", "1", "--out", str(out)]
+    return subprocess.run(command + options, timeout=300, capture_output=True, text=True)
+
+
+def test_evaluator_swap_retrains_the_run_and_measures_its_weights_three_ways(tmp_path):
+    config = small_config("epochs=1", "train.test_persistent=true")
+    run_dir = start_run(config, tmp_path / "run")
+    train_run(run_dir, RunOptions(quiet=True))
+    other_config = config.override({"free.solver": "fista", "free.steps": 400, "free.tol": 1e-4})
+    other = start_run(other_config, tmp_path / "other")  # only its config is read
+    before = _digest(run_dir)
+    out = tmp_path / "swap.json"
+    assert _swap(run_dir, other, out).returncode == 0
+
+    [row] = json.loads(out.read_text())
+    [record] = read_metrics(run_dir)
+    assert row["epoch"] == 1 and row["own"] == record["test_error"]
+    assert row["train_error"] == record["train_error"]
+    # the retrained weights are the run's: its final (epoch-1) network, measured here
+    network = load_run(run_dir).network
+    held = load_data(config, None).held_out
+    fixed_point = network.predict(held.x, Fista(eps=0.5, steps=20_000, tol=1e-5))
+    assert row["fixed_point"] == float((fixed_point != held.y).double().mean())
+    # epoch 1: the other protocol's test particles start at zeros
+    s = network.zero_state(len(held.x))
+    drive = network.input_drive(held.x)
+    other_config.free.build().relax(network, s, drive)
+    assert row["other"] == float((s[:, network.output].argmax(1) != held.y).double().mean())
+    h = network.drive(s, drive, torch.empty_like(s)).clamp_(0.0, 1.0)
+    assert row["other_max_residual"] == float((s - h).abs().max()) <= 1e-4
+    assert _digest(run_dir) == before  # the run directory is only read
+
+
+def test_evaluator_swap_refuses_records_the_retrained_run_does_not_reproduce(tmp_path):
+    config = small_config("epochs=1", "train.test_persistent=true")
+    run_dir = start_run(config, tmp_path / "run")
+    train_run(run_dir, RunOptions(quiet=True))
+    metrics = run_dir / "metrics.jsonl"
+    record = json.loads(metrics.read_text())
+    record["train_error"] += 0.25
+    metrics.write_text(json.dumps(record) + "\n")
+    out = tmp_path / "swap.json"
+    done = _swap(run_dir, run_dir, out)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("evaluator_swap: epoch 1 of the retrained run gives training ")
+    assert line.endswith(": not the run's weights")
+    assert not out.exists()

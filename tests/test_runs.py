@@ -28,6 +28,7 @@ from eqprop.runs import (
     start_run,
     train_run,
 )
+from eqprop.saved import load_run, load_trainer
 from eqprop.training import Trainer
 
 
@@ -617,3 +618,14 @@ def test_load_run_and_predict_reproduce_the_recorded_held_out_errors(tmp_path):
     assert (run / BEST).exists()
     with pytest.raises(EqpropError, match="which must be 'latest' or 'best'"):
         eqprop.load_run(run, "first")
+
+
+def test_a_run_not_trained_yet_has_no_trainer_or_latest_network_to_load(tmp_path):
+    run_dir = start_run(small_config(), tmp_path / "run")
+    message = f"{run_dir} has no checkpoint yet; train it first"
+    with pytest.raises(EqpropError) as raised:
+        load_trainer(run_dir, None)
+    assert str(raised.value) == message
+    with pytest.raises(EqpropError) as raised:
+        load_run(run_dir)
+    assert str(raised.value) == message

@@ -1,0 +1,118 @@
+"""How much of a difference in held-out error between two protocols is the evaluation.
+
+A one-off measurement behind a claim in ``docs/performance.md``. The solvers experiment
+compares each protocol's held-out error as that protocol measures it: the paper protocol
+with 500 fixed steps from the persistent test particles, a fast protocol with its own
+solver to its residual tolerance. This probe separates the two. It retrains a finished run
+from its config, in memory, for ``--epochs`` epochs (the run directory is only read), checks
+that each epoch's training error and held-out error equal the run's own records bit for bit
+(so the weights measured are the run's), and at the end of each epoch measures the held-out
+error of those weights three ways:
+
+- ``own``: the run's free relaxer from its persistent test particles (its record);
+- ``other``: the free relaxer of ``--other`` (another run's config), from persistent test
+  particles of its own, as that protocol would have evaluated these weights;
+- ``fixed_point``: each example from zeros to a residual below 1e-5 (FISTA), the measure of
+  the experiment's fixed-point table.
+
+For ``other`` it also records the largest fixed-point residual of the held-out states and
+the fraction of examples above 1e-3. Writes one JSON list of rows per epoch.
+
+    python probes/evaluator_swap.py RUN_DIR --other OTHER_RUN_DIR --epochs 1 \\
+        --data-dir ../shared/data --out swap.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from eqprop.errors import EqpropError
+from eqprop.experiments.solvers import fixed_point_error
+from eqprop.runs import (
+    atomic_write_bytes,
+    build_network,
+    build_trainer,
+    load_data,
+    read_config,
+    read_metrics,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--other", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    try:
+        measure(args)
+    except EqpropError as exc:  # bad input: one line, no traceback
+        raise SystemExit(f"evaluator_swap: {exc}") from None
+
+
+@torch.no_grad()
+def _residuals(network, relaxer, x: torch.Tensor, particles: torch.Tensor) -> torch.Tensor:
+    """Relax ``x`` with ``relaxer`` from ``particles`` (updated in place), 1,000 at a time as
+    the trainer evaluates; return each example's fixed-point residual afterwards."""
+    out = []
+    for start in range(0, len(x), 1000):
+        part = slice(start, start + 1000)
+        s = particles[part].clone()
+        drive = network.input_drive(x[part])
+        relaxer.relax(network, s, drive)
+        particles[part] = s
+        h = network.drive(s, drive, torch.empty_like(s)).clamp_(0.0, 1.0)
+        out.append((s - h).abs().amax(1))
+    return torch.cat(out)
+
+
+def measure(args: argparse.Namespace) -> None:
+    """The measurement of the module docs, for the parsed arguments."""
+    config, other = read_config(args.run_dir), read_config(args.other)
+    records = read_metrics(args.run_dir)
+    if len(records) < args.epochs:
+        raise EqpropError(f"{args.run_dir} has {len(records)} epochs, fewer than --epochs")
+    if not config.train.test_persistent:
+        raise EqpropError(f"{args.run_dir} does not keep test particles; this probe needs it")
+    data = load_data(config, args.data_dir)
+    network = build_network(config)
+    trainer = build_trainer(config, network, len(data.train.x))
+    held = data.held_out
+    own_particles = network.zero_state(len(held.x))
+    other_particles = network.zero_state(len(held.x))
+    other_free = other.free.build()
+    rows, start = [], time.perf_counter()
+    for record in records[: args.epochs]:
+        result = trainer.train_epoch(data.train.x, data.train.y)
+        own = trainer.evaluate(held.x, held.y, particles=own_particles)
+        if result.train_error != record["train_error"] or own != record["test_error"]:
+            raise EqpropError(
+                f"epoch {result.epoch} of the retrained run gives training {result.train_error}"
+                f" and held-out {own}, the run's records {record['train_error']} and "
+                f"{record['test_error']}: not the run's weights"
+            )
+        res = _residuals(network, other_free, held.x, other_particles)
+        predicted = other_particles[:, network.output].argmax(1)
+        row = {
+            "epoch": result.epoch,
+            "train_error": result.train_error,
+            "own": own,
+            "other": float((predicted != held.y).double().mean()),
+            "other_max_residual": float(res.max()),
+            "other_above_1e-3": float((res > 1e-3).double().mean()),
+            "fixed_point": fixed_point_error(network, held.x, held.y, config.nudged.eps),
+        }
+        rows.append(row)
+        print(f"{args.run_dir.name}: {row} ({time.perf_counter() - start:.0f} s)", flush=True)
+        atomic_write_bytes(args.out, (json.dumps(rows, indent=1) + "\n").encode())
+
+
+if __name__ == "__main__":
+    main()
