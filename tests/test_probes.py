@@ -4,11 +4,13 @@ their own output."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from small_run import small_config
 
@@ -136,3 +138,41 @@ def test_evaluator_swap_refuses_records_the_retrained_run_does_not_reproduce(tmp
     assert line.startswith("evaluator_swap: epoch 1 of the retrained run gives training ")
     assert line.endswith(": not the run's weights")
     assert not out.exists()
+
+
+def _probe(name: str):
+    spec = importlib.util.spec_from_file_location(name, PROBES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_criterion_pass_rate_agrees_with_exchangeability_and_a_direct_count():
+    probe = _probe("criterion_pass_rate")
+    rng = np.random.default_rng(1)
+    # two paper seeds, no floor: the compared run and the second paper run are exchangeable
+    # around the first, so one comparison passes with probability exactly 1/2
+    passed = probe.within(2, 1, 1.0, 0.0, 200_000, rng)
+    assert abs(passed[:, 0, 0].mean() - 0.5) < 0.005
+    # a floor far above the noise lets every comparison pass
+    assert probe.within(3, 3, 1.0, 100.0, 1000, rng).all()
+    # one simulated experiment, counted by hand from the same draws
+    draws = np.random.default_rng(7)
+    paper, compared = draws.normal(0, 2.0, (1, 1, 3)), draws.normal(0, 2.0, (1, 1, 3))
+    allowance = max(paper.max() - paper.min(), 0.5)
+    expected = [abs(compared[0, 0, k] - paper[0, 0, k]) <= allowance for k in range(3)]
+    got = probe.within(3, 1, 2.0, 0.5, 1, np.random.default_rng(7))
+    assert got[0, 0].tolist() == expected
+
+
+def test_criterion_pass_rate_needs_a_pair_of_paper_seeds():
+    done = subprocess.run(
+        [sys.executable, str(PROBES / "criterion_pass_rate.py"), "--seeds", "1"],
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "criterion_pass_rate: --seeds must be at least 2 (one pair of paper runs)"
+    )
