@@ -16,7 +16,10 @@ error of those weights three ways:
   the experiment's fixed-point table.
 
 For ``other`` it also records the largest fixed-point residual of the held-out states and
-the fraction of examples above 1e-3. Writes one JSON list of rows per epoch.
+the fraction of examples above 1e-3. And it records how far each training batch's free phase
+got: the batch's largest fixed-point residual after the run's own free relaxer, at the
+weights of that batch, averaged over blocks of ``--block`` batches. Writes one JSON list of
+rows per epoch.
 
     python probes/evaluator_swap.py RUN_DIR --other OTHER_RUN_DIR --epochs 1 \\
         --data-dir ../shared/data --out swap.json
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--other", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--block", type=int, default=125, help="batches per residual block")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -58,6 +62,26 @@ def main() -> None:
 
 
 @torch.no_grad()
+def _row_residuals(network, s: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
+    """Each row's ``max |s - clip(W s + drive)|``."""
+    h = network.drive(s, drive, torch.empty_like(s)).clamp_(0.0, 1.0)
+    return (s - h).abs().amax(1)
+
+
+class _Recorded:
+    """A free relaxer that relaxes as ``inner`` does and, while ``on``, keeps the largest
+    residual of each batch it relaxed (the states are not touched)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.on, self.largest = inner, True, []
+
+    def relax(self, network, s, drive, *args, **kwargs):
+        result = self.inner.relax(network, s, drive, *args, **kwargs)
+        if self.on:
+            self.largest.append(float(_row_residuals(network, s, drive).max()))
+        return result
+
+
 def _residuals(network, relaxer, x: torch.Tensor, particles: torch.Tensor) -> torch.Tensor:
     """Relax ``x`` with ``relaxer`` from ``particles`` (updated in place), 1,000 at a time as
     the trainer evaluates; return each example's fixed-point residual afterwards."""
@@ -68,8 +92,7 @@ def _residuals(network, relaxer, x: torch.Tensor, particles: torch.Tensor) -> to
         drive = network.input_drive(x[part])
         relaxer.relax(network, s, drive)
         particles[part] = s
-        h = network.drive(s, drive, torch.empty_like(s)).clamp_(0.0, 1.0)
-        out.append((s - h).abs().amax(1))
+        out.append(_row_residuals(network, s, drive))
     return torch.cat(out)
 
 
@@ -88,9 +111,12 @@ def measure(args: argparse.Namespace) -> None:
     own_particles = network.zero_state(len(held.x))
     other_particles = network.zero_state(len(held.x))
     other_free = other.free.build()
+    trainer.free = recorded = _Recorded(trainer.free)
     rows, start = [], time.perf_counter()
     for record in records[: args.epochs]:
+        recorded.on, recorded.largest = True, []
         result = trainer.train_epoch(data.train.x, data.train.y)
+        recorded.on = False
         own = trainer.evaluate(held.x, held.y, particles=own_particles)
         if result.train_error != record["train_error"] or own != record["test_error"]:
             raise EqpropError(
@@ -108,6 +134,13 @@ def measure(args: argparse.Namespace) -> None:
             "other_max_residual": float(res.max()),
             "other_above_1e-3": float((res > 1e-3).double().mean()),
             "fixed_point": fixed_point_error(network, held.x, held.y, config.nudged.eps),
+            "train_residual_blocks": [
+                sum(block) / len(block)
+                for block in (
+                    recorded.largest[k : k + args.block]
+                    for k in range(0, len(recorded.largest), args.block)
+                )
+            ],
         }
         rows.append(row)
         print(f"{args.run_dir.name}: {row} ({time.perf_counter() - start:.0f} s)", flush=True)

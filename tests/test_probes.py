@@ -15,7 +15,14 @@ import torch
 from small_run import small_config
 
 from eqprop.relaxation.fista import Fista
-from eqprop.runs import RunOptions, load_data, read_metrics, start_run, train_run
+from eqprop.runs import (
+    RunOptions,
+    build_network,
+    load_data,
+    read_metrics,
+    start_run,
+    train_run,
+)
 from eqprop.saved import load_run
 
 PROBES = Path(__file__).resolve().parents[1] / "probes"
@@ -90,12 +97,12 @@ def test_held_out_drift_on_a_missing_run_says_so_in_one_line(tmp_path):
 
 def _swap(run_dir: Path, other: Path, out: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, str(PROBES / "evaluator_swap.py"), str(run_dir)]
-    options = ["--other", str(other), "--epochs", "1", "--out", str(out)]
+    options = ["--other", str(other), "--epochs", "1", "--block", "1", "--out", str(out)]
     return subprocess.run(command + options, timeout=300, capture_output=True, text=True)
 
 
 def test_evaluator_swap_retrains_the_run_and_measures_its_weights_three_ways(tmp_path):
-    config = small_config("epochs=1", "train.test_persistent=true")
+    config = small_config("epochs=1", "train.test_persistent=true", "batch_order='fixed'")
     run_dir = start_run(config, tmp_path / "run")
     train_run(run_dir, RunOptions(quiet=True))
     other_config = config.override({"free.solver": "fista", "free.steps": 400, "free.tol": 1e-4})
@@ -120,6 +127,15 @@ def test_evaluator_swap_retrains_the_run_and_measures_its_weights_three_ways(tmp
     assert row["other"] == float((s[:, network.output].argmax(1) != held.y).double().mean())
     h = network.drive(s, drive, torch.empty_like(s)).clamp_(0.0, 1.0)
     assert row["other_max_residual"] == float((s - h).abs().max()) <= 1e-4
+    # the first training batch (examples 0-9 in file order) from zeros at the initial weights
+    data = load_data(config, None)
+    fresh = build_network(config)
+    s = fresh.zero_state(10)
+    drive = fresh.input_drive(data.train.x[:10])
+    config.free.build().relax(fresh, s, drive)
+    h = fresh.drive(s, drive, torch.empty_like(s)).clamp_(0.0, 1.0)
+    blocks = row["train_residual_blocks"]
+    assert len(blocks) == -(-len(data.train.x) // 10) and blocks[0] == float((s - h).abs().max())
     assert _digest(run_dir) == before  # the run directory is only read
 
 
