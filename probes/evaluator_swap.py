@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from _probe import run
 
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import fixed_point_error
@@ -54,11 +55,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=125, help="batches per residual block")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    try:
-        measure(args)
-    except EqpropError as exc:  # bad input: one line, no traceback
-        raise SystemExit(f"evaluator_swap: {exc}") from None
+    run("evaluator_swap", parser, measure)
 
 
 @torch.no_grad()

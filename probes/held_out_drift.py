@@ -19,6 +19,8 @@ import json
 import time
 from pathlib import Path
 
+from _probe import run
+
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import fixed_point_error
 from eqprop.runs import atomic_write_bytes, read_config
@@ -39,11 +41,7 @@ def main() -> None:
         "--eps", type=float, default=None, help="FISTA step (default: the run's nudged eps)"
     )
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    try:
-        measure(args)
-    except EqpropError as exc:  # bad input: one line, no traceback
-        raise SystemExit(f"held_out_drift: {exc}") from None
+    run("held_out_drift", parser, measure)
 
 
 def measure(args: argparse.Namespace) -> None:
