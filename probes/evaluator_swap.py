@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from _probe import run
+from _probe import Recorded, row_residuals, run
 
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import fixed_point_error
@@ -58,27 +58,6 @@ def main() -> None:
     run("evaluator_swap", parser, measure)
 
 
-@torch.no_grad()
-def _row_residuals(network, s: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
-    """Each row's ``max |s - clip(W s + drive)|``."""
-    h = network.drive(s, drive, torch.empty_like(s)).clamp_(0.0, 1.0)
-    return (s - h).abs().amax(1)
-
-
-class _Recorded:
-    """A free relaxer that relaxes as ``inner`` does and, while ``on``, keeps the largest
-    residual of each batch it relaxed (the states are not touched)."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.on, self.largest = inner, True, []
-
-    def relax(self, network, s, drive, *args, **kwargs):
-        result = self.inner.relax(network, s, drive, *args, **kwargs)
-        if self.on:
-            self.largest.append(float(_row_residuals(network, s, drive).max()))
-        return result
-
-
 def _residuals(network, relaxer, x: torch.Tensor, particles: torch.Tensor) -> torch.Tensor:
     """Relax ``x`` with ``relaxer`` from ``particles`` (updated in place), 1,000 at a time as
     the trainer evaluates; return each example's fixed-point residual afterwards."""
@@ -89,7 +68,7 @@ def _residuals(network, relaxer, x: torch.Tensor, particles: torch.Tensor) -> to
         drive = network.input_drive(x[part])
         relaxer.relax(network, s, drive)
         particles[part] = s
-        out.append(_row_residuals(network, s, drive))
+        out.append(row_residuals(network, s, drive))
     return torch.cat(out)
 
 
@@ -108,7 +87,7 @@ def measure(args: argparse.Namespace) -> None:
     own_particles = network.zero_state(len(held.x))
     other_particles = network.zero_state(len(held.x))
     other_free = other.free.build()
-    trainer.free = recorded = _Recorded(trainer.free)
+    trainer.free = recorded = Recorded(trainer.free)
     rows, start = [], time.perf_counter()
     for record in records[: args.epochs]:
         recorded.on, recorded.largest = True, []
