@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from eqprop.errors import EqpropError
+from eqprop.relaxation.residual import row_residuals
 
 
 def run(name: str, parser: argparse.ArgumentParser, measure: Callable) -> None:
@@ -21,22 +22,21 @@ def run(name: str, parser: argparse.ArgumentParser, measure: Callable) -> None:
         raise SystemExit(f"{name}: {exc}") from None
 
 
-@torch.no_grad()
-def row_residuals(network, s: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
-    """Each row's fixed-point residual ``max |s - clip(W s + drive)|``."""
-    h = network.drive(s, drive, torch.empty_like(s)).clamp_(0.0, 1.0)
-    return (s - h).abs().amax(1)
-
-
 class Recorded:
-    """A free relaxer that relaxes as ``inner`` does and, while ``on``, appends the largest
-    residual of each batch it relaxed to ``largest`` (the states are not touched)."""
+    """A free relaxer that relaxes as ``inner`` does and keeps, in ``rows``, each relaxed
+    batch's per-example fixed-point residuals (``max |s - clip(W s + drive)|``; the states
+    are not touched)."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.on, self.largest = inner, True, []
+        self.inner, self.rows = inner, []
 
     def relax(self, network, s, drive, *args, **kwargs):
         result = self.inner.relax(network, s, drive, *args, **kwargs)
-        if self.on:
-            self.largest.append(float(row_residuals(network, s, drive).max()))
+        with torch.no_grad():
+            h = network.drive(s, drive, torch.empty_like(s))
+            self.rows.append(row_residuals(s, h, torch.empty_like(s)))
         return result
+
+    def largest(self) -> list[float]:
+        """Each relaxed batch's largest residual, in order."""
+        return [float(r.max()) for r in self.rows]

@@ -62,7 +62,7 @@ def measure(args: argparse.Namespace) -> None:
         "train_error": epoch.train_error,
         "own": trainer.evaluate(held.x, held.y, particles=particles),
         "fixed_point": fixed_point_error(network, held.x, held.y, eps),
-        "first_batches_largest_residual": changed.largest,
+        "first_batches_largest_residual": changed.largest(),
         "seconds": time.perf_counter() - start,
     }
     print(f"{args.run_dir.name}: {row}", flush=True)

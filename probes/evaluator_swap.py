@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
 import torch
-from _probe import Recorded, row_residuals, run
+from _probe import Recorded, run
 
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import fixed_point_error
@@ -58,20 +59,6 @@ def main() -> None:
     run("evaluator_swap", parser, measure)
 
 
-def _residuals(network, relaxer, x: torch.Tensor, particles: torch.Tensor) -> torch.Tensor:
-    """Relax ``x`` with ``relaxer`` from ``particles`` (updated in place), 1,000 at a time as
-    the trainer evaluates; return each example's fixed-point residual afterwards."""
-    out = []
-    for start in range(0, len(x), 1000):
-        part = slice(start, start + 1000)
-        s = particles[part].clone()
-        drive = network.input_drive(x[part])
-        relaxer.relax(network, s, drive)
-        particles[part] = s
-        out.append(row_residuals(network, s, drive))
-    return torch.cat(out)
-
-
 def measure(args: argparse.Namespace) -> None:
     """The measurement of the module docs, for the parsed arguments."""
     config, other = read_config(args.run_dir), read_config(args.other)
@@ -86,13 +73,12 @@ def measure(args: argparse.Namespace) -> None:
     held = data.held_out
     own_particles = network.zero_state(len(held.x))
     other_particles = network.zero_state(len(held.x))
-    other_free = other.free.build()
-    trainer.free = recorded = Recorded(trainer.free)
+    own_free, other_free = trainer.free, other.free.build()
     rows, start = [], time.perf_counter()
     for record in records[: args.epochs]:
-        recorded.on, recorded.largest = True, []
+        trainer.free = training = Recorded(own_free)
         result = trainer.train_epoch(data.train.x, data.train.y)
-        recorded.on = False
+        trainer.free = own_free
         own = trainer.evaluate(held.x, held.y, particles=own_particles)
         if result.train_error != record["train_error"] or own != record["test_error"]:
             raise EqpropError(
@@ -100,22 +86,21 @@ def measure(args: argparse.Namespace) -> None:
                 f" and held-out {own}, the run's records {record['train_error']} and "
                 f"{record['test_error']}: not the run's weights"
             )
-        res = _residuals(network, other_free, held.x, other_particles)
-        predicted = other_particles[:, network.output].argmax(1)
+        trainer.free = evaluating = Recorded(other_free)  # as the other protocol evaluates
+        other_error = trainer.evaluate(held.x, held.y, particles=other_particles)
+        residuals = torch.cat(evaluating.rows)
+        largest = training.largest()
         row = {
             "epoch": result.epoch,
             "train_error": result.train_error,
             "own": own,
-            "other": float((predicted != held.y).double().mean()),
-            "other_max_residual": float(res.max()),
-            "other_above_1e-3": float((res > 1e-3).double().mean()),
+            "other": other_error,
+            "other_max_residual": float(residuals.max()),
+            "other_above_1e-3": float((residuals > 1e-3).double().mean()),
             "fixed_point": fixed_point_error(network, held.x, held.y, config.nudged.eps),
             "train_residual_blocks": [
-                sum(block) / len(block)
-                for block in (
-                    recorded.largest[k : k + args.block]
-                    for k in range(0, len(recorded.largest), args.block)
-                )
+                statistics.fmean(largest[k : k + args.block])
+                for k in range(0, len(largest), args.block)
             ],
         }
         rows.append(row)
