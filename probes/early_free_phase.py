@@ -1,18 +1,19 @@
-"""Does a run's first epoch depend on how far its first free phases got?
+"""Does a run's learning depend on how far its first free phases got?
 
 A one-off measurement behind a claim in ``docs/performance.md``. At the initial weights the
 paper protocol's 500 steps from zero particles stop far from the free fixed point, and after
-the first batches they get close. This probe retrains a finished run's first epoch from its
-config, in memory (the run directory is only read), with one change: the free phases of the
-first ``--first-batches`` batches are taken to the fixed point (FISTA with the run's nudged
-step, each example to a residual below 1e-5, at most 20,000 steps); every later batch, the
-nudged phases and the evaluation are the run's own. With ``--first-batches 0`` it is the
-run's own first epoch. Writes one JSON row: the epoch's training error, the held-out error
-with the run's own evaluator (from zero test particles, as the run's first evaluation) and
-at the fixed point, and the largest residual of each changed batch.
+the first batches they get close. This probe retrains a finished run's first ``--epochs``
+epochs from its config, in memory (the run directory is only read), with one change: the
+free phases of the first ``--first-batches`` batches are taken to the fixed point (FISTA
+with the run's nudged step, each example to a residual below 1e-5, at most 20,000 steps);
+every later batch, the nudged phases and the evaluation are the run's own. With
+``--first-batches 0`` it is the run's own training. Writes one JSON object, rewritten after
+each epoch: the largest residual of each changed batch, and per epoch the training error and
+the held-out error with the run's own evaluator (from its persistent test particles, zeros
+before the first evaluation, as the run) and at the fixed point.
 
-    python probes/early_free_phase.py RUN_DIR --first-batches 125 --data-dir ../shared/data \\
-        --out early.json
+    python probes/early_free_phase.py RUN_DIR --first-batches 125 --epochs 3 \\
+        --data-dir ../shared/data --out early.json
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--first-batches", type=int, default=125)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
     run("early_free_phase", parser, measure)
@@ -53,20 +55,23 @@ def measure(args: argparse.Namespace) -> None:
         if trainer.position == args.first_batches:
             trainer.free = own_free
 
-    start = time.perf_counter()
-    epoch = trainer.train_epoch(data.train.x, data.train.y, on_batch)
     held = data.held_out
     particles = network.zero_state(len(held.x)) if config.train.test_persistent else None
-    row = {
-        "first_batches": args.first_batches,
-        "train_error": epoch.train_error,
-        "own": trainer.evaluate(held.x, held.y, particles=particles),
-        "fixed_point": fixed_point_error(network, held.x, held.y, eps),
-        "first_batches_largest_residual": changed.largest(),
-        "seconds": time.perf_counter() - start,
-    }
-    print(f"{args.run_dir.name}: {row}", flush=True)
-    atomic_write_bytes(args.out, (json.dumps(row, indent=1) + "\n").encode())
+    result = {"first_batches": args.first_batches, "epochs": []}
+    start = time.perf_counter()
+    for _ in range(args.epochs):
+        epoch = trainer.train_epoch(data.train.x, data.train.y, on_batch)
+        row = {
+            "epoch": epoch.epoch,
+            "train_error": epoch.train_error,
+            "own": trainer.evaluate(held.x, held.y, particles=particles),
+            "fixed_point": fixed_point_error(network, held.x, held.y, eps),
+            "seconds": time.perf_counter() - start,
+        }
+        result["epochs"].append(row)
+        result["first_batches_largest_residual"] = changed.largest()
+        print(f"{args.run_dir.name}: {row}", flush=True)
+        atomic_write_bytes(args.out, (json.dumps(result, indent=1) + "\n").encode())
 
 
 if __name__ == "__main__":

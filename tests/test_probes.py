@@ -198,28 +198,30 @@ def test_criterion_pass_rate_needs_a_pair_of_paper_seeds():
     )
 
 
-def test_early_free_phase_without_changes_is_the_runs_own_first_epoch(tmp_path):
-    config = small_config("epochs=1", "train.test_persistent=true")
+def test_early_free_phase_without_changes_is_the_runs_own_training(tmp_path):
+    config = small_config("epochs=2", "train.test_persistent=true")
     run_dir = start_run(config, tmp_path / "run")
     train_run(run_dir, RunOptions(quiet=True))
     before = _digest(run_dir)
-    rows = {}
+    results = {}
     for first in (0, 3):
         out = tmp_path / f"early{first}.json"
         command = [sys.executable, str(PROBES / "early_free_phase.py"), str(run_dir)]
-        options = ["--first-batches", str(first), "--out", str(out)]
+        options = ["--first-batches", str(first), "--epochs", "2", "--out", str(out)]
         subprocess.run(command + options, check=True, timeout=300, capture_output=True)
-        rows[first] = json.loads(out.read_text())
-    [record] = read_metrics(run_dir)
-    unchanged = rows[0]
-    assert unchanged["train_error"] == record["train_error"]
-    assert unchanged["own"] == record["test_error"]
+        results[first] = json.loads(out.read_text())
+    unchanged = results[0]
+    records = read_metrics(run_dir)
+    assert [row["epoch"] for row in unchanged["epochs"]] == [1, 2]
+    for row, record in zip(unchanged["epochs"], records, strict=True):
+        assert row["train_error"] == record["train_error"]
+        assert row["own"] == record["test_error"]  # from the persistent test particles
     assert unchanged["first_batches_largest_residual"] == []
     network = load_run(run_dir).network
     held = load_data(config, None).held_out
     fixed_point = network.predict(held.x, Fista(eps=0.5, steps=20_000, tol=1e-5))
-    assert unchanged["fixed_point"] == float((fixed_point != held.y).double().mean())
-    # three changed batches, each taken to the fixed point
-    largest = rows[3]["first_batches_largest_residual"]
+    assert unchanged["epochs"][-1]["fixed_point"] == float((fixed_point != held.y).double().mean())
+    # three changed batches, in the first epoch only, each taken to the fixed point
+    largest = results[3]["first_batches_largest_residual"]
     assert len(largest) == 3 and max(largest) < 1e-5
     assert _digest(run_dir) == before  # the run directory is only read
