@@ -4,7 +4,7 @@ A one-off measurement behind a claim in ``docs/performance.md``. At the initial 
 paper protocol's 500 steps from zero particles stop far from the free fixed point, and after
 the first batches they get close. This probe retrains a finished run's first ``--epochs``
 epochs from its config, in memory (the run directory is only read), with one change: the
-free phases of the first ``--first-batches`` batches are taken to the fixed point (FISTA
+free phases of the first ``--first-batches`` batches of epoch 1 are taken to the fixed point (FISTA
 with the run's nudged step, each example to a residual below 1e-5, at most 20,000 steps);
 every later batch, the nudged phases and the evaluation are the run's own. With
 ``--first-batches 0`` it is the run's own training. Writes one JSON object, rewritten after
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from _probe import Recorded, run
 
+from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import FIXED_POINT_TOL, fixed_point_error
 from eqprop.relaxation.fista import Fista
 from eqprop.runs import atomic_write_bytes, build_network, build_trainer, load_data, read_config
@@ -42,6 +43,8 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     """The measurement of the module docs, for the parsed arguments."""
+    if args.epochs < 1:
+        raise EqpropError(f"--epochs is {args.epochs}; give at least 1")
     config = read_config(args.run_dir)
     data = load_data(config, args.data_dir)
     network = build_network(config)

@@ -225,3 +225,6 @@ def test_early_free_phase_without_changes_is_the_runs_own_training(tmp_path):
     largest = results[3]["first_batches_largest_residual"]
     assert len(largest) == 3 and max(largest) < 1e-5
     assert _digest(run_dir) == before  # the run directory is only read
+    refused = subprocess.run(command + ["--epochs", "0", "--out", str(out)], capture_output=True)
+    assert refused.returncode == 1
+    assert refused.stderr.decode().strip() == "early_free_phase: --epochs is 0; give at least 1"
