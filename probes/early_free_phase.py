@@ -4,13 +4,13 @@ A one-off measurement behind a claim in ``docs/performance.md``. At the initial 
 paper protocol's 500 steps from zero particles stop far from the free fixed point, and after
 the first batches they get close. This probe retrains a finished run's first ``--epochs``
 epochs from its config, in memory (the run directory is only read), with one change: the
-free phases of the first ``--first-batches`` batches of epoch 1 are taken to the fixed point (FISTA
-with the run's nudged step, each example to a residual below 1e-5, at most 20,000 steps);
-every later batch, the nudged phases and the evaluation are the run's own. With
-``--first-batches 0`` it is the run's own training. Writes one JSON object, rewritten after
-each epoch: the largest residual of each changed batch, and per epoch the training error and
-the held-out error with the run's own evaluator (from its persistent test particles, zeros
-before the first evaluation, as the run) and at the fixed point.
+free phases of the first ``--first-batches`` batches of epoch 1 are taken to the fixed
+point (FISTA with the run's nudged step, each example to a residual below 1e-5, at most
+20,000 steps); every later batch, the nudged phases and the evaluation are the run's own.
+With ``--first-batches 0`` it is the run's own training. Writes one JSON object, rewritten
+after each epoch: the largest residual of each changed batch, and per epoch the training
+error and the held-out error with the run's own evaluator (from its persistent test
+particles, zeros before the first evaluation, as the run) and at the fixed point.
 
     python probes/early_free_phase.py RUN_DIR --first-batches 125 --epochs 3 \\
         --data-dir ../shared/data --out early.json
@@ -49,6 +49,12 @@ def measure(args: argparse.Namespace) -> None:
     data = load_data(config, args.data_dir)
     network = build_network(config)
     trainer = build_trainer(config, network, len(data.train.x))
+    per_epoch = -(-len(data.train.x) // config.train.batch_size)
+    if not 0 <= args.first_batches <= per_epoch:
+        raise EqpropError(
+            f"--first-batches is {args.first_batches}; give 0 to {per_epoch} (the batches of "
+            f"one epoch of {args.run_dir})"
+        )
     own_free, eps = trainer.free, config.nudged.eps
     changed = Recorded(Fista(eps=eps, steps=20_000, tol=FIXED_POINT_TOL))
     if args.first_batches > 0:

@@ -228,3 +228,12 @@ def test_early_free_phase_without_changes_is_the_runs_own_training(tmp_path):
     refused = subprocess.run(command + ["--epochs", "0", "--out", str(out)], capture_output=True)
     assert refused.returncode == 1
     assert refused.stderr.decode().strip() == "early_free_phase: --epochs is 0; give at least 1"
+    refused = subprocess.run(
+        command + ["--first-batches", "-1", "--out", str(out)], capture_output=True
+    )
+    assert refused.returncode == 1
+    batches = -(-len(load_data(config, None).train.x) // config.train.batch_size)
+    assert refused.stderr.decode().strip() == (
+        f"early_free_phase: --first-batches is -1; give 0 to {batches} (the batches of one epoch"
+        f" of {run_dir})"
+    )
