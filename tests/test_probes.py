@@ -161,6 +161,8 @@ def test_evaluator_swap_refuses_records_the_retrained_run_does_not_reproduce(tmp
 
 
 def _probe(name: str):
+    if str(PROBES) not in sys.path:  # the probes import their shared _probe module
+        sys.path.insert(0, str(PROBES))
     spec = importlib.util.spec_from_file_location(name, PROBES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -237,3 +239,75 @@ def test_early_free_phase_without_changes_is_the_runs_own_training(tmp_path):
         f"early_free_phase: --first-batches is -1; give 0 to {batches} (the batches of one epoch"
         f" of {run_dir})"
     )
+
+
+def _early_result(path: Path, errors: list[tuple[float, float]]) -> Path:
+    epochs = [
+        {"epoch": e, "train_error": train, "own": held_out, "fixed_point": held_out}
+        for e, (train, held_out) in enumerate(errors, 1)
+    ]
+    path.write_text(json.dumps({"first_batches": 125, "epochs": epochs}))
+    return path
+
+
+def _run_records(folder: Path, errors: list[tuple[float, float]]) -> Path:
+    folder.mkdir()
+    rows = [
+        {"epoch": e, "train_error": train, "test_error": held_out}
+        for e, (train, held_out) in enumerate(errors, 1)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_against_early_fixed_judges_each_seed_against_its_early_fixed_run(tmp_path):
+    # early-fixed references at two seeds: held-out spread 0.02 at epoch 1, 0.001 (floor 0.5
+    # points) at epoch 2; training spreads below the floor
+    reference = [
+        _early_result(tmp_path / "e0.json", [(0.30, 0.12), (0.13, 0.100)]),
+        _early_result(tmp_path / "e1.json", [(0.30, 0.14), (0.13, 0.101)]),
+    ]
+    # epoch 1 held-out: +0.019 and -0.021 (in, out); epoch 2 held-out: +0.006 (out), 0 (in);
+    # training +0.004 (in) and +0.006 (out) at epoch 1; epoch 3 is not finished by the
+    # references and is left out
+    compared = [
+        _run_records(tmp_path / "r0", [(0.304, 0.139), (0.13, 0.106), (0.1, 0.1)]),
+        _run_records(tmp_path / "r1", [(0.306, 0.119), (0.13, 0.101), (0.1, 0.1)]),
+    ]
+    probe = _probe("against_early_fixed")
+    lines = probe.table(
+        [probe.reference_records(p) for p in reference],
+        [probe.compared_records(d) for d in compared],
+        [4, 5],
+    )
+    assert lines[0] == (
+        "| epoch | training, seed 4 | training, seed 5 | held-out, seed 4 | held-out, seed 5 | "
+        "allowed, training | allowed, held-out |"
+    )
+    assert lines[2:] == [
+        "| 1 | +0.40 (ok) | +0.60 (OUT) | +1.90 (ok) | -2.10 (OUT) | 0.50 | 2.00 |",
+        "| 2 | +0.00 (ok) | +0.00 (ok) | +0.60 (OUT) | +0.00 (ok) | 0.50 | 0.50 |",
+        "5 of 8 comparisons within",
+    ]
+
+
+def test_against_early_fixed_refuses_unpaired_or_foreign_files_in_one_line(tmp_path):
+    early = _early_result(tmp_path / "e0.json", [(0.3, 0.1)])
+    run_dir = _run_records(tmp_path / "r0", [(0.3, 0.1)])
+    command = [sys.executable, str(PROBES / "against_early_fixed.py")]
+    cases = {
+        ("--reference", str(early), str(early), "--compared", str(run_dir)): (
+            "2 reference files, 1 compared runs and 2 seeds; give one of each per seed, in the "
+            "same order"
+        ),
+        ("--reference", str(tmp_path / "none.json"), "--compared", str(run_dir)): (
+            f"cannot read {tmp_path / 'none.json'} (No such file or directory)"
+        ),
+        ("--reference", str(run_dir / "metrics.jsonl"), "--compared", str(run_dir)): (
+            f"{run_dir / 'metrics.jsonl'} is not an early_free_phase result (KeyError('epochs'))"
+        ),
+    }
+    for arguments, message in cases.items():
+        done = subprocess.run(command + list(arguments), capture_output=True, text=True)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip() == f"against_early_fixed: {message}"
