@@ -23,7 +23,7 @@ from _probe import run
 
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import fixed_point_error
-from eqprop.runs import atomic_write_bytes, read_config
+from eqprop.runs import atomic_write_bytes
 from eqprop.saved import load_trainer
 
 
@@ -54,7 +54,7 @@ def measure(args: argparse.Namespace) -> None:
         )
     held = data.held_out
     # the network's own step, as the experiment's fixed-point table takes it
-    eps = args.eps if args.eps is not None else read_config(args.run_dir).nudged.eps
+    eps = args.eps if args.eps is not None else trainer.nudged.eps
     rows = [{"batch": 0, "held_out": fixed_point_error(trainer.network, held.x, held.y, eps)}]
     tally = {"batches": 0, "errors": 0, "seen": 0}
     start = time.perf_counter()
