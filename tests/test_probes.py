@@ -260,54 +260,73 @@ def _run_records(folder: Path, errors: list[tuple[float, float]]) -> Path:
     return folder
 
 
-def test_against_early_fixed_judges_each_seed_against_its_early_fixed_run(tmp_path):
-    # early-fixed references at two seeds: held-out spread 0.02 at epoch 1, 0.001 (floor 0.5
-    # points) at epoch 2; training spreads below the floor
+def test_within_noise_judges_each_seed_against_its_reference_with_the_noise_runs_spread(tmp_path):
+    # references at two seeds, one an early_free_phase result and one a run directory
     reference = [
         _early_result(tmp_path / "e0.json", [(0.30, 0.12), (0.13, 0.100)]),
-        _early_result(tmp_path / "e1.json", [(0.30, 0.14), (0.13, 0.101)]),
+        _run_records(tmp_path / "e1", [(0.30, 0.14), (0.13, 0.101)]),
     ]
-    # epoch 1 held-out: +0.019 and -0.021 (in, out); epoch 2 held-out: +0.006 (out), 0 (in);
-    # training +0.004 (in) and +0.006 (out) at epoch 1; epoch 3 is not finished by the
-    # references and is left out
+    # epoch 1 held-out: +0.019 and -0.021; epoch 2 held-out: +0.006 and 0; training +0.004
+    # and +0.006 at epoch 1; epoch 3 is not finished by the references and is left out
     compared = [
         _run_records(tmp_path / "r0", [(0.304, 0.139), (0.13, 0.106), (0.1, 0.1)]),
         _run_records(tmp_path / "r1", [(0.306, 0.119), (0.13, 0.101), (0.1, 0.1)]),
     ]
-    probe = _probe("against_early_fixed")
-    lines = probe.table(
-        [probe.reference_records(p) for p in reference],
-        [probe.compared_records(d) for d in compared],
-        [4, 5],
-    )
-    assert lines[0] == (
+    probe = _probe("within_noise")
+    reference = [probe.records(p) for p in reference]
+    compared = [probe.records(d) for d in compared]
+    head = (
         "| epoch | training, seed 4 | training, seed 5 | held-out, seed 4 | held-out, seed 5 | "
         "allowed, training | allowed, held-out |"
     )
+    # the references as the noise: held-out spread 0.02 at epoch 1, 0.001 (so the floor, 0.5
+    # points) at epoch 2; the training spreads are below the floor
+    lines = probe.table(reference, compared, reference, [4, 5])
+    assert lines[0] == head
     assert lines[2:] == [
         "| 1 | +0.40 (ok) | +0.60 (OUT) | +1.90 (ok) | -2.10 (OUT) | 0.50 | 2.00 |",
         "| 2 | +0.00 (ok) | +0.00 (ok) | +0.60 (OUT) | +0.00 (ok) | 0.50 | 0.50 |",
         "5 of 8 comparisons within",
     ]
+    # other noise runs: training spread 0.01 at both epochs, held-out 0.03 and 0.001
+    noise = [
+        probe.records(_run_records(tmp_path / "n0", [(0.29, 0.10), (0.12, 0.100)])),
+        probe.records(_run_records(tmp_path / "n1", [(0.30, 0.13), (0.13, 0.101)])),
+        probe.records(_run_records(tmp_path / "n2", [(0.30, 0.12), (0.13, 0.100)])),
+    ]
+    assert probe.table(reference, compared, noise, [4, 5])[2:] == [
+        "| 1 | +0.40 (ok) | +0.60 (ok) | +1.90 (ok) | -2.10 (ok) | 1.00 | 3.00 |",
+        "| 2 | +0.00 (ok) | +0.00 (ok) | +0.60 (OUT) | +0.00 (ok) | 1.00 | 0.50 |",
+        "7 of 8 comparisons within",
+    ]
 
 
-def test_against_early_fixed_refuses_unpaired_or_foreign_files_in_one_line(tmp_path):
+def test_within_noise_refuses_unpaired_or_foreign_inputs_in_one_line(tmp_path):
     early = _early_result(tmp_path / "e0.json", [(0.3, 0.1)])
     run_dir = _run_records(tmp_path / "r0", [(0.3, 0.1)])
-    command = [sys.executable, str(PROBES / "against_early_fixed.py")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    command = [sys.executable, str(PROBES / "within_noise.py")]
     cases = {
         ("--reference", str(early), str(early), "--compared", str(run_dir)): (
-            "2 reference files, 1 compared runs and 2 seeds; give one of each per seed, in the "
+            "2 references, 1 compared runs and 2 seeds; give one of each per seed, in the "
             "same order"
+        ),
+        ("--reference", str(early), "--compared", str(run_dir)): (
+            "1 noise run; give at least two seeds to measure noise"
         ),
         ("--reference", str(tmp_path / "none.json"), "--compared", str(run_dir)): (
             f"cannot read {tmp_path / 'none.json'} (No such file or directory)"
         ),
         ("--reference", str(run_dir / "metrics.jsonl"), "--compared", str(run_dir)): (
-            f"{run_dir / 'metrics.jsonl'} is not an early_free_phase result (KeyError('epochs'))"
+            f"{run_dir / 'metrics.jsonl'} is neither a run directory nor an early_free_phase "
+            "result (KeyError('epochs'))"
+        ),
+        ("--reference", str(empty), "--compared", str(run_dir)): (
+            f"{empty} has no finished epoch (no metrics.jsonl records)"
         ),
     }
     for arguments, message in cases.items():
         done = subprocess.run(command + list(arguments), capture_output=True, text=True)
         assert done.returncode == 1 and "Traceback" not in done.stderr
-        assert done.stderr.strip() == f"against_early_fixed: {message}"
+        assert done.stderr.strip() == f"within_noise: {message}"
