@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from eqprop import arithmetic
 from eqprop import topology as topo
 from eqprop.config import MASKED_SGD, RunConfig, from_dict, load_file
 from eqprop.data import Dataset, load_dataset
@@ -845,6 +846,14 @@ def train_run(
                 ) from None
             wall = float(state["wall"])
             records = state.get("records")
+            before, now = state.get("arithmetic"), arithmetic.describe(device)
+            if before is not None and before != now:  # older checkpoints do not record it
+                tqdm.write(
+                    f"eqprop: note: {ckpt_path} was written computing with {before}; this "
+                    f"process computes with {now}. Training goes on, but rounding differs, so "
+                    "it is not bit for bit what the first would give",
+                    file=sys.stderr,
+                )
         # -- writes ---------------------------------------------------------------------
         resume_fix = f"continue with: eqprop train --resume {run_dir}"
         with _writing(run_dir, resume_fix):
@@ -881,6 +890,7 @@ def train_run(
                 "wall": wall,
                 "test_particles": test_particles,
                 "records": list(records),
+                "arithmetic": arithmetic.describe(device),
             }
             with _writing(ckpt_path, resume_fix):
                 save_checkpoint(ckpt_path, state)

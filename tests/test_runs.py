@@ -172,6 +172,43 @@ def test_resume_can_extend_the_epochs(tmp_path):
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
 
 
+def test_a_resume_that_computes_otherwise_says_so_in_one_note(tmp_path, monkeypatch, capsys):
+    from eqprop import arithmetic
+    from eqprop.runs import load_checkpoint
+
+    run = start_run(small_config("epochs=1"), tmp_path / "run")
+    train_run(run, RunOptions(quiet=True))
+    here = arithmetic.describe(torch.device("cpu"))
+    assert load_checkpoint(run / CHECKPOINT)["arithmetic"] == here
+    assert f"torch {torch.__version__}" in here and str(torch.get_num_threads()) in here
+    capsys.readouterr()
+    train_run(run, RunOptions(quiet=True), epochs=2)  # the same processor, build and threads
+    assert "note" not in capsys.readouterr().err
+    monkeypatch.setattr(arithmetic, "describe", lambda device: "Other CPU, torch 0, 3 threads")
+    train_run(run, RunOptions(quiet=True), epochs=3)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note" in line]
+    assert notes == [
+        f"eqprop: note: {run / CHECKPOINT} was written computing with {here}; this process "
+        "computes with Other CPU, torch 0, 3 threads. Training goes on, but rounding differs, "
+        "so it is not bit for bit what the first would give"
+    ]
+    assert load_checkpoint(run / CHECKPOINT)["arithmetic"] == "Other CPU, torch 0, 3 threads"
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3]
+
+
+def test_the_cpu_model_is_read_from_cpuinfo_or_else_from_platform(tmp_path, monkeypatch):
+    import platform
+
+    from eqprop import arithmetic
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: Vendor\nmodel name\t: Test CPU 9000\n")
+    monkeypatch.setattr(arithmetic, "CPUINFO", info)
+    assert arithmetic.cpu_model() == "Test CPU 9000"
+    monkeypatch.setattr(arithmetic, "CPUINFO", tmp_path / "none")
+    assert arithmetic.cpu_model() == (platform.processor() or platform.machine() or "unknown CPU")
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
