@@ -815,6 +815,7 @@ def train_run(
             print(f"run directory: {run_dir}{where}", file=sys.stderr, flush=True)
         # -- building -------------------------------------------------------------------
         device = torch.device(config.train.device)
+        computing = arithmetic.describe(device)  # read once: it reads /proc/cpuinfo
         dtype = getattr(torch, config.train.dtype)
         x, y = data.train.x.to(device, dtype), data.train.y.to(device)
         hx, hy = held.x.to(device, dtype), held.y.to(device)
@@ -846,12 +847,12 @@ def train_run(
                 ) from None
             wall = float(state["wall"])
             records = state.get("records")
-            before, now = state.get("arithmetic"), arithmetic.describe(device)
-            if before is not None and before != now:  # older checkpoints do not record it
+            before = state.get("arithmetic")
+            if before is not None and before != computing:  # older checkpoints lack it
                 tqdm.write(
                     f"eqprop: note: {ckpt_path} was written computing with {before}; this "
-                    f"process computes with {now}. Training goes on, but rounding differs, so "
-                    "it is not bit for bit what the first would give",
+                    f"process computes with {computing}. Training goes on, but rounding "
+                    "differs, so it is not bit for bit what the first would give",
                     file=sys.stderr,
                 )
         # -- writes ---------------------------------------------------------------------
@@ -890,7 +891,7 @@ def train_run(
                 "wall": wall,
                 "test_particles": test_particles,
                 "records": list(records),
-                "arithmetic": arithmetic.describe(device),
+                "arithmetic": computing,
             }
             with _writing(ckpt_path, resume_fix):
                 save_checkpoint(ckpt_path, state)

@@ -181,6 +181,8 @@ def test_a_resume_that_computes_otherwise_says_so_in_one_note(tmp_path, monkeypa
     here = arithmetic.describe(torch.device("cpu"))
     assert load_checkpoint(run / CHECKPOINT)["arithmetic"] == here
     assert f"torch {torch.__version__}" in here and str(torch.get_num_threads()) in here
+    threads = torch.get_num_threads()  # the count is its own last field, not a digit anywhere
+    assert here.endswith(f"torch {torch.__version__}, {threads} thread{'s' * (threads != 1)}")
     capsys.readouterr()
     train_run(run, RunOptions(quiet=True), epochs=2)  # the same processor, build and threads
     assert "note" not in capsys.readouterr().err
