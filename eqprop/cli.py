@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from eqprop import config as cfg
-from eqprop.errors import EqpropError
+from eqprop.errors import EqpropError, Interrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,11 +67,12 @@ def _train(args: argparse.Namespace) -> int:
         epochs = None
     try:
         records = runs.train_run(run_dir, options, epochs=epochs)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(
-            f"eqprop: interrupted; continue with: eqprop train --resume {run_dir}", file=sys.stderr
+            f"eqprop: {_stopped(exc)}; continue with: eqprop train --resume {run_dir}",
+            file=sys.stderr,
         )
-        return 130
+        return _exit_status(exc)
     except EqpropError as exc:
         if created is not None and not (created / runs.CHECKPOINT).exists():
             _remove_unstarted(created, existed)  # nothing learnt: let the same command rerun
@@ -417,24 +420,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stopped(exc: KeyboardInterrupt) -> str:
+    """How the process was stopped, for the last line it prints."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
+def _exit_status(exc: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM (``128 + signum``)."""
+    return getattr(exc, "exit_status", 128 + signal.SIGINT)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``eqprop`` command; returns the exit status."""
+    """Entry point of the ``eqprop`` command; returns the exit status. SIGTERM is handled
+    like Ctrl-C (training stops after its batch with a checkpoint) and ends with 143."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except EqpropError as exc:
         print(f"eqprop: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(
-            "eqprop: interrupted; runs keep their last checkpoint (rerun the command to continue)",
+            f"eqprop: {_stopped(exc)}; runs keep their last checkpoint (rerun the command to "
+            "continue)",
             file=sys.stderr,
         )
-        return 130
+        return _exit_status(exc)
     except BrokenPipeError:  # the reader went away (eqprop presets | head -1): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,19 @@ class DataError(EqpropError):
 
 class DivergenceError(EqpropError):
     """Non-finite values appeared in states or weights during training."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop by a signal (SIGINT: Ctrl-C; SIGTERM: a batch
+    scheduler's time limit, a shutdown, ``kill``). Raised where the work can stop cleanly
+    (after the batch under way, with its checkpoint written), or at once when there is no
+    such point. The command line exits with ``128 + signum`` (130 or 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        """``128 + signum``, the shell's convention for a process ended by a signal."""
+        return 128 + self.signum

@@ -14,9 +14,10 @@ A run directory holds:
 - ``tensorboard/``: TensorBoard event files, when asked for (``--tensorboard``);
 - ``checkpoint.pt``: the trainer's complete state, the metrics of the finished epochs and a
   SHA-256 of both, written atomically (temporary file, fsync, rename) every
-  ``checkpoint_every`` batches, at the end of every epoch, and when the run is interrupted
-  with Ctrl-C (SIGINT): the batch under way finishes, the checkpoint is written, and
-  :class:`KeyboardInterrupt` is raised; a second Ctrl-C stops at once, keeping the last
+  ``checkpoint_every`` batches, at the end of every epoch, and when the run is stopped by
+  Ctrl-C (SIGINT) or SIGTERM (a batch scheduler's time limit, a shutdown): the batch under
+  way finishes, the checkpoint is written, and :class:`~eqprop.errors.Interrupted` (a
+  :class:`KeyboardInterrupt`) is raised; a second signal stops at once, keeping the last
   checkpoint.
 
 Every file is written atomically, so a crash (SIGKILL, power loss, a full disk) leaves either
@@ -64,7 +65,7 @@ from eqprop import arithmetic
 from eqprop import topology as topo
 from eqprop.config import MASKED_SGD, RunConfig, from_dict, load_file
 from eqprop.data import Dataset, load_dataset
-from eqprop.errors import ConfigError, DivergenceError, EqpropError
+from eqprop.errors import ConfigError, DivergenceError, EqpropError, Interrupted
 from eqprop.network import Network
 from eqprop.quantization import QuantizedSGD, rounding_seed
 from eqprop.relaxation.cuda_graph import CudaGraphs
@@ -611,32 +612,43 @@ def require_tensorboard() -> type:
     return SummaryWriter
 
 
+#: the signals that stop a run cleanly: Ctrl-C, and what batch schedulers send at a job's
+#: time limit (and machines at shutdown)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def _deferred_sigint() -> Iterator[list[bool]]:
-    """While active, a first SIGINT only sets the flag (``flag[0]``) so that the caller can
-    stop at a consistent point; a second one raises :class:`KeyboardInterrupt` at once.
-    Outside the main thread (where signal handlers cannot be set), or where SIGINT is ignored
-    (a background job of a non-interactive shell), nothing is changed and the flag stays
-    False."""
-    flag = [False]
-    main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+def _deferred_stop() -> Iterator[list[int]]:
+    """While active, a first SIGINT or SIGTERM only records its number (``flag[0]``) so that
+    the caller can stop at a consistent point (after the batch under way, with a
+    checkpoint); a second one raises :class:`~eqprop.errors.Interrupted` at once. A signal
+    that is ignored (SIGINT in a background job of a non-interactive shell) stays ignored;
+    outside the main thread, where handlers cannot be set, nothing is changed."""
+    flag = [0]
+    if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum, frame) -> None:
         if flag[0]:
-            raise KeyboardInterrupt
-        flag[0] = True
+            raise Interrupted(signum)
+        flag[0] = signum
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         tqdm.write(
-            "eqprop: stopping after this batch (Ctrl-C again to stop at once)", file=sys.stderr
+            f"eqprop: {signal.Signals(signum).name} received; stopping after this batch with a "
+            f"checkpoint ({again} again to stop at once)",
+            file=sys.stderr,
         )
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @contextlib.contextmanager
@@ -899,7 +911,7 @@ def train_run(
         monitor = DeadOutputMonitor(config.nudged.nudging)
         n_batches = -(-len(x) // config.train.batch_size)
         n_eval = -(-len(hx) // 1000)  # Trainer.evaluate's batches
-        with _deferred_sigint() as interrupted:
+        with _deferred_stop() as interrupted:
             while trainer.epoch < config.train.epochs:
                 epoch = trainer.epoch + 1
                 progress = _Progress(
@@ -924,7 +936,7 @@ def train_run(
                         wall, started = wall + now - started, now
                         checkpoint()
                     if interrupted[0]:
-                        raise KeyboardInterrupt
+                        raise Interrupted(interrupted[0])
 
                 try:
                     result = trainer.train_epoch(x, y, on_batch)
@@ -968,7 +980,7 @@ def train_run(
                 checkpoint()
                 tqdm.write(_epoch_line(record, config.train.epochs))
                 if interrupted[0] and trainer.epoch < config.train.epochs:
-                    raise KeyboardInterrupt
+                    raise Interrupted(interrupted[0])
     if writer is not None:
         writer.close()
     return records

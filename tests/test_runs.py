@@ -16,7 +16,7 @@ import torch
 from small_run import small_config
 
 from eqprop import config as cfg
-from eqprop.errors import ConfigError, DivergenceError, EqpropError
+from eqprop.errors import ConfigError, DivergenceError, EqpropError, Interrupted
 from eqprop.plots import errors_figure, layer_rates_figure
 from eqprop.runs import (
     CHECKPOINT,
@@ -407,8 +407,13 @@ def test_sigkill_and_resume_gives_identical_weights_and_metrics(tmp_path):
     assert np.array_equal(read_layer_rates(tmp_path / "ref"), read_layer_rates(tmp_path / "kill"))
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("stop_at", [7, 10])  # mid-epoch; the last batch of epoch 1
-def test_ctrl_c_checkpoints_the_batch_reached_and_resumes_exactly(tmp_path, monkeypatch, stop_at):
+def test_a_stop_signal_checkpoints_the_batch_reached_and_resumes_exactly(
+    tmp_path, monkeypatch, stop_at, signum
+):
+    """Ctrl-C (SIGINT) and SIGTERM (a batch scheduler's time limit) both finish the batch
+    under way, write the checkpoint and raise Interrupted with the signal's number."""
     sets = ("batch_size=20", "checkpoint_every=1000", "epochs=2")  # 10 batches an epoch
     reference = start_run(small_config(*sets), tmp_path / "ref")
     train_run(reference)
@@ -420,16 +425,19 @@ def test_ctrl_c_checkpoints_the_batch_reached_and_resumes_exactly(tmp_path, monk
     def train_batch(self, *args):
         nonlocal calls
         calls += 1
-        if calls == stop_at:  # Ctrl-C arrives while this batch is being computed
-            os.kill(os.getpid(), signal.SIGINT)
+        if calls == stop_at:  # the signal arrives while this batch is being computed
+            os.kill(os.getpid(), signum)
         return original(self, *args)
 
+    before = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(Trainer, "train_batch", train_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as stopped:
         train_run(run)
+    assert stopped.value.signum == signum and stopped.value.exit_status == 128 + signum
     state = torch.load(run / CHECKPOINT, weights_only=False)["trainer"]
     assert state["epoch"] * 10 + state["position"] == stop_at  # no finished batch is lost
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is before
 
     monkeypatch.undo()
     train_run(run)
@@ -458,6 +466,50 @@ def test_ctrl_c_on_the_command_line_says_how_to_resume(tmp_path):
     assert lines[-1] == f"eqprop: interrupted; continue with: eqprop train --resume {out}"
     assert "Traceback" not in err.decode()
     assert len(read_metrics(out)) < 500
+
+
+def _background(args):
+    """``eqprop`` as a background job of a non-interactive shell starts it: SIGINT ignored."""
+    return _run_cli(args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+
+
+def test_sigterm_to_a_background_run_checkpoints_mid_epoch_and_resumes_bit_for_bit(tmp_path):
+    sets = ["sizes=[64, 32, 10]", "limit=300", "n_free=60", "n_clamped=6", "batch_size=10"]
+    sets += ["lr=0.1", "epochs=6", "checkpoint_every=1000"]  # 30 batches an epoch
+    args = ["train", "--quiet"] + [a for s in sets for a in ("--set", s)]
+    reference = _run_cli(args + ["--out", str(tmp_path / "ref")])
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
+
+    out = tmp_path / "run"
+    proc = _background(args + ["--out", str(out)])
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or not metrics.read_bytes()):
+        time.sleep(0.002)  # the first epoch is done: the signal lands inside a later one
+    proc.send_signal(signal.SIGINT)  # ignored, as in any background job
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.decode().splitlines() if line.strip()]
+    assert proc.returncode == 143, err.decode()
+    assert lines[-1] == f"eqprop: stopped by SIGTERM; continue with: eqprop train --resume {out}"
+    assert "Traceback" not in err.decode()
+    state = torch.load(out / CHECKPOINT, weights_only=False)["trainer"]
+    # stopped inside epoch 2 or later (mid-epoch unless it landed in an evaluation)
+    assert 1 <= state["epoch"] < 6 and state["epoch"] * 30 + state["position"] < 180
+
+    resumed = _run_cli(["train", "--quiet", "--resume", str(out)])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    ref = torch.load(tmp_path / "ref" / CHECKPOINT, weights_only=False)["trainer"]
+    res = torch.load(out / CHECKPOINT, weights_only=False)["trainer"]
+    for a, b in zip(ref["weights"], res["weights"], strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(ref["particles"], res["particles"])
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+
+    assert strip(read_metrics(tmp_path / "ref")) == strip(read_metrics(out))
 
 
 def test_divergence_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_path):
