@@ -140,7 +140,10 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from eqprop.experiments import experiment
+    import inspect
+
+    from eqprop.experiments import EXPERIMENTS, experiment
+    from eqprop.experiments.departures import Departures
 
     module = experiment(args.experiment)
     if args.scale not in module.SCALES:
@@ -148,17 +151,50 @@ def _reproduce(args: argparse.Namespace) -> int:
             f"experiment {args.experiment!r} has scales "
             f"{', '.join(module.SCALES)}, not {args.scale!r}"
         )
+    departures = Departures(tuple(args.set), fast=args.fast)  # a bad --set fails here
+    takes = "departures" in inspect.signature(module.run).parameters
+    asked = [
+        f
+        for f, given in (("--set", args.set), ("--fast", args.fast), ("--status", args.status))
+        if given
+    ]
+    if asked and not takes:
+        able = [n for n in sorted(EXPERIMENTS) if n != args.experiment and _takes_departures(n)]
+        raise EqpropError(
+            f"experiment {args.experiment!r} has no {', '.join(asked)} (its runs are not the "
+            f"ICONS-style EP runs); these have: {', '.join(able)}"
+        )
+    out = Path(args.out)
+    if takes:
+        from eqprop.experiments import paper_runs as pr
+
+        planned = departures.apply_all(module.planned(args.scale))  # every run's values checked
+        if args.status:
+            shown = " ".join(["--fast"] * args.fast + [f"--set {s}" for s in args.set])
+            print(f"{args.experiment}, scale {args.scale}{' ' + shown if shown else ''}, in {out}:")
+            print(pr.status_text(planned, out))
+            return 0
+        pr.check_planned(planned, out)  # a run directory of another protocol: before writing
     from eqprop.runs import check_output_dir
 
-    check_output_dir(Path(args.out))
+    check_output_dir(out)
     data_dir = Path(args.data_dir) if args.data_dir else None
     placement = _placement(args, module)
-    if placement is None:
-        results = module.run(args.scale, Path(args.out), data_dir)
-    else:
-        results = module.run(args.scale, Path(args.out), data_dir, placement=placement)
+    kwargs = {"departures": departures} if takes else {}
+    if placement is not None:
+        kwargs["placement"] = placement
+    results = module.run(args.scale, out, data_dir, **kwargs)
     print(results)
     return 0
+
+
+def _takes_departures(name: str) -> bool:
+    """Whether experiment ``name`` accepts ``--set``, ``--fast`` and ``--status``."""
+    import inspect
+
+    from eqprop.experiments import experiment
+
+    return "departures" in inspect.signature(experiment(name).run).parameters
 
 
 def _placement(args: argparse.Namespace, module):
@@ -347,6 +383,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-ray", action="store_true", help="run the trials one by one in this process"
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field of every run, as in 'eqprop train --set' (repeatable; named "
+        "as a departure in results.md)",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="the validated fast free phase: SOR (1.7) on networks with even/odd layers, FISTA "
+        "elsewhere, to a residual of 1e-3 (at most 1,000 steps); a departure named in results.md",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="train nothing; show each run's epochs, errors, seconds per epoch and time left",
+    )
     p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("bench", help="time the engine against the naive dense formulation")
@@ -395,8 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--solver",
         action="append",
         metavar="NAME[:EPS]",
-        help="free-phase solver, optionally with its step size (repeatable; default sor:1.7 and "
-        "fista, each on the presets it applies to)",
+        help="free-phase solver, optionally with its step size, or 'fast' (what reproduce --fast "
+        "picks for each preset) (repeatable; default sor:1.7 and fista, each on the presets it "
+        "applies to)",
     )
     p.add_argument("--tol", type=_positive_float, default=1e-3, help="residual tolerance (1e-3)")
     p.add_argument("--cap", type=_positive, default=1000, help="step cap per phase (1000)")
@@ -420,18 +476,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the stop signal the command received last: Ray turns an interrupt raised inside its own
+#: calls into a plain KeyboardInterrupt, so the exception alone may not say which it was
+_received: list[int] = []
+
+
+def _signum(exc: KeyboardInterrupt) -> int:
+    """The signal that stopped the command: the exception's, else the last one received,
+    else SIGINT (Python's own Ctrl-C)."""
+    return getattr(exc, "signum", None) or (_received[-1] if _received else signal.SIGINT)
+
+
 def _stopped(exc: KeyboardInterrupt) -> str:
     """How the process was stopped, for the last line it prints."""
-    signum = getattr(exc, "signum", signal.SIGINT)
+    signum = _signum(exc)
     return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
 
 
 def _exit_status(exc: KeyboardInterrupt) -> int:
     """130 for Ctrl-C, 143 for SIGTERM (``128 + signum``)."""
-    return getattr(exc, "exit_status", 128 + signal.SIGINT)
+    return 128 + _signum(exc)
 
 
 def _raise_interrupted(signum, frame) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
 
 
@@ -439,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``eqprop`` command; returns the exit status. SIGTERM is handled
     like Ctrl-C (training stops after its batch with a checkpoint) and ends with 143."""
     previous = None
+    _received.clear()
     if threading.current_thread() is threading.main_thread():
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
             previous = signal.signal(signal.SIGTERM, _raise_interrupted)

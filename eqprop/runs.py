@@ -18,7 +18,9 @@ A run directory holds:
   Ctrl-C (SIGINT) or SIGTERM (a batch scheduler's time limit, a shutdown): the batch under
   way finishes, the checkpoint is written, and :class:`~eqprop.errors.Interrupted` (a
   :class:`KeyboardInterrupt`) is raised; a second signal stops at once, keeping the last
-  checkpoint.
+  checkpoint. A file ``stop-request`` in the run directory asks the same (it is how a sweep or
+  an experiment on Ray stops its workers; it is removed once honoured, and one left from
+  before the process started is dropped).
 
 Every file is written atomically, so a crash (SIGKILL, power loss, a full disk) leaves either
 its old or its new version. A new run directory appears complete (with its ``config.toml``) or
@@ -80,6 +82,9 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.toml"
 RATES = "layer_rates"
 STEPS = "free_steps"
+#: a file that asks the process training the run to stop after its batch, with a checkpoint,
+#: as SIGTERM does (how an experiment or sweep stops its Ray workers; ``touch`` works too)
+STOP_REQUEST = "stop-request"
 #: where a process that was building a new run directory ``NAME`` keeps it until it is
 #: complete: ``.NAME.PID.start`` beside it (renamed to ``NAME`` when its config is written)
 _STARTING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.start$")
@@ -672,6 +677,21 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def in_use(run_dir: str | Path) -> bool:
+    """Whether a process is training the run in ``run_dir`` now (it holds the run's lock)."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -891,7 +911,7 @@ def train_run(
                     if _is_leftover(f.name) or (stale and int(number) > trainer.epoch):
                         f.unlink()
             for f in run_dir.iterdir():
-                if _is_leftover(f.name):
+                if _is_leftover(f.name) or f.name == STOP_REQUEST:  # a request of the past
                     f.unlink()
         writer = (
             require_tensorboard()(str(run_dir / "tensorboard")) if options.tensorboard else None
@@ -909,6 +929,7 @@ def train_run(
                 save_checkpoint(ckpt_path, state)
 
         monitor = DeadOutputMonitor(config.nudged.nudging)
+        stop_request = run_dir / STOP_REQUEST
         n_batches = -(-len(x) // config.train.batch_size)
         n_eval = -(-len(hx) // 1000)  # Trainer.evaluate's batches
         with _deferred_stop() as interrupted:
@@ -931,11 +952,14 @@ def train_run(
                     progress.update(f"train error {error:.2%}" if error is not None else "")
                     every = config.train.checkpoint_every
                     due = every and trainer.position % every == 0
+                    if not interrupted[0] and stop_request.exists():
+                        interrupted[0] = signal.SIGTERM
                     if due or interrupted[0]:
                         now = time.perf_counter()
                         wall, started = wall + now - started, now
                         checkpoint()
                     if interrupted[0]:
+                        stop_request.unlink(missing_ok=True)  # honoured
                         raise Interrupted(interrupted[0])
 
                 try:
@@ -979,6 +1003,9 @@ def train_run(
                         save_best(run_dir / BEST, network, result.epoch, held_error)
                 checkpoint()
                 tqdm.write(_epoch_line(record, config.train.epochs))
+                if not interrupted[0] and stop_request.exists():  # asked during evaluation
+                    interrupted[0] = signal.SIGTERM
+                stop_request.unlink(missing_ok=True)
                 if interrupted[0] and trainer.epoch < config.train.epochs:
                     raise Interrupted(interrupted[0])
     if writer is not None:

@@ -22,6 +22,7 @@ solver's measured one. This needs the real data (``--data-dir``) for the MNIST p
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,8 +31,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from eqprop import arithmetic, runs
 from eqprop import config as cfg
-from eqprop import runs
 from eqprop.bench import clock, since
 from eqprop.errors import ConfigError
 from eqprop.relaxation import fixed_point_residual
@@ -42,16 +43,22 @@ DEFAULT_PRESETS = ("icons-layered", "icons-skip")
 #: solver specs, ``NAME`` (the preset's step size) or ``NAME:EPS``; each runs on the presets
 #: it applies to (the layer sweeps only on layered networks)
 DEFAULT_SOLVERS = ("sor:1.7", "fista")
+#: the spec of the free phase ``eqprop reproduce --fast`` picks for each preset's network
+FAST = "fast"
 
 
 def parse_solver(spec: str) -> tuple[str, float | None]:
-    """``"sor:1.7"`` -> ``("sor", 1.7)``, ``"fista"`` -> ``("fista", None)``; a one-line error
-    for an unknown solver or a step size that is not a number."""
+    """``"sor:1.7"`` -> ``("sor", 1.7)``, ``"fista"`` -> ``("fista", None)``, ``"fast"`` ->
+    ``("fast", None)``; a one-line error for an unknown solver or a step size that is not a
+    number."""
     from eqprop.relaxation import SOLVERS
 
     name, _, eps = spec.partition(":")
-    if name not in SOLVERS:
-        raise ConfigError(f"unknown solver {name!r}; choose among {', '.join(SOLVERS)}")
+    if name not in SOLVERS and name != FAST:
+        choices = ", ".join([*SOLVERS, FAST])
+        raise ConfigError(f"unknown solver {name!r}; choose among {choices}")
+    if name == FAST and eps:
+        raise ConfigError(f"solver {spec!r}: 'fast' takes its step size from --fast's choice")
     try:
         return name, float(eps) if eps else None
     except ValueError:
@@ -83,9 +90,15 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
 
 def solver_config(preset: str, solver: str, options: SolverBenchOptions) -> cfg.RunConfig:
     """The preset with the free phase of ``solver`` (a spec of :func:`parse_solver`; the
-    papers' ``fixed`` keeps its steps)."""
+    papers' ``fixed`` keeps its steps; ``fast``: SOR or FISTA as ``eqprop reproduce --fast``
+    picks for the network)."""
     name, eps = parse_solver(solver)
     changes: dict[str, Any] = {"train.epochs": 2, "data.limit": options.limit}
+    if name == FAST:
+        from eqprop.experiments.departures import fast_free
+
+        chosen = fast_free(cfg.resolve(preset))
+        name, eps = chosen["free.solver"], chosen["free.eps"]
     if name != "fixed":
         changes.update({"free.solver": name, "free.tol": options.tol, "free.steps": options.cap})
     if eps is not None:
@@ -178,7 +191,7 @@ def measure(preset: str, solver: str, options: SolverBenchOptions) -> dict[str, 
     solver_epoch = [train_time[k] + eval_time[k] for k in range(2)]
     return {
         "preset": preset,
-        "solver": solver,
+        "solver": solver if solver != FAST else f"{FAST}:{config.free.solver}",
         "tol": options.tol if solver != "fixed" else None,
         "examples": len(x),
         "held_out": len(data.held_out.x),
@@ -229,7 +242,9 @@ def main(presets: list[str], options: SolverBenchOptions, out: str | None) -> li
     if out is not None:
         runs.check_writable_file(Path(out))
     torch.set_num_threads(options.threads)
+    load_before = os.getloadavg()
     measured = [measure(p, s, options) for p in presets for s in options.solvers]
+    load_after = os.getloadavg()
     rows = [r for r in measured if "skipped" not in r]
     skipped = [r for r in measured if "skipped" in r]
     if not rows:
@@ -244,8 +259,18 @@ def main(presets: list[str], options: SolverBenchOptions, out: str | None) -> li
         f"protocol's epoch extrapolated from {rows[0]['paper_sample_batches']} batches and one "
         f"evaluation batch; {options.threads} torch threads."
     )
+    machine = {
+        "computing": arithmetic.describe(torch.device("cpu")),
+        "load_average_before": list(load_before),
+        "load_average_after": list(load_after),
+    }
+    print(
+        f"machine: {machine['computing']}; load average {load_before[0]:.2f} before / "
+        f"{load_after[0]:.2f} after"
+    )
     if out is not None:
         record = {
+            "machine": machine,
             "threads": options.threads,
             "tol": options.tol,
             "results": rows,

@@ -84,6 +84,16 @@ class Topology:
         gap = np.abs(layer[self.edges[:, 1]] - layer[self.edges[:, 0]])
         return np.where(gap == 1, ADJACENT, np.where(gap == 0, INTRALAYER, SKIP)).astype(np.int8)
 
+    @property
+    def alternates_parity(self) -> bool:
+        """Whether no edge joins two non-input layers of the same parity (nor a layer to
+        itself): what the even/odd layer sweeps (``free.solver = "layer-sweep"`` or
+        ``"sor"``) need. True for layered networks; skip and intralayer edges between
+        hidden layers usually break it."""
+        layer = self.layer_of[self.edges]
+        same = (layer[:, 0] - layer[:, 1]) % 2 == 0
+        return not bool(np.any(same & (layer > 0).all(axis=1)))
+
     def adjacency(self) -> np.ndarray:
         """Dense boolean ``N x N`` adjacency matrix (symmetric, zero diagonal)."""
         a = np.zeros((self.n_neurons, self.n_neurons), dtype=bool)

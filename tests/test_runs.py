@@ -670,6 +670,21 @@ def test_bench_solvers_skips_a_solver_that_does_not_apply_to_the_network():
     assert cfg.resolve("digits").free.solver == "fixed"
 
 
+def test_bench_solvers_fast_is_what_reproduce_fast_picks_for_each_preset():
+    from eqprop.experiments.departures import Departures
+    from eqprop.solver_bench import SolverBenchOptions, parse_solver, solver_config
+
+    options = SolverBenchOptions()
+    for preset, solver in (("icons-skip", "fista"), ("frontiers-layered-deep", "sor")):
+        config = solver_config(preset, "fast", options)
+        assert config.free == Departures(fast=True).apply(cfg.resolve(preset)).free
+        assert config.free.solver == solver
+    with pytest.raises(ConfigError, match="'fast' takes its step size from --fast"):
+        parse_solver("fast:1.5")
+    with pytest.raises(ConfigError, match="choose among .*sor, fast"):
+        parse_solver("fastest")
+
+
 def test_bench_solvers_refuses_a_missing_output_directory_before_running(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "eqprop.cli", "bench-solvers", "--out", str(tmp_path / "no/x.json")],

@@ -429,3 +429,53 @@ def test_aggregate_mean_and_spread_over_seeds():
     assert agg[0]["final_test_error_std"] == pytest.approx(0.1414213562373095)
     assert agg[1]["seeds"] == 0 and agg[1]["failed"] == 1
     assert "final_test_error_mean" not in agg[1]
+
+
+def test_sigterm_to_a_sweep_on_ray_stops_its_worker_with_a_checkpoint(
+    tmp_path, ray_local, one_thread
+):
+    """What a batch scheduler does at a job's time limit: the driver is sent SIGTERM; the
+    running trial stops after its batch with a checkpoint (not at its last periodic one),
+    the driver exits with 143, and the trial continues to the uninterrupted run's end."""
+    spec = _spec(
+        tmp_path,
+        INTERRUPT_SWEEP.replace('"train.checkpoint_every" = 10', '"train.checkpoint_every" = 0'),
+    )
+    out = tmp_path / "sw"
+    sweep = load_sweep(spec, out=out)
+    first = sweep.run_dir(sweep.trials[0])
+    address = ray_local.get_runtime_context().gcs_address
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "eqprop.cli", "sweep", str(spec), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--address", address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # a background job
+    )
+    try:
+        deadline = time.monotonic() + 120
+        metrics = first / "metrics.jsonl"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.exists() and metrics.read_text().count("\n") >= 2:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, (stdout, stderr)
+    assert "stopped by SIGTERM" in stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stderr
+    events = [e["event"] for e in read_events(first)]
+    assert events == ["start", "stopped"], events
+    state = torch.load(first / CHECKPOINT, weights_only=False)["trainer"]
+    assert 2 <= state["epoch"] < 6  # checkpoint_every = 0: only a stop writes one mid-run
+    assert not (first / "stop-request").exists()
+
+    run_sweep(sweep, echo=lambda line: None)
+    _same_run(first, _reference(sweep, sweep.trials[0], tmp_path / "ref"))

@@ -26,6 +26,7 @@ EXPERIMENTS: dict[str, str] = {
     "hidden-nudge": "eqprop.experiments.hidden_nudge",
     "skip-removal": "eqprop.experiments.skip_removal",
     "fig5-fashion": "eqprop.experiments.fig5_fashion",
+    "journal": "eqprop.experiments.journal",
 }
 
 

@@ -46,6 +46,7 @@ from matplotlib.lines import Line2D
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import Departures
 from eqprop.plots import STYLE, data_caption, network_label, new_figure, outside_legend
 from eqprop.quantization import DEFAULT_RANGE_SCALE, ROUNDINGS
 from eqprop.sweeps.tasks import Placement
@@ -131,20 +132,26 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(d.name, d.config) for d in declared(scale)]
 
 
-def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+def run(
+    scale: str,
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
+    departures: Departures | None = None,
+) -> Path:
     """Run (or resume) every declared run of ``scale`` into ``out``; write the plots and
     ``results.md``; return its path."""
     pr.check_scale(scale)
     out = Path(out)
     runs = declared(scale)
-    results = pr.execute([(d.name, d.config) for d in runs], out, data_dir, placement=placement)
+    results = pr.execute([(d.name, d.config) for d in runs], out, data_dir, placement, departures)
     cells = collect(runs, results)
     plan = PLANS[scale]
     configs = [r.config for r in results]
     pr.save_png(error_figure(cells, plan, configs), out / "error_vs_bits.png")
     pr.save_png(lost_figure(cells, plan), out / "lost_updates.png")
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, plan, results, cells).encode())
+    pr.atomic_write_bytes(path, render(scale, plan, results, cells, departures=departures).encode())
     return path
 
 
@@ -419,7 +426,11 @@ def verdict_lines(cells: dict[tuple[str, str], Cell], plan: Plan) -> list[str]:
 
 
 def render(
-    scale: str, plan: Plan, results: list[pr.RunResult], cells: dict[tuple[str, str], Cell]
+    scale: str,
+    plan: Plan,
+    results: list[pr.RunResult],
+    cells: dict[tuple[str, str], Cell],
+    departures: Departures | None = None,
 ) -> str:
     """The text of ``results.md``."""
     seeds = ", ".join(map(str, plan.seeds))
@@ -461,7 +472,12 @@ def render(
         "",
         "## Protocol",
         "",
-        *pr.header_lines("Protocol details", scale, REDUCTIONS.get(scale))[4:],
+        *pr.header_lines(
+            "Protocol details",
+            scale,
+            REDUCTIONS.get(scale),
+            pr.departure_lines(departures, results),
+        )[4:],
         *protocol,
         "",
         pr.protocol_table(references),

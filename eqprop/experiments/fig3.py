@@ -31,6 +31,7 @@ from pathlib import Path
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import Departures
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label
 from eqprop.sweeps.tasks import Placement
 
@@ -55,11 +56,17 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(name, pr.scaled(pr.paper_config(name), scale, REDUCTIONS)) for name in ORDER]
 
 
-def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+def run(
+    scale: str,
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
+    departures: Departures | None = None,
+) -> Path:
     """Run (or resume) networks C, A, B at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures)
     shown = sorted(results, key=lambda r: r.name)  # A, B, C in plots and tables
     curves = [(curve_label(r), r.records) for r in shown if r.records]
     data = data_caption(r.config for r in shown)
@@ -69,7 +76,7 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     zoom.axes[0].set_ylim(0, min(100.0, max([5.0, *(2 * f for f in finals)])))
     pr.save_png(zoom, out / "errors_zoom.png")
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, shown).encode())
+    pr.atomic_write_bytes(path, render(scale, shown, departures=departures).encode())
     return path
 
 
@@ -175,7 +182,7 @@ def c_ahead_of_b(b: list[dict], c: list[dict]) -> str:
     )
 
 
-def render(scale: str, results: list[pr.RunResult]) -> str:
+def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
     header = [
         "network",
@@ -190,7 +197,10 @@ def render(scale: str, results: list[pr.RunResult]) -> str:
     ]
     parts = [
         *pr.header_lines(
-            "Figure 3 (ICONS): error per epoch of A, B, C", scale, REDUCTIONS.get(scale)
+            "Figure 3 (ICONS): error per epoch of A, B, C",
+            scale,
+            REDUCTIONS.get(scale),
+            pr.departure_lines(departures, results),
         ),
         "Networks: A = layered 784-500x3-10 with per-pair rates .128/.032/.008/.002, each "
         "bias at its incoming pair's rate; A-authors = the same with every bias at rate 1 "

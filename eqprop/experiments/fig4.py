@@ -47,6 +47,7 @@ from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import Departures
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -80,11 +81,17 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(name, pr.scaled(pr.paper_config(name), scale, REDUCTIONS)) for name in ORDER]
 
 
-def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+def run(
+    scale: str,
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
+    departures: Departures | None = None,
+) -> Path:
     """Run (or resume) the five networks at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures)
     rates = {r.name: r.rates for r in results}
     summaries = {name: pr.summarize_rates(x) for name, x in rates.items()}
     panels = [(panel_title(r.name, r.config), pr.plottable(r.rates)) for r in results]
@@ -96,7 +103,7 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     labels = {r.name: label(r.name, r.config) for r in results}
     pr.save_png(profile_figure(summaries, labels), out / "rate_profile.png")
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, summaries).encode())
+    pr.atomic_write_bytes(path, render(scale, results, summaries, departures=departures).encode())
     return path
 
 
@@ -230,7 +237,10 @@ def check_lines(summaries: dict[str, pr.RateSummary | None]) -> list[str]:
 
 
 def render(
-    scale: str, results: list[pr.RunResult], summaries: dict[str, pr.RateSummary | None]
+    scale: str,
+    results: list[pr.RunResult],
+    summaries: dict[str, pr.RateSummary | None],
+    departures: Departures | None = None,
 ) -> str:
     """The text of ``results.md``."""
     b = summaries.get("B")
@@ -244,7 +254,10 @@ def render(
         )
     parts = [
         *pr.header_lines(
-            "Figure 4 (ICONS): per-layer training rates", scale, REDUCTIONS.get(scale)
+            "Figure 4 (ICONS): per-layer training rates",
+            scale,
+            REDUCTIONS.get(scale),
+            pr.departure_lines(departures, results),
         ),
         "Rate of a layer pair in a batch (eq. 2): RMS of the corrections applied to the pair's "
         "adjacent-layer edges (skip and intralayer edges ignored). Means are over the batches "

@@ -35,6 +35,7 @@ from scipy.stats import spearmanr
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import Departures
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -89,16 +90,24 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(name, pr.scaled(config, scale, REDUCTIONS)) for name, config in runs]
 
 
-def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+def run(
+    scale: str,
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
+    departures: Departures | None = None,
+) -> Path:
     """Run (or resume) B and the p sweep at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures)
     rows = [Point(r) for r in results]
     reference, sweep = rows[0], rows[1:]
     pr.save_png(figure(reference, sweep), out / "fig5.png")
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, reference, sweep).encode())
+    pr.atomic_write_bytes(
+        path, render(scale, results, reference, sweep, departures=departures).encode()
+    )
     return path
 
 
@@ -229,7 +238,13 @@ def trend_lines(reference: Point, sweep: list[Point]) -> list[str]:
     return lines
 
 
-def render(scale: str, results: list[pr.RunResult], reference: Point, sweep: list[Point]) -> str:
+def render(
+    scale: str,
+    results: list[pr.RunResult],
+    reference: Point,
+    sweep: list[Point],
+    departures: Departures | None = None,
+) -> str:
     """The text of ``results.md``."""
     rows = []
     for s in [reference, *sweep]:
@@ -254,7 +269,12 @@ def render(scale: str, results: list[pr.RunResult], reference: Point, sweep: lis
         "batches with zero output-pair rate",
     ]
     parts = [
-        *pr.header_lines("Figure 5 (ICONS): one epoch against p", scale, REDUCTIONS.get(scale)),
+        *pr.header_lines(
+            "Figure 5 (ICONS): one epoch against p",
+            scale,
+            REDUCTIONS.get(scale),
+            pr.departure_lines(departures, results),
+        ),
         f"Swept: {len(sweep)} values of p, log-uniform from {P_MIN:g} to {P_MAX:g}; each is "
         "network C (icons-skip preset) with ICONS topology of that `p` (no `n`), one "
         "rate .02 and one epoch. Reference: B (icons-layered preset, p = 0), one epoch. "

@@ -38,6 +38,7 @@ from scipy.stats import spearmanr
 from eqprop.config import RunConfig
 from eqprop.experiments import fig5
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import Departures
 from eqprop.plots import STYLE, log_axis, new_figure, outside_legend
 from eqprop.sweeps.tasks import Placement
 
@@ -78,15 +79,21 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return runs
 
 
-def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+def run(
+    scale: str,
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
+    departures: Departures | None = None,
+) -> Path:
     """Run (or resume) every run of ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures)
     points = summarize(results, scale)
     pr.save_png(figure(points, DATASET[scale]), out / "errors_vs_p.png")
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, points).encode())
+    pr.atomic_write_bytes(path, render(scale, results, points, departures=departures).encode())
     return path
 
 
@@ -197,7 +204,12 @@ def verdict_lines(points: list[dict]) -> list[str]:
     return lines
 
 
-def render(scale: str, results: list[pr.RunResult], points: list[dict]) -> str:
+def render(
+    scale: str,
+    results: list[pr.RunResult],
+    points: list[dict],
+    departures: Departures | None = None,
+) -> str:
     """The text of ``results.md``."""
     rows = [
         [
@@ -213,7 +225,12 @@ def render(scale: str, results: list[pr.RunResult], points: list[dict]) -> str:
     departure = [pr.FAST_FREE_NOTE] if scale == "quick" else []
     return "\n".join(
         [
-            *pr.header_lines("Figure 5 on Fashion-MNIST", scale, REDUCTIONS.get(scale)),
+            *pr.header_lines(
+                "Figure 5 on Fashion-MNIST",
+                scale,
+                REDUCTIONS.get(scale),
+                pr.departure_lines(departures, results),
+            ),
             *departure,
             "",
             "**Question.** The ICONS paper expects that on a harder dataset generalisation "

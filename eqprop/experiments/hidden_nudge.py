@@ -59,6 +59,7 @@ from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import Departures
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -146,12 +147,18 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     ]
 
 
-def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+def run(
+    scale: str,
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
+    departures: Departures | None = None,
+) -> Path:
     """Run (or resume) every setting and seed at ``scale`` into ``out``; return
     ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement=placement)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures)
     measured = [measure(r) for r in results]
     groups = {s: [m for m in measured if m.setting == s] for s in SETTINGS}
     data = data_caption(r.config for r in results)
@@ -161,7 +168,7 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     pr.save_png(layer_rates_figure(panels, smooth=SMOOTH, title=title), out / "layer_rates.png")
     pr.save_png(errors_figure(groups, data), out / "errors.png")
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, measured).encode())
+    pr.atomic_write_bytes(path, render(scale, results, measured, departures=departures).encode())
     return path
 
 
@@ -448,11 +455,21 @@ def hidden_fields(runs: list[Measured]) -> str:
     )
 
 
-def render(scale: str, results: list[pr.RunResult], measured: list[Measured]) -> str:
+def render(
+    scale: str,
+    results: list[pr.RunResult],
+    measured: list[Measured],
+    departures: Departures | None = None,
+) -> str:
     """The text of ``results.md``."""
     groups = {s: [m for m in measured if m.setting == s] for s in SETTINGS}
     reduction = REDUCTIONS.get(scale)
-    header = pr.header_lines("Target-linked hidden neurons (hidden-nudge)", scale, reduction)
+    header = pr.header_lines(
+        "Target-linked hidden neurons (hidden-nudge)",
+        scale,
+        reduction,
+        pr.departure_lines(departures, results),
+    )
     if scale == "quick":
         header += [
             "Also departs in the free phase (training and evaluation): FISTA to a fixed-point "

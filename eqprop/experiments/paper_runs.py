@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 
 from eqprop import config as cfg
 from eqprop.errors import ConfigError, DivergenceError
+from eqprop.experiments.departures import Departures
 from eqprop.metrics import log_spread
 from eqprop.runs import (
     CONFIG,
@@ -196,16 +197,28 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _check_compatible(existing: cfg.RunConfig, declared: cfg.RunConfig, run_dir: Path) -> None:
+def differing_keys(existing: cfg.RunConfig, declared: cfg.RunConfig) -> list[str]:
+    """The fields in which a saved run's config differs from the declared one, beyond the
+    operational ones and ``train.epochs`` (which a run may extend)."""
     skip = set(OPERATIONAL) | {"train.epochs"}
     old, new = cfg.flat_items(existing), cfg.flat_items(declared)
-    for key in sorted(set(old) | set(new)):
-        if key not in skip and old.get(key) != new.get(key):
-            raise ConfigError(
-                f"{run_dir} holds a run with {key} = {old.get(key)!r} but this experiment "
-                f"needs {key} = {new.get(key)!r} (another scale?); choose another --out or "
-                f"delete {run_dir}"
-            )
+    return [
+        key
+        for key in sorted(set(old) | set(new))
+        if key not in skip and old.get(key) != new.get(key)
+    ]
+
+
+def _check_compatible(existing: cfg.RunConfig, declared: cfg.RunConfig, run_dir: Path) -> None:
+    keys = differing_keys(existing, declared)
+    if keys:
+        old, new = cfg.flat_items(existing), cfg.flat_items(declared)
+        held = ", ".join(f"{key} = {old.get(key)!r}" for key in keys)
+        needed = ", ".join(f"{key} = {new.get(key)!r}" for key in keys)
+        raise ConfigError(
+            f"{run_dir} holds a run with {held} but this experiment needs {needed} (another "
+            f"scale, or other --set/--fast?); choose another --out or delete {run_dir}"
+        )
 
 
 def prepare_run(name: str, config: cfg.RunConfig, run_dir: Path) -> str:
@@ -312,13 +325,16 @@ def execute(
     out: Path,
     data_dir: Path | None,
     placement: Placement | None = None,
+    departures: Departures | None = None,
 ) -> list[RunResult]:
     """Run (skip, resume or start) every declared run, each in ``out/<name>``, and return
     what each holds afterwards: in order in this process, or as tasks on Ray where
     ``placement`` asks for it (:mod:`eqprop.sweeps.tasks`; a run that fails there is reported
-    and the others go on). Runs not named in ``EQPROP_ONLY`` (when set) are not trained."""
+    and the others go on). ``departures`` (``--set``, ``--fast``) change every declared run.
+    Runs not named in ``EQPROP_ONLY`` (when set) are not trained."""
+    if departures:
+        planned = departures.apply_all(planned)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     only = only_names()
     names = [name for name, _ in planned]
     if only is not None and not only <= set(names):
@@ -326,6 +342,8 @@ def execute(
         raise ConfigError(
             f"{ONLY_ENV} names unknown runs ({unknown}); choose among: {', '.join(names)}"
         )
+    check_planned(planned, out)  # every run directory, before the first run trains
+    out.mkdir(parents=True, exist_ok=True)
     if placement is not None and placement.ray:
         statuses = _on_ray(planned, out, data_dir, placement, only)
     else:
@@ -346,6 +364,125 @@ def execute(
             result.status = "complete" if result.complete else status
         results.append(result)
     return results
+
+
+def check_planned(planned: Sequence[tuple[str, cfg.RunConfig]], out: Path) -> None:
+    """A one-line error naming the differing keys if any declared run's directory under
+    ``out`` holds a run of another protocol; nothing is written."""
+    for name, config in planned:
+        run_dir = Path(out) / name
+        if (run_dir / CONFIG).exists():
+            _check_compatible(read_config(run_dir), config, run_dir)
+
+
+# -- where an experiment stands (--status) ---------------------------------------------------
+#: epochs whose wall time gives the seconds per epoch of ``--status`` (the latest ones)
+RECENT_EPOCHS = 5
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where one declared run stands: ``state`` (``not started``, ``training``, ``stopped``,
+    ``complete``, ``diverged``, or ``holds another protocol (keys)``), epochs done against
+    planned, its last errors, seconds per epoch (mean of the latest :data:`RECENT_EPOCHS`)
+    and the estimated seconds to finish."""
+
+    name: str
+    solver: str
+    state: str
+    done: int
+    planned: int
+    train_error: float | None = None
+    held_out_error: float | None = None
+    seconds_per_epoch: float | None = None
+
+    @property
+    def seconds_left(self) -> float | None:
+        if self.seconds_per_epoch is None:
+            return None
+        return max(0, self.planned - self.done) * self.seconds_per_epoch
+
+
+def run_status(name: str, config: cfg.RunConfig, run_dir: Path) -> RunStatus:
+    """The :class:`RunStatus` of one declared run from its directory (read only)."""
+    from eqprop.runs import in_use
+
+    planned = config.train.epochs
+    base = {"name": name, "solver": config.free.solver, "planned": planned}
+    if not (run_dir / CONFIG).exists():
+        return RunStatus(state="not started", done=0, **base)
+    keys = differing_keys(read_config(run_dir), config)
+    records = [r for r in read_metrics(run_dir) if r["epoch"] <= planned]
+    done = max((r["epoch"] for r in records), default=0)
+    if keys:
+        state = f"holds another protocol ({', '.join(keys)})"
+    elif (run_dir / DIVERGED).exists():
+        state = "diverged"
+    elif done >= planned:
+        state = "complete"
+    else:
+        state = "training" if in_use(run_dir) else "stopped"
+    if not records:
+        return RunStatus(state=state, done=done, **base)
+    last = records[-1]
+    walls = [0.0] + [r.get("wall_time", math.nan) for r in records]
+    recent = np.diff(walls)[-RECENT_EPOCHS:]
+    per_epoch = float(np.mean(recent)) if np.all(np.isfinite(recent)) else None
+    return RunStatus(
+        state=state,
+        done=done,
+        train_error=last["train_error"],
+        held_out_error=last["test_error"],
+        seconds_per_epoch=per_epoch,
+        **base,
+    )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def status_text(planned: Sequence[tuple[str, cfg.RunConfig]], out: Path) -> str:
+    """A table of where every declared run under ``out`` stands (:func:`run_status`), and
+    the time left if the runs are trained one after the other."""
+    rows = [run_status(name, config, Path(out) / name) for name, config in planned]
+    header = ("run", "solver", "epochs", "train err", "held-out err", "s/epoch", "left", "state")
+    cells = [
+        (
+            r.name,
+            r.solver,
+            f"{r.done}/{r.planned}",
+            pct(r.train_error),
+            pct(r.held_out_error),
+            num(r.seconds_per_epoch, ".0f"),
+            _duration(r.seconds_left),
+            r.state,
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(c[i])) for c in [header, *cells]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *cells]
+    ]
+    left = [r.seconds_left for r in rows if r.state not in ("complete", "diverged")]
+    known = [s for s in left if s is not None]
+    summary = f"{sum(r.state == 'complete' for r in rows)} of {len(rows)} runs complete"
+    if known:
+        summary += f"; about {_duration(sum(known))} of training left, one run after another"
+    if len(known) < len(left):
+        summary += (
+            f" (time left unknown for {len(left) - len(known)} run(s) until their first epoch ends)"
+        )
+    return "\n".join([*lines, summary])
 
 
 # -- rates (Figures 4 and 5) ------------------------------------------------------------------
@@ -530,6 +667,12 @@ def _output_collapsed(result: RunResult) -> bool:
     return rates.size > 0 and float((rates[:, -1] == 0).mean()) > 0.5
 
 
+def departure_lines(departures: Departures | None, results: Sequence[RunResult]) -> list[str]:
+    """The results.md lines naming the command line's departures (``--set``, ``--fast``)
+    from the paper's protocol, for the runs as they ran; none without departures."""
+    return departures.lines([(r.name, r.config) for r in results]) if departures else []
+
+
 _STATUS = {
     "started": "started in this call",
     "resumed": "resumed in this call",
@@ -538,10 +681,16 @@ _STATUS = {
 }
 
 
-def header_lines(title: str, scale: str, reduction: Reduction | None) -> list[str]:
-    """Title and protocol sentence shared by the three results files."""
+def header_lines(
+    title: str,
+    scale: str,
+    reduction: Reduction | None,
+    departures: Sequence[str] = (),
+) -> list[str]:
+    """Title and protocol sentence shared by the results files; ``departures``: the lines of
+    :func:`departure_lines`, shown first under the protocol heading."""
     text = reduction.describe() if reduction else Reduction().describe()
-    lines = [f"# {title}, scale `{scale}`", "", "## Protocol", "", text]
+    lines = [f"# {title}, scale `{scale}`", "", "## Protocol", "", *departures, text]
     if scale != "full":
         lines += [
             "",

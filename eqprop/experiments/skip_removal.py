@@ -42,6 +42,7 @@ from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import Departures
 from eqprop.plots import STYLE, new_figure, outside_legend
 from eqprop.sweeps.tasks import Placement
 
@@ -84,15 +85,21 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     ]
 
 
-def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+def run(
+    scale: str,
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
+    departures: Departures | None = None,
+) -> Path:
     """Run (or resume) every run of ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures)
     curves = per_epoch(results)
     pr.save_png(figure(curves, scale), out / "errors.png")
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, curves).encode())
+    pr.atomic_write_bytes(path, render(scale, results, curves, departures=departures).encode())
     return path
 
 
@@ -203,7 +210,9 @@ def verdict_lines(curves: dict, scale: str) -> list[str]:
     ]
 
 
-def render(scale: str, results: list[pr.RunResult], curves: dict) -> str:
+def render(
+    scale: str, results: list[pr.RunResult], curves: dict, departures: Departures | None = None
+) -> str:
     """The text of ``results.md``."""
     n_epochs = max((len(c["test_error"]) for c in curves.values()), default=0)
     rows = []
@@ -221,7 +230,10 @@ def render(scale: str, results: list[pr.RunResult], curves: dict) -> str:
     return "\n".join(
         [
             *pr.header_lines(
-                "Add, train, remove (ICONS section 6.3)", scale, REDUCTIONS.get(scale)
+                "Add, train, remove (ICONS section 6.3)",
+                scale,
+                REDUCTIONS.get(scale),
+                pr.departure_lines(departures, results),
             ),
             *departure,
             "",

@@ -8,6 +8,11 @@ experiment is started on each run of the sweep over the trials that are not fini
 each of those resumes from its own checkpoint (:func:`eqprop.runs.train_run`). Tune's own
 files (one experiment directory per run of the command, with each trial's error traces)
 are under ``SWEEP_DIR/ray``.
+
+SIGTERM to the driver (a batch scheduler's time limit) stops the workers cleanly: each is
+asked to stop after its batch (:func:`stop_workers`), writes its checkpoint, and the driver
+waits for them before Ray is shut down. (Ray's own SIGTERM handler, which exits at once, is
+replaced by eqprop's.)
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +33,9 @@ from eqprop.sweeps import trial as trial_mod
 from eqprop.sweeps.tasks import Task
 
 INSTALL_HINT = "eqprop sweep needs Ray; install it with: pip install 'eqprop[ray]'"
+#: how long a stopped sweep or experiment waits for its Ray workers to checkpoint (seconds):
+#: a batch, or an evaluation of the held-out set, under way
+STOP_WAIT_S = 300.0
 
 
 def require_ray():
@@ -62,6 +72,7 @@ def connected(address: str | None, *, needed: Resources) -> Iterator[dict]:
     ray = require_ray()
     started = False
     if not ray.is_initialized():
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(
                 address=address,
@@ -76,6 +87,11 @@ def connected(address: str | None, *, needed: Resources) -> Iterator[dict]:
                 f"cannot start or join {where} ({first}); on the head node run "
                 f"'ray start --head' and pass the address it prints to --address"
             ) from None
+        finally:
+            # Ray replaces SIGTERM's handler with one that exits at once; keep eqprop's,
+            # which stops the workers after their batch, with a checkpoint (run_tasks)
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)
         started = True
     try:
         total = ray.cluster_resources()
@@ -186,4 +202,30 @@ def run_tasks(
         ),
     )
     with _quiet_tune():
-        tuner.fit()
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:  # SIGTERM (eqprop.errors.Interrupted), or a second Ctrl-C
+            stop_workers([Path(t.kwargs["run_dir"]) for t in tasks if "run_dir" in t.kwargs])
+            raise
+
+
+def stop_workers(run_dirs: Sequence[Path], timeout: float = STOP_WAIT_S) -> None:
+    """Ask the workers training ``run_dirs`` to stop after their batch with a checkpoint (a
+    :data:`~eqprop.runs.STOP_REQUEST` in each) and wait, up to ``timeout`` seconds, until
+    none holds its run's lock; the requests not taken up are then removed. A signal during
+    the wait ends it at once."""
+    from eqprop.runs import STOP_REQUEST, in_use
+
+    run_dirs = [d for d in run_dirs if d.is_dir()]
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = [d for d in run_dirs if in_use(d)]
+            if not busy:
+                break
+            for d in busy:  # written again each time: a worker drops a request from before it
+                (d / STOP_REQUEST).touch()
+            time.sleep(0.2)
+    finally:
+        for d in run_dirs:
+            (d / STOP_REQUEST).unlink(missing_ok=True)

@@ -4,8 +4,10 @@ on a Ray worker (:func:`run_task`, the Tune trainable that runs any
 
 - ``attempts.jsonl``: one JSON line per event of the trial. The worker writes ``start``
   (its process id, host, torch threads, and the checkpoint's epoch and batch it resumes
-  from), then ``done`` or ``failed`` (the trial's own :class:`~eqprop.errors.EqpropError`:
-  divergence, a config its worker cannot run, missing data); the driver writes ``error``
+  from), then ``done``, ``stopped`` (its driver was stopped by SIGTERM and asked it to stop:
+  it did so after its batch, with a checkpoint) or ``failed`` (the trial's own
+  :class:`~eqprop.errors.EqpropError`: divergence, a config its worker cannot run, missing
+  data); the driver writes ``error``
   when Ray gave up on a trial whose worker died or raised something else too many times;
 - ``output.log``: what the training printed (one line per epoch), attempt after attempt.
 
@@ -127,11 +129,12 @@ def train_trial(run_dir: str, data_dir: str | None) -> dict:
 
     Records a ``start`` event (with the checkpoint it resumes from), sends what the
     training prints to ``output.log``, and records ``done``, or ``failed`` before
-    re-raising the trial's own :class:`~eqprop.errors.EqpropError`. Returns the last
-    epoch's numbers (what Ray Tune is told)."""
+    re-raising the trial's own :class:`~eqprop.errors.EqpropError`, or ``stopped`` when its
+    driver asked it to stop (:data:`eqprop.runs.STOP_REQUEST`: the batch finished, the
+    checkpoint written). Returns the last epoch's numbers (what Ray Tune is told)."""
     import torch
 
-    from eqprop.errors import EqpropError
+    from eqprop.errors import EqpropError, Interrupted
     from eqprop.runs import RunOptions, train_run
 
     run_dir_path = Path(run_dir)
@@ -155,6 +158,9 @@ def train_trial(run_dir: str, data_dir: str | None) -> dict:
     except EqpropError as exc:
         append_event(run_dir_path, "failed", pid=os.getpid(), error=str(exc))
         raise
+    except Interrupted:  # its driver asked it to stop (a stop request): checkpoint written
+        append_event(run_dir_path, "stopped", pid=os.getpid())
+        return {"stopped": True}
     append_event(run_dir_path, "done", pid=os.getpid())
     last = records[-1] if records else {}
     return {

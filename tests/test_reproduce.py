@@ -1,0 +1,220 @@
+"""``eqprop reproduce`` with departures from the paper's protocol (``--set``, ``--fast``) and
+``--status``: what each run's config becomes, how results.md names it, and what is refused."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from eqprop import config as cfg
+from eqprop.cli import main
+from eqprop.errors import ConfigError
+from eqprop.experiments import fig3
+from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import FAST_FISTA, FAST_SOR, Departures
+from eqprop.runs import read_config, read_metrics, start_run, train_run
+
+SOLVERS_FULL = Path(__file__).resolve().parents[1] / "docs/results/solvers-full/runs"
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.delenv(pr.ONLY_ENV, raising=False)
+    monkeypatch.delenv(pr.DEVICE_ENV, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tree(path: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``path``."""
+    return {
+        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+    }
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("preset", "fast"),
+    [
+        ("icons-skip", FAST_FISTA),  # network C: skip edges between hidden layers
+        ("icons-layered", FAST_SOR),  # network B
+        ("icons-layered-perlayer", FAST_SOR),  # network A
+        ("frontiers-skip-deep", FAST_FISTA),  # the journal's rewired 784-100x5-10
+        ("frontiers-layered-deep", FAST_SOR),
+    ],
+)
+def test_fast_resolves_to_the_validated_solver_of_each_topology(preset, fast):
+    config = Departures(fast=True).apply(cfg.from_dict(cfg.preset(preset)))
+    free = cfg.flat_items(config)
+    assert {key: free[key] for key in fast} == fast
+    # nothing else changes
+    assert pr.differing_keys(config, cfg.from_dict(cfg.preset(preset))) == sorted(
+        k for k in fast if cfg.flat_items(cfg.from_dict(cfg.preset(preset))).get(k) != fast[k]
+    )
+
+
+@pytest.mark.parametrize(("network", "validated"), [("C", "C-fista-seed0"), ("B", "B-sor-seed0")])
+def test_fast_is_exactly_what_the_full_scale_solver_study_validated(network, validated):
+    """The free phase of --fast equals that of the committed runs of docs/results/solvers-full."""
+    if not (SOLVERS_FULL / validated).is_dir():
+        pytest.skip(f"{SOLVERS_FULL / validated} is not in this checkout")
+    ran = read_config(SOLVERS_FULL / validated).free
+    fast = Departures(fast=True).apply(pr.paper_config(network)).free
+    assert fast == ran
+
+
+def test_set_and_fast_change_every_run_and_are_named_in_results(tmp_path, capsys):
+    out = tmp_path / "fig3"
+    args = ["reproduce", "fig3", "--out", str(out), "--no-ray", "--fast"]
+    args += ["--set", "train.epochs=1", "--set", "update.lr=0.05"]
+    assert main(args) == 0, capsys.readouterr().err
+    configs = {name: read_config(out / name) for name in fig3.ORDER}
+    assert all(c.train.epochs == 1 and c.update.lr == 0.05 for c in configs.values())
+    assert all(len(read_metrics(out / name)) == 1 for name in fig3.ORDER)
+    # the smoke networks of A and B are layered (SOR), C has skip edges (FISTA)
+    assert {n: c.free.solver for n, c in configs.items()} == {
+        "C": "fista",
+        "A": "sor",
+        "A-authors": "sor",
+        "B": "sor",
+    }
+    text = (out / "results.md").read_text()
+    top = text.split("## Protocol", 1)[1].split("\n\n")[1]
+    assert top.startswith("**Departures from the paper's protocol, asked on the command line.**")
+    assert "projected SOR (factor 1.7) for `A`, `A-authors`, `B`" in top
+    assert "FISTA (step 0.5) for `C`" in top
+    assert "`train.epochs=1`, `update.lr=0.05`" in top
+
+
+def test_a_run_directory_of_another_protocol_is_one_line_naming_the_keys(tmp_path, capsys):
+    declared = dict(fig3.planned("smoke"))
+    out = tmp_path / "fig3"
+    start_run(declared["B"].override({"free.eps": 0.3, "update.lr": 0.07}), out / "B")
+    before = tree(out)
+    assert main(["reproduce", "fig3", "--out", str(out), "--no-ray", "--fast"]) == 2
+    line = one_error_line(capsys)
+    assert f"{out / 'B'} holds a run with" in line
+    for key in ("free.eps = 0.3", "free.solver = 'fixed'", "update.lr = 0.07"):
+        assert key in line, line
+    assert "free.eps = 1.7" in line and "free.solver = 'sor'" in line
+    assert tree(out) == before  # not even C, the first run in order, was started
+    assert sorted(p.name for p in out.iterdir()) == ["B"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "free.tol=abc"], "free.tol must be a number, got 'abc'"),
+        (["--set", "nokey"], "--set expects key=value, got 'nokey'"),
+        (["--fast", "--set", "free.eps=-1"], "eps must be a number > 0"),
+        (["--set", "train.no_such_key=1"], "no_such_key"),
+    ],
+)
+def test_bad_set_values_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "fig3"
+    assert main(["reproduce", "fig3", "--out", str(out), "--no-ray", *args]) == 2
+    assert message in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_experiments_without_ep_runs_refuse_departures_in_one_line(tmp_path, capsys):
+    assert main(["reproduce", "skipnets", "--out", str(tmp_path / "s"), "--fast"]) == 2
+    line = one_error_line(capsys)
+    assert "experiment 'skipnets' has no --fast" in line and "fig3" in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_status_of_a_half_finished_experiment(tmp_path, capsys):
+    declared = dict(fig3.planned("smoke"))  # 3 epochs each
+    out = tmp_path / "fig3"
+    start_run(declared["C"].override({"train.epochs": 2}), out / "C")
+    train_run(out / "C")  # C: 2 of 3 epochs; B: started, nothing finished
+    start_run(declared["B"], out / "B")
+    start_run(declared["A"].override({"free.steps": 7}), out / "A")  # another protocol
+    records = read_metrics(out / "C")
+    before = tree(out)
+    capsys.readouterr()  # what the training printed
+    assert main(["reproduce", "fig3", "--out", str(out), "--status"]) == 0
+    text = capsys.readouterr().out
+    assert tree(out) == before  # nothing trained or written
+    rows = {line.split()[0]: line for line in text.splitlines()[2:6]}
+    c = rows["C"].split()
+    assert c[:5] == [
+        "C",
+        "fixed",
+        "2/3",
+        f"{100 * records[-1]['train_error']:.2f}%",
+        f"{100 * records[-1]['test_error']:.2f}%",
+    ]
+    per_epoch = (records[1]["wall_time"]) / 2
+    assert float(c[5]) == pytest.approx(per_epoch, abs=0.5)
+    assert rows["C"].endswith("stopped")
+    assert rows["B"].split()[2] == "0/3" and rows["B"].endswith("stopped")
+    assert rows["A"].endswith("holds another protocol (free.steps)")
+    assert rows["A-authors"].endswith("not started")
+    assert text.splitlines()[-1].startswith("0 of 4 runs complete; about ")
+    # with departures the declared runs change: C now holds another protocol
+    assert main(["reproduce", "fig3", "--out", str(out), "--status", "--fast"]) == 0
+    text = capsys.readouterr().out
+    assert "fig3, scale smoke --fast" in text.splitlines()[0]
+    c_line = next(line for line in text.splitlines() if line.startswith("C "))
+    assert "fista" in c_line and "holds another protocol (free.eps, free.solver" not in c_line
+    assert c_line.endswith("holds another protocol (free.solver, free.steps, free.tol)")
+
+
+def test_status_says_when_a_run_is_training_now(tmp_path):
+    import fcntl
+    import os
+
+    out = tmp_path / "fig3"
+    start_run(dict(fig3.planned("smoke"))["C"], out / "C")
+    fd = os.open(out / "C", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as train_run holds it
+        status = pr.run_status("C", dict(fig3.planned("smoke"))["C"], out / "C")
+    finally:
+        os.close(fd)
+    assert status.state == "training"
+    assert pr.run_status("C", dict(fig3.planned("smoke"))["C"], out / "C").state == "stopped"
+
+
+def test_departures_parse_their_sets_when_built():
+    with pytest.raises(ConfigError, match="--set expects key=value"):
+        Departures(("free.tol",))
+    assert not Departures() and Departures(fast=True) and Departures(("a=1",))
+    assert Departures().lines([]) == []
+
+
+def test_journal_smoke_runs_four_networks_and_compares_them_per_dataset(tmp_path, capsys):
+    from eqprop.experiments import journal
+
+    out = tmp_path / "journal"
+    assert main(["reproduce", "journal", "--out", str(out), "--no-ray"]) == 0
+    names = [name for name, _ in journal.planned("smoke")]
+    assert names == ["layered-mnist", "skip-mnist", "layered-fashion", "skip-fashion"]
+    for name in names:
+        assert [r["epoch"] for r in read_metrics(out / name)] == [1, 2, 3]
+    full = dict(journal.planned("full"))
+    assert full["skip-fashion"].data.dataset == "fashion-mnist"
+    assert full["skip-fashion"].topology.family == "rewired"
+    assert full["layered-mnist"].train.epochs == 100 and full["layered-mnist"].update.lr == 0.015
+    text = (out / "results.md").read_text()
+    records = read_metrics(out / "layered-mnist")
+    mean_train = sum(r["train_error"] for r in records) / 3
+    line = next(x for x in text.splitlines() if x.startswith("- mnist, epochs 1-3 (mean):"))
+    assert f"training error {100 * mean_train:.2f}% layered" in line
+    for png in ("errors.png", "layer_rates.png"):
+        assert 0 < (out / png).stat().st_size <= pr.MAX_PNG_BYTES
