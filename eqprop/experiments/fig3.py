@@ -31,6 +31,7 @@ from pathlib import Path
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import Claim, Lower, NeverReaches, ReachesBy, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label
 from eqprop.sweeps.tasks import Placement
@@ -49,6 +50,43 @@ PAPER = {
     "B": "does not converge (0% training) in 250 epochs; stays about 0.5% worse",
     "C": "0% training error in about 190 epochs",
 }
+_SOURCE = "Gammell, Nam & McCaughan 2020 (ICONS), section 4.1, Figure 3"
+_FULL = "full: 250 epochs on 50,000 images"
+CLAIMS = (
+    Claim(
+        "The network with layer-skipping connections (C) converges to 0% training error in "
+        "around 190 epochs",
+        _SOURCE,
+        _FULL,
+        ReachesBy("C", "train_error", 0.0, 190),
+    ),
+    Claim(
+        "... and to 2.5% test error in around 190 epochs",
+        _SOURCE,
+        _FULL,
+        ReachesBy("C", "test_error", 0.025, 190),
+    ),
+    Claim(
+        "The layered network with per-layer rates (A) converges to 0% training error in around "
+        "150 epochs",
+        _SOURCE,
+        _FULL,
+        ReachesBy("A", "train_error", 0.0, 150),
+    ),
+    Claim(
+        "The layered network with one rate (B) fails to converge (0% training error) in 250 epochs",
+        _SOURCE,
+        _FULL,
+        NeverReaches("B", "train_error", 0.0, 250),
+    ),
+    Claim(
+        "... and its test error stays about .5% higher than C's (here: at least 0.25 points, "
+        "mean of the last 5 epochs)",
+        _SOURCE,
+        _FULL,
+        Lower("C", "B", "test_error", margin=0.0025, min_epochs=250),
+    ),
+)
 
 
 def planned(scale: str) -> list[tuple[str, RunConfig]]:
@@ -218,6 +256,7 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "",
         pr.table(header, [_row(r) for r in results]),
         "",
+        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
         "## Against the paper",
         "",
         *comparison_lines(results),

@@ -1,0 +1,188 @@
+"""The papers' claims as data: what an experiment tests, and whether it holds here.
+
+A :class:`Claim` is a statement of a paper (quoted or paraphrased), its source, the scale at
+which checking it means something, and a *check*: a function of the experiment's runs (their
+per-epoch metrics, :class:`~eqprop.experiments.paper_runs.RunResult`) that returns a
+:class:`Verdict`, one of
+
+- ``holds``, ``partly``, ``does not hold``: judged on what the runs reached;
+- ``not yet measured``: the runs have not reached the epoch (or the scale) the claim is
+  about, so no verdict is possible yet.
+
+The checks are small classes, each for a kind of statement the papers make:
+
+- :class:`ReachesBy`: a run's metric reaches a value by about an epoch ("C reaches 0%
+  training error in about 190 epochs");
+- :class:`NeverReaches`: it does not reach a value within an epoch ("B does not converge in
+  250 epochs");
+- :class:`Lower`: one run's metric is below another's, averaged over the last epochs both
+  reached ("the layered network trains far worse than the rewired one").
+
+A check that needs more (Figure 5's trend against ``p``) is any callable of the same
+signature. :func:`claims_section` renders the claims of an experiment for its
+``results.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+HOLDS, PARTLY, FAILS, NOT_YET = "holds", "partly", "does not hold", "not yet measured"
+VERDICTS = (HOLDS, PARTLY, FAILS, NOT_YET)
+
+
+class Run(Protocol):
+    """What a check reads of a run: its name, per-epoch records and the epochs it plans."""
+
+    name: str
+    records: list[dict]
+
+    @property
+    def epochs_done(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A claim's verdict and the measured numbers behind it (one sentence)."""
+
+    verdict: str
+    measured: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+Check = Callable[[Mapping[str, Run]], Verdict]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim (module docs): ``statement`` (quoted or paraphrased), ``source``
+    (paper and section or figure), ``scale`` (where the check is meaningful, e.g. ``"full:
+    250 epochs on 50,000 images"``), ``check``, and ``at_scale``: the experiment scales at
+    which a verdict may be given (elsewhere the verdict is ``not yet measured``)."""
+
+    statement: str
+    source: str
+    scale: str
+    check: Check
+    at_scale: tuple[str, ...] = ("full",)
+
+    def judge(self, runs: Mapping[str, Run], scale: str) -> Verdict:
+        """The verdict on ``runs`` made at ``scale``."""
+        measured = self.check(runs)
+        if scale not in self.at_scale and measured.verdict != NOT_YET:
+            return Verdict(NOT_YET, f"at scale `{scale}` only: {measured.measured}")
+        return measured
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def first_epoch_at_most(records: Sequence[dict], metric: str, value: float) -> int | None:
+    """The first epoch whose ``metric`` is at most ``value`` (None if none)."""
+    return next((r["epoch"] for r in records if r[metric] <= value), None)
+
+
+@dataclass(frozen=True)
+class ReachesBy:
+    """Run ``run``'s ``metric`` is at most ``value`` by epoch ``epoch`` ("about": up to
+    ``slack`` times later still holds; reached later than that is ``partly``)."""
+
+    run: str
+    metric: str
+    value: float
+    epoch: int
+    slack: float = 1.25
+
+    def __call__(self, runs: Mapping[str, Run]) -> Verdict:
+        r = runs.get(self.run)
+        if r is None or not r.records:
+            return Verdict(NOT_YET, f"{self.run}: no finished epoch yet")
+        limit = math.ceil(self.epoch * self.slack)
+        reached = first_epoch_at_most(r.records, self.metric, self.value)
+        best = min(x[self.metric] for x in r.records)
+        if reached is not None:
+            verdict = HOLDS if reached <= limit else PARTLY
+            return Verdict(
+                verdict, f"{self.run}: {self.metric} {_pct(self.value)} at epoch {reached}"
+            )
+        seen = f"{self.run}: lowest {self.metric} {_pct(best)} in {r.epochs_done} epochs"
+        return Verdict(FAILS if r.epochs_done >= limit else NOT_YET, seen)
+
+
+@dataclass(frozen=True)
+class NeverReaches:
+    """Run ``run``'s ``metric`` stays above ``value`` through epoch ``epoch``."""
+
+    run: str
+    metric: str
+    value: float
+    epoch: int
+
+    def __call__(self, runs: Mapping[str, Run]) -> Verdict:
+        r = runs.get(self.run)
+        if r is None or not r.records:
+            return Verdict(NOT_YET, f"{self.run}: no finished epoch yet")
+        within = [x for x in r.records if x["epoch"] <= self.epoch]
+        reached = first_epoch_at_most(within, self.metric, self.value)
+        if reached is not None:
+            return Verdict(
+                FAILS, f"{self.run}: {self.metric} {_pct(self.value)} at epoch {reached}"
+            )
+        best = min(x[self.metric] for x in within)
+        seen = f"{self.run}: lowest {self.metric} {_pct(best)} in {r.epochs_done} epochs"
+        return Verdict(HOLDS if r.epochs_done >= self.epoch else NOT_YET, seen)
+
+
+@dataclass(frozen=True)
+class Lower:
+    """Run ``low``'s ``metric`` is below run ``high``'s by at least ``margin`` (``partly``:
+    below, by less), averaged over the last ``window`` epochs both reached; not judged before
+    both reached ``min_epochs``."""
+
+    low: str
+    high: str
+    metric: str
+    margin: float
+    window: int = 5
+    min_epochs: int = 1
+
+    def __call__(self, runs: Mapping[str, Run]) -> Verdict:
+        a, b = runs.get(self.low), runs.get(self.high)
+        common = min(a.epochs_done if a else 0, b.epochs_done if b else 0)
+        if not common:
+            return Verdict(NOT_YET, f"{self.low} and {self.high}: no common epoch yet")
+        first = max(1, common - self.window + 1)
+
+        def mean(r: Run) -> float:
+            values = [x[self.metric] for x in r.records if first <= x["epoch"] <= common]
+            return sum(values) / len(values)
+
+        low, high = mean(a), mean(b)
+        gap = high - low
+        measured = (
+            f"{self.metric} over epochs {first}-{common}: {self.low} {_pct(low)}, "
+            f"{self.high} {_pct(high)} ({100 * gap:+.2f} points)"
+        )
+        if common < self.min_epochs:
+            return Verdict(NOT_YET, f"so far ({self.min_epochs} epochs needed): {measured}")
+        return Verdict(HOLDS if gap >= self.margin else PARTLY if gap > 0 else FAILS, measured)
+
+
+def claims_section(claims: Sequence[Claim], runs: Mapping[str, Run], scale: str) -> list[str]:
+    """The Markdown lines of an experiment's claims: a table of statement, source, verdict,
+    the measured numbers and where the check is meaningful."""
+    rows = ["| claim | source | verdict | measured | meaningful at |", "|---|---|---|---|---|"]
+    for claim in claims:
+        v = claim.judge(runs, scale)
+        rows.append(
+            f"| {claim.statement} | {claim.source} | **{v.verdict}** | {v.measured} | "
+            f"{claim.scale} |"
+        )
+    return ["## The paper's claims", "", *rows, ""]
