@@ -12,7 +12,7 @@ from eqprop.network import Network
 from eqprop.nudging import IconsNudging, Nudge
 from eqprop.relaxation import SOLVERS, RelaxResult, fixed_point_residual
 from eqprop.relaxation.cuda_graph import CudaGraphs
-from eqprop.relaxation.fista import Fista
+from eqprop.relaxation.fista import Fista, momenta
 from eqprop.relaxation.fixed import FixedSteps
 from eqprop.relaxation.layer_sweep import LayerSweep
 from eqprop.relaxation.residual import Residual
@@ -153,6 +153,50 @@ def test_adaptive_solvers_refuse_a_nudged_phase(name):
     nudge = Nudge(IconsNudging(), 1.0, torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0, 1, 2]])
     with pytest.raises(ConfigError, match="relaxes the free phase only"):
         RELAXERS[name].relax(net, net.zero_state(6), base, nudge)
+
+
+def _plain_fista(net, s, base, eps, steps):
+    """FISTA as the module docs write it, on whole tensors: ``steps`` steps from ``s``; the
+    extrapolated point and the number of restarts."""
+    y, t, restarts = s.clone(), torch.ones(len(s), 1, dtype=s.dtype), 0
+    for _ in range(steps):
+        h = net.drive(y, base, torch.empty_like(y))
+        new = torch.lerp(y, h, eps).clamp_(0.0, 1.0)
+        restart = torch.linalg.vecdot(y - h, new - s, dim=1).unsqueeze(1) > 0
+        t_next = (1.0 + torch.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        momentum = torch.where(restart, 0.0, (t - 1.0) / t_next)
+        t, restarts = torch.where(restart, 1.0, t_next), restarts + int(restart.sum())
+        y = torch.addcmul(new, new - s, momentum).clamp_(0.0, 1.0)
+        s = new
+    return y, restarts
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fista_steps_are_the_plain_recurrence_bit_for_bit(dtype):
+    """The buffers reused in place and the momentum table change no rounding."""
+    net, _, _ = problem("icons", dtype)
+    g = torch.Generator().manual_seed(3)  # 21 rows: the vectorised kernels and their tails
+    base = net.input_drive(torch.rand(21, SIZES[0], dtype=dtype, generator=g))
+    start = torch.rand(21, net.zero_state(1).shape[1], dtype=dtype, generator=g)
+    want, restarts = _plain_fista(net, start, base, 0.5, 40)  # still moving at 40
+    assert restarts > 0
+    got = Fista(eps=0.5, steps=40, tol=1e-300).relax(net, start.clone(), base)
+    assert got.steps == 40 and torch.equal(got.state, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fista_momentum_table_is_the_recurrence(dtype):
+    """Entry ``j``: the momentum after ``j`` steps without restart, computed by the recurrence
+    on a batch of rows (vectorised and scalar kernels); the table grows consistently."""
+    short = momenta(10, dtype, torch.device("cpu")).clone()
+    table = momenta(5000, dtype, torch.device("cpu"))
+    assert len(table) >= 5000 and torch.equal(table[: len(short)], short)
+    t = torch.ones(37, 1, dtype=dtype)
+    assert table[0] == 0
+    for j in range(1, 5000):
+        t_next = (1.0 + torch.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        assert torch.equal((t - 1.0) / t_next, table[j].expand(37, 1)), j
+        t = t_next
 
 
 def test_tolerance_stops_at_the_first_small_change():

@@ -10,6 +10,11 @@ whenever its gradient points against its last move, ``grad E(y) . (s_{k+1} - s_k
 non-convex energy. Each step costs one drive ``h(y)``; the residual of ``y`` is read from it,
 and each example stops at its first ``y`` below ``tol``
 (:class:`~eqprop.relaxation.residual.ResidualStop`).
+
+An example's ``t`` depends only on the number of steps since its last restart, so the
+momenta are read from a table (:func:`momenta`) indexed by that count, computed once with the
+same operations in the same dtype as the recurrence: the same numbers, without a dozen small
+tensor operations per step.
 """
 
 from __future__ import annotations
@@ -20,28 +25,64 @@ import torch
 
 from eqprop.relaxation.residual import DriveIterate, Iterate, ResidualStop
 
+#: (dtype, device) -> the momentum table computed so far (:func:`momenta`)
+_MOMENTA: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _momentum_table(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``m[0] = 0`` and ``m[j] = (t_{j-1} - 1) / t_j`` for ``0 < j < length`` (``t_0 = 1``),
+    each computed as the recurrence of the module docs computes it."""
+    t = torch.ones(1, dtype=dtype, device=device)
+    table = [torch.zeros_like(t)]
+    for _ in range(length - 1):
+        t_next = (1.0 + torch.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        table.append((t - 1.0) / t_next)
+        t = t_next
+    return torch.cat(table)
+
+
+def momenta(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The momentum after ``j`` steps without restart, at index ``j`` (``0``: a restart); at
+    least ``length`` entries, computed once per dtype and device (the table doubles when a
+    longer one is asked for)."""
+    key = (dtype, torch.device(device))
+    table = _MOMENTA.get(key)
+    if table is None or len(table) < length:
+        known = 0 if table is None else len(table)
+        table = _MOMENTA[key] = _momentum_table(max(length, 2 * known, 64), dtype, device)
+    return table
+
 
 class _FistaIterate(DriveIterate):
     """FISTA on a batch: the extrapolated point ``y`` (``current``), the last step's state
-    ``s`` and each example's ``t``."""
+    ``s``, each example's ``streak`` (steps since its last restart, shape ``(rows, 1)``; its
+    ``t`` is the recurrence's ``t`` after that many steps) and ``taken``, the batch's steps.
 
-    def __init__(self, solver: Fista, network, y, s, t, drive) -> None:
+    Four buffers of the state's shape: ``y``, the drive ``h``, ``s`` and a spare one (the
+    residual's scratch). A step writes ``s_{k+1}`` into the spare buffer, the move
+    ``s_{k+1} - s_k`` over ``s_k`` and the gradient ``y - h`` over ``h`` (recomputed at the
+    next step), then the new ``y``; ``s_{k+1}`` becomes ``s`` and the move's buffer the spare
+    one."""
+
+    def __init__(self, solver: Fista, network, y, s, streak, drive, taken: int = 0) -> None:
         super().__init__(solver, network, y, drive)
-        self.s, self.t = s, t
+        self.s, self.streak, self.taken = s, streak, taken
+        self.momenta = momenta(taken + 2, y.dtype, y.device)
 
     def advance(self) -> None:
-        y, s, h, move = self.current, self.s, self.h, self.scratch
+        y, s, h = self.current, self.s, self.h
         # s_{k+1} = clip(y + eps (h(y) - y)); restart where grad(y) . (s_{k+1} - s_k) > 0
-        new = torch.lerp(y, h, self.solver.eps).clamp_(0.0, 1.0)
-        torch.sub(new, s, out=move)
-        restart = torch.linalg.vecdot(y - h, move, dim=1).unsqueeze(1) > 0
-        t = self.t
-        t_next = (1.0 + torch.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        momentum = torch.where(restart, 0.0, (t - 1.0) / t_next)
-        self.t = torch.where(restart, 1.0, t_next)
+        new = torch.lerp(y, h, self.solver.eps, out=self.scratch).clamp_(0.0, 1.0)
+        move = torch.sub(new, s, out=s)
+        # the products and sums of linalg.vecdot(y - h, move), in place
+        restart = torch.sub(y, h, out=h).mul_(move).sum(1, keepdim=True) > 0
+        self.taken += 1
+        if self.taken >= len(self.momenta):
+            self.momenta = momenta(self.taken + 1, y.dtype, y.device)
+        momentum = torch.take(self.momenta, self.streak.add_(1).masked_fill_(restart, 0))
         # y = clip(s_{k+1} + m (s_{k+1} - s_k))
-        s.copy_(new)
         torch.addcmul(new, move, momentum, out=y).clamp_(0.0, 1.0)
+        self.s, self.scratch = new, move
 
     def subset(self, keep: torch.Tensor) -> _FistaIterate:
         return _FistaIterate(
@@ -49,8 +90,9 @@ class _FistaIterate(DriveIterate):
             self.network,
             self.current[keep],
             self.s[keep],
-            self.t[keep],
+            self.streak[keep],
             self.base[keep],
+            self.taken,
         )
 
 
@@ -61,5 +103,5 @@ class Fista(ResidualStop):
     per example."""
 
     def start(self, network, state, drive) -> Iterate:
-        t = torch.ones(state.shape[0], 1, dtype=state.dtype, device=state.device)
-        return _FistaIterate(self, network, state.clone(), state.clone(), t, drive)
+        streak = torch.zeros(state.shape[0], 1, dtype=torch.long, device=state.device)
+        return _FistaIterate(self, network, state.clone(), state.clone(), streak, drive)

@@ -90,14 +90,17 @@ class ResidualStop(Relaxer):
         state.clamp_(0.0, 1.0)
         rows = torch.arange(state.shape[0], device=state.device)  # of `state`, in `iterate`
         live = torch.ones_like(rows, dtype=torch.bool)  # rows of `iterate` still relaxing
+        # each row's tolerance: 0 once stopped (no residual is below it), one test per step
+        tol = torch.full(rows.shape, self.tol, dtype=state.dtype, device=state.device)
         n_live = len(rows)
         iterate = self.start(network, state, drive)
         for taken in range(self.steps + 1):
-            stopped = live & (iterate.residuals() < self.tol)
+            stopped = iterate.residuals() < tol
             n_stopped = int(stopped.sum())
             if n_stopped:
                 state[rows[stopped]] = iterate.current[stopped]
                 live &= ~stopped
+                tol.masked_fill_(stopped, 0.0)
                 n_live -= n_stopped
                 if not n_live:
                     return RelaxResult(state, taken, True)
@@ -105,7 +108,7 @@ class ResidualStop(Relaxer):
                 break
             iterate.advance()
             if 2 * n_live <= len(rows):
-                rows, iterate = rows[live], iterate.subset(live)
+                rows, iterate, tol = rows[live], iterate.subset(live), tol[live]
                 live = torch.ones_like(rows, dtype=torch.bool)
         state[rows[live]] = iterate.current[live]
         return RelaxResult(state, self.steps, False)
