@@ -153,11 +153,14 @@ def _reproduce(args: argparse.Namespace) -> int:
         )
     departures = Departures(tuple(args.set), fast=args.fast)  # a bad --set fails here
     takes = "departures" in inspect.signature(module.run).parameters
-    asked = [
-        f
-        for f, given in (("--set", args.set), ("--fast", args.fast), ("--status", args.status))
-        if given
-    ]
+    flags = (
+        ("--set", args.set),
+        ("--fast", args.fast),
+        ("--status", args.status),
+        ("--results-only", args.results_only),
+        ("--publish", args.publish),
+    )
+    asked = [flag for flag, given in flags if given]
     if asked and not takes:
         able = [n for n in sorted(EXPERIMENTS) if n != args.experiment and _takes_departures(n)]
         raise EqpropError(
@@ -175,16 +178,28 @@ def _reproduce(args: argparse.Namespace) -> int:
             print(pr.status_text(planned, out))
             return 0
         pr.check_planned(planned, out)  # a run directory of another protocol: before writing
+        if args.publish is not None:
+            from eqprop.experiments.report import check_publishable
+
+            check_publishable(args.experiment, planned, out)
     from eqprop.runs import check_output_dir
 
     check_output_dir(out)
+    if args.publish is not None:
+        check_output_dir(Path(args.publish), "--publish")
     data_dir = Path(args.data_dir) if args.data_dir else None
     placement = _placement(args, module)
-    kwargs = {"departures": departures} if takes else {}
+    results_only = args.results_only or args.publish is not None
+    kwargs = {"departures": departures, "results_only": results_only} if takes else {}
     if placement is not None:
         kwargs["placement"] = placement
     results = module.run(args.scale, out, data_dir, **kwargs)
     print(results)
+    if args.publish is not None:
+        from eqprop.experiments.report import publish
+
+        index = publish(args.experiment, args.scale, departures, out, Path(args.publish))
+        print(f"published to {args.publish}; index: {index}")
     return 0
 
 
@@ -401,6 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--status",
         action="store_true",
         help="train nothing; show each run's epochs, errors, seconds per epoch and time left",
+    )
+    p.add_argument(
+        "--results-only",
+        action="store_true",
+        help="train nothing; write results.md and the plots from what the runs hold now",
+    )
+    p.add_argument(
+        "--publish",
+        metavar="DEST",
+        help="train nothing; write the results as --results-only, copy them with each run's "
+        "config and metrics into DEST and regenerate the claims index beside it",
     )
     p.set_defaults(func=_reproduce)
 

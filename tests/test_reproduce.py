@@ -218,3 +218,63 @@ def test_journal_smoke_runs_four_networks_and_compares_them_per_dataset(tmp_path
     assert f"training error {100 * mean_train:.2f}% layered" in line
     for png in ("errors.png", "layer_rates.png"):
         assert 0 < (out / png).stat().st_size <= pr.MAX_PNG_BYTES
+
+
+def test_results_only_renders_what_the_runs_hold_and_trains_nothing(tmp_path, capsys):
+    declared = dict(fig3.planned("smoke"))
+    out = tmp_path / "fig3"
+    start_run(declared["C"].override({"train.epochs": 2}), out / "C")
+    train_run(out / "C")
+    before = tree(out)
+    assert main(["reproduce", "fig3", "--out", str(out), "--results-only"]) == 0
+    after = tree(out)
+    assert {k: v for k, v in after.items() if k.startswith("C/")} == before  # C untouched
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["C"]  # nothing started
+    text = (out / "results.md").read_text()
+    assert "- `C` (C/): 2/3 epochs, not trained (results only)" in text
+    assert "- `A` (A/): 0/3 epochs, not trained (results only)" in text
+    assert (out / "errors.png").stat().st_size > 0
+
+
+def test_publish_copies_a_stage_and_generates_the_claims_index(tmp_path, capsys):
+    from eqprop.experiments import report
+
+    declared = dict(fig3.planned("smoke"))
+    out, docs = tmp_path / "fig3", tmp_path / "docs"
+    start_run(declared["C"].override({"train.epochs": 2}), out / "C")
+    train_run(out / "C")
+    args = ["reproduce", "fig3", "--out", str(out), "--publish", str(docs / "fig3-smoke")]
+    assert main(args) == 0, capsys.readouterr().err
+    stage = docs / "fig3-smoke"
+    assert sorted(p.name for p in (stage / "runs").iterdir()) == ["C"]  # the runs that exist
+    assert sorted(p.name for p in (stage / "runs" / "C").iterdir()) == [
+        "config.toml",
+        "metrics.jsonl",
+    ]
+    assert (stage / "runs/C/metrics.jsonl").read_bytes() == (out / "C/metrics.jsonl").read_bytes()
+    assert {"results.md", "errors.png", "experiment.toml"} <= {p.name for p in stage.iterdir()}
+    index = (docs / "README.md").read_text()
+    rows = [line for line in index.splitlines() if line.endswith("(fig3-smoke/results.md) |")]
+    assert len(rows) == len(fig3.CLAIMS)
+    assert all("**not yet measured**" in row for row in rows)  # smoke: not the paper's scale
+    assert "`smoke`; epochs C 2/3, A 0/3, A-authors 0/3, B 0/3" in rows[0]
+    assert report.index_text(docs) == index  # regenerated from the stage alone: the same
+    # a stage whose runs are missing is refused in one line, nothing published
+    capsys.readouterr()
+    assert (
+        main(["reproduce", "fig3", "--out", str(tmp_path / "none"), "--publish", str(docs / "x")])
+        == 2
+    )
+    assert "holds none of the runs of fig3" in one_error_line(capsys)
+    assert not (tmp_path / "none").exists() and not (docs / "x").exists()
+
+
+def test_the_committed_claims_index_is_up_to_date():
+    from eqprop.experiments import report
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "results"
+    assert (root / "README.md").read_text() == report.index_text(root), (
+        "docs/results/README.md is stale; regenerate it with "
+        "python -c 'from eqprop.experiments.report import write_index; "
+        'write_index("docs/results")\''
+    )

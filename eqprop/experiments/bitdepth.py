@@ -138,13 +138,16 @@ def run(
     data_dir: Path | None,
     placement: Placement | None = None,
     departures: Departures | None = None,
+    results_only: bool = False,
 ) -> Path:
     """Run (or resume) every declared run of ``scale`` into ``out``; write the plots and
     ``results.md``; return its path."""
     pr.check_scale(scale)
     out = Path(out)
     runs = declared(scale)
-    results = pr.execute([(d.name, d.config) for d in runs], out, data_dir, placement, departures)
+    results = pr.execute(
+        [(d.name, d.config) for d in runs], out, data_dir, placement, departures, results_only
+    )
     cells = collect(runs, results)
     plan = PLANS[scale]
     configs = [r.config for r in results]

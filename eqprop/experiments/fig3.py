@@ -100,11 +100,12 @@ def run(
     data_dir: Path | None,
     placement: Placement | None = None,
     departures: Departures | None = None,
+    results_only: bool = False,
 ) -> Path:
     """Run (or resume) networks C, A, B at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
     shown = sorted(results, key=lambda r: r.name)  # A, B, C in plots and tables
     curves = [(curve_label(r), r.records) for r in shown if r.records]
     data = data_caption(r.config for r in shown)

@@ -87,11 +87,12 @@ def run(
     data_dir: Path | None,
     placement: Placement | None = None,
     departures: Departures | None = None,
+    results_only: bool = False,
 ) -> Path:
     """Run (or resume) the five networks at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
     rates = {r.name: r.rates for r in results}
     summaries = {name: pr.summarize_rates(x) for name, x in rates.items()}
     panels = [(panel_title(r.name, r.config), pr.plottable(r.rates)) for r in results]

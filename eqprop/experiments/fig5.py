@@ -96,11 +96,12 @@ def run(
     data_dir: Path | None,
     placement: Placement | None = None,
     departures: Departures | None = None,
+    results_only: bool = False,
 ) -> Path:
     """Run (or resume) B and the p sweep at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
     rows = [Point(r) for r in results]
     reference, sweep = rows[0], rows[1:]
     pr.save_png(figure(reference, sweep), out / "fig5.png")

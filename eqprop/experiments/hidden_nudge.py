@@ -153,12 +153,13 @@ def run(
     data_dir: Path | None,
     placement: Placement | None = None,
     departures: Departures | None = None,
+    results_only: bool = False,
 ) -> Path:
     """Run (or resume) every setting and seed at ``scale`` into ``out``; return
     ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
     measured = [measure(r) for r in results]
     groups = {s: [m for m in measured if m.setting == s] for s in SETTINGS}
     data = data_caption(r.config for r in results)

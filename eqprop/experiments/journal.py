@@ -87,11 +87,12 @@ def run(
     data_dir: Path | None,
     placement: Placement | None = None,
     departures: Departures | None = None,
+    results_only: bool = False,
 ) -> Path:
     """Run (or resume) the four runs at ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
     curves = [(f"{r.name}: {network_label(r.config)}", r.records) for r in results if r.records]
     data = data_caption(r.config for r in results)
     pr.save_png(errors_figure(curves, title=f"Error per epoch\n{data}"), out / "errors.png")

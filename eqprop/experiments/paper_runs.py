@@ -326,12 +326,14 @@ def execute(
     data_dir: Path | None,
     placement: Placement | None = None,
     departures: Departures | None = None,
+    results_only: bool = False,
 ) -> list[RunResult]:
     """Run (skip, resume or start) every declared run, each in ``out/<name>``, and return
     what each holds afterwards: in order in this process, or as tasks on Ray where
     ``placement`` asks for it (:mod:`eqprop.sweeps.tasks`; a run that fails there is reported
     and the others go on). ``departures`` (``--set``, ``--fast``) change every declared run.
-    Runs not named in ``EQPROP_ONLY`` (when set) are not trained."""
+    Runs not named in ``EQPROP_ONLY`` (when set) are not trained; with ``results_only`` none
+    is, and no run directory is touched (what they hold is reported)."""
     if departures:
         planned = departures.apply_all(planned)
     out = Path(out)
@@ -343,8 +345,13 @@ def execute(
             f"{ONLY_ENV} names unknown runs ({unknown}); choose among: {', '.join(names)}"
         )
     check_planned(planned, out)  # every run directory, before the first run trains
-    out.mkdir(parents=True, exist_ok=True)
-    if placement is not None and placement.ray:
+    if results_only:
+        only = set()
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    if results_only:
+        statuses = {}
+    elif placement is not None and placement.ray:
         statuses = _on_ray(planned, out, data_dir, placement, only)
     else:
         statuses = {
@@ -355,12 +362,14 @@ def execute(
     results = []
     for name, config in planned:
         run_dir = out / name
-        status = statuses.get(name, f"not selected ({ONLY_ENV})")
+        status = statuses.get(
+            name, "not trained (results only)" if results_only else f"not selected ({ONLY_ENV})"
+        )
         records = read_metrics(run_dir) if (run_dir / CONFIG).exists() else []
         # a directory trained further (e.g. by hand) is shown at the declared epochs
         records = [r for r in records if r["epoch"] <= config.train.epochs]
         result = RunResult(name, config, run_dir, records, status)
-        if status.startswith("not selected"):
+        if status.startswith("not "):
             result.status = "complete" if result.complete else status
         results.append(result)
     return results

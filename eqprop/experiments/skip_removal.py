@@ -91,11 +91,12 @@ def run(
     data_dir: Path | None,
     placement: Placement | None = None,
     departures: Departures | None = None,
+    results_only: bool = False,
 ) -> Path:
     """Run (or resume) every run of ``scale`` into ``out``; return ``results.md``."""
     pr.check_scale(scale)
     out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures)
+    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
     curves = per_epoch(results)
     pr.save_png(figure(curves, scale), out / "errors.png")
     path = out / "results.md"

@@ -1,0 +1,134 @@
+"""Publishing a stage of an experiment, and the index of every claim (``docs/results``).
+
+A *stage* is what an experiment's runs have reached at some moment, kept small enough to
+commit: its ``results.md`` and plots, each run's ``config.toml`` and ``metrics.jsonl`` under
+``runs/<name>/`` (never checkpoints), and ``experiment.toml`` naming the experiment, its
+scale and the departures it ran with (``eqprop reproduce ... --publish DEST``).
+
+The index, ``README.md`` beside the stages, is generated from them alone: for every stage of
+an experiment that declares claims (:mod:`eqprop.experiments.claims`), one row per claim
+with its source, the verdict on the committed metrics, the scale and epochs reached, and a
+link to the stage. Regenerating it from the same files gives the same text.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import tomli_w
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from eqprop.errors import ConfigError
+from eqprop.experiments import experiment
+from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.departures import Departures
+from eqprop.runs import CONFIG, METRICS, atomic_write_bytes, read_metrics
+
+STAGE = "experiment.toml"
+INDEX = "README.md"
+RUNS = "runs"
+
+
+def check_publishable(name: str, planned: list[tuple[str, object]], out: Path) -> None:
+    """A one-line error unless ``out`` holds at least one of the ``planned`` runs."""
+    if not any((Path(out) / run / CONFIG).exists() for run, _ in planned):
+        raise ConfigError(f"{out} holds none of the runs of {name}; nothing to publish")
+
+
+def publish(name: str, scale: str, departures: Departures, out: Path, dest: Path) -> Path:
+    """Copy the stage of experiment ``name`` held in ``out`` (rendered there, see the module
+    docs) into ``dest``, replacing what ``dest`` held of it; regenerate the index of
+    ``dest``'s parent. Returns the index's path."""
+    out, dest = Path(out), Path(dest)
+    planned = departures.apply_all(experiment(name).planned(scale))
+    check_publishable(name, planned, out)
+    missing = [n for n, _ in planned if not (out / n / CONFIG).exists()]
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (out / "results.md", *sorted(out.glob("*.png"))):
+        shutil.copyfile(f, dest / f.name)
+    shutil.rmtree(dest / RUNS, ignore_errors=True)
+    for run, _ in planned:
+        if run in missing:
+            continue
+        (dest / RUNS / run).mkdir(parents=True)
+        for f in (CONFIG, METRICS):
+            if (out / run / f).exists():
+                shutil.copyfile(out / run / f, dest / RUNS / run / f)
+    stage = {"experiment": name, "scale": scale, "fast": departures.fast}
+    stage["sets"] = list(departures.sets)
+    atomic_write_bytes(dest / STAGE, tomli_w.dumps(stage).encode())
+    return write_index(dest.parent)
+
+
+def _stage(directory: Path) -> tuple[str, str, Departures] | None:
+    path = directory / STAGE
+    if not path.is_file():
+        return None
+    values = tomllib.loads(path.read_text())
+    departures = Departures(tuple(values.get("sets", ())), fast=bool(values.get("fast")))
+    return values["experiment"], values["scale"], departures
+
+
+def stage_results(directory: Path) -> list[pr.RunResult]:
+    """The runs of a published stage as :class:`~eqprop.experiments.paper_runs.RunResult`
+    (config and per-epoch records; the status says what was published)."""
+    name, scale, departures = _stage(directory)
+    planned = departures.apply_all(experiment(name).planned(scale))
+    results = []
+    for run, config in planned:
+        run_dir = directory / RUNS / run
+        records = read_metrics(run_dir) if (run_dir / METRICS).exists() else []
+        results.append(pr.RunResult(run, config, run_dir, records, "published"))
+    return results
+
+
+def _reached(results: list[pr.RunResult]) -> str:
+    return ", ".join(f"{r.name} {r.epochs_done}/{r.config.train.epochs}" for r in results)
+
+
+def index_text(root: Path) -> str:
+    """The text of ``root/README.md``: one row per claim of every stage under ``root``."""
+    rows = []
+    for directory in sorted(p for p in Path(root).iterdir() if (p / STAGE).is_file()):
+        name, scale, departures = _stage(directory)
+        module = experiment(name)
+        claims = getattr(module, "CLAIMS", ())
+        results = stage_results(directory)
+        runs = {r.name: r for r in results}
+        flags = " ".join(["--fast"] * departures.fast + [f"--set {s}" for s in departures.sets])
+        reached = f"`{scale}`{' ' + flags if flags else ''}; epochs {_reached(results)}"
+        link = f"[{directory.name}]({directory.name}/results.md)"
+        for claim in claims:
+            verdict = claim.judge(runs, scale)
+            rows.append(
+                f"| {claim.statement} | {claim.source} | **{verdict.verdict}** "
+                f"({verdict.measured}) | {reached} | {link} |"
+            )
+    return "\n".join(
+        [
+            "# What is reproduced",
+            "",
+            "Generated by `eqprop reproduce EXPERIMENT ... --publish docs/results/NAME` from the "
+            "committed stages (each directory's `experiment.toml` and `runs/*/metrics.jsonl`); "
+            "do not edit by hand. A verdict is *not yet measured* until the runs reach the "
+            "epochs and scale the claim is about.",
+            "",
+            "| claim | paper | verdict (measured) | scale and epochs reached | results |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+
+
+def write_index(root: Path) -> Path:
+    """Regenerate ``root/README.md`` (:func:`index_text`); returns its path."""
+    path = Path(root) / INDEX
+    atomic_write_bytes(path, index_text(root).encode())
+    return path
