@@ -116,3 +116,56 @@ def test_the_experiments_claims_render_with_a_verdict_each():
     lines = claims_section(journal.CLAIMS, half, "full")
     assert sum("**holds**" in line for line in lines) == 1  # MNIST; Fashion-MNIST not yet
     assert sum("**not yet measured**" in line for line in lines) == 1
+
+
+def fig5_runs(b: float | None, errors: dict[float, float]) -> dict:
+    """B and swept networks (one epoch each) as fig5's checks read them."""
+    from types import SimpleNamespace
+
+    out = {}
+    if b is not None:
+        out["B"] = run("B", [b])
+    for p, e in errors.items():
+        r = run(f"p_{p:.3g}", [e])
+        r.config = SimpleNamespace(topology=SimpleNamespace(p=p))
+        out[r.name] = r
+    return out
+
+
+PS = [1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.05, 0.1, 0.3, 0.9]
+
+
+@pytest.mark.parametrize(
+    ("errors", "verdicts"),
+    [
+        # flat below 0.1%, falling above, below B (0.495) from p = 0.1 on: the paper's curve
+        (
+            [0.50, 0.51, 0.51, 0.509, 0.505, 0.50, 0.498, 0.30, 0.20, 0.10],
+            (HOLDS, HOLDS, HOLDS),
+        ),
+        # no change at all with p
+        ([0.50] * 10, (HOLDS, FAILS, FAILS)),
+        # everything beats B from the start, falling: crossing far below 7%
+        (
+            [0.30, 0.29, 0.28, 0.27, 0.26, 0.25, 0.24, 0.23, 0.22, 0.21],
+            (FAILS, HOLDS, FAILS),
+        ),
+    ],
+)
+def test_fig5_checks(errors, verdicts):
+    from eqprop.experiments import fig5
+
+    runs_ = fig5_runs(0.495, dict(zip(PS, errors, strict=True)))
+    got = tuple(
+        check(runs_).verdict for check in (fig5.FlatBelow(), fig5.FallsWithP(), fig5.BeatsBFrom())
+    )
+    assert got == verdicts
+
+
+def test_fig5_checks_wait_for_the_runs():
+    from eqprop.experiments import fig5
+
+    partial = fig5_runs(None, {1e-5: 0.5, 1e-4: 0.5})
+    assert {
+        c(partial).verdict for c in (fig5.FlatBelow(), fig5.FallsWithP(), fig5.BeatsBFrom())
+    } == {NOT_YET}

@@ -25,6 +25,8 @@ p; dashed: B) and ``results.md``, whose trend statement reports what was measure
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ from scipy.stats import spearmanr
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.plots import (
     STYLE,
@@ -63,6 +66,108 @@ REDUCTIONS = {
 PAPER = (
     "little change below p = 0.1%; above it the error falls slightly slower than "
     "exponentially with p; networks beat B only from about p = 7%"
+)
+
+
+#: a one-epoch training error within this of B's counts as "little change" (one run's error
+#: moves by 2-3 points from rounding alone)
+FLAT = 0.02
+#: sweep points a trend claim needs before it is judged
+MIN_POINTS = 8
+
+
+def _one_epoch(runs: Mapping[str, pr.RunResult]) -> tuple[float | None, list[tuple[float, float]]]:
+    """B's one-epoch training error (None if not run) and ``(p, error)`` of the finished
+    swept runs, in increasing p."""
+    b = runs.get("B")
+    reference = b.records[0]["train_error"] if b is not None and b.records else None
+    points = sorted(
+        (r.config.topology.p, r.records[0]["train_error"])
+        for name, r in runs.items()
+        if name != "B" and r.records
+    )
+    return reference, points
+
+
+@dataclass(frozen=True)
+class FlatBelow:
+    """Every swept network with p at most :data:`P_THRESHOLD` is within :data:`FLAT` of B
+    (``partly``: within twice that)."""
+
+    def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
+        reference, points = _one_epoch(runs)
+        low = [(p, e) for p, e in points if p <= P_THRESHOLD]
+        if reference is None or not low:
+            return Verdict(NOT_YET, "B or the networks with p <= 0.1% not run yet")
+        worst = max(abs(e - reference) for _, e in low)
+        verdict = HOLDS if worst <= FLAT else PARTLY if worst <= 2 * FLAT else FAILS
+        return Verdict(
+            verdict,
+            f"{len(low)} networks with p <= 0.1% within {100 * worst:.2f} points of B's "
+            f"{100 * reference:.2f}%",
+        )
+
+
+@dataclass(frozen=True)
+class FallsWithP:
+    """Spearman's rank correlation of p and the one-epoch training error over p >=
+    :data:`RANK_FROM` is at most -0.8 (``partly``: negative)."""
+
+    def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
+        _, points = _one_epoch(runs)
+        ranked = [(p, e) for p, e in points if p >= RANK_FROM]
+        if len(ranked) < MIN_POINTS // 2:
+            return Verdict(NOT_YET, f"{len(ranked)} networks with p >= 0.1% finished")
+        rho = float(spearmanr([p for p, _ in ranked], [e for _, e in ranked])[0])
+        verdict = HOLDS if rho <= -0.8 else PARTLY if rho < 0 else FAILS
+        return Verdict(verdict, f"rank correlation {rho:+.2f} over {len(ranked)} values of p")
+
+
+@dataclass(frozen=True)
+class BeatsBFrom:
+    """The smallest p from which every larger swept network has a lower one-epoch training
+    error than B lies within a factor 2 of ``p`` (``partly``: a factor 4)."""
+
+    p: float = 0.07
+
+    def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
+        reference, points = _one_epoch(runs)
+        if reference is None or len(points) < MIN_POINTS:
+            return Verdict(NOT_YET, f"B and {len(points)} of the swept networks finished")
+        crossing = None
+        for p, e in reversed(points):
+            if e >= reference:
+                break
+            crossing = p
+        if crossing is None:
+            return Verdict(FAILS, f"the largest p does not beat B's {100 * reference:.2f}%")
+        factor = max(crossing / self.p, self.p / crossing)
+        verdict = HOLDS if factor <= 2 else PARTLY if factor <= 4 else FAILS
+        return Verdict(verdict, f"below B's {100 * reference:.2f}% from p = {crossing:.3g} on")
+
+
+_SOURCE = "Gammell, Nam & McCaughan 2020 (ICONS), section 4.3, Figure 5"
+_FULL = "full: one epoch of 50,000 images per p"
+CLAIMS = (
+    Claim(
+        "There is little improvement (one-epoch training error) for p < .1% (here: within "
+        f"{100 * FLAT:.0f} points of B)",
+        _SOURCE,
+        _FULL,
+        FlatBelow(),
+    ),
+    Claim(
+        "After that the error rate decreases as p grows (here: rank correlation <= -0.8)",
+        _SOURCE,
+        _FULL,
+        FallsWithP(),
+    ),
+    Claim(
+        "Networks beat B (p = 0) only from about p = 7% (here: within a factor 2)",
+        _SOURCE,
+        _FULL,
+        BeatsBFrom(),
+    ),
 )
 
 
@@ -287,12 +392,13 @@ def render(
         "",
         pr.table(header, rows),
         "",
+        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
         "## Measured trend",
         "",
         *trend_lines(reference, sweep),
         "",
-        f"Paper (stated, not checked here): {PAPER}. One seed per p and a single epoch, so "
-        "neighbouring values differ by noise as well as by p.",
+        f"Paper: {PAPER}. One seed per p and a single epoch, so neighbouring values differ "
+        "by noise as well as by p.",
         "",
         "![Figure 5: one-epoch training error and per-layer rates against p](fig5.png)",
         "",
