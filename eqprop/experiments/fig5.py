@@ -118,7 +118,10 @@ class FallsWithP:
         ranked = [(p, e) for p, e in points if p >= RANK_FROM]
         if len(ranked) < MIN_POINTS // 2:
             return Verdict(NOT_YET, f"{len(ranked)} networks with p >= 0.1% finished")
-        rho = float(spearmanr([p for p, _ in ranked], [e for _, e in ranked])[0])
+        errors = [e for _, e in ranked]
+        if max(errors) == min(errors):
+            return Verdict(FAILS, f"the same error at all {len(ranked)} values of p >= 0.1%")
+        rho = float(spearmanr([p for p, _ in ranked], errors)[0])
         verdict = HOLDS if rho <= -0.8 else PARTLY if rho < 0 else FAILS
         return Verdict(verdict, f"rank correlation {rho:+.2f} over {len(ranked)} values of p")
 
