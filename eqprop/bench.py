@@ -5,10 +5,11 @@ For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clampe
 - **ms per relaxation step** of a fixed-step free phase
   (:class:`eqprop.relaxation.fixed.FixedSteps`; on CUDA the captured graph,
   :class:`eqprop.relaxation.cuda_graph.CudaGraphs`, that training uses);
-- its **matmul lower bound**: the same products alone (:meth:`Network.product_plan`: same
-  shapes, same weight tensors, ``addmm_`` into preallocated buffers), timed alternately with
-  the steps so both see the same machine load; the ratio is the median of the per-repeat
-  ratios;
+- its **matmul lower bound**: the faster of the same products alone
+  (:meth:`Network.product_plan`: same shapes, same weight tensors, ``addmm_`` into
+  preallocated buffers) and one dense product per stored block and direction, timed
+  alternately with the steps so all see the same machine load; the ratio is the median of
+  the per-repeat ratios (each repeat's bound the faster of its two);
 - **s per training batch** (:meth:`eqprop.training.Trainer.train_batch`: free and clamped
   phases with the preset's nudging, estimate, update, eq. 2 rates) and the projected
   **s per epoch** of 50,000 examples;
@@ -24,7 +25,11 @@ For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clampe
   own high-water mark) is recorded as a cross-check;
 - per storage layout (``blocks``, ``dense``) the step, its bound, how many of its products
   run as ``torch.sparse`` CSR products, and the bound of the unsplit plan (one dense product
-  per stored block and direction), which shows what layer-pair splitting and CSR save.
+  per stored block and direction), which shows what layer-pair splitting and CSR save;
+- once per run (CPU), the fixed cost of a product call measured on this machine
+  (:func:`measure_call_costs`) beside the constants the plan's cost model was calibrated
+  with (:data:`eqprop.network.DENSE_CALL_COST`, :data:`~eqprop.network.CSR_CALL_COST`), so a
+  user on another machine sees whether the model fits it.
 
 ``eqprop bench`` and ``python benchmarks/run.py`` both call :func:`main`.
 """
@@ -44,10 +49,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from eqprop import config as cfg
-from eqprop import reference
+from eqprop import network, reference
 from eqprop.errors import EqpropError
 from eqprop.network import Product
 from eqprop.relaxation.cuda_graph import CudaGraphs
@@ -86,6 +92,7 @@ class BenchOptions:
         threads: torch threads; 0 picks the fastest of 1..cores on a probe matmul.
         memory: measure peak memory in a subprocess; ``memory_examples`` random examples.
         layouts: also time the other layouts.
+        call_cost_rounds: rounds of :func:`measure_call_costs` (CPU only).
     """
 
     batches: int = 3
@@ -99,6 +106,7 @@ class BenchOptions:
     memory: bool = True
     memory_examples: int = EPOCH_EXAMPLES
     layouts: bool = True
+    call_cost_rounds: int = 10
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -205,13 +213,22 @@ def whole_block_products(net) -> list[Product]:
     ]
 
 
-def step_timing(
-    net, batch: int, options: BenchOptions, whole: bool = False, eps: float = PAPER["eps"]
-) -> dict[str, Any]:
-    """ms per relaxation step and per step of its products alone (repeats alternate between
-    the two, so both see the same machine load); with ``whole``, also the bound of one dense
-    product per stored block (:func:`whole_block_products`). The steps are free steps of
-    :class:`FixedSteps` (on CUDA its captured graph, :class:`CudaGraphs`, as in training)."""
+def _same_products(a: list[Product], b: list[Product]) -> bool:
+    """Whether two product lists run the same products (same slices, form and weights)."""
+
+    def key(p: Product) -> tuple:
+        w = p.weight
+        return (p.rows, p.cols, p.sparse is None, w.data_ptr(), tuple(w.shape), w.stride())
+
+    return len(a) == len(b) and all(key(p) == key(q) for p, q in zip(a, b, strict=True))
+
+
+def step_timing(net, batch: int, options: BenchOptions, eps: float = PAPER["eps"]) -> dict:
+    """ms per relaxation step, per step of its products alone and per step of one dense
+    product per stored block (:func:`whole_block_products`; repeats alternate between the
+    three, so all see the same machine load). The bound of a repeat is the faster of the
+    two product timings. The steps are free steps of :class:`FixedSteps` (on CUDA its
+    captured graph, :class:`CudaGraphs`, as in training)."""
     now = clock(net.device)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(batch, net.n_input, generator=g).to(net.device, net.dtype)
@@ -222,11 +239,15 @@ def step_timing(
     relaxer = CudaGraphs(eps, window) if net.device.type == "cuda" else FixedSteps(eps, window)
     if net.device.type == "cuda":
         relaxer.relax(net, s, base)  # capture the graph outside the timed windows
-    products = _products_alone(net.product_plan(), batch, net, g)
-    unsplit = _products_alone(whole_block_products(net), batch, net, g) if whole else None
+    plan, whole = net.product_plan(), whole_block_products(net)
+    products = _products_alone(plan, batch, net, g)
+    # the plan may be exactly the unsplit products: then their timing is the plan's
+    unsplit = None if _same_products(plan, whole) else _products_alone(whole, batch, net, g)
 
-    steps, bounds, wholes = [], [], []  # (wall, cpu) seconds per window
+    steps, plans, wholes = [], [], []  # (wall, cpu) seconds per window
     products()
+    if unsplit is not None:
+        unsplit()
     for _ in range(options.repeats):
         t0 = now()
         relaxer.relax(net, s, base)
@@ -235,11 +256,14 @@ def step_timing(
             products()
         t2 = now()
         steps.append(since(t0, t1))
-        bounds.append(since(t1, t2))
-        if unsplit is not None:
+        plans.append(since(t1, t2))
+        if unsplit is None:
+            wholes.append(plans[-1])
+        else:
             for _ in range(window):
                 unsplit()
             wholes.append(since(t2, now()))
+    bounds = [(min(p[0], w[0]), min(p[1], w[1])) for p, w in zip(plans, wholes, strict=True)]
 
     def ms(values: list[tuple[float, float]], k: int) -> float:
         return statistics.median(v[k] for v in values) / window * 1e3
@@ -248,22 +272,134 @@ def step_timing(
         pairs = zip(steps, bounds, strict=True)
         return statistics.median(a[k] / max(b[k], 1e-12) for a, b in pairs)
 
-    result = {
+    return {
         "ms_per_step": ms(steps, 0),
         "lower_bound_ms": ms(bounds, 0),
         "step_over_bound": ratio(0),
+        "plan_bound_ms": ms(plans, 0),
+        "whole_blocks_bound_ms": ms(wholes, 0),
         "cpu": {
             "ms_per_step": ms(steps, 1),
             "lower_bound_ms": ms(bounds, 1),
             "step_over_bound": ratio(1),
+            "plan_bound_ms": ms(plans, 1),
+            "whole_blocks_bound_ms": ms(wholes, 1),
         },
-        "products": len(net.product_plan()),
-        "csr_products": sum(p.sparse is not None for p in net.product_plan()),
+        "products": len(plan),
+        "csr_products": sum(p.sparse is not None for p in plan),
     }
-    if wholes:
-        result["whole_blocks_bound_ms"] = ms(wholes, 0)
-        result["cpu"]["whole_blocks_bound_ms"] = ms(wholes, 1)
-    return result
+
+
+#: What :func:`measure_call_costs` times: dense products of these (rows, cols) shapes, in
+#: both orientations of the stored block, and CSR products of the first 11 at these densities.
+CALL_COST_SHAPES = (
+    (10, 10),
+    (10, 100),
+    (100, 10),
+    (100, 100),
+    (10, 500),
+    (500, 10),
+    (100, 500),
+    (500, 100),
+    (300, 300),
+    (500, 500),
+    (510, 510),
+    (1000, 1000),
+    (1510, 1510),
+)
+CALL_COST_DENSITIES = (0.01, 0.03, 0.09, 0.3)
+
+
+def _call_cases(batch: int) -> list[tuple[str, int, Callable[[], None]]]:
+    """(kind, work, one product call) per case, each call exactly as :meth:`Network.stepper`
+    runs it (work: the area of a dense product, the non-zeros of a CSR one)."""
+    g = torch.Generator().manual_seed(0)
+    n = 2400
+    s, h = torch.rand(batch, n, generator=g), torch.zeros(batch, n)
+    store = torch.rand(n, n, generator=g) - 0.5  # a stored block, contiguous
+
+    def parts(r: int, c: int, transposed: bool):
+        # the weights as a view of a stored block, or as the transpose of one (a product's
+        # other direction); the output and state columns as views of h and s
+        w = (
+            store[200 : 200 + c, 300 : 300 + r].T
+            if transposed
+            else store[200 : 200 + r, 300 : 300 + c]
+        )
+        return w, h[:, 700 : 700 + c], s[:, 10 : 10 + r]
+
+    cases = []
+    for r, c in CALL_COST_SHAPES:
+        for transposed in (False, True):
+            w, out, state = parts(r, c, transposed)
+            cases.append(("dense", r * c, lambda out=out, state=state, w=w: out.addmm_(state, w)))
+    for r, c in CALL_COST_SHAPES[:11]:
+        for density in CALL_COST_DENSITIES:
+            for transposed in (False, True):
+                w, out, state = parts(r, c, transposed)
+                mask = (torch.rand(r, c, generator=g) < density).to(w.dtype)
+                mask[0, 0] = 1.0
+                pattern = Product.sparse_of(w, mask, store)
+                csr = Product(slice(0, r), slice(0, c), w, store, pattern).csr()
+                buffer = torch.empty(r, batch)
+
+                def call(out=out, state=state, csr=csr, buffer=buffer) -> None:
+                    buffer.copy_(state.T)
+                    out.add_(torch.mm(csr, buffer).T)
+
+                cases.append(("csr", int(mask.count_nonzero()), call))
+    return cases
+
+
+def _fit(work: list[int], seconds: list[float]) -> tuple[float, float]:
+    """``seconds = fixed + slope * work``, least squares in relative error."""
+    x, t = np.asarray(work, dtype=float), np.asarray(seconds, dtype=float)
+    a = np.stack([np.ones_like(x), x], 1) / t[:, None]
+    (fixed, slope), *_ = np.linalg.lstsq(a, np.ones_like(t), rcond=None)
+    return float(fixed), float(slope)
+
+
+def measure_call_costs(rounds: int = 10, batch: int = network.COST_BATCH) -> dict[str, Any]:
+    """The plan's cost model measured on this machine (CPU, the current torch threads):
+    every case of :func:`_call_cases` timed in process CPU time, ``rounds`` interleaved
+    rounds, the least time per call of each; then ``time = fixed + slope * work`` fitted
+    separately for dense and CSR calls, and the fixed times and the CSR slope expressed in
+    the dense slope (one multiply-add per example at ``batch``), as the constants of
+    :mod:`eqprop.network` are. The calibration of those constants ran this with 40 rounds."""
+    cases = _call_cases(batch)
+    best = [float("inf")] * len(cases)
+    for _ in range(rounds):
+        for i, (kind, work, call) in enumerate(cases):
+            madds = work * batch * (network.SPARSE_COST if kind == "csr" else 1.0)
+            calls = max(10, min(1000, int(1e7 / (madds + 2e5))))
+            call()
+            t0 = time.process_time()
+            for _ in range(calls):
+                call()
+            best[i] = min(best[i], (time.process_time() - t0) / calls)
+    fits = {}
+    for kind in ("dense", "csr"):
+        chosen = [i for i, case in enumerate(cases) if case[0] == kind]
+        fits[kind] = _fit([cases[i][1] for i in chosen], [best[i] for i in chosen])
+    (dense_fixed, unit), (csr_fixed, per_nnz) = fits["dense"], fits["csr"]
+    return {
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "clock": "process CPU time",
+        "dense_call": dense_fixed / unit,
+        "csr_call": csr_fixed / unit,
+        "sparse_cost": per_nnz / unit,
+        "dense_call_us": dense_fixed * 1e6,
+        "csr_call_us": csr_fixed * 1e6,
+        "ns_per_multiply_add_per_example": unit * 1e9,
+        "calibrated": {
+            "dense_call": network.DENSE_CALL_COST,
+            "csr_call": network.CSR_CALL_COST,
+            "sparse_cost": network.SPARSE_COST,
+            "batch": network.COST_BATCH,
+        },
+    }
 
 
 def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> dict[str, Any]:
@@ -434,6 +570,10 @@ def run_benchmark(
     load_before = os.getloadavg()
     threads, probe = choose_threads(options.threads, device)
     log(f"torch threads: {threads}" + (f" (probe ms: {probe})" if probe else ""))
+    call_costs = None
+    if device.type == "cpu":  # the cost model's constants are CPU ones (eqprop.network)
+        log("measuring the fixed cost of a product call (the plan's cost model)")
+        call_costs = measure_call_costs(options.call_cost_rounds)
     record: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
@@ -454,6 +594,7 @@ def run_benchmark(
             "dtype": "float32",
         },
         "naive_engine": NAIVE_ENGINE,
+        "cost_model": call_costs,
         "presets": [],
     }
     configs = []
@@ -489,7 +630,7 @@ def run_benchmark(
             entry["layouts"] = {}
             for layout in ("blocks", "dense"):
                 other = build_network(config.override({"train.layout": layout}), topology)
-                entry["layouts"][layout] = step_timing(other, batch, options, True, eps)
+                entry["layouts"][layout] = step_timing(other, batch, options, eps)
         log(f"[{label}] timing training batches, ours and naive")
         training = training_timing(config, topology, options)
         entry["cpu"] = {**cpu, **training.pop("cpu")}
@@ -564,6 +705,7 @@ def format_table(record: dict) -> str:
     lines += [format_row(e) for e in record["presets"]]
     lines.append(f"'speedup', 'cpu spd': naive / ours, where {record['naive_engine']}")
     lines.append("")
+    lines.append(format_call_costs(record.get("cost_model")))
     for e in record["presets"]:
         c = e["cpu"]
         lines.append(
@@ -597,6 +739,21 @@ def format_table(record: dict) -> str:
                 f"  target {t['what']} {t['target']} ({t['clock']} time): {t['measured']} {verdict}"
             )
     return "\n".join(lines)
+
+
+def format_call_costs(costs: dict | None) -> str:
+    """The details line of the plan's cost model: measured here against calibrated."""
+    if costs is None:
+        return "cost model: not measured (not on CPU; elsewhere the plan counts multiply-adds only)"
+    c = costs["calibrated"]
+    return (
+        f"cost model (multiply-adds per example at batch {costs['batch']}, {costs['threads']} "
+        f"thread{'s' * (costs['threads'] != 1)}, CPU time): a product call costs "
+        f"{costs['dense_call']:,.0f} dense ({costs['dense_call_us']:.1f} us) and "
+        f"{costs['csr_call']:,.0f} CSR ({costs['csr_call_us']:.1f} us) measured here, "
+        f"calibrated {c['dense_call']:,.0f} and {c['csr_call']:,.0f}; a CSR non-zero "
+        f"{costs['sparse_cost']:.1f}, calibrated {c['sparse_cost']:.1f}"
+    )
 
 
 def main(

@@ -22,10 +22,20 @@ enforced through the learning rates (zero where there is no edge), so weights st
 
 Computation (:meth:`Network.product_plan`), independent of storage: a step is a list of
 matrix products ``out[:, cols] += s[:, rows] @ w`` on views of the stored blocks. A stored
-block runs as one product, or, where a cost model says it is cheaper, split into its layer
-pairs, skipping empty pairs and running sparse pairs (on CPU) as CSR products -- e.g. the
-8.8%-dense skip pairs of the ICONS network. The input block's product is done once per batch
-(:meth:`Network.input_drive`).
+block runs as one dense product (per direction), or split into its layer pairs, skipping
+empty pairs and running sparse pairs (on CPU) as CSR products -- e.g. the 8.8%-dense
+500 x 500 skip pair of the ICONS network C. Of the two, the block takes the one that
+:func:`plan_cost` says is cheaper. On CPU that model counts, besides the multiply-adds, the
+fixed cost of each product call (Python dispatch, the CSR product's set-up, the transposing
+copies of :meth:`Network.stepper`), which dominates on small blocks: the 784-100x5-10
+rewired network runs one dense product over its 510 x 510 block, not 30 pair products. The
+model's constants are calibrated once (:data:`CSR_CALL_COST`), never measured at run time:
+the plan decides the rounding of every step, and runs resume bit for bit. Within a split,
+each pair runs dense or as CSR by the same model, call included (:func:`product_cost`): a
+CSR call's fixed cost exceeds a dense call's by 30,500 multiply-adds, so small sparse pairs
+(C's 500 x 10 skip pairs to the output) run dense. Solvers that work layer by layer take the
+split of every block whatever the model picks (:meth:`Network.pair_plan`). The input block's
+product is done once per batch (:meth:`Network.input_drive`).
 """
 
 from __future__ import annotations
@@ -41,10 +51,37 @@ from eqprop.nudging import Kernel, Nudge
 from eqprop.topology import ADJACENT, Topology
 
 LAYOUTS = ("auto", "blocks", "dense")
-#: A CSR product costs about this many dense multiply-adds per stored non-zero (MKL, batch
-#: 20, measured with ``eqprop bench``); the plan uses CSR and splits blocks only where this
-#: model says it is cheaper.
+# The plan's cost model (:func:`plan_cost`), in multiply-adds per example at batch
+# COST_BATCH: a dense product of an r x c block costs ``DENSE_CALL_COST + r * c``, a CSR
+# product ``CSR_CALL_COST + SPARSE_COST * nnz``. The call costs are calibrated constants, not
+# measured per process (the plan decides every step's rounding; runs must resume bit for
+# bit). Measured with eqprop.bench.measure_call_costs(rounds=40): each product exactly as
+# Network.stepper runs it (dense: ``addmm_`` into a view of ``h`` from a view of ``s``, by a
+# view or transposed view of a stored block; CSR: ``buffer.copy_(s_rows.T)`` then
+# ``out.add_(torch.mm(csr, buffer).T)``, csr from Product.csr()), 13 block shapes from 10 x 10
+# to 1510 x 1510 in both orientations and CSR densities 1-30% on 11 of them, batch 20, one
+# torch thread, process CPU time (least per call over 40 interleaved rounds); then
+# ``time = fixed + slope * work`` fitted in relative error, and the fixed times divided by
+# the dense slope (one multiply-add per example: 0.42-0.57 ns). Seven runs on an Intel Xeon
+# (family 6 model 207, AVX512, KVM guest, 2 cores; torch 2.13.0+cpu), beside two training
+# jobs: dense call 4,100-6,100 (median 4,430; 1.8-3.5 us), CSR call 33,300-40,500 (median
+# 34,700; 14-23 us), a CSR non-zero 4.3-4.6 (SPARSE_COST's 5.0 kept). ``eqprop bench``
+# measures them again on its machine and prints them beside these constants. ICONS network
+# C's split (13 dense products; its 500 x 500 skip pair CSR, both directions) is modelled 6.8%
+# cheaper than its one dense product (2.13 M against 2.28 M); a CSR call above 112,900 or a
+# dense call above 17,400 would flip it (tests/test_network.py guards its plan).
+#: The batch at which the cost constants are expressed (the papers' batch).
+COST_BATCH = 20
+#: A CSR product costs about this many dense multiply-adds per stored non-zero; within a
+#: split, a pair runs as CSR where ``CSR_CALL_COST + SPARSE_COST * nnz`` is below
+#: ``DENSE_CALL_COST + area`` (:func:`product_cost`; on CPU only).
 SPARSE_COST = 5.0
+#: The fixed cost of one dense product call (``addmm_``) in a step, in multiply-adds per
+#: example at batch COST_BATCH (see the comment above).
+DENSE_CALL_COST = 4_500.0
+#: The fixed cost of one CSR product call in a step (the transposing copy, the CSR product's
+#: set-up, the transposed add), in the same units.
+CSR_CALL_COST = 35_000.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +154,25 @@ class Product:
         return crow, c.to(torch.int32), flat.to(torch.int64)
 
 
+def product_cost(area: int, nnz: int | None = None, calls: bool = True) -> float:
+    """The modelled cost of one product of a step, in multiply-adds per example at batch
+    :data:`COST_BATCH`: dense over ``area`` weights (``nnz`` None), or CSR with ``nnz``
+    stored non-zeros; ``calls`` adds the fixed cost of the call (:data:`DENSE_CALL_COST`,
+    :data:`CSR_CALL_COST`)."""
+    if nnz is None:
+        return (DENSE_CALL_COST if calls else 0.0) + area
+    return (CSR_CALL_COST if calls else 0.0) + SPARSE_COST * nnz
+
+
+def plan_cost(products: list[Product], calls: bool = True) -> float:
+    """The modelled cost of running ``products`` once (:func:`product_cost` summed)."""
+    total = 0.0
+    for p in products:
+        area = (p.rows.stop - p.rows.start) * (p.cols.stop - p.cols.start)
+        total += product_cost(area, None if p.sparse is None else p.sparse[1].numel(), calls)
+    return total
+
+
 def glorot_bounds(sizes: tuple[int, ...]) -> list[float]:
     """Glorot-uniform bound ``sqrt(6 / (n_j + n_{j+1}))`` of each adjacent layer pair."""
     return [float(np.sqrt(6.0 / (a + b))) for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
@@ -151,7 +207,7 @@ class Network(torch.nn.Module):
 
     Example:
         >>> from eqprop import topology
-        >>> from eqprop.relaxation import FixedSteps
+        >>> from eqprop.relaxation.fixed import FixedSteps
         >>> net = Network(topology.layered([4, 3, 2]), seed=0)
         >>> x = torch.ones(1, 4)
         >>> result = FixedSteps(steps=50).relax(net, net.zero_state(1), net.input_drive(x))
@@ -249,7 +305,7 @@ class Network(torch.nn.Module):
         )
         for i, mask in enumerate(self.from_edges(np.ones(len(edges)))):
             self.register_buffer(f"mask_{i}", mask, persistent=False)
-        self._plan = self._build_plan()
+        self._build_plan()
 
     @property
     def weights(self) -> list[torch.Tensor]:
@@ -263,10 +319,10 @@ class Network(torch.nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         """After ``.to()`` / ``.double()`` / ...: adopt the new dtype and device and rebuild
-        the product plan (it holds views of the old tensors)."""
+        the product plans (they hold views of the old tensors)."""
         super()._apply(fn, recurse)
         self.dtype, self.device = self.biases.dtype, self.biases.device
-        self._plan = self._build_plan()
+        self._build_plan()
         return self
 
     def predict(self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None):
@@ -282,11 +338,16 @@ class Network(torch.nn.Module):
             relaxer.relax(self, s, self.input_drive(x))
         return s[:, self.output].argmax(1)
 
-    def _build_plan(self) -> list[Product]:
-        """The products of one step (see the module docs): per stored block, the cheaper of
-        one product over the whole block and its layer pairs (dense, or CSR where
-        ``SPARSE_COST * nnz`` is below the pair's area; CPU only)."""
+    def _build_plan(self) -> None:
+        """Build the products of one step (see the module docs) into ``_plan`` and the layer-
+        pair split of every stored block into ``_pair_plan`` (:meth:`pair_plan`). Per stored
+        block, ``_plan`` takes the cheaper by :func:`plan_cost` of one dense product over the
+        whole block (per direction) and its layer pairs; within the split, each pair runs
+        dense or as CSR (CPU only), whichever :func:`product_cost` says is cheaper. The fixed
+        cost of a call counts on CPU, where it was calibrated; on other devices the plan
+        compares multiply-adds only."""
         plan: list[Product] = []
+        pairs: list[Product] = []
         csr_ok = self.device.type == "cpu"
         layers_of = [
             [k for k in range(self.n_layers) if self.group_of_layer[k] == g]
@@ -295,9 +356,8 @@ class Network(torch.nn.Module):
         for block, w, mask in zip(self.blocks, self.weights, self.masks, strict=True):
             if block.is_input:
                 continue
-            both = 1 if block.is_diagonal else 2  # off-diagonal blocks act in both directions
             whole = block.whole_products(w)
-            split, split_cost = [], 0.0
+            split = []
             for k in layers_of[block.row_group]:
                 for m in layers_of[block.col_group]:
                     rk, cm = self.layer_slices[k], self.layer_slices[m]
@@ -307,17 +367,17 @@ class Network(torch.nn.Module):
                     if nnz == 0:
                         continue
                     area = (r.stop - r.start) * (c.stop - c.start)
-                    sparse = csr_ok and SPARSE_COST * nnz < area
-                    split_cost += both * (SPARSE_COST * nnz if sparse else area)
+                    sparse = csr_ok and product_cost(area, nnz) < product_cost(area)
                     view = w[r, c]
                     pattern = Product.sparse_of(view, mask[r, c], w) if sparse else None
                     split.append(Product(rk, cm, view, w, pattern))
-                    if not block.is_diagonal:
+                    if not block.is_diagonal:  # off-diagonal blocks act in both directions
                         pattern_t = Product.sparse_of(view.T, mask[r, c].T, w) if sparse else None
                         split.append(Product(cm, rk, view.T, w, pattern_t))
-            whole_cost = both * w.shape[0] * w.shape[1]
-            plan += split if split_cost < whole_cost else whole
-        return plan
+            pairs += split
+            cheaper = plan_cost(split, csr_ok) < plan_cost(whole, csr_ok)
+            plan += split if cheaper else whole
+        self._plan, self._pair_plan = plan, pairs
 
     def _initial_edge_weights(self, seed: int) -> np.ndarray:
         layer = self.topology.layer_of[self.topology.edges]
@@ -354,7 +414,7 @@ class Network(torch.nn.Module):
         for i, (w, mask) in enumerate(zip(self.weights, self.from_edges(keep), strict=True)):
             w.mul_(mask)
             self.register_buffer(f"mask_{i}", mask, persistent=False)
-        self._plan = self._build_plan()
+        self._build_plan()
 
     # -- views -----------------------------------------------------------------------------
     @property
@@ -410,6 +470,14 @@ class Network(torch.nn.Module):
         not here: its product is in :meth:`input_drive`, once per batch. ``eqprop bench``
         times exactly these products as the lower bound of a step."""
         return list(self._plan)
+
+    def pair_plan(self) -> list[Product]:
+        """The same step split into layer pairs, whatever the cost model picks for
+        :meth:`product_plan`: every product is ``s[:, layer k] @ w`` into ``h[:, layer m]``
+        (one per non-empty pair and direction; dense or CSR as in a split block of the
+        plan). For solvers that update layer by layer (:mod:`eqprop.relaxation.layer_sweep`);
+        it computes the same drive as :meth:`product_plan` up to rounding."""
+        return list(self._pair_plan)
 
     def drive(self, s: torch.Tensor, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``W rho(s) + W_in x + b`` into ``out`` (states in ``[0, 1]``, so ``rho(s) = s``)."""

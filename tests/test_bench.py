@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import eqprop
-from eqprop import bench, reference, topology
+from eqprop import bench, network, reference, topology
 from eqprop import config as cfg
 from eqprop.cli import main
 from eqprop.estimators import Positive, RandomSign
@@ -131,7 +131,10 @@ def train_both(trainer, ref, x, y, epochs, tol):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("layout", ["blocks", "dense"])
 @pytest.mark.parametrize("family", CASES)
-def test_trainer_equals_naive_engine(family, layout, dtype, nudging):
+def test_trainer_equals_naive_engine(family, layout, dtype, nudging, monkeypatch):
+    if family.startswith("icons"):  # the multiply-add model alone, so these small networks
+        monkeypatch.setattr(network, "DENSE_CALL_COST", 0.0)  # split into pairs, some CSR
+        monkeypatch.setattr(network, "CSR_CALL_COST", 0.0)
     trainer, ref = build_pair(family, nudging, dtype, layout)
     net = trainer.network
     topo = net.topology
@@ -287,6 +290,7 @@ def test_bench_record_structure():
         step_window=4,
         threads=1,
         memory_examples=300,
+        call_cost_rounds=1,
     )
     record = bench.run_benchmark([("tiny", tiny_config())], options)
     assert record["machine"]["torch_threads"] == 1
@@ -305,6 +309,19 @@ def test_bench_record_structure():
     assert naive["engine"] == record["naive_engine"]
     assert entry["speedup"] == pytest.approx(naive["s_per_batch"] / entry["s_per_batch"])
     assert set(entry["layouts"]) == {"blocks", "dense"}
+    # the bound is the faster of the plan's products and one dense product per stored block
+    for timing in (entry, entry["cpu"], *entry["layouts"].values()):
+        bound = timing["lower_bound_ms"]
+        assert 0 < bound <= min(timing["plan_bound_ms"], timing["whole_blocks_bound_ms"]) + 1e-9
+    costs = record["cost_model"]  # measured here, beside the calibrated constants
+    assert costs["batch"] == 20 and costs["threads"] == 1 and costs["rounds"] == 1
+    assert costs["calibrated"] == {
+        "dense_call": network.DENSE_CALL_COST,
+        "csr_call": network.CSR_CALL_COST,
+        "sparse_cost": network.SPARSE_COST,
+        "batch": network.COST_BATCH,
+    }
+    assert costs["csr_call_us"] > 0 and costs["ns_per_multiply_add_per_example"] > 0
     memory = entry["memory"]
     assert memory["examples"] == 300 and memory["peak_rss_mib"] >= memory["rss_after_imports_mib"]
     assert memory["free_steps"] == 4
@@ -322,6 +339,10 @@ def test_bench_record_structure():
     lines = table.splitlines()
     row = next(i for i, line in enumerate(lines) if line.startswith("tiny "))
     assert "speedup" in lines[row + 1] and "overstate" in lines[row + 1]
+    cost_line = next(line for line in lines if line.startswith("cost model"))
+    assert f"calibrated {network.DENSE_CALL_COST:,.0f} and {network.CSR_CALL_COST:,.0f}" in (
+        cost_line
+    )
     json.dumps(record)  # the record is plain JSON
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from eqprop import topology
-from eqprop.network import Network
+from eqprop import config as cfg
+from eqprop import network, topology
+from eqprop.network import Network, Product, plan_cost, product_cost
 from eqprop.nudging import NUDGINGS, Nudge
 from eqprop.relaxation.fixed import FixedSteps
 
@@ -135,3 +136,145 @@ def test_predict_is_the_argmax_at_the_free_fixed_point():
     x = torch.rand(8, SIZES[0], dtype=torch.float64)
     s = FixedSteps(steps=3000).relax(net, net.zero_state(8), net.input_drive(x)).state
     assert torch.equal(net.predict(x), s[:, net.output].argmax(1))
+
+
+def _multiply_adds_only(monkeypatch) -> None:
+    """The plan's cost model without the fixed cost of a call (the model before it had one)."""
+    monkeypatch.setattr(network, "DENSE_CALL_COST", 0.0)
+    monkeypatch.setattr(network, "CSR_CALL_COST", 0.0)
+
+
+def _plan_of(preset: str, layout: str | None = None) -> Network:
+    from eqprop.runs import build_network
+
+    config = cfg.from_dict(cfg.preset(preset))
+    if layout is not None:
+        config = config.override({"train.layout": layout})
+    return build_network(config)
+
+
+def test_product_cost_counts_multiply_adds_and_a_fixed_cost_per_call():
+    assert product_cost(100 * 40) == network.DENSE_CALL_COST + 4000
+    assert product_cost(100 * 40, nnz=30) == network.CSR_CALL_COST + network.SPARSE_COST * 30
+    assert product_cost(100 * 40, calls=False) == 4000
+    assert product_cost(100 * 40, nnz=30, calls=False) == network.SPARSE_COST * 30
+    # a hand-built plan: a dense 3 x 4 product and a CSR one of 2 non-zeros in a 4 x 3 view
+    w = torch.zeros(3, 4)
+    mask = torch.zeros(3, 4)
+    mask[0, 1] = mask[2, 3] = 1.0
+    dense = Product(slice(0, 3), slice(3, 7), w, w)
+    sparse = Product(slice(3, 7), slice(0, 3), w.T, w, Product.sparse_of(w.T, mask.T, w))
+    assert plan_cost([dense, sparse]) == (
+        network.DENSE_CALL_COST + 12 + network.CSR_CALL_COST + 2 * network.SPARSE_COST
+    )
+    assert plan_cost([dense, sparse], calls=False) == 12 + 2 * network.SPARSE_COST
+    assert plan_cost([]) == 0.0
+
+
+def test_small_blocks_run_as_one_dense_product_where_calls_dominate(monkeypatch):
+    """A small skip network: one dense product per stored block (call costs dominate);
+    without them, the multiply-add model would split it into layer pairs, some CSR."""
+    t = topology.icons(SIZES, n=40, seed=3)
+    net = Network(t, seed=1, layout="dense")
+    (block,) = [b for b in net.blocks if not b.is_input]
+    (product,) = net.product_plan()
+    assert (product.rows, product.cols, product.sparse) == (block.rows, block.cols, None)
+    _multiply_adds_only(monkeypatch)
+    split = Network(t, seed=1, layout="dense").product_plan()
+    assert len(split) > 1 and any(p.sparse is not None for p in split)
+
+
+def test_split_and_whole_plans_give_the_same_drive(monkeypatch):
+    """The CSR path (which small networks no longer take) against one dense product."""
+    t = topology.icons(SIZES, n=40, seed=3)
+    whole = Network(t, seed=1, dtype=torch.float64, layout="dense")
+    _multiply_adds_only(monkeypatch)
+    split = Network(t, seed=1, dtype=torch.float64, layout="dense")
+    assert len(whole.product_plan()) == 1
+    assert any(p.sparse is not None for p in split.product_plan())
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, SIZES[0], generator=g, dtype=torch.float64)
+    s = torch.rand(3, whole.n_state, generator=g, dtype=torch.float64)
+    drives = [n.drive(s, n.input_drive(x), torch.empty_like(s)) for n in (whole, split)]
+    torch.testing.assert_close(drives[0], drives[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["dense", "blocks"])
+def test_rewired_journal_network_runs_one_dense_product_per_stored_block(layout, monkeypatch):
+    """784-100x5-10 rewired, p = 10% (frontiers-skip-deep): 30 pair products, 20 of them CSR,
+    cost more in calls than one dense product per stored block saves in multiply-adds."""
+    net = _plan_of("frontiers-skip-deep", layout)
+    assert net.layout == layout
+    plan = net.product_plan()
+    expected = [(b.rows, b.cols) for b in net.blocks if not b.is_input]
+    expected += [(b.cols, b.rows) for b in net.blocks if not b.is_input and not b.is_diagonal]
+    assert sorted((p.rows.start, p.cols.start) for p in plan) == sorted(
+        (r.start, c.start) for r, c in expected
+    )
+    assert all(p.sparse is None for p in plan)
+    assert len(plan) == (1 if layout == "dense" else 30)
+    _multiply_adds_only(monkeypatch)  # the multiply-add model alone would split it
+    split = _plan_of("frontiers-skip-deep", layout).product_plan()
+    assert (len(split), sum(p.sparse is not None for p in split)) == (30, 20)
+
+
+def test_icons_network_c_keeps_its_csr_skip_pairs(monkeypatch):
+    """ICONS network C (n = 100,000): its split stays cheaper than one dense 1510 x 1510
+    product. Of its 8.8%-dense skip pairs only the 500 x 500 ones (layer 1 - layer 3) run as
+    CSR: on the 500 x 10 ones (layers 1, 2 - output) a CSR call costs more than the dense
+    product it saves; by multiply-adds alone they would be CSR too."""
+    net = _plan_of("icons-skip")
+    assert net.layout == "dense"
+    plan = net.product_plan()
+
+    def layer(part: slice) -> int:
+        return next(k for k in range(1, net.n_layers) if net.layer_slices[k] == part)
+
+    def csr_pairs(plan: list[Product]) -> set[tuple[int, int]]:
+        return {(layer(p.rows), layer(p.cols)) for p in plan if p.sparse is not None}
+
+    assert len(plan) == 15
+    assert csr_pairs(plan) == {(1, 3), (3, 1)}
+    (block,) = [b for b in net.blocks if not b.is_input]
+    whole = block.whole_products(net.weights[net.blocks.index(block)])
+    assert plan_cost(plan) < 0.95 * plan_cost(whole)
+    _multiply_adds_only(monkeypatch)
+    plan = _plan_of("icons-skip").product_plan()
+    assert csr_pairs(plan) == {(1, 3), (3, 1), (1, 4), (4, 1), (2, 4), (4, 2)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pair_plan_splits_every_block_into_its_layer_pairs(family):
+    """:meth:`Network.pair_plan` whatever the plan merges: with ``layout="dense"`` the pairs
+    of the blocks layout's plan, on the same weights; rebuilt after ``.to()`` and after
+    :meth:`Network.keep_adjacent_only`."""
+    net, blocks = make(family, "dense"), make(family, "blocks")
+    assert len(net.product_plan()) == 1
+
+    def pairs(plan: list[Product]) -> dict:
+        return {(p.rows.start, p.cols.start): p for p in plan}
+
+    got, want = pairs(net.pair_plan()), pairs(blocks.pair_plan())
+    assert (
+        got.keys() == want.keys() == {(p.rows.start, p.cols.start) for p in blocks.product_plan()}
+    )
+    assert all(p.rows in net.layer_slices and p.cols in net.layer_slices for p in got.values())
+    for key, p in got.items():
+        assert (p.rows, p.cols) == (want[key].rows, want[key].cols)
+        torch.testing.assert_close(p.weight, want[key].weight, rtol=0, atol=0)
+    net.float()
+    assert all(p.weight.dtype == torch.float32 for p in net.pair_plan())
+    (w,) = [w for b, w in zip(net.blocks, net.weights, strict=True) if not b.is_input]
+    assert all(
+        p.weight.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()
+        for p in net.pair_plan()
+    )
+    net.keep_adjacent_only()
+    layers = {(p.rows.start, p.cols.start) for p in net.pair_plan()}
+    adjacent = {
+        (net.layer_slices[k].start, net.layer_slices[m].start)
+        for k in range(1, net.n_layers)
+        for m in range(1, net.n_layers)
+        if abs(k - m) == 1
+    }
+    assert layers == adjacent

@@ -42,8 +42,8 @@ ONLY = {"layer-sweep": {"layered"}, "sor": {"layered"}}
 RESIDUAL_STOPPED = ["residual", "fista", "layer-sweep", "sor"]
 
 
-def problem(family, dtype=torch.float64):
-    net = Network(FAMILIES[family](), seed=4, dtype=dtype)
+def problem(family, dtype=torch.float64, layout="auto"):
+    net = Network(FAMILIES[family](), seed=4, dtype=dtype, layout=layout)
     g = torch.Generator().manual_seed(5)
     net.biases.uniform_(-0.2, 0.4, generator=g)
     x = torch.rand(6, SIZES[0], generator=g).to(dtype)
@@ -132,6 +132,34 @@ def test_over_relaxation_of_one_is_the_exact_layer_sweep():
     exact = LayerSweep(steps=3000, tol=1e-6).relax(net, net.zero_state(len(x)), base)
     one = OverRelaxed(eps=1.0, steps=3000, tol=1e-6).relax(net, net.zero_state(len(x)), base)
     assert one.steps == exact.steps and torch.equal(one.state, exact.state)
+
+
+@pytest.mark.parametrize("name", ["layer-sweep", "sor"])
+def test_layer_sweeps_split_a_block_the_step_plan_runs_whole(name):
+    """With ``layout="dense"`` a small layered network's step is one product over its whole
+    hidden block; the sweeps take its layer pairs and reach the fixed point of the blocks
+    layout."""
+    dense, x, base = problem("layered", layout="dense")
+    blocks, _, base_blocks = problem("layered", layout="blocks")
+    assert len(dense.product_plan()) == 1 and len(blocks.product_plan()) == 4
+    torch.testing.assert_close(base, base_blocks, rtol=0, atol=0)
+    reference = reference_fixed_point(blocks, base)
+    results = [RELAXERS[name].relax(n, n.zero_state(len(x)), base) for n in (dense, blocks)]
+    for net, result in zip((dense, blocks), results, strict=True):
+        assert result.converged and fixed_point_residual(net, result.state, base) < TOL
+        torch.testing.assert_close(result.state, reference, rtol=0, atol=TOL)
+    torch.testing.assert_close(results[0].state, results[1].state, rtol=0, atol=TOL / 10)
+
+
+@pytest.mark.parametrize("layout", ["dense", "blocks"])
+@pytest.mark.parametrize("name", ["layer-sweep", "sor"])
+def test_layer_sweeps_refuse_edges_between_layers_of_the_same_parity(name, layout):
+    """ICONS skip edges (layer 1 - layer 3) and intralayer edges: refused in either layout."""
+    net, x, base = problem("icons", layout=layout)
+    layer = net.topology.layer_of[net.topology.edges]
+    assert ((layer[:, 0] > 0) & (layer[:, 0] % 2 == layer[:, 1] % 2)).any()
+    with pytest.raises(ConfigError, match="need a topology with no edge between two layers"):
+        RELAXERS[name].relax(net, net.zero_state(len(x)), base)
 
 
 def test_over_relaxation_factor_must_be_below_two():

@@ -5,10 +5,11 @@ With no edge inside the odd layers' set nor inside the even layers' set, the ene
 to the box is, for fixed even layers, a separable quadratic in the odd layers, minimised
 exactly by ``s_odd = clip(h_odd(s))`` (step size 1), and likewise for the even layers. One
 sweep updates the odd layers, then the even ones: block Gauss-Seidel, which never increases
-the energy. A sweep costs one drive (each product runs once, in the half-sweep of its
-destination). The drive of the even layers does not depend on them, so after a sweep the
-whole state's residual is read from the odd layers' drive (computed at the start of the next
-sweep) and the even layers' drive of the half-sweep just done.
+the energy. A sweep costs one drive (each layer-pair product runs once, in the half-sweep of
+its destination; :meth:`~eqprop.network.Network.pair_plan`, so a block the step's plan runs as
+one product is split here). The drive of the even layers does not depend on them, so after a
+sweep the whole state's residual is read from the odd layers' drive (computed at the start of
+the next sweep) and the even layers' drive of the half-sweep just done.
 
 :class:`LayerSweep` takes the exact updates; :class:`~eqprop.relaxation.sor.OverRelaxed`
 moves each half past them by a factor (projected SOR). Each example stops at its first
@@ -35,10 +36,11 @@ def _layer_of(network, part: slice) -> int:
 
 
 def _products_by_parity(network) -> dict[int, list]:
-    """The step's products grouped by the parity of their destination layer; a one-line
-    error if a product joins two layers of the same parity."""
+    """The step's layer-pair products (:meth:`~eqprop.network.Network.pair_plan`, whatever
+    :meth:`~eqprop.network.Network.product_plan` merges) grouped by the parity of their
+    destination layer; a one-line error if a product joins two layers of the same parity."""
     by = {1: [], 0: []}
-    for p in network.product_plan():
+    for p in network.pair_plan():
         src, dst = _layer_of(network, p.rows), _layer_of(network, p.cols)
         if src < 0 or dst < 0 or src % 2 == dst % 2:
             raise ConfigError(
