@@ -269,3 +269,47 @@ def test_cuda_graphs_equal_eager_steps_on_gpu():
     want = FixedSteps(eps=0.5, steps=40).relax(net, net.zero_state(6), base).state
     got = CudaGraphs(eps=0.5, steps=40).relax(net, net.zero_state(6), base).state
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def _plain_sweeps(net, s, base, omega, sweeps):
+    """Even/odd sweeps written out layer by layer: each layer's drive is its input drive plus
+    its pair products in the order of ``pair_plan``, then ``s <- clip(lerp(s, h, omega))``."""
+    layer_of = {}
+    for k in range(1, net.n_layers):
+        c = net.layer_slices[k]
+        layer_of[(c.start, c.stop)] = k
+
+    def layer(part):
+        return next(k for (a, b), k in layer_of.items() if a <= part.start and part.stop <= b)
+
+    for _ in range(sweeps):
+        for parity in (1, 0):
+            for k in range(1, net.n_layers):
+                if k % 2 != parity:
+                    continue
+                c = net.layer_slices[k]
+                h = base[:, c].clone()
+                for p in net.pair_plan():
+                    if layer(p.cols) == k:
+                        local = slice(p.cols.start - c.start, p.cols.stop - c.start)
+                        h[:, local].addmm_(s[:, p.rows], p.weight)
+                s[:, c] = torch.lerp(s[:, c], h, omega).clamp_(0.0, 1.0)
+    return s
+
+
+@pytest.mark.parametrize("sizes", [[12, 7, 9, 6, 3], [10, 8, 8, 3]])
+def test_layer_sweeps_are_the_plain_per_layer_sweeps_bit_for_bit(sizes):
+    """The solver keeps each parity's layers in one block (one operation per half-sweep, not
+    one per layer); that is a layout, not another computation."""
+    net = Network(topology.layered(sizes), seed=3)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(5, sizes[0], generator=gen)
+    base = net.input_drive(x)
+    start = torch.rand(5, net.n_state, generator=gen)
+    for solver, omega in (
+        (OverRelaxed(eps=1.7, steps=25, tol=1e-30), 1.7),
+        (LayerSweep(steps=25, tol=1e-30), 1.0),
+    ):
+        got = start.clone()
+        solver.relax(net, got, base)
+        assert torch.equal(got, _plain_sweeps(net, start.clone(), base, omega, 25))

@@ -51,73 +51,111 @@ def _products_by_parity(network) -> dict[int, list]:
     return by
 
 
-class _Half:
-    """One parity's layers on a batch: their state slices, drive buffers (``h``, one per
-    layer) and the closure computing that drive from the other parity."""
+class _Parity:
+    """Where the layers of each parity lie in the solver's own state layout: every odd layer,
+    then every even one, each layer contiguous (so a half-sweep's drive, residual and update
+    are one operation each over its parity's block, not one per layer). ``order`` takes a
+    state in the network's layer order to this layout; ``inverse`` brings it back."""
 
-    def __init__(self, network, products, parity: int, s, base, h=None) -> None:
-        layers = [k for k in range(1, network.n_layers) if k % 2 == parity]
-        self.cols = [network.layer_slices[k] for k in layers]
-        self.h = h or [s.new_empty(s.shape[0], c.stop - c.start) for c in self.cols]
-        index = {k: i for i, k in enumerate(layers)}
-        self.base = [base[:, c] for c in self.cols]
+    def __init__(self, network) -> None:
+        self.layers = {
+            parity: [k for k in range(1, network.n_layers) if k % 2 == parity] for parity in (1, 0)
+        }
+        self.slice_of: dict[int, slice] = {}
+        order, at = [], 0
+        for parity in (1, 0):
+            for k in self.layers[parity]:
+                c = network.layer_slices[k]
+                self.slice_of[k] = slice(at, at + c.stop - c.start)
+                order.append(torch.arange(c.start, c.stop))
+                at += c.stop - c.start
+        self.n_odd = sum(c.stop - c.start for k, c in self.slice_of.items() if k % 2)
+        device = network.device
+        self.order = torch.cat(order).to(device)
+        self.inverse = torch.empty_like(self.order)
+        self.inverse[self.order] = torch.arange(len(self.order), device=device)
+
+    def block(self, parity: int) -> slice:
+        """This parity's columns in the solver's layout."""
+        return slice(0, self.n_odd) if parity else slice(self.n_odd, len(self.order))
+
+    def local(self, network, part: slice) -> slice:
+        """The columns of ``part`` (a state slice within one layer) in the solver's layout."""
+        k = _layer_of(network, part)
+        start = self.slice_of[k].start - network.layer_slices[k].start
+        return slice(part.start + start, part.stop + start)
+
+
+class _Half:
+    """One parity's layers on a batch (in the solver's layout, :class:`_Parity`): their state
+    block ``s``, drive ``h`` and the products that compute that drive from the other
+    parity."""
+
+    def __init__(self, network, layout: _Parity, products, parity: int, s, base, h=None):
+        block = layout.block(parity)
+        self.s, self.base = s[:, block], base[:, block]
+        self.h = h if h is not None else torch.empty_like(self.s)
+        self.scratch = torch.empty_like(self.s)
         self.work = []
         for p in products:
-            k = _layer_of(network, p.cols)
-            start = network.layer_slices[k].start
-            local = slice(p.cols.start - start, p.cols.stop - start)
+            cols = layout.local(network, p.cols)
+            local = slice(cols.start - block.start, cols.stop - block.start)
             # CSR values gathered once: the weights do not change within a phase
             csr = None if p.sparse is None else p.csr()
-            self.work.append((self.h[index[k]][:, local], s[:, p.rows], p.weight, csr))
+            src = s[:, layout.local(network, p.rows)]
+            self.work.append((self.h[:, local], src, p.weight, csr))
 
     def compute(self) -> None:
-        for buffer, base in zip(self.h, self.base, strict=True):
-            buffer.copy_(base)
+        self.h.copy_(self.base)
         for out, src, weight, csr in self.work:
             if csr is None:
                 out.addmm_(src, weight)
             else:
                 out.add_(torch.mm(csr, src.T.contiguous()).T)
 
-    def update(self, s: torch.Tensor, omega: float) -> None:
+    def update(self, omega: float) -> None:
         """``s <- clip(s + omega (h - s))`` on this parity's layers."""
-        for h, c in zip(self.h, self.cols, strict=True):
-            s[:, c] = torch.lerp(s[:, c], h, omega).clamp_(0.0, 1.0)
+        self.s.lerp_(self.h, omega).clamp_(0.0, 1.0)
 
-    def residuals(self, s: torch.Tensor) -> torch.Tensor:
-        return torch.stack(
-            [
-                (torch.clamp(h, 0.0, 1.0) - s[:, c]).abs_().amax(1)
-                for h, c in zip(self.h, self.cols, strict=True)
-            ]
-        ).amax(0)
+    def residuals(self) -> torch.Tensor:
+        torch.clamp(self.h, 0.0, 1.0, out=self.scratch)
+        return self.scratch.sub_(self.s).abs_().amax(1)
 
 
 class _SweepIterate:
-    """Sweeps on a batch: ``current`` the state; the even drive is kept between sweeps."""
+    """Sweeps on a batch, in the solver's layout (``s``: odd layers, then even ones); the
+    even drive is kept between sweeps. ``current`` is the state in the network's layout."""
 
-    def __init__(self, network, products, omega, s, base, even_h=None) -> None:
-        self.network, self.products, self.omega, self.base = network, products, omega, base
-        self.current = s
-        self.odd = _Half(network, products[1], 1, s, base)
-        self.even = _Half(network, products[0], 0, s, base, even_h)
+    def __init__(self, network, layout, products, omega, s, base, even_h=None) -> None:
+        self.network, self.layout, self.products, self.omega = network, layout, products, omega
+        self.s, self.base = s, base
+        self.odd = _Half(network, layout, products[1], 1, s, base)
+        self.even = _Half(network, layout, products[0], 0, s, base, even_h)
         if even_h is None:
             self.even.compute()
 
+    @property
+    def current(self) -> torch.Tensor:
+        return self.s.index_select(1, self.layout.inverse)
+
     def residuals(self) -> torch.Tensor:
         self.odd.compute()
-        s = self.current
-        return torch.maximum(self.odd.residuals(s), self.even.residuals(s))
+        return torch.maximum(self.odd.residuals(), self.even.residuals())
 
     def advance(self) -> None:
-        self.odd.update(self.current, self.omega)
+        self.odd.update(self.omega)
         self.even.compute()
-        self.even.update(self.current, self.omega)
+        self.even.update(self.omega)
 
     def subset(self, keep: torch.Tensor) -> _SweepIterate:
-        even_h = [h[keep] for h in self.even.h]
         return _SweepIterate(
-            self.network, self.products, self.omega, self.current[keep], self.base[keep], even_h
+            self.network,
+            self.layout,
+            self.products,
+            self.omega,
+            self.s[keep],
+            self.base[keep],
+            self.even.h[keep],
         )
 
 
@@ -132,6 +170,12 @@ class LayerSweep(ResidualStop):
         return 1.0
 
     def start(self, network, state, drive) -> Iterate:
+        layout = _Parity(network)
         return _SweepIterate(
-            network, _products_by_parity(network), self.omega, state.clone(), drive
+            network,
+            layout,
+            _products_by_parity(network),
+            self.omega,
+            state.index_select(1, layout.order),
+            drive.index_select(1, layout.order),
         )
