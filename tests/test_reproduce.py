@@ -278,3 +278,26 @@ def test_the_committed_claims_index_is_up_to_date():
         "python -c 'from eqprop.experiments.report import write_index; "
         'write_index("docs/results")\''
     )
+
+
+def test_the_parity_of_a_topology_is_built_once_and_cached(tmp_path, monkeypatch):
+    from eqprop.experiments import departures
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    departures._alternates_parity.cache_clear()
+    section = pr.paper_config("C").topology
+    first = departures._alternates_parity(section)
+    assert first is False and (tmp_path / "cache/eqprop/parity.json").is_file()
+    departures._alternates_parity.cache_clear()
+
+    def no_build(config):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr("eqprop.runs.build_topology", no_build)
+    assert departures._alternates_parity(section) is False  # from the file
+    (tmp_path / "cache/eqprop/parity.json").write_text("{not json")
+    departures._alternates_parity.cache_clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert departures._alternates_parity(section) is False  # a damaged cache is rebuilt
+    departures._alternates_parity.cache_clear()

@@ -16,12 +16,17 @@ named at the top of its ``results.md``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eqprop import config as cfg
+from eqprop.errors import EqpropError
 
 #: ``--fast`` on networks with even/odd layers (as validated on network B)
 FAST_SOR: dict[str, Any] = {
@@ -39,13 +44,34 @@ FAST_FISTA: dict[str, Any] = {
 }
 
 
+def _cache_file() -> Path:
+    """Where the answers of :func:`_alternates_parity` are kept between processes."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "eqprop" / "parity.json"
+
+
 @functools.lru_cache(maxsize=64)
 def _alternates_parity(section: cfg.TopologySection) -> bool:
-    """Whether the topology a section describes allows even/odd layer sweeps (built once per
-    section and process: an ICONS topology takes seconds)."""
-    from eqprop.runs import build_topology
+    """Whether the topology a section describes allows even/odd layer sweeps. Building an
+    ICONS topology takes up to a minute (Figure 5's p = 0.9), and the answer is a function of
+    the section alone (its seed included) and the version of eqprop, so it is kept in a small
+    cache file under that key (:func:`_cache_file`; a cache that cannot be read or written is
+    simply not used)."""
+    from eqprop import __version__
+    from eqprop.runs import atomic_write_bytes, build_topology
 
-    return build_topology(cfg.RunConfig(topology=section)).alternates_parity
+    key, path = f"{__version__} {section!r}", _cache_file()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict) or not isinstance(known.get(key), bool):
+        known = known if isinstance(known, dict) else {}
+        known[key] = build_topology(cfg.RunConfig(topology=section)).alternates_parity
+        with contextlib.suppress(OSError, EqpropError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, json.dumps(known, indent=0).encode())
+    return known[key]
 
 
 def fast_free(config: cfg.RunConfig) -> dict[str, Any]:
