@@ -175,9 +175,19 @@ class Lower:
         return Verdict(HOLDS if gap >= self.margin else PARTLY if gap > 0 else FAILS, measured)
 
 
+#: how much one run's held-out error moves, for the results that compare single runs
+NOISE_NOTE = (
+    "One run is one seed: its held-out error moves by 2-3 points from rounding alone (network "
+    "C rerun unchanged on another CPU moved by up to 2.61 points with FISTA at epoch 2, and by "
+    "3.57 points with the paper protocol at epoch 1; docs/results/solvers-full), so the checks "
+    "on errors average over the last epochs where they can, and a verdict near its threshold "
+    "can change from run to run."
+)
+
+
 def claims_section(claims: Sequence[Claim], runs: Mapping[str, Run], scale: str) -> list[str]:
     """The Markdown lines of an experiment's claims: a table of statement, source, verdict,
-    the measured numbers and where the check is meaningful."""
+    the measured numbers and where the check is meaningful, then :data:`NOISE_NOTE`."""
     rows = ["| claim | source | verdict | measured | meaningful at |", "|---|---|---|---|---|"]
     for claim in claims:
         v = claim.judge(runs, scale)
@@ -185,4 +195,4 @@ def claims_section(claims: Sequence[Claim], runs: Mapping[str, Run], scale: str)
             f"| {claim.statement} | {claim.source} | **{v.verdict}** | {v.measured} | "
             f"{claim.scale} |"
         )
-    return ["## The paper's claims", "", *rows, ""]
+    return ["## The paper's claims", "", *rows, "", NOISE_NOTE, ""]
