@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,12 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     """Give Ctrl-C its default meaning. A background job of a non-interactive shell starts
     with SIGINT ignored, which its children inherit; the tests of Ctrl-C handling need what
-    an interactive shell (or CI) gives."""
+    an interactive shell (or CI) gives. Point eqprop's cache (``--fast``'s topology parities)
+    at a fresh directory, so no test reads what another process left there, and none writes
+    into the user's home."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="eqprop-test-cache-")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
