@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -19,6 +20,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="eqprop-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the cache directory of :func:`pytest_configure`."""
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if Path(cache).name.startswith("eqprop-test-cache-"):
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
