@@ -325,18 +325,36 @@ class Network(torch.nn.Module):
         self._build_plan()
         return self
 
-    def predict(self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None):
-        """Predicted classes of ``x``: the argmax of the outputs at the free equilibrium
-        reached by ``relaxer`` (default: FISTA to a fixed-point residual below 1e-5) from
-        ``state`` (default zeros; updated in place when given)."""
+    def equilibrium(
+        self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The whole free state at the equilibrium of inputs ``x`` (shape ``(batch, M)``, layer
+        order, inputs excluded), reached by ``relaxer`` (default: FISTA to a fixed-point
+        residual below 1e-5) from ``state`` (default zeros; updated in place when given). No
+        gradient is recorded; ``x`` is moved to the network's device and dtype."""
         from eqprop.relaxation.fista import Fista
 
         relaxer = relaxer if relaxer is not None else Fista(steps=10_000, tol=1e-5)
-        x = x.to(self.device, self.dtype)
+        x = torch.as_tensor(x).to(self.device, self.dtype)
         s = self.zero_state(len(x)) if state is None else state
         with torch.no_grad():
             relaxer.relax(self, s, self.input_drive(x))
-        return s[:, self.output].argmax(1)
+        return s
+
+    def forward(self, x: torch.Tensor, relaxer=None) -> torch.Tensor:
+        """The output activations at the free equilibrium of ``x``, shape ``(batch, n_out)``
+        (:meth:`equilibrium`; ``net(x)``)."""
+        return self.equilibrium(x, relaxer)[:, self.output]
+
+    def predict(self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None):
+        """Predicted classes of ``x``: the argmax of the outputs at the free equilibrium
+        (:meth:`equilibrium`, from ``state`` when given)."""
+        return self.equilibrium(x, relaxer, state)[:, self.output].argmax(1)
+
+    def error(self, x: torch.Tensor, y: torch.Tensor, relaxer=None) -> float:
+        """The fraction of ``x`` whose predicted class (:meth:`predict`) is not ``y``."""
+        y = torch.as_tensor(y).to(self.device)
+        return float((self.predict(x, relaxer) != y).float().mean())
 
     def _build_plan(self) -> None:
         """Build the products of one step (see the module docs) into ``_plan`` and the layer-

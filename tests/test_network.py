@@ -278,3 +278,22 @@ def test_pair_plan_splits_every_block_into_its_layer_pairs(family):
         if abs(k - m) == 1
     }
     assert layers == adjacent
+
+
+def test_forward_is_the_relaxed_states_outputs_and_predict_and_error_follow():
+    from eqprop.relaxation.fixed import FixedSteps
+
+    net = Network(topology.layered([6, 5, 4, 3]), seed=1)
+    x = torch.rand(7, 6, generator=torch.Generator().manual_seed(0))
+    relaxer = FixedSteps(steps=80)
+    s = net.zero_state(7)
+    relaxer.relax(net, s, net.input_drive(x))
+    with torch.no_grad():
+        out = net(x, relaxer)
+    assert out.shape == (7, 3) and torch.equal(out, s[:, net.output])
+    assert torch.equal(net.equilibrium(x, relaxer), s)
+    assert torch.equal(net.predict(x, relaxer), s[:, net.output].argmax(1))
+    labels = s[:, net.output].argmax(1)
+    labels[:2] = (labels[:2] + 1) % 3  # two of seven wrong
+    assert net.error(x, labels, relaxer) == pytest.approx(2 / 7)
+    assert torch.equal(net(x.double(), relaxer), out)  # inputs take the network's dtype
