@@ -47,7 +47,7 @@ def _train(args: argparse.Namespace) -> int:
                 "in its own directory; drop --device and --out (copy the directory to move it)"
             )
         run_dir = Path(args.resume)
-        overrides = dict(cfg.parse_override(item) for item in args.set)
+        overrides = cfg.parse_overrides(args.set)
         if set(overrides) - {"epochs", "train.epochs"}:
             raise EqpropError(
                 "with --resume only --set train.epochs=N is allowed (to train longer); "

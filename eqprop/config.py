@@ -685,16 +685,53 @@ def load_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """``key=value`` (TOML value syntax; a bare word is taken as a string)."""
+    """``key=value`` (TOML value syntax; a bare word is taken as a string; nothing after the
+    ``=`` is None: the key is unset, to its default)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set expects key=value, got {item!r}")
+    if not raw.strip():
+        return key, None
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return key, value
+
+
+def canonical_key(key: str) -> str:
+    """``section.key`` for a bare version-1 name (``epochs`` -> ``train.epochs``); other keys
+    as given (the names that set several fields, such as ``eps``, stay bare)."""
+    if "." in key or key not in LEGACY:
+        return key
+    section, name = LEGACY[key]
+    return f"{section}.{name}"
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Several ``--set`` items as one dict (:func:`parse_override` each); a one-line error
+    for a key given twice with different values, or given both bare and sectioned
+    (``epochs=1`` and ``train.epochs=2``)."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for item in items:
+        key, value = parse_override(item)
+        name = canonical_key(key)
+        if name in spelled:
+            if spelled[name] != key:
+                raise ConfigError(
+                    f"--set gives {name} twice, as {spelled[name]!r} and as {key!r}; give it "
+                    f"once, as {name}"
+                )
+            if out[key] != value:
+                raise ConfigError(
+                    f"--set gives {key} twice with different values ({out[key]!r} and "
+                    f"{value!r}); give it once"
+                )
+        spelled[name] = key
+        out[key] = value
+    return out
 
 
 # -- presets --------------------------------------------------------------------------------
@@ -723,9 +760,7 @@ def resolve(
     changes: dict[str, Any] = {}
     if config_file is not None:
         changes.update(_flatten(load_file(config_file)))
-    for item in overrides:
-        key, value = parse_override(item)
-        changes[key] = value
+    changes.update(parse_overrides(overrides))
     return base.override(changes)
 
 

@@ -259,9 +259,7 @@ def _sweep_from_dict(values, source, base_dir, out, sets, option_changes) -> Swe
     if preset is None and config_file is None:
         preset = "digits"
     fixed = _flat(values.get("set", {}), "set", source)
-    for item in sets:
-        key, value = cfg.parse_override(item)
-        fixed[key] = value
+    fixed.update(cfg.parse_overrides(sets))
     grid = _flat(values.get("grid", {}), "grid", source)
     if not grid:
         raise ConfigError(

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,30 @@ def test_section_keys_bare_keys_and_version_1_names_agree():
     assert a == b
     c = cfg.resolve("digits", None, ["random_sign=false", "tol=1e-3"])
     assert (c.estimator.kind, c.free.solver, c.free.tol) == ("positive", "tolerance", 1e-3)
+
+
+def test_an_empty_set_value_unsets_a_key_to_its_default():
+    config = cfg.resolve("icons-skip", None, ["topology.n=", "topology.p=0.05"])
+    assert (config.topology.n, config.topology.p) == (None, 0.05)
+    assert cfg.resolve("icons-skip", None, ["update.bias_lr=0.5", "update.bias_lr=0.5"])
+    assert cfg.resolve("icons-skip", None, ["free.tol="]).free.tol is None
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["train.epochs=1", "epochs=2", "train.epochs=abc"],
+            "--set gives train.epochs twice, as 'train.epochs' and as 'epochs'",
+        ),
+        (["epochs=1", "train.epochs=1"], "give it once, as train.epochs"),
+        (["update.lr=0.1", "update.lr=0.2"], "update.lr twice with different values (0.1 and 0.2)"),
+        (["topology.n=", "topology.n=5"], "topology.n twice with different values (None and 5)"),
+    ],
+)
+def test_conflicting_set_items_are_one_line_errors(sets, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cfg.resolve("icons-skip", None, sets)
 
 
 def test_config_file_sections_apply_over_the_default_preset(tmp_path):

@@ -95,7 +95,7 @@ class Departures:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sets", tuple(self.sets))
-        object.__setattr__(self, "changes", dict(cfg.parse_override(s) for s in self.sets))
+        object.__setattr__(self, "changes", cfg.parse_overrides(self.sets))
 
     def __bool__(self) -> bool:
         return bool(self.sets) or self.fast
