@@ -821,10 +821,22 @@ def train_run(
         if epochs is not None:
             config = config.override({"train.epochs": epochs})
         for path in (run_dir, run_dir / RATES, run_dir / STEPS):
+            if os.path.lexists(path) and not path.is_dir():
+                raise EqpropError(
+                    f"{path} should be a directory of the run but is not; move it away (or "
+                    f"restore the run directory from a copy), then resume"
+                )
             if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
                 raise EqpropError(
                     f"cannot write into {path} (read-only or permission denied); make it "
                     f"writable, or copy the run directory and resume the copy"
+                )
+        for name in (METRICS, BEST):
+            path = run_dir / name
+            if os.path.lexists(path) and not path.is_file():
+                raise EqpropError(
+                    f"{path} should be a file of the run but is not; move it away (or restore "
+                    f"the run directory from a copy), then resume"
                 )
         data = check_run(config, options)
         held = data.held_out

@@ -17,5 +17,5 @@ SMALL = [
 
 
 def small_config(*extra: str) -> cfg.RunConfig:
-    """The small run's config, with ``extra`` ``--set`` overrides."""
-    return cfg.resolve("digits", None, SMALL + list(extra))
+    """The small run's config, with ``extra`` ``--set`` overrides (over those of ``SMALL``)."""
+    return cfg.resolve("digits", None, SMALL).override(cfg.parse_overrides(extra))

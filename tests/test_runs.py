@@ -5,6 +5,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -760,3 +761,27 @@ def test_a_run_not_trained_yet_has_no_trainer_or_latest_network_to_load(tmp_path
     with pytest.raises(EqpropError) as raised:
         load_run(run_dir)
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [("layer_rates", "file"), ("free_steps", "file"), ("metrics.jsonl", "dir"), ("best.pt", "dir")],
+)
+def test_a_run_file_of_the_wrong_kind_stops_a_resume_before_anything_is_written(
+    tmp_path, name, make
+):
+    run = start_run(small_config("epochs=1"), tmp_path / "run")
+    train_run(run)
+    target = run / name
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    if make == "file":
+        target.write_text("not a directory")
+    else:
+        target.mkdir()
+    before = tree_digest(run)
+    with pytest.raises(EqpropError, match=f"{re.escape(str(target))} should be a"):
+        train_run(run, epochs=3)
+    assert tree_digest(run) == before  # config.toml still says 1 epoch
