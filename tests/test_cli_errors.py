@@ -750,7 +750,7 @@ def test_divergence_tells_to_start_a_new_run(server, workspace):
 def test_ctrl_c_at_start_up_is_one_line(server, workspace, delay):
     """From the moment the command's code runs (forked after the imports: a Ctrl-C while
     ``import eqprop`` imports torch is still the interpreter's traceback)."""
-    args = ["train", "--out", "new", *TINY_ARGS, "--set", "epochs=300"]
+    args = ["train", "--out", "new", *(a.replace("epochs=2", "epochs=300") for a in TINY_ARGS)]
     handle = server.start(args, workspace, real=False)
     time.sleep(delay)
     os.kill(handle.pid, signal.SIGINT)

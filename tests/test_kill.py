@@ -216,7 +216,7 @@ def test_a_kill_inside_a_write_resumes_bit_for_bit(server, reference, tmp_path, 
 @pytest.mark.parametrize("stage", ["mid", "after-rename"])
 def test_a_kill_while_extending_a_run_resumes_bit_for_bit(server, reference, tmp_path, stage):
     ref, _ = reference
-    two = [*ARGS, "--set", "epochs=2"]
+    two = [a.replace("epochs=3", "epochs=2") for a in ARGS]  # one value per key
     assert server.run(["train", "--quiet", "--out", "run", *two], tmp_path).rc == 0
     hook = _HOOK.format(name="config.toml", nth=1, stage=stage)
     extend = ["train", "--quiet", "--resume", "run", "--set", "epochs=3"]
