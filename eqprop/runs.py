@@ -12,6 +12,8 @@ A run directory holds:
 - ``free_steps/epoch_NNNN.npy``: the free-phase steps of every batch of each epoch, int32
   (``n_free`` everywhere unless adaptive relaxation, ``tol``, is on);
 - ``tensorboard/``: TensorBoard event files, when asked for (``--tensorboard``);
+- ``data_dir``: the data directory the run was last trained from (MNIST and Fashion-MNIST);
+  a resume given neither ``--data-dir`` nor ``$EQPROP_DATA_DIR`` reads its data there;
 - ``checkpoint.pt``: the trainer's complete state, the metrics of the finished epochs and a
   SHA-256 of both, written atomically (temporary file, fsync, rename) every
   ``checkpoint_every`` batches, at the end of every epoch, and when the run is stopped by
@@ -39,6 +41,7 @@ directory) is one line naming the path and the fix (:class:`~eqprop.errors.Eqpro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -82,6 +85,8 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.toml"
 RATES = "layer_rates"
 STEPS = "free_steps"
+#: the data directory the run was trained from (a resume without --data-dir reads it there)
+DATA_DIR = "data_dir"
 #: a file that asks the process training the run to stop after its batch, with a checkpoint,
 #: as SIGTERM does (how an experiment or sweep stops its Ray workers; ``touch`` works too)
 STOP_REQUEST = "stop-request"
@@ -817,6 +822,7 @@ def train_run(
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     with _run_lock(run_dir):
+        options = _recorded_data_dir(run_dir, options)
         # -- checks: nothing is written until all of them pass --------------------------
         if epochs is not None:
             config = config.override({"train.epochs": epochs})
@@ -915,6 +921,11 @@ def train_run(
                         file=sys.stderr,
                     )
             _write_metrics(run_dir, records)
+            if options.data_dir is not None and config.data.dataset != "digits":
+                where = f"{Path(options.data_dir).resolve()}\n"
+                recorded = run_dir / DATA_DIR
+                if not recorded.is_file() or recorded.read_text() != where:
+                    atomic_write_bytes(recorded, where.encode())
             for kind in (RATES, STEPS):
                 (run_dir / kind).mkdir(exist_ok=True)
                 for f in (run_dir / kind).iterdir():
@@ -1023,6 +1034,17 @@ def train_run(
     if writer is not None:
         writer.close()
     return records
+
+
+def _recorded_data_dir(run_dir: Path, options: RunOptions) -> RunOptions:
+    """``options`` with the run's recorded data directory (:data:`DATA_DIR`) where neither
+    ``options.data_dir`` nor ``$EQPROP_DATA_DIR`` names one."""
+    from eqprop.data import DATA_DIR_ENV
+
+    recorded = run_dir / DATA_DIR
+    if options.data_dir is not None or os.environ.get(DATA_DIR_ENV) or not recorded.is_file():
+        return options
+    return dataclasses.replace(options, data_dir=recorded.read_text().strip())
 
 
 def _write_metrics(run_dir: Path, records: list[dict]) -> None:

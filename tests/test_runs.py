@@ -785,3 +785,19 @@ def test_a_run_file_of_the_wrong_kind_stops_a_resume_before_anything_is_written(
     with pytest.raises(EqpropError, match=f"{re.escape(str(target))} should be a"):
         train_run(run, epochs=3)
     assert tree_digest(run) == before  # config.toml still says 1 epoch
+
+
+@pytest.mark.data
+def test_a_resume_finds_the_data_directory_the_run_was_trained_from(
+    tmp_path, monkeypatch, real_data_dir
+):
+    monkeypatch.delenv("EQPROP_DATA_DIR", raising=False)
+    config = small_config("dataset='mnist'", "sizes=[784, 16, 10]", "limit=100", "epochs=1")
+    run = start_run(config, tmp_path / "run")
+    train_run(run, RunOptions(data_dir=real_data_dir))
+    assert (run / "data_dir").read_text() == f"{real_data_dir.resolve()}\n"
+    train_run(run, epochs=2)  # no data directory given: the recorded one
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+    (run / "data_dir").write_text(f"{tmp_path / 'gone'}\n")
+    with pytest.raises(EqpropError, match="gone"):
+        train_run(run, epochs=3)  # a recorded directory that is gone: its path in the error
