@@ -242,6 +242,33 @@ def test_a_kill_at_a_random_moment_resumes_bit_for_bit(server, reference, tmp_pa
     assert_same_run(ref, tmp_path / "run")
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_sigterm_at_a_random_moment_stops_with_a_checkpoint_and_resumes_bit_for_bit(
+    server, reference, tmp_path, seed
+):
+    """What a batch scheduler sends at a job's time limit: the batch under way finishes, the
+    checkpoint is written, exit 143; the resumed run ends as the uninterrupted one."""
+    ref, duration = reference
+    delay = random.Random(200 + seed).uniform(0.3, max(0.4, duration))
+    handle = server.start(["train", "--quiet", "--out", "run", *ARGS], tmp_path)
+    time.sleep(delay)
+    try:
+        os.kill(handle.pid, signal.SIGTERM)
+    except ProcessLookupError:  # it had finished: then it must be complete
+        pass
+    result = handle.wait()
+    assert result.rc in (0, 143), result.err
+    if delay < 0.8 * duration:  # well inside the run: it was still training
+        assert result.rc == 143, result.err
+    if result.rc == 143:
+        assert (
+            result.lines[-1]
+            == "eqprop: stopped by SIGTERM; continue with: eqprop train --resume run"
+        )
+    recover(server, tmp_path, "run")
+    assert_same_run(ref, tmp_path / "run")
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_a_kill_in_the_first_second_of_the_process_restarts_cleanly(
     server, reference, tmp_path, seed
