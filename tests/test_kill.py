@@ -242,31 +242,44 @@ def test_a_kill_at_a_random_moment_resumes_bit_for_bit(server, reference, tmp_pa
     assert_same_run(ref, tmp_path / "run")
 
 
+#: a longer run for the SIGTERM cases, so that the signal lands while it trains
+LONG = [a.replace("epochs=3", "epochs=12") for a in ARGS]
+
+
+@pytest.fixture(scope="module")
+def long_reference(server, tmp_path_factory) -> Path:
+    """The uninterrupted run of :data:`LONG`."""
+    where = tmp_path_factory.mktemp("long-reference")
+    result = server.run(["train", "--quiet", "--out", "ref", *LONG], where)
+    assert result.rc == 0, result.err
+    return where / "ref"
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_sigterm_at_a_random_moment_stops_with_a_checkpoint_and_resumes_bit_for_bit(
-    server, reference, tmp_path, seed
+    server, long_reference, tmp_path, seed
 ):
     """What a batch scheduler sends at a job's time limit: the batch under way finishes, the
     checkpoint is written, exit 143; the resumed run ends as the uninterrupted one."""
-    ref, duration = reference
-    delay = random.Random(200 + seed).uniform(0.3, max(0.4, duration))
-    handle = server.start(["train", "--quiet", "--out", "run", *ARGS], tmp_path)
-    time.sleep(delay)
-    try:
-        os.kill(handle.pid, signal.SIGTERM)
-    except ProcessLookupError:  # it had finished: then it must be complete
-        pass
+    rng = random.Random(200 + seed)
+    after = rng.randint(1, 6)  # epochs finished before the signal, then a random moment
+    handle = server.start(["train", "--quiet", "--out", "run", *LONG], tmp_path)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not metrics.exists() or metrics.read_bytes().count(b"\n") < after
+    ):
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0.0, 0.05))
+    os.kill(handle.pid, signal.SIGTERM)
     result = handle.wait()
-    assert result.rc in (0, 143), result.err
-    if delay < 0.8 * duration:  # well inside the run: it was still training
-        assert result.rc == 143, result.err
-    if result.rc == 143:
-        assert (
-            result.lines[-1]
-            == "eqprop: stopped by SIGTERM; continue with: eqprop train --resume run"
-        )
+    assert result.rc == 143, result.err
+    assert result.lines[-1] == (
+        "eqprop: stopped by SIGTERM; continue with: eqprop train --resume run"
+    )
+    assert _checkpoint(tmp_path / "run")["trainer"]["epoch"] < 12
     recover(server, tmp_path, "run")
-    assert_same_run(ref, tmp_path / "run")
+    assert_same_run(long_reference, tmp_path / "run")
 
 
 @pytest.mark.parametrize("seed", range(2))
