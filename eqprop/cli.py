@@ -168,6 +168,10 @@ def _reproduce(args: argparse.Namespace) -> int:
             f"ICONS-style EP runs); these have: {', '.join(able)}"
         )
     out = Path(args.out)
+    if args.publish is not None:
+        from eqprop.runs import check_output_dir
+
+        check_output_dir(Path(args.publish), "--publish")
     if takes:
         from eqprop.experiments import paper_runs as pr
 
@@ -185,8 +189,6 @@ def _reproduce(args: argparse.Namespace) -> int:
     from eqprop.runs import check_output_dir
 
     check_output_dir(out)
-    if args.publish is not None:
-        check_output_dir(Path(args.publish), "--publish")
     data_dir = Path(args.data_dir) if args.data_dir else None
     placement = _placement(args, module)
     results_only = args.results_only or args.publish is not None
@@ -231,9 +233,9 @@ def _placement(args: argparse.Namespace, module):
         return None
     have_ray = importlib.util.find_spec("ray") is not None
     if args.address is not None and not have_ray:
-        from eqprop.sweeps.engine import INSTALL_HINT
-
-        raise EqpropError(INSTALL_HINT)
+        raise EqpropError(
+            "eqprop reproduce --address needs Ray; install it with: pip install 'eqprop[ray]'"
+        )
     return Placement(
         ray=have_ray and not args.no_ray,
         address=args.address,
@@ -259,6 +261,11 @@ def _bench(args: argparse.Namespace) -> int:
 
     for name in args.preset or []:
         cfg.preset(name)  # an unknown preset fails here, with the list of names
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        raise EqpropError(f"--device must be cpu or cuda (or cuda:N), got {args.device!r}")
+    from eqprop.runs import check_device
+
+    check_device(args.device, fix="--device cpu")  # a GPU this machine lacks fails here
     if args.out:
         from eqprop.runs import check_writable_file
 
@@ -280,12 +287,12 @@ def _check_gradient(args: argparse.Namespace) -> int:
     from eqprop import gradcheck
 
     config = cfg.resolve(args.preset or "digits", args.config, args.set)
+    result = gradcheck.check_config(config, args.examples, args.beta, args.data_dir)
     print(
         f"EP estimate ({config.estimator.kind}, {config.nudged.nudging} nudging) against "
         f"-dC/dtheta by the adjoint method, initial network of "
         f"{args.preset or args.config or 'digits'}:"
     )
-    result = gradcheck.check_config(config, args.examples, args.beta, args.data_dir)
     for line in result.lines():
         print("  " + line)
     return 0

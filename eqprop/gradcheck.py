@@ -16,6 +16,7 @@ edge weight ``w_ij`` is ``lambda_i u_j [i in F] + lambda_j u_i [j in F]`` and of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 from eqprop import config as cfg
 from eqprop import nudging as nudgings
 from eqprop import runs
+from eqprop.errors import ConfigError
 from eqprop.estimators import Estimator
 from eqprop.network import Network
 from eqprop.nudging import Nudge, Nudging
@@ -95,7 +97,9 @@ def true_gradient(
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    """The cosine of ``a`` and ``b``; NaN where either is zero or not finite."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def check_gradient(
@@ -151,10 +155,17 @@ def check_config(
     config = config.override({"estimator.beta": beta, "data.limit": None})
     data = runs.load_data(config, data_dir)
     net = runs.build_network(config.override({"train.dtype": "float64", "train.device": "cpu"}))
-    return check_gradient(
+    result = check_gradient(
         net,
         data.train.x[:examples],
         data.train.y[:examples],
         config.estimator.build(),
         nudgings.get(config.nudged.nudging),
     )
+    measured = (result.cosine_weights, result.cosine_biases)
+    if not all(math.isfinite(v) for v in measured):
+        raise ConfigError(
+            f"beta {beta:g} gives no finite EP estimate to compare (the nudged phase "
+            f"overflows or does not move); the check is for small beta, such as 1e-4"
+        )
+    return result

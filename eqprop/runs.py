@@ -176,14 +176,13 @@ def load_data(config: RunConfig, data_dir: str | Path | None) -> Dataset:
 
 
 # -- checks that run before anything is written ---------------------------------------------
-def check_device(device: str) -> None:
-    """A one-line error if ``device`` (``cpu``, ``cuda``, ``cuda:N``) is not on this machine."""
+def check_device(device: str, fix: str = "--set train.device=cpu") -> None:
+    """A one-line error if ``device`` (``cpu``, ``cuda``, ``cuda:N``) is not on this machine;
+    ``fix``: the option that asks for the CPU instead."""
     if not device.startswith("cuda"):
         return
     if not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {device!r} requested but no CUDA GPU is available; use --set train.device=cpu"
-        )
+        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use {fix}")
     index = device.partition(":")[2]
     count = torch.cuda.device_count()
     if index and int(index) >= count:

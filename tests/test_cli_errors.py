@@ -275,7 +275,10 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def make_run(server: CliServer, where: Path, name: str = "run", *extra: str) -> Path:
-    result = server.run(["train", "--quiet", "--out", name, *TINY_ARGS, *extra], where)
+    """A finished tiny run; ``extra`` ``--set`` items replace those of :data:`TINY`."""
+    changed = {item.partition("=")[0] for item in extra[1::2]}
+    tiny = [a for s in TINY if s.partition("=")[0] not in changed for a in ("--set", s)]
+    result = server.run(["train", "--quiet", "--out", name, *tiny, *extra], where)
     assert result.rc == 0, result.err
     return where / name
 
@@ -609,6 +612,60 @@ CASES = {
     "bench-solvers-unknown-solver": Case(["bench-solvers", "--solver", "magic"], "unknown solver"),
     "bench-solvers-bad-step": Case(
         ["bench-solvers", "--solver", "sor:fast"], "the part after ':' is the step size eps"
+    ),
+    "bench-unknown-device": Case(
+        ["bench", "--device", "tpu"], "--device must be cpu or cuda (or cuda:N), got 'tpu'"
+    ),
+    "bench-cuda-without-gpu": Case(
+        ["bench", "--device", "cuda"],
+        "no CUDA GPU is available; use --device cpu",
+        skip="this machine has a CUDA GPU" if HAS_CUDA else None,
+    ),
+    "check-gradient-overflowing-beta": Case(
+        ["check-gradient", "--beta", "1e308"], "gives no finite EP estimate to compare"
+    ),
+    "set-twice-different-values": Case(
+        ["train", "--out", "new", "--set", "lr=0.1", "--set", "lr=0.2"],
+        "--set gives lr twice with different values",
+    ),
+    "set-bare-and-sectioned": Case(
+        [
+            "train",
+            "--out",
+            "new",
+            "--set",
+            "epochs=1",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.epochs=abc",
+        ],
+        "--set gives train.epochs twice, as 'epochs' and as 'train.epochs'",
+    ),
+    "resume-set-twice": Case(
+        ["train", "--resume", "run", "--set", "epochs=3", "--set", "train.epochs=4"],
+        "--set gives train.epochs twice",
+    ),
+    "reproduce-set-twice": Case(
+        ["reproduce", "fig3", "--out", "o", "--set", "free.eps=0.4", "--set", "free.eps=0.3"],
+        "--set gives free.eps twice with different values",
+    ),
+    "reproduce-fast-without-ep-runs": Case(
+        ["reproduce", "skipnets", "--out", "o", "--fast"], "experiment 'skipnets' has no --fast"
+    ),
+    "reproduce-publish-nothing": Case(
+        ["reproduce", "fig3", "--out", "o", "--publish", "pub"], "holds none of the runs of fig3"
+    ),
+    "reproduce-publish-a-file": Case(
+        ["reproduce", "fig3", "--out", "o", "--publish", "afile"], "--publish afile is a file"
+    ),
+    "resume-rates-not-a-directory": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "layer_rates should be a directory of the run",
+        setup=lambda w: (
+            shutil.rmtree(w / "run" / "layer_rates"),
+            (w / "run" / "layer_rates").write_text("x"),
+        ),
     ),
     "topology-n-1e10": Case(["topology", "--set", "n=10000000000"], "replacements"),
     "topology-unknown-preset": Case(["topology", "--preset", "nope"], "unknown preset"),
