@@ -321,6 +321,26 @@ class EstimatorSection:
         return _with_section("estimator", lambda: estimators.get(self.kind, self.beta))
 
 
+#: torch.optim classes that cannot serve as an update: the abstract base, and those whose
+#: step needs a closure (LBFGS), sparse gradients (SparseAdam) or 2-D parameters only (Muon:
+#: the biases are 1-D)
+_UNUSABLE_OPTIMIZERS = ("Optimizer", "LBFGS", "SparseAdam", "Muon")
+
+
+def usable_optimizers() -> dict[str, str]:
+    """The ``torch.optim`` optimisers an update can use, by lower-case name (the names are
+    case-insensitive in a config) -> the class's name."""
+    import torch
+
+    return {
+        name.lower(): name
+        for name, cls in vars(torch.optim).items()
+        if isinstance(cls, type)
+        and issubclass(cls, torch.optim.Optimizer)
+        and name not in _UNUSABLE_OPTIMIZERS
+    }
+
+
 @dataclass(frozen=True)
 class UpdateSection:
     """``[update]``: ``optimizer`` (``masked-sgd``, the built-in rule, or the name of a
@@ -349,14 +369,15 @@ class UpdateSection:
                     f"update.bits applies to {MASKED_SGD!r}, not to update.optimizer = "
                     f"{self.optimizer!r}"
                 )
-            import torch
-
-            cls = getattr(torch.optim, self.optimizer, None)
-            if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            usable = usable_optimizers()
+            name = usable.get(str(self.optimizer).lower())
+            if name is None:
                 raise ConfigError(
                     f"update.optimizer = {self.optimizer!r} is neither {MASKED_SGD!r} nor a "
-                    f"torch.optim optimiser (such as 'Adam' or 'SGD')"
+                    f"torch.optim optimiser that steps without a closure on dense gradients; "
+                    f"choose among: {', '.join(sorted(usable.values()))}"
                 )
+            object.__setattr__(self, "optimizer", name)  # the class's own spelling
             if isinstance(self.lr, tuple) or self.lr_skip is not None or self.bias_lr is not None:
                 raise ConfigError(
                     f"update.optimizer = {self.optimizer!r} takes one rate (update.lr); "

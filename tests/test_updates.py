@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from eqprop import config as cfg
 from eqprop import topology
 from eqprop.data import load_dataset
 from eqprop.errors import ConfigError
@@ -324,3 +325,27 @@ def test_adam_learns_digits_and_never_touches_a_missing_edge():
     w = net.dense_weights()
     assert torch.equal(w, w.T)
     assert trainer.evaluate(data.held_out.x, data.held_out.y) < 0.25
+
+
+@pytest.mark.parametrize("name", sorted(cfg.usable_optimizers().values()))
+def test_every_optimiser_a_config_accepts_takes_a_training_batch(name):
+    from eqprop.runs import build_network, build_trainer, load_data
+
+    config = cfg.resolve(
+        "digits",
+        None,
+        [f"update.optimizer={name.lower()}", "update.lr=0.01", "data.limit=40", "free.steps=10"],
+    )
+    assert config.update.optimizer == name  # names are case-insensitive, stored as the class's
+    data = load_data(config, None)
+    net = build_network(config)
+    trainer = build_trainer(config, net, len(data.train.x))
+    before = [w.clone() for w in net.weights]
+    trainer.train_batch(data.train.x[:20], data.train.y[:20], torch.arange(20))
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.weights, strict=True))
+
+
+@pytest.mark.parametrize("name", ["LBFGS", "Optimizer", "SparseAdam", "Muon", "nope"])
+def test_optimisers_that_cannot_update_are_refused_with_the_valid_ones(name):
+    with pytest.raises(ConfigError, match="choose among: ASGD, .*Adam, .*SGD$"):
+        cfg.resolve("digits", None, [f"update.optimizer={name}"])
