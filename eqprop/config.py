@@ -555,6 +555,8 @@ def _assign(values: dict[str, Any], key: str, value: Any) -> None:
             free.update(solver="tolerance", tol=value) if value else free.pop("tol", None)
             return
         if key == "random_sign":
+            if not isinstance(value, bool):
+                raise ConfigError(f"random_sign must be true or false, got {value!r}")
             values.setdefault("estimator", {})["kind"] = "random-sign" if value else "positive"
             return
         if key not in LEGACY:
@@ -780,9 +782,31 @@ def resolve(
     base = from_dict(preset(preset_name)) if preset_name else RunConfig()
     changes: dict[str, Any] = {}
     if config_file is not None:
-        changes.update(_flatten(load_file(config_file)))
+        changes.update(_file_changes(config_file))
     changes.update(parse_overrides(overrides))
     return base.override(changes)
+
+
+def _file_changes(path: str | Path) -> dict[str, Any]:
+    """The fields a ``--config`` file sets, flat; one-line errors for a ``format_version``
+    this eqprop does not read and for a field given both bare and in its section."""
+    values = load_file(path)
+    version = values.get("format_version")
+    if version is not None and version != FORMAT_VERSION:
+        raise ConfigError(
+            f"config file {path} has format_version = {version!r}; this eqprop reads "
+            f"{FORMAT_VERSION}: use the eqprop version that wrote it, or drop the line"
+        )
+    flat = _flatten(values)
+    seen: dict[str, str] = {}
+    for key in flat:
+        name = canonical_key(key)
+        if name in seen:
+            raise ConfigError(
+                f"config file {path} sets {name} twice, as {seen[name]!r} and as {key!r}; keep one"
+            )
+        seen[name] = key
+    return flat
 
 
 def flat_items(config: RunConfig) -> dict[str, Any]:

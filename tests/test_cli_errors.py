@@ -667,6 +667,26 @@ CASES = {
             (w / "run" / "layer_rates").write_text("x"),
         ),
     ),
+    "config-unknown-format-version": Case(
+        ["train", "--out", "new", "--config", "v99.toml"],
+        "has format_version = 99; this eqprop reads 2",
+        setup=lambda w: (w / "v99.toml").write_text("format_version = 99\n[train]\nepochs = 1\n"),
+    ),
+    "config-bare-and-sectioned": Case(
+        ["train", "--out", "new", "--config", "both.toml"],
+        "sets train.epochs twice, as 'epochs' and as 'train.epochs'",
+        setup=lambda w: (w / "both.toml").write_text("epochs = 1\n[train]\nepochs = 2\n"),
+    ),
+    "set-legacy-boolean-word": Case(
+        ["train", "--out", "new", "--set", "random_sign=maybe"],
+        "random_sign must be true or false, got 'maybe'",
+    ),
+    "set-optimizer-needing-a-closure": Case(
+        ["train", "--out", "new", "--set", "update.optimizer=LBFGS"], "choose among: ASGD"
+    ),
+    "set-optimizer-abstract-base": Case(
+        ["train", "--out", "new", "--set", "update.optimizer=Optimizer"], "choose among: ASGD"
+    ),
     "topology-n-1e10": Case(["topology", "--set", "n=10000000000"], "replacements"),
     "topology-unknown-preset": Case(["topology", "--preset", "nope"], "unknown preset"),
 }
