@@ -59,7 +59,9 @@ def _train(args: argparse.Namespace) -> int:
         sets = list(args.set) + ([f'train.device="{args.device}"'] if args.device else [])
         config = cfg.resolve(preset, args.config, sets)
         name = args.preset or (Path(args.config).stem if args.config else preset)
-        out = Path(args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        default = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        runs.check_path(default if args.out is None else args.out, "--out")
+        out = default if args.out is None else Path(args.out)
         runs.check_new_run_dir(out)  # cheap path checks first,
         runs.check_run(config, options)  # then the device, the data, the sizes, the memory
         existed = out.is_dir()
@@ -167,6 +169,9 @@ def _reproduce(args: argparse.Namespace) -> int:
             f"experiment {args.experiment!r} has no {', '.join(asked)} (its runs are not the "
             f"ICONS-style EP runs); these have: {', '.join(able)}"
         )
+    from eqprop.runs import check_path
+
+    check_path(args.out, "--out")
     out = Path(args.out)
     if args.publish is not None:
         from eqprop.runs import check_output_dir

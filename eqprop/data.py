@@ -10,6 +10,7 @@ with a one-line message naming the file and the fix.
 
 from __future__ import annotations
 
+import errno
 import functools
 import gzip
 import hashlib
@@ -329,6 +330,19 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
 
 
+def path_problem(path: str | os.PathLike) -> str:
+    """What is wrong with a path the system refused as too long or as a loop of links, as
+    the end of a sentence (``"x... has a name of 300 characters; ..."``)."""
+    text = os.fspath(path)
+    short = text if len(text) <= 60 else f"{text[:40]}...{text[-12:]}"
+    longest = max(text.split(os.sep), key=len, default="")
+    if len(longest) > 255:
+        return f"{short} has a name of {len(longest)} characters, more than the 255 allowed"
+    if len(text) >= 4096:
+        return f"{short} is {len(text)} characters long, more than the 4,095 allowed"
+    return f"{short} is (or goes through) a symbolic link that points back to itself"
+
+
 def _check_directory(name: str, directory: Path) -> None:
     """A one-line DataError when ``directory`` exists but cannot hold readable files: it is a
     file, or it cannot be listed or entered (a missing directory is reported with the files)."""
@@ -341,7 +355,9 @@ def _check_directory(name: str, directory: Path) -> None:
         mode = os.stat(directory).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+            raise DataError(f"data directory {path_problem(directory)}; {fix}") from None
         raise DataError(unreadable) from None
     if not stat.S_ISDIR(mode):
         raise DataError(f"data directory {directory} is a file, not a directory; {fix}")

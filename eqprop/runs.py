@@ -340,10 +340,25 @@ def check_writable_file(path: Path) -> None:
         )
 
 
+def check_path(path: str | os.PathLike, what: str) -> None:
+    """A one-line error for a path no file can have: empty, a name longer than the
+    filesystem allows, too long in all, or a loop of symbolic links."""
+    from eqprop.data import path_problem
+
+    if not os.fspath(path):
+        raise EqpropError(f"{what} is empty; give a path")
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+            raise EqpropError(f"{what} {path_problem(path)}; give another path") from None
+
+
 def check_output_dir(path: Path, what: str = "--out") -> None:
-    """A one-line error now if directory ``path`` can neither be used nor created: it is a
-    file, lies under a file, or it (or the existing directory it would be created in) is not
-    writable."""
+    """A one-line error now if directory ``path`` can neither be used nor created: it is
+    empty, too long or a loop of links (:func:`check_path`), a file, lies under a file, or it
+    (or the existing directory it would be created in) is not writable."""
+    check_path(path, what)
     path = Path(path)
     if os.path.lexists(path) and not os.path.isdir(path):
         raise EqpropError(f"{what} {path} is a file, not a directory; give a directory path")
@@ -444,6 +459,7 @@ def _is_leftover(name: str) -> bool:
 
 def read_config(run_dir: str | Path) -> RunConfig:
     """The resolved configuration saved in a run directory."""
+    check_path(run_dir, "the run directory")
     run_dir = Path(run_dir)
     path = run_dir / CONFIG
     if not os.path.lexists(run_dir):
@@ -708,6 +724,7 @@ def _pid_alive(pid: int) -> bool:
 
 def check_new_run_dir(run_dir: Path) -> None:
     """A one-line error if a new run cannot be created at ``run_dir``."""
+    check_path(run_dir, "--out")
     if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
         raise EqpropError(f"--out {run_dir} is a file; give the path of a new run directory")
     if os.path.isdir(run_dir):

@@ -687,6 +687,31 @@ CASES = {
     "set-optimizer-abstract-base": Case(
         ["train", "--out", "new", "--set", "update.optimizer=Optimizer"], "choose among: ASGD"
     ),
+    "out-empty": Case(["train", "--out", ""], "--out is empty; give a path"),
+    "out-name-too-long": Case(
+        ["train", "--out", "a" * 300], "has a name of 300 characters, more than the 255 allowed"
+    ),
+    "out-path-too-long": Case(
+        ["train", "--out", "/".join(["abcd"] * 1200)], "is 5999 characters long"
+    ),
+    "out-symlink-loop": Case(
+        ["train", "--out", "loop"],
+        "points back to itself",
+        setup=lambda w: os.symlink("loop", w / "loop"),
+    ),
+    "resume-symlink-loop": Case(
+        ["train", "--resume", "loop"],
+        "the run directory loop is (or goes through) a symbolic link that points back to itself",
+        setup=lambda w: os.symlink("loop", w / "loop"),
+    ),
+    "plot-symlink-loop": Case(
+        ["plot", "loop"], "points back to itself", setup=lambda w: os.symlink("loop", w / "loop")
+    ),
+    "reproduce-out-empty": Case(["reproduce", "fig3", "--out", ""], "--out is empty"),
+    "data-dir-name-too-long": Case(
+        ["train", "--out", "new", *MNIST_784, "--data-dir", "d" * 300],
+        "data directory " + "d" * 40 + "...",
+    ),
     "topology-n-1e10": Case(["topology", "--set", "n=10000000000"], "replacements"),
     "topology-unknown-preset": Case(["topology", "--preset", "nope"], "unknown preset"),
 }
