@@ -52,6 +52,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import struct
 import sys
 import threading
@@ -549,11 +550,43 @@ def _damaged(path: Path, why: str) -> EqpropError:
     )
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_regular_file(path: Path, fix: str) -> None:
+    """A one-line error unless ``path`` is (or links to) a regular file: reading a FIFO or a
+    device would hang or never end. ``fix`` ends the message."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise EqpropError(
+                f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; {fix}"
+            ) from None
+        raise EqpropError(f"{path} does not exist; {fix}") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+            from eqprop.data import path_problem
+
+            raise EqpropError(f"{path_problem(path)}; {fix}") from None
+        raise EqpropError(f"cannot read {path} ({exc.strerror}); {fix}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise EqpropError(f"{path} is {kind}, not a file eqprop wrote; {fix}")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """The verified content of a checkpoint: its zip CRCs, then (where the checkpoint has one;
     older ones do not) its stored checksum; loaded with ``weights_only=True``, so a crafted
     file cannot run code. One-line :class:`~eqprop.errors.EqpropError` otherwise."""
     path = Path(path)
+    check_regular_file(path, "delete it to train the run again from the start")
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -864,7 +897,7 @@ def train_run(
         held = data.held_out
         ckpt_path = run_dir / CHECKPOINT
         state = None
-        if ckpt_path.exists():
+        if os.path.lexists(ckpt_path):  # a dangling link is an error, not a fresh start
             state = load_checkpoint(ckpt_path)
             _check_state(ckpt_path, state, config, len(data.train), len(held))
             done = state["trainer"]["epoch"]

@@ -9,6 +9,7 @@ position), to measure at a run's state or to train on from it in memory.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from eqprop.runs import (
     CHECKPOINT,
     build_network,
     build_trainer,
+    check_regular_file,
     load_checkpoint,
     load_data,
     read_config,
@@ -56,7 +58,7 @@ class TrainedRun:
 def _latest_checkpoint(run_dir: Path) -> dict:
     """The state of ``run_dir``'s latest checkpoint; one line when there is none yet."""
     path = run_dir / CHECKPOINT
-    if not path.exists():
+    if not os.path.lexists(path):
         raise EqpropError(f"{run_dir} has no checkpoint yet; train it first")
     return load_checkpoint(path)
 
@@ -93,8 +95,9 @@ def load_run(run_dir: str | Path, which: str = "latest") -> TrainedRun:
         return TrainedRun(config, network, int(trainer["epoch"]), free, particles)
     if which == "best":
         path = run_dir / BEST
-        if not path.exists():
+        if not os.path.lexists(path):
             raise EqpropError(f"{run_dir} has no {BEST} yet (written after each best epoch)")
+        check_regular_file(path, "remove it; the next best epoch writes it again")
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             network.load_state_dict(saved["network"])

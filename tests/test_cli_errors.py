@@ -259,13 +259,17 @@ def world_tmp(prefix: str) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every path under ``root`` with the SHA-256 of its bytes (``dir`` for directories)."""
+    """Every path under ``root`` with the SHA-256 of its bytes (``dir`` for directories, the
+    mode for what is not a regular file: reading a FIFO would block)."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
             out[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
         for name in filenames:
             path = os.path.join(dirpath, name)
+            if not os.path.isfile(path):  # a FIFO, a device, a dangling link: never opened
+                out[os.path.relpath(path, root)] = f"special {os.lstat(path).st_mode:o}"
+                continue
             try:
                 with open(path, "rb") as f:
                     out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
@@ -426,6 +430,14 @@ class Case:
 
 MNIST_784 = ["--set", "dataset='mnist'", "--set", "sizes=[784, 16, 10]"]
 T = TINY_ARGS
+
+
+def _replace(path: Path, make) -> None:
+    """Put what ``make(path)`` creates in place of the file at ``path``."""
+    path.unlink()
+    make(path)
+
+
 CASES = {
     # a new run: where it goes
     "out-is-a-file": Case(["train", "--out", "afile", *T], "--out afile is a file"),
@@ -711,6 +723,21 @@ CASES = {
     "data-dir-name-too-long": Case(
         ["train", "--out", "new", *MNIST_784, "--data-dir", "d" * 300],
         "data directory " + "d" * 40 + "...",
+    ),
+    "resume-checkpoint-a-fifo": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/checkpoint.pt is a FIFO (named pipe), not a file eqprop wrote",
+        setup=lambda w: _replace(w / "run" / "checkpoint.pt", os.mkfifo),
+    ),
+    "resume-checkpoint-links-to-dev-zero": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/checkpoint.pt is a character device",
+        setup=lambda w: _replace(w / "run" / "checkpoint.pt", lambda p: os.symlink("/dev/zero", p)),
+    ),
+    "resume-checkpoint-dangling-link": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/checkpoint.pt is a symbolic link to gone.pt, which does not exist",
+        setup=lambda w: _replace(w / "run" / "checkpoint.pt", lambda p: os.symlink("gone.pt", p)),
     ),
     "topology-n-1e10": Case(["topology", "--set", "n=10000000000"], "replacements"),
     "topology-unknown-preset": Case(["topology", "--preset", "nope"], "unknown preset"),

@@ -801,3 +801,16 @@ def test_a_resume_finds_the_data_directory_the_run_was_trained_from(
     (run / "data_dir").write_text(f"{tmp_path / 'gone'}\n")
     with pytest.raises(EqpropError, match="gone"):
         train_run(run, epochs=3)  # a recorded directory that is gone: its path in the error
+
+
+@pytest.mark.parametrize("which", ["latest", "best"])
+def test_load_run_refuses_a_fifo_in_one_line_without_hanging(tmp_path, which):
+    run = start_run(small_config("epochs=1"), tmp_path / "run")
+    train_run(run)
+    path = run / ("checkpoint.pt" if which == "latest" else "best.pt")
+    path.unlink()
+    os.mkfifo(path)
+    began = time.monotonic()
+    with pytest.raises(EqpropError, match=r"is a FIFO \(named pipe\), not a file eqprop wrote"):
+        load_run(run, which)
+    assert time.monotonic() - began < 1.0

@@ -93,8 +93,10 @@ def _resume_point(run_dir: Path) -> dict:
     from eqprop.runs import CHECKPOINT
 
     path = run_dir / CHECKPOINT
-    if not path.exists():
+    if not os.path.lexists(path):
         return {"checkpoint": False, "from_epoch": 0, "from_batch": 0}
+    if not path.is_file():  # a FIFO or a device would hang the read: train_run reports it
+        return {"checkpoint": True, "from_epoch": None, "from_batch": None}
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)["trainer"]
     except Exception:  # unreadable: train_run reports it, as a failure of the trial
