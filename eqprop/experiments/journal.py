@@ -1,7 +1,7 @@
-"""The journal version's deeper networks (Gammell, Buckley, Nam & McCaughan, "Layer-skipping
-connections improve the effectiveness of equilibrium propagation on layered networks",
-Frontiers in Computational Neuroscience 2021): 784-100x5-10, layered against rewired
-(p = 10%), on MNIST and on Fashion-MNIST.
+"""The journal version's deeper networks (Gammell, Nam & McCaughan 2021, "Layer-Skipping
+Connections Improve the Effectiveness of Equilibrium Propagation on Layered Networks",
+Frontiers in Neuroscience): 784-100x5-10, layered against rewired (p = 10%), on MNIST and on
+Fashion-MNIST.
 
 The journal's claim: with five hidden layers the layered network trains far worse than the
 rewired one, on both datasets (its Figure 4 shows why: the per-layer rates of the layered
