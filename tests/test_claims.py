@@ -148,6 +148,11 @@ PS = [1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.05, 0.1, 0.3, 0.9]
         # everything beats B from the start, falling: crossing far below 7%
         (
             [0.30, 0.29, 0.28, 0.27, 0.26, 0.25, 0.24, 0.23, 0.22, 0.21],
+            (HOLDS, HOLDS, FAILS),
+        ),
+        # a big step inside p <= 0.1%: not "little improvement"
+        (
+            [0.50, 0.40, 0.30, 0.29, 0.28, 0.27, 0.26, 0.25, 0.24, 0.23],
             (FAILS, HOLDS, FAILS),
         ),
     ],

@@ -699,6 +699,8 @@ def header_lines(
     """Title and protocol sentence shared by the results files; ``departures``: the lines of
     :func:`departure_lines`, shown first under the protocol heading."""
     text = reduction.describe() if reduction else Reduction().describe()
+    if departures:
+        text = f"Otherwise: {text[0].lower()}{text[1:]}"
     lines = [f"# {title}, scale `{scale}`", "", "## Protocol", "", *departures, text]
     if scale != "full":
         lines += [
