@@ -77,9 +77,12 @@ def _stage(directory: Path) -> tuple[str, str, Departures] | None:
 
 def stage_results(directory: Path) -> list[pr.RunResult]:
     """The runs of a published stage as :class:`~eqprop.experiments.paper_runs.RunResult`
-    (config and per-epoch records; the status says what was published)."""
+    (per-epoch records, and the declared config without ``--fast``'s free phase; the status
+    says what was published)."""
     name, scale, departures = _stage(directory)
-    planned = departures.apply_all(experiment(name).planned(scale))
+    # the declared runs with the stage's --set (its epochs); --fast changes only the free
+    # phase, and resolving it would build every ICONS topology (a minute for Figure 5's)
+    planned = Departures(departures.sets).apply_all(experiment(name).planned(scale))
     results = []
     for run, config in planned:
         run_dir = directory / RUNS / run
