@@ -1,5 +1,6 @@
-"""Baselines from Im, Patil & Branson (seed 003): backprop, feedback alignment and difference
-target propagation on plain and densely connected MLPs and ConvNets.
+"""Baselines from Im, Patil & Branson, "Are skip connections necessary for biologically
+plausible learning rules?": backprop, feedback alignment and difference target propagation
+on plain and densely connected MLPs and ConvNets.
 
 One module per learning rule, all implementing :class:`~eqprop.baselines.rule.LearningRule`:
 ``backprop`` (BP), ``feedback_alignment`` (FA), ``target_propagation`` (DTP). Architectures live

@@ -4,7 +4,7 @@ A network has hidden layers ``1..L`` (``L`` = ``depth``) and an output layer ``L
 produces logits; ``h_0 = x`` is the input. Layer ``l`` has a set of *sources*: ``{l - 1}`` in a
 plain network, ``{0, ..., l - 1}`` (every earlier layer, the input included, as
 ``docs/science.md`` section 5 says) in a dense one. Each source ``j`` reaches ``l`` through
-its own weight matrix (an :class:`Edge`), and the seed's dense layer equation is
+its own weight matrix (an :class:`Edge`), and the paper's dense layer equation is
 
     h_l = f(W_{l,0} h_0 + W_{l,1} h_1 + ... + W_{l,l-1} h_{l-1} + b_l),
 
@@ -14,7 +14,7 @@ same function) lets feedback alignment give every skip matrix its own feedback m
 target propagation learn one inverse per edge.
 
 MLPs ("NN", "DN") have ``width`` (128) units per hidden layer. ConvNets ("ConvNet",
-"DenseConvNet") have ``channels_per_depth * depth`` channels in every hidden layer (the seed's
+"DenseConvNet") have ``channels_per_depth * depth`` channels in every hidden layer (the paper's
 "channel size (depth x 16)"), 3x3 kernels with zero padding 1 and stride 1, so every hidden
 layer keeps the image size; the output layer is a linear map of the flattened feature maps.
 """
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from eqprop.baselines._validation import check_choice, check_number
 from eqprop.errors import ConfigError
 
-#: architecture names as in the seed's Figures 1-2
+#: architecture names as in the paper's Figures 1-2
 ARCHITECTURES = ("NN", "DN", "ConvNet", "DenseConvNet")
 ACTIVATIONS = ("sigmoid", "relu")
 _DENSE = frozenset({"DN", "DenseConvNet"})

@@ -14,12 +14,12 @@ Lee et al.'s Algorithm 1, for a plain network with hidden layers ``1..L`` and ou
 Dense adaptation (seed section 2): every hidden-to-hidden edge ``j -> k`` has its own inverse
 ``g_{j<-k}(h_k) = f(V_{j,k} h_k + c_{j,k})``, and the target of layer ``l`` sums the difference
 corrections of every later hidden layer it feeds, ``h^_l = h_l - sum_{k > l} (g_{l<-k}(h_k) -
-g_{l<-k}(h^_k))``, the seed's formula. The output layer's contribution is the step-2 gradient
+g_{l<-k}(h^_k))``, the paper's formula. The output layer's contribution is the step-2 gradient
 term: in a dense network the output reads every layer, so each hidden layer ``l`` also gets
 ``-eta W_{out,l}^T dloss/dlogits`` (the gradient through the output layer's own weights, which
 is what step 2 uses; in a plain network only layer ``L`` has it, recovering Algorithm 1). The
 reconstruction loss of ``g_{l<-k}`` corrupts ``h_l`` alone and recomputes ``h_k`` with the other
-inputs of ``k`` fixed. The seed's sum runs over layers ``l+1..L``; where its notation leaves the
+inputs of ``k`` fixed. The paper's sum runs over layers ``l+1..L``; where its notation leaves the
 top of the sum open we use the output-gradient step as Lee et al. do.
 """
 

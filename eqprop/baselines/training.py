@@ -1,7 +1,7 @@
 """Training protocol of the seed (section 3): mini-batches of 128, L2 1e-5, early stopping and
 model selection on a validation split; the test split is only ever reported.
 
-Early stopping. The seed's Table 1 grids an "early stop starting point" (200k-1000k for MLPs);
+Early stopping. The paper's Table 1 grids an "early stop starting point" (200k-1000k for MLPs);
 we read it as a number of training examples seen, after which patience-based early stopping is
 switched on: the run stops at the first validation evaluation at or after ``early_stop_start``
 examples that has seen no improvement of the validation accuracy for ``patience`` evaluations
@@ -40,7 +40,7 @@ class TrainConfig:
     """Optimisation and early-stopping settings of one training run.
 
     Attributes:
-        learning_rate: Adam step size (the seed's grids: Table 1).
+        learning_rate: Adam step size (the paper's grids: Table 1).
         early_stop_start: examples seen before early stopping may end the run.
         patience: validation evaluations without improvement that end the run.
         max_examples: hard cap on the examples seen.
@@ -109,7 +109,7 @@ class TrainingData:
         test_limit: int | None = None,
     ) -> TrainingData:
         """Tensors from an :func:`eqprop.data.load_dataset` result with a validation split
-        (``split="icons"``: MNIST 50k / 10k / 10k, the seed's split). Limits keep the first
+        (``split="icons"``: MNIST 50k / 10k / 10k, the paper's split). Limits keep the first
         examples of each split.
         """
         if dataset.valid is None:
