@@ -262,7 +262,7 @@ def _ray_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from eqprop import bench
+    from eqprop.bench import engine as bench
 
     for name in args.preset or []:
         cfg.preset(name)  # an unknown preset fails here, with the list of names
@@ -304,7 +304,7 @@ def _check_gradient(args: argparse.Namespace) -> int:
 
 
 def _bench_solvers(args: argparse.Namespace) -> int:
-    from eqprop import solver_bench
+    from eqprop.bench import solvers as solver_bench
 
     for name in args.preset or []:
         cfg.preset(name)  # an unknown preset fails here, with the list of names

@@ -20,8 +20,9 @@ import pytest
 import torch
 
 import eqprop
-from eqprop import bench, network, reference, topology
 from eqprop import config as cfg
+from eqprop import network, reference, topology
+from eqprop.bench import engine as bench
 from eqprop.cli import main
 from eqprop.estimators import Positive, RandomSign
 from eqprop.network import Network

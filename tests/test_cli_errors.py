@@ -77,7 +77,7 @@ exec(_DROP_DAC)
 _SERVER = _DROP_DAC + textwrap.dedent(
     r"""
     import importlib, json, os, signal, sys, traceback
-    import eqprop.cli, eqprop.runs, eqprop.plots, eqprop.bench, eqprop.solver_bench
+    import eqprop.cli, eqprop.runs, eqprop.plots, eqprop.bench.engine, eqprop.bench.solvers
     import sklearn.datasets
 
     channel = os.fdopen(os.dup(1), "w", buffering=1)

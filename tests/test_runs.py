@@ -683,8 +683,8 @@ def test_bench_solvers_reports_steps_residuals_and_the_paper_protocol(tmp_path):
 
 
 def test_bench_solvers_skips_a_solver_that_does_not_apply_to_the_network():
+    from eqprop.bench.solvers import SolverBenchOptions, skip_reason, solver_config
     from eqprop.runs import build_network
-    from eqprop.solver_bench import SolverBenchOptions, skip_reason, solver_config
 
     options = SolverBenchOptions()
     layered = solver_config("digits", "sor:1.7", options)
@@ -697,8 +697,8 @@ def test_bench_solvers_skips_a_solver_that_does_not_apply_to_the_network():
 
 
 def test_bench_solvers_fast_is_what_reproduce_fast_picks_for_each_preset():
+    from eqprop.bench.solvers import SolverBenchOptions, parse_solver, solver_config
     from eqprop.experiments.departures import Departures
-    from eqprop.solver_bench import SolverBenchOptions, parse_solver, solver_config
 
     options = SolverBenchOptions()
     for preset, solver in (("icons-skip", "fista"), ("frontiers-layered-deep", "sor")):

@@ -31,7 +31,7 @@ For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clampe
   with (:data:`eqprop.network.DENSE_CALL_COST`, :data:`~eqprop.network.CSR_CALL_COST`), so a
   user on another machine sees whether the model fits it.
 
-``eqprop bench`` and ``python benchmarks/run.py`` both call :func:`main`.
+``eqprop bench`` calls :func:`main`.
 """
 
 from __future__ import annotations
@@ -490,7 +490,7 @@ def memory_probe(config: cfg.RunConfig, examples: int, batches: int = 2) -> dict
     not depend on them)."""
     probe_config = config.override({"free.steps": min(config.free.steps, 50)})
     code = (
-        "import json, sys; from eqprop.bench import _memory_child; "
+        "import json, sys; from eqprop.bench.engine import _memory_child; "
         "print(json.dumps(_memory_child(sys.stdin.read(), int(sys.argv[1]), int(sys.argv[2]), "
         "int(sys.argv[3]))))"
     )
