@@ -26,7 +26,7 @@ from eqprop.runs import (
 )
 from eqprop.saved import load_run
 
-PROBES = Path(__file__).resolve().parents[1] / "probes"
+PROBES = Path(__file__).resolve().parents[1] / "docs" / "results" / "solvers-full" / "probes"
 
 
 def _digest(folder: Path) -> dict[str, str]:
