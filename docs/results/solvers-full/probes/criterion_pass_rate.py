@@ -14,7 +14,7 @@ comparisons of one epoch pass, that those of ``--epochs`` independent epochs all
 that at most ``--observed`` of those ``seeds x epochs`` comparisons pass; Monte Carlo with a
 fixed seed.
 
-    python docs/results/solvers-full/probes/criterion_pass_rate.py --seeds 3 --sigma 0.5 1 2 4 --observed 2
+    python criterion_pass_rate.py --seeds 3 --sigma 0.5 1 2 4 --observed 2
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ after each epoch: the largest residual of each changed batch, and per epoch the 
 error and the held-out error with the run's own evaluator (from its persistent test
 particles, zeros before the first evaluation, as the run) and at the fixed point.
 
-    python docs/results/solvers-full/probes/early_free_phase.py RUN_DIR --first-batches 125 --epochs 3 \\
+    python early_free_phase.py RUN_DIR --first-batches 125 --epochs 3 \\
         --data-dir ../shared/data --out early.json
 """
 

@@ -21,7 +21,7 @@ got: the batch's largest fixed-point residual after the run's own free relaxer, 
 weights of that batch, averaged over blocks of ``--block`` batches. Writes one JSON list of
 rows per epoch.
 
-    python docs/results/solvers-full/probes/evaluator_swap.py RUN_DIR --other OTHER_RUN_DIR --epochs 1 \\
+    python evaluator_swap.py RUN_DIR --other OTHER_RUN_DIR --epochs 1 \\
         --data-dir ../shared/data --out swap.json
 """
 

@@ -9,7 +9,7 @@ at the free fixed point, each example from zeros to a residual below 1e-5 (FISTA
 experiment's fixed-point table). Writes one JSON list of ``{"batch", "held_out",
 "train_error"}`` (``train_error``: the running error over the batches since the last row).
 
-    python docs/results/solvers-full/probes/held_out_drift.py RUN_DIR --data-dir ../shared/data --out drift.json
+    python held_out_drift.py RUN_DIR --data-dir ../shared/data --out drift.json
 """
 
 from __future__ import annotations

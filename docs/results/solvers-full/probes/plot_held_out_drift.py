@@ -1,7 +1,7 @@
 """Plot the output of ``held_out_drift.py``: held-out error against batches of further
 training, one line per run, one panel per network (the run name up to its first ``-``).
 
-    python docs/results/solvers-full/probes/plot_held_out_drift.py drift/*.json --out held_out_drift.png
+    python plot_held_out_drift.py drift/*.json --out held_out_drift.png
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ training error and the held-out error of the run's own evaluator). It prints a m
 table and the count of comparisons within. For example, the fast solver against the paper
 runs retrained with their first free phases at the fixed point:
 
-    python docs/results/solvers-full/probes/within_noise.py \\
+    python within_noise.py \\
         --reference early-C-paper-seed0.json early-C-paper-seed1.json early-C-paper-seed2.json \\
         --compared runs/C-fista-seed0 runs/C-fista-seed1 runs/C-fista-seed2
 
