@@ -6,6 +6,7 @@ A configuration is a TOML document (see ``eqprop/presets/*.toml``)::
     description = "..."
     [data]        dataset, split, limit
     [topology]    family, sizes, n, p, p_formula, a, seed
+    [network]     activation                        -> eqprop.activation
     [free]        solver, eps, steps, tol           -> a relaxer (eqprop.relaxation)
     [nudged]      nudging, eps, steps,              -> a nudging and the nudged relaxer
                   hidden_layers, hidden_fraction,
@@ -40,7 +41,7 @@ from typing import Any
 
 import tomli_w
 
-from eqprop import estimators, nudging
+from eqprop import activation, estimators, nudging
 from eqprop.data import DATASETS, SPLITS
 from eqprop.errors import ConfigError
 from eqprop.network import LAYOUTS
@@ -185,6 +186,23 @@ class TopologySection:
                 f"x N_o for these sizes), past which every original connection has been "
                 f"replaced and more only takes time; use a smaller n or p"
             )
+
+
+@dataclass(frozen=True)
+class NetworkSection:
+    """``[network]``: ``activation`` (:data:`eqprop.activation.ACTIVATIONS`; absent: the hard
+    sigmoid, and the section is not written)."""
+
+    activation: str | None = None
+
+    def __post_init__(self) -> None:
+        self.build()
+
+    def build(self) -> activation.Activation:
+        """The activation this section names."""
+        return _with_section(
+            "network", lambda: activation.get(self.activation or activation.DEFAULT)
+        )
 
 
 @dataclass(frozen=True)
@@ -443,6 +461,7 @@ def _with_section(section: str, build):
 SECTIONS = {
     "data": DataSection,
     "topology": TopologySection,
+    "network": NetworkSection,
     "free": FreeSection,
     "nudged": NudgedSection,
     "estimator": EstimatorSection,
@@ -459,6 +478,7 @@ class RunConfig:
     description: str = ""
     data: DataSection = field(default_factory=DataSection)
     topology: TopologySection = field(default_factory=TopologySection)
+    network: NetworkSection = field(default_factory=NetworkSection)
     free: FreeSection = field(default_factory=FreeSection)
     nudged: NudgedSection = field(default_factory=NudgedSection)
     estimator: EstimatorSection = field(default_factory=EstimatorSection)
@@ -473,17 +493,21 @@ class RunConfig:
                 f"{len(self.topology.sizes) - 1} layer pairs"
             )
         self.nudged.hidden_counts(self.topology.sizes)
+        _with_section("free", lambda: self.free.build().check_activation(self.network.build()))
 
     def to_dict(self) -> dict[str, Any]:
-        """The nested dict of the configuration (absent values left out, tuples as lists)."""
+        """The nested dict of the configuration (absent values left out, tuples as lists; a
+        section with no value set, such as the default ``[network]``, left out)."""
         out: dict[str, Any] = {"format_version": FORMAT_VERSION, "description": self.description}
         for name in SECTIONS:
             values = asdict(getattr(self, name))
-            out[name] = {
+            section = {
                 k: list(v) if isinstance(v, tuple) else v
                 for k, v in values.items()
                 if v is not None
             }
+            if section:
+                out[name] = section
         return out
 
     def to_toml(self) -> str:
@@ -511,6 +535,7 @@ LEGACY = {
     "p_formula": ("topology", "p_formula"),
     "topology_seed": ("topology", "seed"),
     "a": ("topology", "a"),
+    "activation": ("network", "activation"),
     "n_free": ("free", "steps"),
     "n_clamped": ("nudged", "steps"),
     "nudging": ("nudged", "nudging"),
@@ -617,6 +642,7 @@ _OPTIONAL = {
     ("topology", "p"): float,
     ("topology", "a"): float,
     ("topology", "remove_after"): int,
+    ("network", "activation"): str,
     ("free", "tol"): float,
     ("update", "lr_skip"): float,
     ("update", "bias_lr"): float,

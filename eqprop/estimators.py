@@ -5,7 +5,8 @@ weakly-clamped phases (:meth:`Estimator.betas`, each phase starting from ``s0``)
 the equilibria they reach into an :class:`Estimate` (``docs/science.md`` section 1), batch
 means of
 
-- ``positive``: one phase at ``+beta``; ``(1/beta) (rho(s^b) rho(s^b)^T - rho(s0) rho(s0)^T)``;
+- ``positive``: one phase at ``+beta``; ``(1/beta) (rho(s^b) rho(s^b)^T - rho(s0) rho(s0)^T)``
+  (``rho`` the network's activation; the hard sigmoid's states are their own ``rho``);
 - ``random-sign`` (the ICONS protocol): one phase at ``+beta`` or ``-beta`` by a fair coin
   drawn from the trainer's generator after the free phase; the same formula, dividing by the
   signed beta;
@@ -61,8 +62,10 @@ class Estimate:
 def correlation_difference(
     network: Network, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Per stored block ``sum_batch (u^a u^a^T - u^b u^b^T)`` and ``sum_batch (a - b)`` for the
-    biases, ``u = (x, s)`` (states are in ``[0, 1]``, so ``rho(s) = s``)."""
+    """Per stored block ``sum_batch (u^a u^a^T - u^b u^b^T)`` and ``sum_batch (rho(a) -
+    rho(b))`` for the biases, ``u = (x, rho(s))`` (for the hard sigmoid ``rho(s) = s``:
+    :meth:`~eqprop.activation.Activation.rates`)."""
+    a, b = network.activation.rates(a), network.activation.rates(b)
     blocks = []
     for block in network.blocks:
         if block.is_input:

@@ -7,11 +7,14 @@ method, independently of EP. ``C`` is the nudging's own cost (``docs/science.md`
 ``1/2 |s_out - d|^2`` for ``gradient``, ``|s_out - d|^2`` for ``icons``, so a correct estimate
 has cosine near 1 *and* norm ratio near 1 for both.
 
-Adjoint method: at the fixed point the units strictly inside ``(0, 1)`` (the set ``F``) obey
-``s_F = (W u + b)_F`` with ``u = (x, s)``; the others are clipped and locally constant. With
-``lambda`` solving ``(I - W_FF) lambda = dC/ds_F`` (``W`` is symmetric), the gradient of an
-edge weight ``w_ij`` is ``lambda_i u_j [i in F] + lambda_j u_i [j in F]`` and of a bias
-``lambda_i [i in F]``.
+Adjoint method, for any activation (``docs/science.md`` section 1): at the fixed point the
+unsaturated units (``rho'(s_i) > 0``, the set ``F``: for the hard sigmoid those strictly
+inside ``(0, 1)``, for a smooth activation all) obey ``dE/ds_F = s_F - a_F h_F = 0`` with
+``a = rho'(s)``, ``h = W u + b`` and ``u = (x, rho(s))``; saturated units are locally
+constant. The Hessian of ``E`` on ``F`` is ``H = diag(1 - rho''(s) h) - diag(a) W diag(a)``
+(``I - W_FF`` for the hard sigmoid). With ``lambda`` solving ``H lambda = dC/ds_F`` (``W``
+is symmetric), the gradient of an edge weight ``w_ij`` is ``g_i u_j + g_j u_i`` and of a
+bias ``g_i``, where ``g = a lambda`` on ``F`` and 0 elsewhere.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class GradientCheck:
             f"weights: cosine {self.cosine_weights:.6f}, norm ratio {self.norm_ratio_weights:.4f}",
             f"biases:  cosine {self.cosine_biases:.6f}, norm ratio {self.norm_ratio_biases:.4f}",
             f"({self.examples} examples, beta {self.beta:g}, {self.free_fraction:.0%} of the "
-            f"units strictly inside (0, 1) at the free fixed point)",
+            f"units unsaturated (rho' > 0) at the free fixed point)",
         ]
 
 
@@ -73,7 +76,8 @@ def true_gradient(
     net: Network, x: torch.Tensor, s: torch.Tensor, target: torch.Tensor, nudging: Nudging
 ) -> tuple[np.ndarray, np.ndarray]:
     """``-dC(s*)/dtheta`` per topology edge and per bias, batch mean, by the adjoint method
-    (module docs)."""
+    with the network's activation (module docs)."""
+    act = net.activation
     w = net.dense_weights().double()
     edges = net.topology.edges
     n_in = net.n_input
@@ -81,16 +85,20 @@ def true_gradient(
     grad_b = np.zeros(net.n_state)
     for k in range(len(x)):
         sk = s[k].double()
-        free = ((sk > 1e-9) & (sk < 1 - 1e-9)).nonzero().squeeze(1)
+        gain = act.rho_prime(sk)
+        free = (gain > 0).nonzero().squeeze(1)
+        u = torch.cat([x[k].double(), act.rates(sk)])
+        curvature = act.rho_second(sk) * (w[n_in:] @ u + net.biases.double())
         dc = torch.zeros(net.n_state, dtype=torch.float64)
         dc[net.output] = nudging.cost_grad(sk[net.output][None], target[k][None].double())[0]
         lam = torch.zeros(net.n_state, dtype=torch.float64)
         if len(free):
-            w_ff = w[n_in:, n_in:][free][:, free]
-            eye = torch.eye(len(free), dtype=torch.float64)
-            lam[free] = torch.linalg.solve(eye - w_ff, dc[free])
+            a = gain[free]
+            w_ff = a[:, None] * w[n_in:, n_in:][free][:, free] * a[None, :]
+            hessian = torch.diag(1.0 - curvature[free]) - w_ff
+            lam[free] = a * torch.linalg.solve(hessian, dc[free])
         lam_all = torch.cat([torch.zeros(n_in, dtype=torch.float64), lam]).numpy()
-        u = torch.cat([x[k].double(), sk]).numpy()
+        u = u.numpy()
         grad_w += lam_all[edges[:, 0]] * u[edges[:, 1]] + lam_all[edges[:, 1]] * u[edges[:, 0]]
         grad_b += lam.numpy()
     return -grad_w / len(x), -grad_b / len(x)
@@ -135,14 +143,16 @@ def check_gradient(
         cosine_biases=_cosine(est_b, true_b),
         norm_ratio_weights=float(np.linalg.norm(est_w) / np.linalg.norm(true_w)),
         norm_ratio_biases=float(np.linalg.norm(est_b) / np.linalg.norm(true_b)),
-        free_fraction=float(((s0 > 1e-9) & (s0 < 1 - 1e-9)).double().mean()),
+        free_fraction=float((net.activation.rho_prime(s0) > 0).double().mean()),
         examples=len(x),
         beta=float(betas[0]),
     )
 
 
 def _float64_copy(net: Network) -> Network:
-    copy = Network(net.topology, seed=0, layout=net.layout, dtype=torch.float64)
+    copy = Network(
+        net.topology, seed=0, layout=net.layout, dtype=torch.float64, activation=net.activation
+    )
     copy.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
     return copy
 

@@ -3,13 +3,15 @@
 A continuous Hopfield network (``docs/science.md`` section 1, Scellier & Bengio 2017) over a
 :class:`~eqprop.topology.Topology`. Layer 0 is the input, clamped to the example ``x``; the
 *state* ``s`` holds every other neuron (shape ``(batch, M)``, ``M`` = non-input neurons, in
-layer order), each in ``[0, 1]``.
+layer order).
 
-- ``rho(u) = clip(u, 0, 1)``; inputs take part with ``rho(x) = x``.
+- ``rho`` is the network's :mod:`~eqprop.activation` (default the hard sigmoid
+  ``clip(u, 0, 1)``, whose states stay in ``[0, 1]``); inputs take part with ``rho(x) = x``.
 - ``E(s) = 1/2 sum_i s_i^2 - sum_{i<j} W_ij rho(s_i) rho(s_j) - sum_i b_i rho(s_i)``, the sums
   running over the state and, for the pair term, input-state pairs too. (The constant
   ``1/2 |x|^2`` of the clamped input is left out: it changes neither dynamics nor gradients.)
-- The drive of a step, ``h = W rho(s) + W_in x + b`` (:meth:`Network.stepper`); how a step
+- The drive of a step, ``h = W rho(s) + W_in x + b`` (:meth:`Network.stepper`), times
+  ``rho'(s)`` for a smooth activation (its gain, :mod:`eqprop.activation`); how a step
   turns it into the next state (free, or nudged towards a target) is :mod:`eqprop.nudging`'s
   job, and how many steps are run is :mod:`eqprop.relaxation`'s.
 
@@ -46,6 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from eqprop import activation as activations
+from eqprop.activation import Activation
 from eqprop.errors import ConfigError
 from eqprop.nudging import Kernel, Nudge
 from eqprop.topology import ADJACENT, Topology
@@ -204,6 +208,8 @@ class Network(torch.nn.Module):
         seed: seed of the weight initialisation.
         layout: weight storage, one of ``"auto"``, ``"blocks"``, ``"dense"`` (module docs).
         dtype, device: of all tensors.
+        activation: ``rho``, an :class:`~eqprop.activation.Activation` or the name of one in
+            :data:`eqprop.activation.ACTIVATIONS` (default the hard sigmoid).
 
     Example:
         >>> from eqprop import topology
@@ -224,11 +230,13 @@ class Network(torch.nn.Module):
         layout: str = "auto",
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        activation: Activation | str = activations.DEFAULT,
     ) -> None:
         if layout not in LAYOUTS:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         super().__init__()
         self.topology = topology
+        self.activation = activations.get(activation)
         self.sizes = topology.sizes
         self.n_input = self.sizes[0]
         self.n_state = int(sum(self.sizes[1:]))
@@ -342,8 +350,9 @@ class Network(torch.nn.Module):
         return s
 
     def forward(self, x: torch.Tensor, relaxer=None) -> torch.Tensor:
-        """The output activations at the free equilibrium of ``x``, shape ``(batch, n_out)``
-        (:meth:`equilibrium`; ``net(x)``)."""
+        """The output units' states at the free equilibrium of ``x``, shape ``(batch, n_out)``
+        (:meth:`equilibrium`; ``net(x)``): what the cost compares with the target (for the
+        hard sigmoid also their activations, ``rho(s) = s`` in ``[0, 1]``)."""
         return self.equilibrium(x, relaxer)[:, self.output]
 
     def predict(self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None):
@@ -459,7 +468,7 @@ class Network(torch.nn.Module):
     # -- energy ----------------------------------------------------------------------------
     def energy(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``E(s)`` per example (computed densely from :meth:`dense_weights`)."""
-        r = torch.clamp(s, 0.0, 1.0)
+        r = self.activation.rho(s)
         u = torch.cat([x, r], dim=1)
         pair = 0.5 * torch.einsum("bi,ij,bj->b", u, self.dense_weights(), u)
         return 0.5 * (s * s).sum(1) - pair - r @ self.biases
@@ -498,7 +507,9 @@ class Network(torch.nn.Module):
         return list(self._pair_plan)
 
     def drive(self, s: torch.Tensor, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """``W rho(s) + W_in x + b`` into ``out`` (states in ``[0, 1]``, so ``rho(s) = s``)."""
+        """``W rho(s) + W_in x + b`` into ``out`` (the hard sigmoid's states are in ``[0, 1]``,
+        where ``rho(s) = s``)."""
+        s = self.activation.rates(s)
         out.copy_(base)
         for p in self._plan:
             if p.sparse is None:
@@ -511,34 +522,53 @@ class Network(torch.nn.Module):
     def stepper(
         self, s: torch.Tensor, base: torch.Tensor, h: torch.Tensor, finish: Kernel
     ) -> Kernel:
-        """One in-place step: the drive ``W rho(s) + base`` into ``h``, then ``finish()``
+        """One in-place step: the drive ``W rho(s) + base`` into ``h``, its gain applied
+        (``rho'(s) h`` for a smooth activation, :mod:`eqprop.activation`), then ``finish()``
         (a kernel of :mod:`eqprop.nudging` that updates ``s`` from ``h``). A closure over
         views and CSR values prepared once per phase (the weights do not change within a
         phase), so the loop does no slicing and no gathering; the same products in the same
-        order as :meth:`drive`."""
+        order as :meth:`drive`. The hard sigmoid's products read ``s`` itself; a smooth
+        activation's read ``rho(s)``, computed into a buffer at each step."""
+        act = self.activation
+        rates = s if act.projected else torch.empty_like(s)
         dense, sparse = [], []
         for p in self._plan:
             if p.sparse is None:
-                dense.append((h[:, p.cols], s[:, p.rows], p.weight))
+                dense.append((h[:, p.cols], rates[:, p.rows], p.weight))
             else:
                 rows = p.rows.stop - p.rows.start
                 buffer = torch.empty(rows, s.shape[0], dtype=s.dtype, device=s.device)
-                sparse.append((h[:, p.cols], s[:, p.rows], p.csr(), buffer))
+                sparse.append((h[:, p.cols], rates[:, p.rows], p.csr(), buffer))
 
-        def step() -> None:
+        def products() -> None:
             h.copy_(base)
             for out, state, w in dense:
                 out.addmm_(state, w)
             for out, state, csr, buffer in sparse:
                 buffer.copy_(state.T)  # CSR @ dense wants a contiguous right-hand side
                 out.add_(torch.mm(csr, buffer).T)
-            finish()
+
+        if act.projected:
+
+            def step() -> None:
+                products()
+                finish()
+
+        else:
+
+            def step() -> None:
+                rates.copy_(act.rho(s))
+                products()
+                act.gain_(s, h)
+                finish()
 
         return step
 
     def grad_F(self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None) -> torch.Tensor:
-        """``dF/ds`` as the ``gradient`` step uses it (``rho' = 1`` inside ``[0, 1]``)."""
-        g = s - self.drive(s, self.input_drive(x), torch.empty_like(s))
+        """``dF/ds`` as the ``gradient`` step uses it, ``s - G(s, h)`` (the hard sigmoid's
+        ``rho' = 1`` inside ``[0, 1]``; ``rho'(s) h`` for a smooth activation)."""
+        h = self.drive(s, self.input_drive(x), torch.empty_like(s))
+        g = s - self.activation.gain_(s, h)
         if nudge is not None:
             out = self.output
             g[:, out] += nudge.beta * nudge.nudging.cost_grad(s[:, out], nudge.target)

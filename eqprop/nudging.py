@@ -1,9 +1,12 @@
 """Nudging: the cost and how it enters a weakly-clamped step (``docs/science.md`` section 1).
 
 A relaxation step first computes the drive ``h = W rho(s) + W_in x + b`` (the network's
-job), then *finishes* the step in place. The free phase finishes with
-``s <- clip((1 - eps) s + eps h)``; a weakly-clamped phase finishes with its nudging's
-kernel, which also pulls the outputs towards the target ``d``:
+job, gain included: ``rho'(s) h`` for a smooth activation), then *finishes* the step in place.
+The free phase finishes with ``s <- clip((1 - eps) s + eps h)``; a weakly-clamped phase
+finishes with its nudging's kernel, which also pulls the outputs towards the target ``d``.
+``clip`` is the activation's projection ``P`` (:mod:`eqprop.activation`): the hard sigmoid's
+clip to ``[0, 1]``, the identity for a smooth activation, passed to every kernel as
+``project``; the pulls are written for both:
 
 - ``gradient`` (the theory, Scellier & Bengio 2017): one gradient step on
   ``F = E + beta C`` with ``C = 1/2 |s_out - d|^2``, both terms from the old state:
@@ -44,14 +47,23 @@ import torch
 from eqprop.errors import ConfigError
 
 Kernel = Callable[[], None]
+#: an activation's projection ``P``, in place (:meth:`eqprop.activation.Activation.project_`)
+Projection = Callable[[torch.Tensor], torch.Tensor]
 
 
-def free_kernel(s: torch.Tensor, h: torch.Tensor, eps: float) -> Kernel:
-    """The free-phase finish ``s <- clip((1 - eps) s + eps h)``, in place."""
+def clip_unit(s: torch.Tensor) -> torch.Tensor:
+    """The hard sigmoid's projection: ``s`` clipped to ``[0, 1]`` in place."""
+    return s.clamp_(0.0, 1.0)
+
+
+def free_kernel(
+    s: torch.Tensor, h: torch.Tensor, eps: float, project: Projection = clip_unit
+) -> Kernel:
+    """The free-phase finish ``s <- P((1 - eps) s + eps h)``, in place."""
     keep = 1.0 - eps
 
     def finish() -> None:
-        s.mul_(keep).add_(h, alpha=eps).clamp_(0.0, 1.0)
+        project(s.mul_(keep).add_(h, alpha=eps))
 
     return finish
 
@@ -80,10 +92,16 @@ class Nudging:
         raise NotImplementedError
 
     def pull_kernel(
-        self, s: torch.Tensor, h: torch.Tensor, pulls: Sequence[Pull], eps: float
+        self,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        pulls: Sequence[Pull],
+        eps: float,
+        project: Projection = clip_unit,
     ) -> Kernel:
         """The in-place finish of one weakly-clamped step that pulls each group of ``pulls``
-        (in order) towards its target, given the drive in ``h``."""
+        (in order) towards its target, given the drive in ``h``, then projects with
+        ``project``."""
         raise NotImplementedError
 
     def kernel(
@@ -94,10 +112,11 @@ class Nudging:
         target: torch.Tensor,
         eps: float,
         beta: float,
+        project: Projection = clip_unit,
     ) -> Kernel:
         """The in-place finish of one weakly-clamped step, given the drive in ``h``: the
         outputs pulled towards ``target``."""
-        return self.pull_kernel(s, h, [Pull(output, target, beta)], eps)
+        return self.pull_kernel(s, h, [Pull(output, target, beta)], eps, project)
 
 
 class GradientNudging(Nudging):
@@ -111,9 +130,9 @@ class GradientNudging(Nudging):
     def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return s_out - target
 
-    def pull_kernel(self, s, h, pulls, eps) -> Kernel:
+    def pull_kernel(self, s, h, pulls, eps, project=clip_unit) -> Kernel:
         groups = [(h[:, p.neurons], s[:, p.neurons], p.target, p.beta) for p in pulls]
-        free = free_kernel(s, h, eps)
+        free = free_kernel(s, h, eps, project)
 
         def finish() -> None:
             for h_g, s_g, target, beta in groups:
@@ -134,7 +153,7 @@ class IconsNudging(Nudging):
     def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 2.0 * (s_out - target)
 
-    def pull_kernel(self, s, h, pulls, eps) -> Kernel:
+    def pull_kernel(self, s, h, pulls, eps, project=clip_unit) -> Kernel:
         keep = 1.0 - eps
         groups = [(s[:, p.neurons], p.target, 2.0 * eps * p.beta) for p in pulls]
 
@@ -143,7 +162,7 @@ class IconsNudging(Nudging):
             for s_g, target, pull in groups:
                 # s' + pull (d - s') written as (1 - pull) s' + pull d: exactly d when pull = 1
                 s_g.mul_(1.0 - pull).add_(target, alpha=pull)
-            s.clamp_(0.0, 1.0)
+            project(s)
 
         return finish
 
@@ -195,10 +214,10 @@ class TargetLinked(Nudging):
     def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.base.cost_grad(s_out, target)
 
-    def pull_kernel(self, s, h, pulls, eps) -> Kernel:
-        return self.base.pull_kernel(s, h, pulls, eps)
+    def pull_kernel(self, s, h, pulls, eps, project=clip_unit) -> Kernel:
+        return self.base.pull_kernel(s, h, pulls, eps, project)
 
-    def kernel(self, s, h, output, target, eps, beta) -> Kernel:
+    def kernel(self, s, h, output, target, eps, beta, project=clip_unit) -> Kernel:
         # t_l recomputed from the target at every step (a (batch, n_out) @ (n_out, k_l)
         # product), so a captured CUDA graph follows a new target copied into ``target``
         hidden = [
@@ -207,7 +226,7 @@ class TargetLinked(Nudging):
         ]
         pulls = [Pull(output, target, beta)]
         pulls += [Pull(c.neurons, t, self.hidden_beta * beta) for t, c in hidden]
-        inner = self.base.pull_kernel(s, h, pulls, eps)
+        inner = self.base.pull_kernel(s, h, pulls, eps, project)
 
         def finish() -> None:
             for t, c in hidden:

@@ -130,6 +130,7 @@ def build_network(config: RunConfig, topology: topo.Topology | None = None) -> N
         layout=train.layout,
         dtype=getattr(torch, train.dtype),
         device=train.device,
+        activation=config.network.build(),
     )
 
 

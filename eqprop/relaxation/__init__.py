@@ -6,6 +6,10 @@ A *relaxer* takes the network, a state (updated in place), the batch's input dri
 taken and whether its stopping rule was met. The relaxer never mutates itself; what it did is
 in the result.
 
+Steps are written for the hard sigmoid below; with a smooth activation the drive takes its
+gain ``rho'(s) h`` and ``clip`` (the projection) is the identity, so ``s <- s - eps dF/ds``
+(:mod:`eqprop.activation`, ``docs/science.md`` section 1).
+
 Solvers (one file each, registered in :data:`SOLVERS` by name):
 
 - ``fixed`` (:class:`~eqprop.relaxation.fixed.FixedSteps`): exactly ``steps`` discrete steps
@@ -25,6 +29,11 @@ b)|`` below ``tol`` (:func:`fixed_point_residual`; at most ``steps`` steps, one 
 - ``sor`` (:class:`~eqprop.relaxation.sor.OverRelaxed`): the same sweeps over-relaxed by the
   factor ``eps`` (projected SOR); the fastest free phase measured on the layered network B.
 
+The two layer-sweep solvers need the hard sigmoid (their exact block update ``clip(h)`` is the
+minimiser of a box-constrained quadratic); with any other activation they refuse with a
+one-line :class:`~eqprop.errors.ConfigError` (:meth:`Relaxer.check_activation`, also run by
+the config). Every other solver works with every activation.
+
 These stop each example at its own first iterate below ``tol``, and continue on the others
 only (:class:`~eqprop.relaxation.residual.ResidualStop`).
 
@@ -35,7 +44,7 @@ A new solver is a :class:`Relaxer` subclass in its own file plus one line in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -43,6 +52,7 @@ from eqprop.errors import ConfigError
 from eqprop.nudging import Kernel, Nudge, free_kernel
 
 if TYPE_CHECKING:
+    from eqprop.activation import Activation
     from eqprop.network import Network
 
 
@@ -64,6 +74,8 @@ class Relaxer:
 
     eps: float = 0.5
     steps: int = 500
+    #: whether the solver relies on the hard sigmoid's box projection (module docs)
+    hard_sigmoid_only: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.eps, (int, float)) and self.eps > 0):
@@ -84,17 +96,34 @@ class Relaxer:
     def kernel(
         self, network: Network, s: torch.Tensor, h: torch.Tensor, nudge: Nudge | None
     ) -> Kernel:
-        """The finish of one step: free, or the nudge's scheme (:mod:`eqprop.nudging`)."""
+        """The finish of one step: free, or the nudge's scheme (:mod:`eqprop.nudging`),
+        with the network's projection."""
+        project = network.activation.project_
         if nudge is None:
-            return free_kernel(s, h, self.eps)
-        return nudge.nudging.kernel(s, h, network.output, nudge.target, self.eps, nudge.beta)
+            return free_kernel(s, h, self.eps, project)
+        return nudge.nudging.kernel(
+            s, h, network.output, nudge.target, self.eps, nudge.beta, project
+        )
+
+    def check_activation(self, activation: Activation) -> None:
+        """A one-line :class:`ConfigError` if this solver cannot relax a network with
+        ``activation`` (module docs)."""
+        if self.hard_sigmoid_only and not activation.projected:
+            name = next((k for k, v in SOLVERS.items() if v is type(self)), type(self).__name__)
+            raise ConfigError(
+                f"the {name!r} solver needs the hard sigmoid (its exact layer update is a "
+                f"clip), not activation {activation.name!r}; use solver 'fista', 'residual' "
+                f"or 'fixed'"
+            )
 
 
 def fixed_point_residual(network: Network, state: torch.Tensor, drive: torch.Tensor) -> float:
-    """``max |s - clip(W rho(s) + drive)|``: how far ``state`` is from the free fixed point
-    (0 exactly at it, whatever the solver)."""
-    h = network.drive(state, drive, torch.empty_like(state))
-    return float((state - h.clamp_(0.0, 1.0)).abs().max())
+    """``max |s - P(G(s, W rho(s) + drive))|`` (``max |s - clip(W s + drive)|`` for the hard
+    sigmoid; :mod:`eqprop.activation`): how far ``state`` is from the free fixed point (0
+    exactly at it, whatever the solver)."""
+    act = network.activation
+    h = act.gain_(state, network.drive(state, drive, torch.empty_like(state)))
+    return float((state - act.project_(h)).abs().max())
 
 
 def _solvers() -> dict[str, type[Relaxer]]:

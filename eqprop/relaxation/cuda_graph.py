@@ -29,7 +29,7 @@ class CudaGraphs(Relaxer):
     def relax(self, network, state, drive, nudge=None) -> RelaxResult:
         if not state.is_cuda:
             return FixedSteps(self.eps, self.steps).relax(network, state, drive, nudge)
-        state.clamp_(0.0, 1.0)
+        network.activation.project_(state)
         key = (
             id(network),
             state.shape[0],

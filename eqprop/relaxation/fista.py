@@ -7,7 +7,9 @@ steps ``s <- clip(s - eps grad E(s))``. FISTA takes the same step from an extrap
 ``t_k = (1 + sqrt(1 + 4 t_{k-1}^2)) / 2``, and restarts an example's momentum (``t = 1``)
 whenever its gradient points against its last move, ``grad E(y) . (s_{k+1} - s_k) > 0``
 (O'Donoghue & Candes 2015, gradient restart): this keeps the method monotone in practice on a
-non-convex energy. Each step costs one drive ``h(y)``; the residual of ``y`` is read from it,
+non-convex energy. With a smooth activation ``clip`` is the identity and ``h`` takes the gain
+``rho'(s)`` (:mod:`eqprop.activation`): plain accelerated gradient descent on ``E``, the
+same restart rule. Each step costs one drive ``h(y)``; the residual of ``y`` is read from it,
 and each example stops at its first ``y`` below ``tol``
 (:class:`~eqprop.relaxation.residual.ResidualStop`).
 
@@ -72,7 +74,7 @@ class _FistaIterate(DriveIterate):
     def advance(self) -> None:
         y, s, h = self.current, self.s, self.h
         # s_{k+1} = clip(y + eps (h(y) - y)); restart where grad(y) . (s_{k+1} - s_k) > 0
-        new = torch.lerp(y, h, self.solver.eps, out=self.scratch).clamp_(0.0, 1.0)
+        new = self.project(torch.lerp(y, h, self.solver.eps, out=self.scratch))
         move = torch.sub(new, s, out=s)
         # the products and sums of linalg.vecdot(y - h, move), in place
         restart = torch.sub(y, h, out=h).mul_(move).sum(1, keepdim=True) > 0
@@ -81,7 +83,7 @@ class _FistaIterate(DriveIterate):
             self.momenta = momenta(self.taken + 1, y.dtype, y.device)
         momentum = torch.take(self.momenta, self.streak.add_(1).masked_fill_(restart, 0))
         # y = clip(s_{k+1} + m (s_{k+1} - s_k))
-        torch.addcmul(new, move, momentum, out=y).clamp_(0.0, 1.0)
+        self.project(torch.addcmul(new, move, momentum, out=y))
         self.s, self.scratch = new, move
 
     def subset(self, keep: torch.Tensor) -> _FistaIterate:

@@ -1,4 +1,5 @@
-"""The papers' protocol: a fixed number of discrete steps ``s <- clip(s - eps dF/ds)``."""
+"""The papers' protocol: a fixed number of discrete steps ``s <- clip(s - eps dF/ds)`` (the
+clip: the activation's projection)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ class FixedSteps(Relaxer):
     """Exactly ``steps`` steps (module docs); ``converged`` is ``None`` (no stopping rule)."""
 
     def relax(self, network, state, drive, nudge=None) -> RelaxResult:
-        state.clamp_(0.0, 1.0)
+        network.activation.project_(state)
         h = torch.empty_like(state)
         step = network.stepper(state, drive, h, self.kernel(network, state, h, nudge))
         for _ in range(self.steps):

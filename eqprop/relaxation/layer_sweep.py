@@ -14,6 +14,10 @@ the next sweep) and the even layers' drive of the half-sweep just done.
 :class:`LayerSweep` takes the exact updates; :class:`~eqprop.relaxation.sor.OverRelaxed`
 moves each half past them by a factor (projected SOR). Each example stops at its first
 swept state below ``tol`` (:class:`~eqprop.relaxation.residual.ResidualStop`).
+
+Both need the hard sigmoid: with a smooth activation the energy of one parity's layers is
+still separable but no longer quadratic, and its minimiser no clip; they refuse any other
+activation with a one-line error.
 """
 
 from __future__ import annotations
@@ -162,7 +166,10 @@ class _SweepIterate:
 @dataclass(frozen=True)
 class LayerSweep(ResidualStop):
     """Even/odd sweeps with exact block updates (module docs), stopped on the residual; at
-    most ``steps`` sweeps. ``eps`` is not used (each half-sweep is an exact minimisation)."""
+    most ``steps`` sweeps. ``eps`` is not used (each half-sweep is an exact minimisation).
+    Hard sigmoid only (:meth:`~eqprop.relaxation.Relaxer.check_activation`)."""
+
+    hard_sigmoid_only = True
 
     @property
     def omega(self) -> float:

@@ -3,8 +3,10 @@ rule every residual-stopped solver shares.
 
 The free fixed point is ``s* = clip(W rho(s*) + W_in x + b)``; the residual of a state is
 ``r(s) = max |s - clip(h(s))|`` with ``h(s) = W rho(s) + W_in x + b``, zero exactly at the
-fixed point whatever the solver. Every step computes ``h(s)`` anyway, so the residual of the
-current state costs one reduction, no extra product.
+fixed point whatever the solver. (With a smooth activation, ``h`` takes the gain ``rho'(s)``
+and ``clip`` is the identity: ``r(s) = max |dE/ds|``; :mod:`eqprop.activation`.) Every step
+computes ``h(s)`` anyway, so the residual of the current state costs one reduction, no extra
+product.
 
 The rule is applied **per example**: each example's state is kept at the first iterate whose
 residual (its largest entry) is below ``tol``, and the examples still relaxing go on without
@@ -23,7 +25,7 @@ from typing import Protocol
 import torch
 
 from eqprop.errors import ConfigError
-from eqprop.nudging import free_kernel
+from eqprop.nudging import Projection, clip_unit, free_kernel
 from eqprop.relaxation import Relaxer, RelaxResult
 
 
@@ -48,9 +50,12 @@ class Iterate(Protocol):
         after :meth:`advance`: the new iterate computes its own drive)."""
 
 
-def row_residuals(s: torch.Tensor, h: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """``max_i |s_i - clip(h_i)|`` per row (``scratch``: a buffer shaped like ``s``)."""
-    torch.clamp(h, 0.0, 1.0, out=scratch)
+def row_residuals(
+    s: torch.Tensor, h: torch.Tensor, scratch: torch.Tensor, project: Projection = clip_unit
+) -> torch.Tensor:
+    """``max_i |s_i - P(h_i)|`` per row, ``P`` the activation's ``project`` (``scratch``: a
+    buffer shaped like ``s``)."""
+    project(scratch.copy_(h))
     return scratch.sub_(s).abs_().amax(1)
 
 
@@ -67,12 +72,13 @@ class ResidualStop(Relaxer):
             raise ConfigError(f"tol must be a number > 0, got {self.tol!r}")
 
     def start(self, network, state: torch.Tensor, drive: torch.Tensor) -> Iterate:
-        """The solver's iteration from ``state`` (in the box, not modified)."""
+        """The solver's iteration from ``state`` (projected, not modified)."""
         raise NotImplementedError
 
     @staticmethod
     def drive(network, s: torch.Tensor, base: torch.Tensor, h: torch.Tensor):
-        """A closure computing ``h = W rho(s) + base`` in place (no state update)."""
+        """A closure computing ``h = W rho(s) + base`` in place, with the activation's gain
+        (no state update)."""
         return network.stepper(s, base, h, _noop)
 
     def free_only(self, nudge) -> None:
@@ -87,7 +93,8 @@ class ResidualStop(Relaxer):
         """Relax every example to its first iterate with residual below ``tol`` (module
         docs), at most ``steps`` steps; ``converged``: whether all examples got there."""
         self.free_only(nudge)
-        state.clamp_(0.0, 1.0)
+        self.check_activation(network.activation)
+        network.activation.project_(state)
         rows = torch.arange(state.shape[0], device=state.device)  # of `state`, in `iterate`
         live = torch.ones_like(rows, dtype=torch.bool)  # rows of `iterate` still relaxing
         # each row's tolerance: 0 once stopped (no residual is below it), one test per step
@@ -124,10 +131,11 @@ class DriveIterate:
         self.current = current
         self.h, self.scratch = torch.empty_like(current), torch.empty_like(current)
         self.compute = solver.drive(network, current, drive, self.h)
+        self.project = network.activation.project_
 
     def residuals(self) -> torch.Tensor:
-        self.compute()  # h = h(current)
-        return row_residuals(self.current, self.h, self.scratch)
+        self.compute()  # h = G(current, h(current))
+        return row_residuals(self.current, self.h, self.scratch, self.project)
 
 
 class _DampedIterate(DriveIterate):
@@ -135,7 +143,7 @@ class _DampedIterate(DriveIterate):
 
     def __init__(self, solver: Residual, network, s: torch.Tensor, drive: torch.Tensor):
         super().__init__(solver, network, s, drive)
-        self.advance = free_kernel(s, self.h, solver.eps)
+        self.advance = free_kernel(s, self.h, solver.eps, self.project)
 
     def subset(self, keep: torch.Tensor) -> _DampedIterate:
         return _DampedIterate(self.solver, self.network, self.current[keep], self.base[keep])

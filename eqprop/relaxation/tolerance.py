@@ -24,7 +24,7 @@ class Tolerance(Relaxer):
             raise ConfigError(f"tol must be a number > 0, got {self.tol!r}")
 
     def relax(self, network, state, drive, nudge=None) -> RelaxResult:
-        state.clamp_(0.0, 1.0)
+        network.activation.project_(state)
         h, prev = torch.empty_like(state), torch.empty_like(state)
         step = network.stepper(state, drive, h, self.kernel(network, state, h, nudge))
         for taken in range(1, self.steps + 1):
