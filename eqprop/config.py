@@ -587,7 +587,7 @@ def _assign(values: dict[str, Any], key: str, value: Any) -> None:
         if key not in LEGACY:
             raise ConfigError(
                 f"unknown config key {key!r}; use section.key with a section among "
-                f"{', '.join(SECTIONS)} (eqprop presets --keys lists them)"
+                f"{', '.join(SECTIONS)} (docs/usage.md lists their keys)"
             )
         section, name = LEGACY[key]
     if section not in SECTIONS:
