@@ -46,6 +46,11 @@ def _train(args: argparse.Namespace) -> int:
                 "--resume continues a run on its saved device (train.device in its config.toml) "
                 "in its own directory; drop --device and --out (copy the directory to move it)"
             )
+        if args.data:
+            raise EqpropError(
+                "--resume trains on the data file the run started with (data.path in its "
+                "config.toml, checked against its data.sha256); drop --data"
+            )
         run_dir = Path(args.resume)
         overrides = cfg.parse_overrides(args.set)
         if set(overrides) - {"epochs", "train.epochs"}:
@@ -57,7 +62,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         preset = args.preset or "digits"
         sets = list(args.set) + ([f'train.device="{args.device}"'] if args.device else [])
-        config = cfg.resolve(preset, args.config, sets)
+        data = {} if args.data is None else _data_changes(args.data, args.set)
+        config = cfg.resolve(preset, args.config, sets).override(data)
         name = args.preset or (Path(args.config).stem if args.config else preset)
         default = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         runs.check_path(default if args.out is None else args.out, "--out")
@@ -87,6 +93,19 @@ def _train(args: argparse.Namespace) -> int:
             f"test error {last['test_error']:.2%}; plot with: eqprop plot {run_dir}"
         )
     return 0
+
+
+def _data_changes(path: str, sets: list[str]) -> dict[str, str | None]:
+    """The config changes of ``eqprop train --data FILE.npz``: the dataset ``file`` at
+    ``path``, the split unset (a file holds its own); a one-line error where ``--set``
+    gives one of them too."""
+    given = {cfg.canonical_key(key) for key in cfg.parse_overrides(sets)}
+    clash = sorted(given & {"data.dataset", "data.path", "data.split"})
+    if clash:
+        raise EqpropError(f"--data FILE sets {clash[0]} itself; drop --set {clash[0]}")
+    if not path:
+        raise EqpropError("--data is empty; give the path of an .npz file")
+    return {"data.dataset": cfg.FILE, "data.path": path, "data.split": None}
 
 
 def _remove_unstarted(run_dir: Path, keep_empty: bool) -> None:
@@ -363,10 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="override one field, TOML value syntax (repeatable)",
         )
 
-    p = sub.add_parser("train", help="train a network (default preset: digits)")
+    p = sub.add_parser(
+        "train",
+        help="train a network (default preset: digits)",
+        epilog="Your own topology: --set topology.family=file --set topology.path=EDGES.txt "
+        "(one edge 'i j' of global neuron indices per line; docs/api.md).",
+    )
     config_args(p, None)
     p.add_argument("--out", help="new run directory (default runs/PRESET-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument(
+        "--data",
+        metavar="FILE.npz",
+        help="train on your own examples: arrays x, y and optionally x_valid, y_valid and/or "
+        "x_test, y_test (shortcut for --set data.dataset=file --set data.path=FILE.npz)",
+    )
     p.add_argument("--data-dir", help="directory of the IDX files (or set EQPROP_DATA_DIR)")
     p.add_argument("--device", help="cpu or cuda (shortcut for --set device=...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")

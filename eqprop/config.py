@@ -4,8 +4,8 @@ parts of the library, and the bundled presets.
 A configuration is a TOML document (see ``eqprop/presets/*.toml``)::
 
     description = "..."
-    [data]        dataset, split, limit
-    [topology]    family, sizes, n, p, p_formula, a, seed
+    [data]        dataset, split, limit, path
+    [topology]    family, sizes, n, p, p_formula, a, seed, remove_after, path
     [network]     activation                        -> eqprop.activation
     [free]        solver, eps, steps, tol           -> a relaxer (eqprop.relaxation)
     [nudged]      nudging, eps, steps,              -> a nudging and the nudged relaxer
@@ -32,6 +32,7 @@ read by :func:`migrate`: they used the ``gradient`` nudging and resume exactly a
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -57,7 +58,13 @@ else:  # pragma: no cover
 
 #: written into every config.toml; a file without it is version 1 (flat)
 FORMAT_VERSION = 2
-TOPOLOGIES = ("layered", "icons", "icons-add", "rewired")
+#: ``data.dataset`` and ``topology.family`` of your own data and topology, read from the file
+#: at ``path`` (``.npz`` arrays; a text edge list)
+FILE = "file"
+TOPOLOGIES = ("layered", "icons", "icons-add", "rewired", FILE)
+#: the fields that name a file: a relative path in a config file starts at that file's
+#: directory, elsewhere at the current directory; a config holds it absolute
+PATHS = ("data.path", "topology.path")
 #: the built-in update; any other ``update.optimizer`` names a ``torch.optim`` class
 MASKED_SGD = "masked-sgd"
 #: the largest integer a config holds (TOML's, and a seed's, 64-bit signed range)
@@ -85,6 +92,18 @@ def _at_least(section: str, name: str, value, low, *, optional: bool = False) ->
         raise ConfigError(f"{section}.{name} must be >= {low}, got {value}")
 
 
+def _path(section: str, owner: str, value: str | None, wanted: bool) -> str | None:
+    """``section.path``, checked and made absolute: needed when ``wanted`` (``owner`` is the
+    field set to :data:`FILE`), refused otherwise."""
+    if not wanted:
+        if value is not None:
+            raise ConfigError(f"{section}.path applies only with {section}.{owner} = {FILE!r}")
+        return None
+    if not value:
+        raise ConfigError(f"{section}.{owner} = {FILE!r} needs {section}.path, the file to read")
+    return os.path.abspath(os.path.expanduser(value))
+
+
 def _seed(section: str, value: int) -> None:
     _at_least(section, "seed", value, 0)
     if value > MAX_INT:
@@ -108,17 +127,28 @@ def _steps(section: str, value: int) -> None:
 
 @dataclass(frozen=True)
 class DataSection:
-    """``[data]``: ``dataset``, ``split`` (``icons``: first 50k train / last 10k evaluation;
-    ``standard``), ``limit`` (keep only the first examples of each split; absent: all)."""
+    """``[data]``: ``dataset`` (a bundled one, or ``file``: your own examples in the ``.npz``
+    file at ``path``, :func:`eqprop.data.load_npz`), ``split`` (bundled datasets only;
+    ``icons``: first 50k train / last 10k evaluation; ``standard``), ``limit`` (keep only the
+    first examples of each split; absent: all)."""
 
     dataset: str = "digits"
     split: str = "standard"
     limit: int | None = None
+    path: str | None = None
 
     def __post_init__(self) -> None:
-        _choice("data", "dataset", self.dataset, DATASETS)
+        _choice("data", "dataset", self.dataset, (*DATASETS, FILE))
         _choice("data", "split", self.split, SPLITS)
         _at_least("data", "limit", self.limit, 1, optional=True)
+        own = self.dataset == FILE
+        object.__setattr__(self, "path", _path("data", "dataset", self.path, own))
+        if own and self.split != "standard":
+            raise ConfigError(
+                f"data.split = {self.split!r} applies to the bundled datasets; a data file "
+                f"holds its own held-out examples (x_valid, y_valid or x_test, y_test), so "
+                f"leave data.split out"
+            )
 
 
 @dataclass(frozen=True)
@@ -127,7 +157,8 @@ class TopologySection:
     probability; ``p`` also the rewiring probability), ``p_formula``, ``a`` (initial bound of
     intralayer and skip weights; absent: the family's default), ``seed``; ``remove_after``
     (after this many epochs the intralayer and skip edges are removed and training goes on
-    with the adjacent-layer edges alone; absent: never)."""
+    with the adjacent-layer edges alone; absent: never); ``path`` (with ``family = "file"``:
+    a text file of edges, one ``i j`` per line, :meth:`eqprop.topology.Topology.from_edge_file`)."""
 
     family: str = "layered"
     sizes: tuple[int, ...] = (64, 128, 10)
@@ -137,9 +168,12 @@ class TopologySection:
     a: float | None = None
     seed: int = 0
     remove_after: int | None = None
+    path: str | None = None
 
     def __post_init__(self) -> None:
         _choice("topology", "family", self.family, TOPOLOGIES)
+        path = _path("topology", "family", self.path, self.family == FILE)
+        object.__setattr__(self, "path", path)
         _choice("topology", "p_formula", self.p_formula, ("simple", "exact"))
         if len(self.sizes) < 2 or any(s < 1 for s in self.sizes):
             raise ConfigError(
@@ -638,6 +672,8 @@ def _coerce(label: str, value: Any, default: Any, optional_kind: type | None) ->
 #: fields whose default is None: the type of a value when one is given
 _OPTIONAL = {
     ("data", "limit"): int,
+    ("data", "path"): str,
+    ("topology", "path"): str,
     ("topology", "n"): int,
     ("topology", "p"): float,
     ("topology", "a"): float,
@@ -824,6 +860,9 @@ def _file_changes(path: str | Path) -> dict[str, Any]:
             f"{FORMAT_VERSION}: use the eqprop version that wrote it, or drop the line"
         )
     flat = _flatten(values)
+    for key in PATHS:  # relative to the config file, not to where the command runs
+        if isinstance(flat.get(key), str) and flat[key]:
+            flat[key] = str(Path(path).parent / Path(flat[key]).expanduser())
     seen: dict[str, str] = {}
     for key in flat:
         name = canonical_key(key)

@@ -167,6 +167,7 @@ def topology_label(topology: Any, *, with_p: bool = True) -> str:
         "icons": "ICONS skip",
         "icons-add": "ICONS skip (added edges)",
         "rewired": "rewired skip",
+        "file": "own topology",
     }.get(family, family)
     if not with_p or family == "layered":
         return name
@@ -209,7 +210,10 @@ def data_caption(configs: Iterable[Any]) -> str:
     def distinct(values: Iterable[Any]) -> list[Any]:
         return list(dict.fromkeys(values))
 
-    datasets = distinct(_DATASETS.get(c.data.dataset, c.data.dataset) for c in configs)
+    datasets = distinct(
+        Path(c.data.path).name if c.data.path else _DATASETS.get(c.data.dataset, c.data.dataset)
+        for c in configs
+    )
     splits = distinct(c.data.split for c in configs)
     limits = distinct(c.data.limit for c in configs)
     text = f"{' / '.join(datasets)} ({' / '.join(splits)} split)"

@@ -14,6 +14,11 @@ A run directory holds:
 - ``tensorboard/``: TensorBoard event files, when asked for (``--tensorboard``);
 - ``data_dir``: the data directory the run was last trained from (MNIST and Fashion-MNIST);
   a resume given neither ``--data-dir`` nor ``$EQPROP_DATA_DIR`` reads its data there;
+- ``data.sha256``: with your own data (``data.dataset = "file"``), the SHA-256 of the data file
+  when the run started (``sha256sum`` format); a resume on a file with other content is refused;
+- ``topology.npz``: with your own topology (``topology.family = "file"``), the topology read
+  from the edge-list file when the run started (:meth:`~eqprop.topology.Topology.save`); the run
+  resumes from it, so the original file is no longer needed;
 - ``checkpoint.pt``: the trainer's complete state, the metrics of the finished epochs and a
   SHA-256 of both, written atomically (temporary file, fsync, rename) every
   ``checkpoint_every`` batches, at the end of every epoch, and when the run is stopped by
@@ -69,8 +74,8 @@ from tqdm import tqdm
 
 from eqprop import arithmetic
 from eqprop import topology as topo
-from eqprop.config import MASKED_SGD, RunConfig, from_dict, load_file
-from eqprop.data import Dataset, load_dataset
+from eqprop.config import FILE, MASKED_SGD, RunConfig, from_dict, load_file
+from eqprop.data import Dataset, load_dataset, load_npz
 from eqprop.errors import ConfigError, DivergenceError, EqpropError, Interrupted
 from eqprop.network import Network
 from eqprop.quantization import QuantizedSGD, rounding_seed
@@ -88,6 +93,10 @@ RATES = "layer_rates"
 STEPS = "free_steps"
 #: the data directory the run was trained from (a resume without --data-dir reads it there)
 DATA_DIR = "data_dir"
+#: the SHA-256 of the run's own data file (``data.dataset = "file"``), recorded at its start
+DATA_SHA256 = "data.sha256"
+#: the run's own topology (``topology.family = "file"``), saved at its start
+TOPOLOGY = "topology.npz"
 #: a file that asks the process training the run to stop after its batch, with a checkpoint,
 #: as SIGTERM does (how an experiment or sweep stops its Ray workers; ``touch`` works too)
 STOP_REQUEST = "stop-request"
@@ -103,6 +112,8 @@ def build_topology(config: RunConfig) -> topo.Topology:
     section = config.topology
     if section.family == "layered":
         return topo.layered(section.sizes)
+    if section.family == FILE:
+        return topo.Topology.from_edge_file(section.sizes, section.path)
     if section.family == "rewired":
         return topo.rewired(section.sizes, section.p, seed=section.seed)
     return topo.icons(
@@ -113,6 +124,32 @@ def build_topology(config: RunConfig) -> topo.Topology:
         p_formula=section.p_formula,
         seed=section.seed,
     )
+
+
+def run_topology(config: RunConfig, run_dir: str | Path | None = None) -> topo.Topology:
+    """The topology of a run: for ``topology.family = "file"``, the copy saved in ``run_dir``
+    (:data:`TOPOLOGY`) when there is one, so that the original file is no longer needed;
+    otherwise the one the config describes (:func:`build_topology`)."""
+    saved = None if run_dir is None else Path(run_dir) / TOPOLOGY
+    if config.topology.family != FILE or saved is None or not os.path.lexists(saved):
+        return build_topology(config)
+    fix = "restore it from a copy of the run directory"
+    check_regular_file(saved, fix)
+    try:
+        topology = topo.Topology.load(saved)
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise EqpropError(f"{saved} is damaged ({_first_line(exc)}); {fix}") from None
+    if topology.sizes != config.topology.sizes:
+        raise EqpropError(
+            f"{saved} has layer sizes {list(topology.sizes)} but {saved.parent / CONFIG} has "
+            f"{list(config.topology.sizes)}; the file belongs to another run: {fix}"
+        )
+    return topology
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, spaces collapsed, at most 160 characters."""
+    return " ".join(str(exc).split("\n")[0].split())[:160]
 
 
 def build_network(config: RunConfig, topology: topo.Topology | None = None) -> Network:
@@ -172,8 +209,11 @@ def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:
 
 
 def load_data(config: RunConfig, data_dir: str | Path | None) -> Dataset:
-    """The dataset a config trains on."""
+    """The dataset a config trains on (``data_dir`` is where MNIST-like files are; own data
+    is read from ``data.path``)."""
     data = config.data
+    if data.dataset == FILE:
+        return load_npz(data.path, limit=data.limit)
     return load_dataset(data.dataset, data.split, data_dir, limit=data.limit)
 
 
@@ -229,13 +269,18 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
 
-def check_run(config: RunConfig, options: RunOptions | None = None) -> Dataset:
+def check_run(
+    config: RunConfig, options: RunOptions | None = None, run_dir: str | Path | None = None
+) -> Dataset:
     """Everything about ``config`` that can only be checked against this machine and the data:
-    the device, the data files, the layer sizes against the data's input width and classes,
-    and the memory it needs at least. One-line :class:`~eqprop.errors.EqpropError` on a
-    problem; returns the dataset. Runs before a run directory is created or changed."""
+    the device, the data files, an own topology's file (or its copy in ``run_dir``), the
+    layer sizes against the data's input width and classes, and the memory it needs at
+    least. One-line :class:`~eqprop.errors.EqpropError` on a problem; returns the dataset.
+    Runs before a run directory is created or changed."""
     options = options or RunOptions()
     check_device(config.train.device)
+    if config.topology.family == FILE:
+        run_topology(config, run_dir)
     available = _available_memory(config.train.device)
     if available is not None:  # before the data: a network that cannot fit at all
         need = memory_lower_bound(config, 0, 0)
@@ -776,16 +821,49 @@ def check_new_run_dir(run_dir: Path) -> None:
     check_output_dir(run_dir)
 
 
+def _own_inputs(config: RunConfig) -> dict[str, Callable[[BinaryIO], object]]:
+    """What a new run directory records of its own data and topology files: the writer of
+    each file (:data:`DATA_SHA256`, :data:`TOPOLOGY`) by name. Reads the files now, so that
+    a problem with them is raised before anything is written."""
+    from eqprop.userfiles import read_user_file
+
+    writers: dict[str, Callable[[BinaryIO], object]] = {}
+    if config.data.dataset == FILE:
+        path = config.data.path
+        digest = hashlib.sha256(read_user_file(path, "data file")).hexdigest()
+        line = f"{digest}  {path}\n".encode()
+        writers[DATA_SHA256] = lambda f: f.write(line)
+    if config.topology.family == FILE:
+        writers[TOPOLOGY] = build_topology(config).save
+    return writers
+
+
+def _check_same_data(run_dir: Path, data: Dataset) -> None:
+    """A one-line error if the run's own data file is not the one it started on."""
+    recorded = run_dir / DATA_SHA256
+    if data.sha256 is None or not recorded.is_file():
+        return
+    started = recorded.read_text(errors="replace").partition(" ")[0]
+    if started != data.sha256:
+        raise EqpropError(
+            f"data file {data.name} has changed since {run_dir} started (SHA-256 now "
+            f"{data.sha256[:12]}..., at the start {started[:12]}...); restore the data the run "
+            f"trained on, or start a new run on the new data"
+        )
+
+
 def start_run(config: RunConfig, run_dir: str | Path) -> Path:
     """Create a new run directory for ``config``; refuse to touch an existing one.
 
     The directory is built beside its final name (``.NAME.PID.start``) and renamed into place
     once its config is on disk, so a crash leaves either no run directory or a complete one.
     An empty directory, or one holding only the temporary files of an interrupted start, is
-    taken over; leftovers of starts whose process is gone are removed.
+    taken over; leftovers of starts whose process is gone are removed. With own data or an
+    own topology (``"file"``), the data file's SHA-256 and the topology are recorded too.
     """
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
+    own = _own_inputs(config)
     fix = "choose another --out"
     with _writing(run_dir, fix):
         parent = run_dir.parent
@@ -799,6 +877,8 @@ def start_run(config: RunConfig, run_dir: str | Path) -> Path:
         staging.mkdir()
         try:
             atomic_write_bytes(staging / CONFIG, config.to_toml().encode())
+            for name, write in own.items():
+                atomic_write(staging / name, write)
             if run_dir.is_dir():  # empty but for leftovers (checked): rename needs it empty
                 for leftover in run_dir.iterdir():
                     leftover.unlink()
@@ -894,7 +974,8 @@ def train_run(
                     f"{path} should be a file of the run but is not; move it away (or restore "
                     f"the run directory from a copy), then resume"
                 )
-        data = check_run(config, options)
+        data = check_run(config, options, run_dir)
+        _check_same_data(run_dir, data)
         held = data.held_out
         ckpt_path = run_dir / CHECKPOINT
         state = None
@@ -922,7 +1003,7 @@ def train_run(
         if config.topology.family != "layered":
             _status(f"building the {config.topology.family} topology", options)
         try:
-            network = build_network(config)
+            network = build_network(config, run_topology(config, run_dir))
             trainer = build_trainer(config, network, len(x))
         except (MemoryError, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
@@ -940,10 +1021,9 @@ def train_run(
                 if test_particles is not None:
                     test_particles.copy_(state["test_particles"])
             except (RuntimeError, TypeError, ValueError, KeyError, IndexError) as exc:
-                first = " ".join(str(exc).split("\n")[0].split())[:160]
                 raise EqpropError(
-                    f"{ckpt_path} does not fit {run_dir / CONFIG} ({first}); the checkpoint "
-                    f"belongs to another run or the config was edited"
+                    f"{ckpt_path} does not fit {run_dir / CONFIG} ({_first_line(exc)}); the "
+                    f"checkpoint belongs to another run or the config was edited"
                 ) from None
             wall = float(state["wall"])
             records = state.get("records")
@@ -971,7 +1051,7 @@ def train_run(
                         file=sys.stderr,
                     )
             _write_metrics(run_dir, records)
-            if options.data_dir is not None and config.data.dataset != "digits":
+            if options.data_dir is not None and config.data.dataset not in ("digits", FILE):
                 where = f"{Path(options.data_dir).resolve()}\n"
                 recorded = run_dir / DATA_DIR
                 if not recorded.is_file() or recorded.read_text() != where:
@@ -1053,7 +1133,7 @@ def train_run(
                     "relaxation_steps": n_batches * (result.mean_free_steps + config.nudged.steps),
                     **result.metrics,
                 }
-                if config.train.evaluate_test and data.valid is not None:
+                if config.train.evaluate_test and data.valid is not None and data.test is not None:
                     tx, ty = data.test.x.to(device, dtype), data.test.y.to(device)
                     record["official_test_error"] = _evaluate(
                         trainer, tx, ty, None, -(-len(tx) // 1000), epoch, config, options

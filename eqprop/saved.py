@@ -29,6 +29,7 @@ from eqprop.runs import (
     load_checkpoint,
     load_data,
     read_config,
+    run_topology,
 )
 from eqprop.training import Trainer
 
@@ -71,7 +72,8 @@ def load_trainer(run_dir: str | Path, data_dir: str | Path | None) -> tuple[Data
     config = read_config(run_dir)
     state = _latest_checkpoint(run_dir)
     data = load_data(config, data_dir)
-    trainer = build_trainer(config, build_network(config), len(data.train.x))
+    network = build_network(config, run_topology(config, run_dir))
+    trainer = build_trainer(config, network, len(data.train.x))
     trainer.load_state_dict(state["trainer"])
     return data, trainer
 
@@ -82,7 +84,7 @@ def load_run(run_dir: str | Path, which: str = "latest") -> TrainedRun:
     damaged file."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    network = build_network(config)
+    network = build_network(config, run_topology(config, run_dir))
     free = config.free.build()
     if which == "latest":
         state = _latest_checkpoint(run_dir)

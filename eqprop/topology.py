@@ -10,6 +10,13 @@ order). Every edge is classified by *position*:
 
 Allowed pairs (docs/science.md section 2): two different neurons, not both input, not both output.
 
+Your own topology: :meth:`Topology.from_mask` (an ``N x N`` 0/1 matrix), :meth:`Topology.from_edges`
+(pairs in any order) and :meth:`Topology.from_edge_file` (a text file of ``i j`` lines, which
+is also what a config's ``[topology] family = "file"`` reads). Every topology is validated
+when it is made: indices in range, no self-loops, no edge between two input neurons (they are
+clamped), no pair listed twice; those built from a mask or a list also need at least one edge
+between each two adjacent layers. Edges between output neurons are allowed.
+
 Counts a researcher wants (:meth:`Topology.counts`) follow the ICONS paper's notation: ``N_o``
 is the number of connections after the intralayer edges are added (it stays constant under
 "replace"), ``N_I`` the number of allowed pairs still unconnected at that point.
@@ -20,8 +27,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -29,7 +39,12 @@ from eqprop.errors import ConfigError
 
 ADJACENT, INTRALAYER, SKIP = 0, 1, 2
 KIND_NAMES = ("adjacent", "intralayer", "skip")
-FAMILIES = ("layered", "icons-replace", "icons-add", "rewired")
+#: the family of a topology made from a mask, a list of pairs or an edge-list file
+CUSTOM = "custom"
+FAMILIES = ("layered", "icons-replace", "icons-add", "rewired", CUSTOM)
+#: one edge of an edge-list file: two integers (at most 18 digits: int64) separated by
+#: whitespace or a comma
+_EDGE_LINE = re.compile(r"\s*([+-]?\d{1,18})\s*[,\s]\s*([+-]?\d{1,18})\s*")
 
 
 def _check_sizes(sizes: tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -41,9 +56,53 @@ def _check_sizes(sizes: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     return sizes
 
 
+def _integer_pairs(pairs, what: str) -> np.ndarray:
+    """``pairs`` as an ``(E, 2)`` int64 array; a one-line error for another shape or dtype."""
+    array = np.asarray(pairs)
+    if array.size == 0:
+        array = array.reshape(0, 2).astype(np.int64)
+    if array.ndim != 2 or array.shape[1] != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise ConfigError(
+            f"{what} must be an (E, 2) array of integer neuron indices, got {array.dtype} "
+            f"of shape {array.shape}"
+        )
+    return array.astype(np.int64, copy=False)
+
+
+def _check_pairs(sizes: tuple[int, ...], pairs: np.ndarray, name: Callable[[int], str]) -> None:
+    """A one-line error naming (``name(k)``) the first pair with an index out of range, a
+    self-loop or two input neurons."""
+    n, n_in = sum(sizes), sizes[0]
+    low, high = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+    for bad, why in (
+        ((low < 0) | (high >= n), f"has a neuron index outside 0..{n - 1} (sizes {list(sizes)})"),
+        (low == high, "joins a neuron to itself"),
+        (
+            high < n_in,
+            f"joins two input neurons (0..{n_in - 1}); inputs are clamped, so an edge between "
+            f"them would do nothing",
+        ),
+    ):
+        if bad.any():
+            raise ConfigError(f"{name(int(np.argmax(bad)))} {why}")
+
+
+def _first_repeat(keys: np.ndarray) -> int | None:
+    """The position of the first key equal to an earlier one (None: all distinct)."""
+    order = np.argsort(keys, kind="stable")
+    repeats = order[1:][keys[order][1:] == keys[order][:-1]]
+    return int(repeats.min()) if repeats.size else None
+
+
 @dataclass(frozen=True)
 class Topology:
     """An undirected network topology over layered neurons.
+
+    The constructor takes the edges as stored; it refuses (one-line
+    :class:`~eqprop.errors.ConfigError`) an index out of range, a self-loop, an edge between
+    two input neurons, a pair listed twice, and pairs that are not ``i < j`` in increasing
+    order. To build one from pairs in any order, a mask or a file, use :meth:`from_edges`,
+    :meth:`from_mask` or :meth:`from_edge_file`.
 
     Attributes:
         sizes: neurons per layer, input first, output last.
@@ -60,6 +119,141 @@ class Topology:
     n: int | None = None
     p: float | None = None
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        sizes = _check_sizes(self.sizes)
+        edges = _integer_pairs(self.edges, "Topology edges")
+        _check_pairs(sizes, edges, lambda k: f"Topology edge {k} {tuple(edges[k].tolist())}")
+        n = sum(sizes)
+        keys = edges[:, 0] * n + edges[:, 1]
+        if np.any(edges[:, 0] > edges[:, 1]) or np.any(np.diff(keys) <= 0):
+            repeat = _first_repeat(np.sort(edges, axis=1) @ np.array([n, 1]))
+            if repeat is not None:
+                raise ConfigError(
+                    f"Topology edge {repeat} {tuple(edges[repeat].tolist())} is listed twice; "
+                    f"list each undirected edge once"
+                )
+            raise ConfigError(
+                "Topology edges must be pairs i < j in increasing order; for pairs in any "
+                "order use Topology.from_edges(sizes, pairs)"
+            )
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "edges", edges)
+
+    # -- your own topology -----------------------------------------------------------------
+    @classmethod
+    def from_edges(cls, sizes: tuple[int, ...] | list[int], pairs) -> Topology:
+        """A :data:`CUSTOM` topology from undirected pairs ``(i, j)`` of global neuron indices
+        (inputs first, then each layer in order), each pair once, in any order and either
+        orientation. One-line :class:`~eqprop.errors.ConfigError` for an index out of range,
+        a self-loop, two input neurons, a repeated pair, or two adjacent layers with no edge
+        between them.
+
+        >>> Topology.from_edges([2, 2, 1], [(3, 0), (1, 2), (2, 4), (3, 4)]).edges.tolist()
+        [[0, 3], [1, 2], [2, 4], [3, 4]]
+        """
+        pairs = _integer_pairs(pairs, "edges")
+        return cls._from_pairs(
+            sizes, pairs, lambda k: f"edge {k} {tuple(pairs[k].tolist())}", "the edge list"
+        )
+
+    @classmethod
+    def from_mask(cls, sizes: tuple[int, ...] | list[int], mask) -> Topology:
+        """A :data:`CUSTOM` topology from an ``N x N`` 0/1 (or boolean) matrix over global neuron
+        indices, ``N = sum(sizes)``: ``mask[i, j] = 1`` joins ``i`` and ``j``. Give it
+        symmetric (as :meth:`adjacency` returns) or as its upper triangle only; the diagonal
+        is 0. Validated as :meth:`from_edges`.
+
+        >>> Topology.from_mask([1, 1], [[0, 1], [1, 0]]).edges.tolist()
+        [[0, 1]]
+        """
+        sizes = _check_sizes(sizes)
+        n = sum(sizes)
+        m = np.asarray(mask)
+        if m.shape != (n, n):
+            raise ConfigError(
+                f"the mask must be N x N with N = {n} neurons (sizes {list(sizes)}), got shape "
+                f"{m.shape}"
+            )
+        if m.dtype.kind not in "biuf" or not np.isin(m, (0, 1)).all():
+            raise ConfigError("the mask must hold only 0 and 1 (or False and True)")
+        m = m.astype(bool)
+        upper, lower = np.triu(m, 1), np.tril(m, -1)
+        if lower.any() and not np.array_equal(lower.T, upper):
+            i, j = np.argwhere(lower.T != upper)[0].tolist()
+            raise ConfigError(
+                f"the mask is neither symmetric nor upper-triangular (mask[{i}, {j}] = "
+                f"{int(m[i, j])} but mask[{j}, {i}] = {int(m[j, i])}); give a symmetric mask or "
+                f"its upper triangle only"
+            )
+        pairs = np.argwhere(upper | np.diag(np.diag(m)))
+        return cls._from_pairs(sizes, pairs, lambda k: f"mask{pairs[k].tolist()}", "the mask")
+
+    @classmethod
+    def from_edge_file(
+        cls, sizes: tuple[int, ...] | list[int], path: str | os.PathLike
+    ) -> Topology:
+        """A :data:`CUSTOM` topology from a text file of edges: one ``i j`` per line (two
+        global neuron indices separated by spaces, a tab or a comma), ``#`` starting a
+        comment, blank lines ignored; ``numpy.savetxt(path, topology.edges, fmt="%d")`` writes
+        one. Validated as :meth:`from_edges`, errors naming the line."""
+        from eqprop.userfiles import read_user_file
+
+        raw = read_user_file(path, "topology file", ConfigError)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"topology file {path} is not a text file of 'i j' lines; write one with "
+                f"numpy.savetxt(path, edges, fmt='%d')"
+            ) from None
+        pairs, lines = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            content = line.partition("#")[0].strip()
+            if not content:
+                continue
+            match = _EDGE_LINE.fullmatch(content)
+            if match is None:
+                raise ConfigError(
+                    f"{path}, line {number}: expected an edge 'i j' (two neuron indices), got "
+                    f"{content[:40]!r}"
+                )
+            pairs.append((int(match[1]), int(match[2])))
+            lines.append(number)
+        array = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        return cls._from_pairs(
+            sizes,
+            array,
+            lambda k: f"{path}, line {lines[k]} ({pairs[k][0]} {pairs[k][1]})",
+            f"topology file {path}",
+        )
+
+    @classmethod
+    def _from_pairs(
+        cls, sizes, pairs: np.ndarray, name: Callable[[int], str], source: str
+    ) -> Topology:
+        """The topology of ``pairs`` (any order and orientation), validated; ``name(k)``
+        names pair ``k`` and ``source`` the whole in the messages."""
+        sizes = _check_sizes(sizes)
+        if not len(pairs):
+            raise ConfigError(f"{source} has no edges")
+        _check_pairs(sizes, pairs, name)
+        n = sum(sizes)
+        ordered = np.sort(pairs, axis=1)
+        repeat = _first_repeat(ordered @ np.array([n, 1]))
+        if repeat is not None:
+            raise ConfigError(f"{name(repeat)} repeats an edge listed before; list each edge once")
+        edges = _sorted(ordered, n)
+        layer = np.repeat(np.arange(len(sizes)), sizes)[edges]
+        joined = set(layer.min(axis=1)[np.abs(layer[:, 1] - layer[:, 0]) == 1].tolist())
+        for k in range(len(sizes) - 1):
+            if k not in joined:
+                raise ConfigError(
+                    f"{source} has no edge between layer {k} and layer {k + 1}; every two "
+                    f"adjacent layers need one (the per-layer learning rates and rates of eq. 2 "
+                    f"are defined on them)"
+                )
+        return cls(sizes=sizes, edges=edges, family=CUSTOM)
 
     # -- structure -----------------------------------------------------------------------
     @property
@@ -135,8 +329,9 @@ class Topology:
         return out
 
     # -- persistence ---------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Save to ``path`` (``.npz``): edges plus a JSON header with the metadata."""
+    def save(self, path: str | os.PathLike | BinaryIO) -> None:
+        """Save as ``.npz`` (edges plus a JSON header with the metadata) to ``path``, or into
+        an open binary file."""
         meta = {
             "sizes": list(self.sizes),
             "family": self.family,
@@ -144,8 +339,12 @@ class Topology:
             "p": self.p,
             "seed": self.seed,
         }
+        arrays = {"edges": self.edges, "meta": np.array(json.dumps(meta))}
+        if not isinstance(path, (str, os.PathLike)):
+            np.savez_compressed(path, **arrays)
+            return
         tmp = Path(f"{path}.tmp.npz")
-        np.savez_compressed(tmp, edges=self.edges, meta=np.array(json.dumps(meta)))
+        np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)
 
     @classmethod
