@@ -163,7 +163,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     import inspect
 
-    from eqprop.experiments import EXPERIMENTS, experiment
+    from eqprop.experiments import EXPERIMENTS, experiment, runner
     from eqprop.experiments.departures import Departures
 
     module = experiment(args.experiment)
@@ -173,7 +173,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             f"{', '.join(module.SCALES)}, not {args.scale!r}"
         )
     departures = Departures(tuple(args.set), fast=args.fast)  # a bad --set fails here
-    takes = "departures" in inspect.signature(module.run).parameters
+    takes = "departures" in inspect.signature(runner(module)).parameters
     flags = (
         ("--set", args.set),
         ("--fast", args.fast),
@@ -219,7 +219,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     kwargs = {"departures": departures, "results_only": results_only} if takes else {}
     if placement is not None:
         kwargs["placement"] = placement
-    results = module.run(args.scale, out, data_dir, **kwargs)
+    results = runner(module)(args.scale, out, data_dir, **kwargs)
     print(results)
     if args.publish is not None:
         from eqprop.experiments.report import publish
@@ -233,9 +233,9 @@ def _takes_departures(name: str) -> bool:
     """Whether experiment ``name`` accepts ``--set``, ``--fast`` and ``--status``."""
     import inspect
 
-    from eqprop.experiments import experiment
+    from eqprop.experiments import experiment, runner
 
-    return "departures" in inspect.signature(experiment(name).run).parameters
+    return "departures" in inspect.signature(runner(experiment(name))).parameters
 
 
 def _placement(args: argparse.Namespace, module):
@@ -246,10 +246,11 @@ def _placement(args: argparse.Namespace, module):
     import importlib.util
     import inspect
 
+    from eqprop.experiments import runner
     from eqprop.sweeps.tasks import Placement
 
     given = [flag for flag, value in _ray_flags(args) if value is not None]
-    if "placement" not in inspect.signature(module.run).parameters:
+    if "placement" not in inspect.signature(runner(module)).parameters:
         if given:
             raise EqpropError(
                 f"experiment {args.experiment!r} runs in this process only; drop {', '.join(given)}"

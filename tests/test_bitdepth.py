@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eqprop.experiments import EXPERIMENTS, bitdepth, experiment
+from eqprop.experiments import EXPERIMENTS, bitdepth, driver, experiment
 from eqprop.experiments import paper_runs as pr
 from eqprop.runs import read_config, read_metrics
 
@@ -13,7 +13,7 @@ from eqprop.runs import read_config, read_metrics
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bitdepth")
-    path = bitdepth.run("smoke", out, None)
+    path = driver.run(bitdepth, "smoke", out, None)
     assert path == out / "results.md"
     return out
 
@@ -88,7 +88,7 @@ def test_lost_update_table_holds_the_runs_metrics(smoke):
 
 
 def test_bits_needed_table_follows_the_rule(smoke):
-    rows = section_table((smoke / "results.md").read_text(), "## Verdict")
+    rows = section_table((smoke / "results.md").read_text(), "## Bits needed")
     assert [r["network"] for r in rows] == list(bitdepth.PLANS["smoke"].networks)
     for row in rows:
         net = row["network"]
@@ -111,7 +111,7 @@ def test_bits_needed_table_follows_the_rule(smoke):
 
 def test_rerun_skips_complete_runs_and_rewrites_the_same_results(smoke):
     before = (smoke / "results.md").read_text()
-    bitdepth.run("smoke", smoke, None)
+    driver.run(bitdepth, "smoke", smoke, None)
     after = (smoke / "results.md").read_text()
     assert after.split("## Runs")[0] == before.split("## Runs")[0]
     assert "already complete (skipped)" in after.split("## Runs")[1]

@@ -16,7 +16,7 @@ from eqprop import config as cfg
 from eqprop import topology
 from eqprop.errors import ConfigError
 from eqprop.estimators import RandomSign
-from eqprop.experiments import experiment, hidden_nudge
+from eqprop.experiments import experiment, hidden_nudge, runner
 from eqprop.experiments import paper_runs as pr
 from eqprop.network import Network
 from eqprop.nudging import IconsNudging, Nudge, TargetLinked
@@ -225,7 +225,7 @@ def smoke(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("hidden-nudge")
     try:
-        path = experiment("hidden-nudge").run("smoke", out, None)
+        path = runner(experiment("hidden-nudge"))("smoke", out, None)
     finally:
         torch.set_num_threads(threads)
     return out, path.read_text()

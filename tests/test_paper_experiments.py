@@ -16,7 +16,7 @@ from md_tables import table_rows
 
 from eqprop import config as cfg
 from eqprop.errors import ConfigError
-from eqprop.experiments import experiment, fig3, fig4, fig5
+from eqprop.experiments import driver, experiment, fig3, fig4, fig5, runner
 from eqprop.experiments import paper_runs as pr
 from eqprop.plots import LogTicks, errors_figure, network_label, sizes_label
 from eqprop.runs import CHECKPOINT, METRICS, read_layer_rates, read_metrics, start_run, train_run
@@ -81,11 +81,11 @@ def assert_legends_outside_the_data(fig) -> None:
 
 def run_twice(module, out: Path) -> str:
     """Run the smoke scale, check that a rerun leaves every run untouched, return results."""
-    results = module.run("smoke", out, None)
+    results = runner(module)("smoke", out, None)
     assert results == out / "results.md"
     before = run_state(out)
     assert before
-    again = module.run("smoke", out, None)
+    again = runner(module)("smoke", out, None)
     assert run_state(out) == before
     return again.read_text()
 
@@ -163,8 +163,9 @@ def test_fig3_smoke(tmp_path, saved_figures):
     assert all(r[2] == "3/3" for r in rows)
     assert all(re.fullmatch(r"\d+\.\d\d%", r[3]) for r in rows)
     best = min(r["train_error"] for r in read_metrics(tmp_path / "A"))
-    line = next(line for line in text.splitlines() if line.startswith("- A:"))
-    assert f"{100 * best:.2f}%" in line and "about 150 epochs" in line  # measured vs paper
+    line = next(line for line in text.splitlines() if line.startswith("| The layered network "))
+    assert f"A: lowest train_error {100 * best:.2f}% in 3 epochs" in line  # measured
+    assert "around 150 epochs" in line and "**not yet measured**" in line  # smoke: no verdict
     assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {"A", "A-authors", "B", "C"}
 
 
@@ -175,7 +176,7 @@ def test_fig3_resumes_an_existing_run_and_extends_epochs(tmp_path, monkeypatch):
     start_run(declared.override({"epochs": 1, "checkpoint_every": 4}), tmp_path / "C")
     first = train_run(tmp_path / "C")
     monkeypatch.setenv(pr.ONLY_ENV, "C")
-    text = fig3.run("smoke", tmp_path, None).read_text()
+    text = driver.run(fig3, "smoke", tmp_path, None).read_text()
     records = read_metrics(tmp_path / "C")
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[0] == first[0]
@@ -183,13 +184,13 @@ def test_fig3_resumes_an_existing_run_and_extends_epochs(tmp_path, monkeypatch):
     assert "not selected (EQPROP_ONLY)" in text
     monkeypatch.setenv(pr.ONLY_ENV, "C,D")
     with pytest.raises(ConfigError, match="unknown runs"):
-        fig3.run("smoke", tmp_path, None)
+        driver.run(fig3, "smoke", tmp_path, None)
     monkeypatch.setenv(pr.ONLY_ENV, "C")
     # a longer protocol resumes from the checkpoint and keeps the finished epochs
     monkeypatch.setitem(
         fig3.REDUCTIONS, "smoke", pr.Reduction(limit=300, max_free=20, epochs=4, small=True)
     )
-    fig3.run("smoke", tmp_path, None)
+    driver.run(fig3, "smoke", tmp_path, None)
     longer = read_metrics(tmp_path / "C")
     assert [r["epoch"] for r in longer] == [1, 2, 3, 4] and longer[:3] == records
     # another protocol in the same directory is refused, not continued
@@ -197,7 +198,7 @@ def test_fig3_resumes_an_existing_run_and_extends_epochs(tmp_path, monkeypatch):
         fig3.REDUCTIONS, "smoke", pr.Reduction(limit=200, max_free=20, epochs=4, small=True)
     )
     with pytest.raises(ConfigError, match="limit"):
-        fig3.run("smoke", tmp_path, None)
+        driver.run(fig3, "smoke", tmp_path, None)
 
 
 def test_fig4_smoke(tmp_path, saved_figures):
@@ -223,8 +224,10 @@ def test_fig4_smoke(tmp_path, saved_figures):
     rows = table_rows(text, "| network | batches | mean rate per pair")
     assert [r[0] for r in rows] == list(fig4.ORDER)
     assert len(rows[0][2].split(" / ")) == 4 and len(rows[-1][2].split(" / ")) == 6
-    checks = [line for line in text.splitlines() if re.match(r"(PASS|FAIL) \(\d\)", line)]
-    assert [c.split()[1] for c in checks] == ["(1)", "(2)", "(3)"]
+    claims = table_rows(text, "| claim | source | verdict |")
+    assert len(claims) == len(fig4.CLAIMS)
+    assert all(row[2] == "**not yet measured**" for row in claims)  # smoke: not the paper's
+    assert claims[0][3].startswith("at scale `smoke` only: B: ratios pair k+1 / pair k ")
     for row in rows:  # the batch counts are those of the run directories
         assert int(row[1].replace(",", "")) == len(read_layer_rates(tmp_path / row[0]))
 
@@ -240,7 +243,8 @@ def test_fig5_smoke(tmp_path, saved_figures):
     rows = table_rows(text, "| network | p |")
     assert [r[0] for r in rows] == ["B"] + [fig5.run_name(p) for p in fig5.p_values("smoke")]
     assert all(re.fullmatch(r"\d+\.\d\d%", r[3]) for r in rows)
-    assert "Measured trend: the one-epoch training error" in text
+    claims = table_rows(text, "| claim | source | verdict |")
+    assert [row[2] for row in claims] == ["**not yet measured**"] * len(fig5.CLAIMS)
 
 
 def test_solvers_smoke(tmp_path):

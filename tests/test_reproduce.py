@@ -301,3 +301,32 @@ def test_the_parity_of_a_topology_is_built_once_and_cached(tmp_path, monkeypatch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert departures._alternates_parity(section) is False  # a damaged cache is rebuilt
     departures._alternates_parity.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fig3",
+        "fig4",
+        "fig5",
+        "fig5-fashion",
+        "journal",
+        "bitdepth",
+        "hidden-nudge",
+        "skip-removal",
+        "solvers",
+        "skipnets",
+    ],
+)
+def test_missing_data_is_one_line_before_anything_is_written(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EQPROP_CACHE_DIR", "/nonexistent/eqprop-cache")  # no download either
+    new, kept = tmp_path / "new", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    before = tree(kept)
+    for out in (new, kept):
+        args = ["reproduce", name, "--scale", "quick", "--out", str(out)]
+        args += ["--data-dir", str(tmp_path / "missing")] + ["--no-ray"] * (name != "solvers")
+        assert main(args) == 2
+        assert ": missing train-images-idx3-ubyte" in one_error_line(capsys)
+    assert not new.exists() and tree(kept) == before

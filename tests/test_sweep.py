@@ -374,13 +374,13 @@ def test_spec_trials_names_and_nested_tables(tmp_path):
 def test_experiment_runs_on_ray_equal_the_same_runs_in_this_process(
     tmp_path, ray_local, one_thread, capsys
 ):
-    from eqprop.experiments import fig5
+    from eqprop.experiments import driver, fig5
     from eqprop.sweeps.tasks import Placement
 
-    fig5.run("smoke", tmp_path / "here", None)
+    driver.run(fig5, "smoke", tmp_path / "here", None)
     capsys.readouterr()
     placement = Placement(ray=True, trials_at_once=2)
-    fig5.run("smoke", tmp_path / "ray", None, placement=placement)
+    driver.run(fig5, "smoke", tmp_path / "ray", None, placement=placement)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ray")]
     names = [name for name, _ in fig5.planned("smoke")]
     for name in names:
@@ -398,7 +398,7 @@ def test_experiment_runs_on_ray_equal_the_same_runs_in_this_process(
     intervals = sorted(_interval(tmp_path / "ray" / name) for name in names)
     # two ran at once: some run started before the one started just before it had ended
     assert any(b[0] < a[1] for a, b in zip(intervals, intervals[1:], strict=False))
-    again = fig5.run("smoke", tmp_path / "ray", None, placement=placement)  # all complete
+    again = driver.run(fig5, "smoke", tmp_path / "ray", None, placement=placement)  # all complete
     assert again.exists()
     assert all(len(read_events(tmp_path / "ray" / name)) == 2 for name in names)
 

@@ -1,14 +1,19 @@
 """Reproducible experiments: one small module per figure or study.
 
-Each experiment module defines ``run(scale: str, out: Path, data_dir: Path | None) -> Path``
-that runs (or resumes) every run it declares for the given scale, writes plots and a
-``results.md`` into ``out`` and returns the path of ``results.md``. ``SCALES`` in each module
-lists the scales it supports.
+An experiment runs (or resumes) every run it declares for a scale, writes plots and a
+``results.md`` into ``out`` and returns the path of ``results.md``; :func:`runner` gives the
+function that does it. The experiments made of EP runs declare their runs, claims, figures
+and ``results.md`` (:class:`eqprop.experiments.driver.PaperExperiment`) and are run by the
+shared driver; a study of another kind defines ``run(scale, out, data_dir) -> Path`` itself.
+``SCALES`` in each module lists the scales it supports.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 from eqprop.errors import ConfigError
@@ -40,3 +45,14 @@ def experiment(name: str) -> ModuleType:
         return importlib.import_module(EXPERIMENTS[name])
     except ModuleNotFoundError as exc:  # declared but not built in this version
         raise ConfigError(f"experiment {name!r} is not available in this version") from exc
+
+
+def runner(module: ModuleType) -> Callable[..., Path]:
+    """The function that runs experiment ``module``: its own ``run``, or else the shared
+    driver (:func:`eqprop.experiments.driver.run`) bound to it. Called as ``runner(module)(
+    scale, out, data_dir, ...)``."""
+    if hasattr(module, "run"):
+        return module.run
+    from eqprop.experiments import driver
+
+    return functools.partial(driver.run, module)

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from matplotlib import rc_context
@@ -46,15 +46,17 @@ from matplotlib.lines import Line2D
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.plots import STYLE, data_caption, network_label, new_figure, outside_legend
 from eqprop.quantization import DEFAULT_RANGE_SCALE, ROUNDINGS
-from eqprop.sweeps.tasks import Placement
 
 SCALES = pr.SCALES
 FLOAT = "float32"
 #: a run's bits are enough when its mean held-out error is within this of float32's
 TOLERANCE = 0.02
+#: each layered network and its layer-skipping counterpart
+PAIRS = (("B", "C"), ("deep-layered", "deep-skip"))
 
 
 @dataclass(frozen=True)
@@ -95,21 +97,9 @@ def points(plan: Plan) -> list[tuple[int | None, str | None]]:
     return [(None, None)] + [(k, r) for r in ROUNDINGS for k in plan.bits.get(r, ())]
 
 
-@dataclass(frozen=True)
-class Declared:
-    """One declared run: its name, network, point and seed, and its config."""
-
-    name: str
-    network: str
-    bits: int | None
-    rounding: str | None
-    seed: int
-    config: RunConfig
-
-
-def declared(scale: str) -> list[Declared]:
-    """The runs of ``scale``, seed by seed (so that a partial sweep already compares every
-    network at every point): per seed, network and point."""
+def planned(scale: str) -> list[tuple[str, RunConfig]]:
+    """The runs of ``scale``, ``(name, config)``, seed by seed (so that a partial sweep
+    already compares every network at every point): per seed, network and point."""
     pr.check_scale(scale)
     plan = PLANS[scale]
     bases = {}
@@ -121,41 +111,18 @@ def declared(scale: str) -> list[Declared]:
         for network in plan.networks:
             for bits, rounding in points(plan):
                 changes = {"update.bits": bits, "update.rounding": rounding, "train.seed": seed}
-                config = bases[network].override(changes)
                 name = f"{network}-{point_name(bits, rounding)}-s{seed}"
-                runs.append(Declared(name, network, bits, rounding, seed, config))
+                runs.append((name, bases[network].override(changes)))
     return runs
 
 
-def planned(scale: str) -> list[tuple[str, RunConfig]]:
-    """The declared runs of ``scale`` as ``(name, config)`` pairs."""
-    return [(d.name, d.config) for d in declared(scale)]
-
-
-def run(
-    scale: str,
-    out: Path,
-    data_dir: Path | None,
-    placement: Placement | None = None,
-    departures: Departures | None = None,
-    results_only: bool = False,
-) -> Path:
-    """Run (or resume) every declared run of ``scale`` into ``out``; write the plots and
-    ``results.md``; return its path."""
-    pr.check_scale(scale)
-    out = Path(out)
-    runs = declared(scale)
-    results = pr.execute(
-        [(d.name, d.config) for d in runs], out, data_dir, placement, departures, results_only
-    )
-    cells = collect(runs, results)
-    plan = PLANS[scale]
-    configs = [r.config for r in results]
-    pr.save_png(error_figure(cells, plan, configs), out / "error_vs_bits.png")
-    pr.save_png(lost_figure(cells, plan), out / "lost_updates.png")
-    path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, plan, results, cells, departures=departures).encode())
-    return path
+def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
+    """``error_vs_bits.png`` and ``lost_updates.png``."""
+    cells, plan = collect(results), PLANS[scale]
+    return {
+        "error_vs_bits.png": error_figure(cells, plan, [r.config for r in results]),
+        "lost_updates.png": lost_figure(cells, plan),
+    }
 
 
 # -- collecting -------------------------------------------------------------------------------
@@ -192,12 +159,15 @@ class Cell:
         return len(self.records)
 
 
-def collect(runs: list[Declared], results: list[pr.RunResult]) -> dict[tuple[str, str], Cell]:
-    """``(network, point name) -> Cell`` over the complete runs."""
+def collect(results: Iterable[pr.RunResult]) -> dict[tuple[str, str], Cell]:
+    """``(network, point name) -> Cell`` over the complete runs (each run's network and
+    point read from its name and config)."""
     cells: dict[tuple[str, str], Cell] = {}
-    for d, r in zip(runs, results, strict=True):
-        key = (d.network, point_name(d.bits, d.rounding))
-        cell = cells.setdefault(key, Cell(d.network, d.bits, d.rounding, []))
+    for r in results:
+        bits, rounding = r.config.update.bits, r.config.update.rounding
+        point = point_name(bits, rounding)
+        network = r.name.rsplit("-s", 1)[0].removesuffix(f"-{point}")
+        cell = cells.setdefault((network, point), Cell(network, bits, rounding, []))
         if r.complete and r.records:
             cell.records.append(r.records[-1])
     return cells
@@ -382,31 +352,65 @@ def lost_table(cells: dict[tuple[str, str], Cell], plan: Plan) -> str:
     return pr.table(header, rows)
 
 
-def verdict_lines(cells: dict[tuple[str, str], Cell], plan: Plan) -> list[str]:
-    """Plain statements: bits needed by each layered network against its skip counterpart,
-    and the deepest pair's lost fraction at the largest ``k`` with nearest rounding."""
+def _top(cells: dict[tuple[str, str], Cell], network: str, rounding: str) -> int:
+    return max((c.bits for c in cells.values() if (c.network, c.rounding) == (network, rounding)),
+               default=0)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FewerBits:
+    """Network ``skip`` needs fewer bits than ``layered`` on the held-out error
+    (:func:`bits_needed`) with both roundings (``partly``: with one)."""
+
+    layered: str
+    skip: str
+
+    def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
+        cells = collect(runs.values())
+        missing = [
+            n
+            for n in (self.layered, self.skip)
+            if (n, FLOAT) not in cells or not cells[(n, FLOAT)].seeds
+        ]
+        if missing:
+            return Verdict(NOT_YET, f"no complete float32 run of {', '.join(missing)} yet")
+        lower, parts = 0, []
+        for rounding in ROUNDINGS:
+            needed = [bits_needed(cells, n, rounding) for n in (self.layered, self.skip)]
+            shown = [
+                str(k) if k is not None else f"more than {_top(cells, n, rounding)}"
+                for k, n in zip(needed, (self.layered, self.skip), strict=True)
+            ]
+            kl, ks = needed
+            lower += ks is not None and (kl is None or ks < kl)
+            parts.append(f"{rounding}: {self.layered} {shown[0]}, {self.skip} {shown[1]}")
+        verdict = HOLDS if lower == len(ROUNDINGS) else PARTLY if lower else FAILS
+        return Verdict(verdict, "bits needed, " + "; ".join(parts))
+
+
+CLAIMS = tuple(
+    Claim(
+        "Gradients spanning several orders of magnitude could be hard to represent in analog "
+        "implementations with limited bit depth, so layer-skipping, which makes the layers' "
+        f"training rates uniform, should lower the bits per weight needed (here: {skip} needs "
+        f"fewer bits than {layered} to come within {100 * TOLERANCE:g} points of its float32 "
+        "held-out error, with nearest and with stochastic rounding)",
+        "Gammell, Nam & McCaughan 2020 (ICONS), section 2.2"
+        + ("" if layered == "B" else "; the networks of the journal version"),
+        "full: the presets' epochs, k in {4, ..., 16}, 3 seeds",
+        FewerBits(layered, skip),
+    )
+    for layered, skip in PAIRS
+)
+
+
+def context_lines(cells: dict[tuple[str, str], Cell], plan: Plan) -> list[str]:
+    """Plain statements: where a network's float32 error varies between seeds by more than
+    the tolerance, and the deepest pair's lost fraction at the largest ``k`` with nearest
+    rounding, for each layered network and its skip counterpart."""
     lines = []
-    pairs = [(a, b) for a, b in (("B", "C"), ("deep-layered", "deep-skip"))
-             if a in plan.networks and b in plan.networks]  # fmt: skip
+    pairs = [(a, b) for a, b in PAIRS if a in plan.networks and b in plan.networks]
     for layered, skip in pairs:
-        for key, words in CRITERIA.items():
-            for rounding in ROUNDINGS:
-                top = max(plan.bits.get(rounding, (0,)))
-                kl = bits_needed(cells, layered, rounding, key)
-                ks = bits_needed(cells, skip, rounding, key)
-                shown = [str(k) if k is not None else f"more than {top}" for k in (kl, ks)]
-                if kl is None and ks is None:
-                    outcome = "neither reaches its float32 error on the grid: no answer here"
-                elif ks is not None and (kl is None or ks < kl):
-                    outcome = "layer-skipping lowered the bits needed"
-                elif kl is not None and (ks is None or kl < ks):
-                    outcome = "layer-skipping raised the bits needed"
-                else:
-                    outcome = "the same bits"
-                lines.append(
-                    f"- {words}, {rounding} rounding: {layered} needs {shown[0]} bits, "
-                    f"{skip} needs {shown[1]}: {outcome}."
-                )
         for network in (layered, skip):
             for key, words in CRITERIA.items():
                 sd = float(cells[(network, FLOAT)].std(key)[0]) if (network, FLOAT) in cells else 0
@@ -428,14 +432,9 @@ def verdict_lines(cells: dict[tuple[str, str], Cell], plan: Plan) -> list[str]:
     return lines
 
 
-def render(
-    scale: str,
-    plan: Plan,
-    results: list[pr.RunResult],
-    cells: dict[tuple[str, str], Cell],
-    departures: Departures | None = None,
-) -> str:
+def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
+    cells, plan = collect(results), PLANS[scale]
     seeds = ", ".join(map(str, plan.seeds))
     bits = "; ".join(f"{r}: k in {{{', '.join(map(str, ks))}}}" for r, ks in plan.bits.items())
     references = [r for r in results if r.name.endswith(f"-{FLOAT}-s{plan.seeds[0]}")]
@@ -485,7 +484,8 @@ def render(
         "",
         pr.protocol_table(references),
         "",
-        "## Verdict",
+        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
+        "## Bits needed",
         "",
         f"Bits needed: the smallest k from which on (k and every larger k measured) the mean "
         f"error over the seeds is within {100 * TOLERANCE:g} points of the same network's "
@@ -493,7 +493,7 @@ def render(
         "criterion less noisy at small scales, on the training error of the last epoch (the "
         "free-phase errors over all its training examples).",
         "",
-        *verdict_lines(cells, plan),
+        *context_lines(cells, plan),
         "",
         needed_table(cells, plan),
         "",

@@ -16,10 +16,13 @@ The checks are small classes, each for a kind of statement the papers make:
 - :class:`NeverReaches`: it does not reach a value within an epoch ("B does not converge in
   250 epochs");
 - :class:`Lower`: one run's metric is below another's, averaged over the last epochs both
-  reached ("the layered network trains far worse than the rewired one").
+  reached ("the layered network trains far worse than the rewired one");
+- :class:`BelowEachEpoch`: one run's metric is below another's at every epoch ("B is
+  clearly inferior to the other two networks").
 
-A check that needs more (Figure 5's trend against ``p``) is any callable of the same
-signature. :func:`claims_section` renders the claims of an experiment for its
+A check that needs more (Figure 5's trend against ``p``, the rates of Figure 4, means over
+seeds) is any callable of the same signature, declared beside the experiment's runs.
+:func:`claims_section` renders the claims of an experiment for its
 ``results.md``.
 """
 
@@ -173,6 +176,40 @@ class Lower:
         if common < self.min_epochs:
             return Verdict(NOT_YET, f"so far ({self.min_epochs} epochs needed): {measured}")
         return Verdict(HOLDS if gap >= self.margin else PARTLY if gap > 0 else FAILS, measured)
+
+
+@dataclass(frozen=True)
+class BelowEachEpoch:
+    """Run ``low``'s ``metric`` is below run ``high``'s at every epoch after ``after`` that
+    both reached (``partly``: at all but at most a tenth of those epochs); not judged
+    before both reached ``min_epochs``."""
+
+    low: str
+    high: str
+    metric: str
+    after: int = 1
+    min_epochs: int = 1
+
+    def __call__(self, runs: Mapping[str, Run]) -> Verdict:
+        a, b = runs.get(self.low), runs.get(self.high)
+        theirs = {x["epoch"]: x[self.metric] for x in (b.records if b else [])}
+        mine = [x for x in (a.records if a else []) if x["epoch"] > self.after]
+        common = [x for x in mine if x["epoch"] in theirs]
+        if not common:
+            return Verdict(
+                NOT_YET, f"{self.low} and {self.high}: no common epoch after {self.after} yet"
+            )
+        behind = [x["epoch"] for x in common if not x[self.metric] < theirs[x["epoch"]]]
+        last = common[-1]["epoch"]
+        measured = (
+            f"{self.low}'s {self.metric} below {self.high}'s at {len(common) - len(behind)} of "
+            f"{len(common)} epochs {self.after + 1}-{last}"
+            + (f" (not at {', '.join(map(str, behind))})" if behind else "")
+        )
+        if last < self.min_epochs:
+            return Verdict(NOT_YET, f"so far ({self.min_epochs} epochs needed): {measured}")
+        verdict = HOLDS if not behind else PARTLY if len(behind) <= len(common) / 10 else FAILS
+        return Verdict(verdict, measured)
 
 
 #: how much one run's held-out error moves, for the results that compare single runs

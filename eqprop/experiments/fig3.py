@@ -27,14 +27,20 @@ axis cut to the low-error range) and ``results.md``.
 
 from __future__ import annotations
 
-from pathlib import Path
+from matplotlib.figure import Figure
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.experiments.claims import Claim, Lower, NeverReaches, ReachesBy, claims_section
+from eqprop.experiments.claims import (
+    BelowEachEpoch,
+    Claim,
+    Lower,
+    NeverReaches,
+    ReachesBy,
+    claims_section,
+)
 from eqprop.experiments.departures import Departures
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label
-from eqprop.sweeps.tasks import Placement
 
 SCALES = pr.SCALES
 #: training order (see the module docstring)
@@ -86,6 +92,17 @@ CLAIMS = (
         _FULL,
         Lower("C", "B", "test_error", margin=0.0025, min_epochs=250),
     ),
+    *(
+        Claim(
+            f"The layered network with one rate (B) is clearly inferior to the other two "
+            f"networks (here: {network}'s training error below B's at every epoch after the "
+            "first)",
+            _SOURCE,
+            _FULL,
+            BelowEachEpoch(network, "B", "train_error", min_epochs=250),
+        )
+        for network in ("C", "A")
+    ),
 )
 
 
@@ -94,29 +111,19 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(name, pr.scaled(pr.paper_config(name), scale, REDUCTIONS)) for name in ORDER]
 
 
-def run(
-    scale: str,
-    out: Path,
-    data_dir: Path | None,
-    placement: Placement | None = None,
-    departures: Departures | None = None,
-    results_only: bool = False,
-) -> Path:
-    """Run (or resume) networks C, A, B at ``scale`` into ``out``; return ``results.md``."""
-    pr.check_scale(scale)
-    out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
+def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
+    """Figure 3 (``errors.png``) and the same with the error axis cut to the low-error range
+    (``errors_zoom.png``)."""
     shown = sorted(results, key=lambda r: r.name)  # A, B, C in plots and tables
     curves = [(curve_label(r), r.records) for r in shown if r.records]
     data = data_caption(r.config for r in shown)
-    pr.save_png(errors_figure(curves, title=f"{ERRORS_TITLE}\n{data}"), out / "errors.png")
     zoom = errors_figure(curves, title=f"{ERRORS_TITLE}, low-error range\n{data}")
     finals = [100 * r.records[-1]["test_error"] for r in shown if r.records]
     zoom.axes[0].set_ylim(0, min(100.0, max([5.0, *(2 * f for f in finals)])))
-    pr.save_png(zoom, out / "errors_zoom.png")
-    path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, shown, departures=departures).encode())
-    return path
+    return {
+        "errors.png": errors_figure(curves, title=f"{ERRORS_TITLE}\n{data}"),
+        "errors_zoom.png": zoom,
+    }
 
 
 def curve_label(result: pr.RunResult) -> str:
@@ -154,75 +161,9 @@ def _row(r: pr.RunResult) -> list[str]:
     ]
 
 
-def comparison_lines(results: list[pr.RunResult]) -> list[str]:
-    """Markdown bullets: each network's measurements against the paper's statement."""
-    by = {r.name: r for r in results if r.records}
-    lines = []
-    for name in ("A", "A-authors", "C"):
-        if name not in by:
-            lines.append(f"- {name}: no finished epoch yet (paper: {PAPER[name]}).")
-            continue
-        r = by[name]
-        zero = first_zero_epoch(r.records)
-        last = r.records[-1]
-        if zero is not None:
-            at = next(x for x in r.records if x["epoch"] == zero)
-            reached = (
-                f"0% training error first at epoch {zero} (test error then "
-                f"{pr.pct(at['test_error'])})"
-            )
-        else:
-            best = _best(r.records, "train_error")
-            reached = (
-                f"0% training error not reached in {r.epochs_done} epochs (lowest "
-                f"{pr.pct(best[0])} at epoch {best[1]})"
-            )
-        lines.append(
-            f"- {name}: {reached}; final test error {pr.pct(last['test_error'])} "
-            f"(paper: {PAPER[name]})."
-        )
-    if "B" in by:
-        b = by["B"]
-        zero = first_zero_epoch(b.records)
-        state = (
-            f"reached 0% training error at epoch {zero}"
-            if zero is not None
-            else f"did not reach 0% training error in {b.epochs_done} epochs"
-        )
-        gaps = [
-            f"{(b.records[-1]['test_error'] - by[o].records[-1]['test_error']) * 100:+.2f} "
-            f"points against {o}"
-            for o in ("A", "C")
-            if o in by
-        ]
-        gap = f"; final test error {pr.pct(b.records[-1]['test_error'])}" + (
-            f" ({', '.join(gaps)})" if gaps else ""
-        )
-        lines.append(f"- B: {state}{gap} (paper: {PAPER['B']}).")
-    else:
-        lines.append(f"- B: no finished epoch yet (paper: {PAPER['B']}).")
-    if "B" in by and "C" in by:
-        lines.append(c_ahead_of_b(by["B"].records, by["C"].records))
-    return lines
-
-
-def c_ahead_of_b(b: list[dict], c: list[dict]) -> str:
-    """One bullet: whether C's training error is below B's at every epoch after the first
-    (the paper's Figure 3 ordering), with the epochs where it is not."""
-    b_by = {r["epoch"]: r["train_error"] for r in b}
-    common = [r for r in c if r["epoch"] > 1 and r["epoch"] in b_by]
-    behind = [r["epoch"] for r in common if not r["train_error"] < b_by[r["epoch"]]]
-    if not common:
-        return "- C against B: no common epoch after the first yet."
-    verdict = "PASS" if not behind else f"FAIL at epochs {', '.join(map(str, behind))}"
-    return (
-        f"- C's training error below B's at every epoch after the first "
-        f"({len(common)} epochs compared): {verdict}."
-    )
-
-
 def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
+    results = sorted(results, key=lambda r: r.name)
     header = [
         "network",
         "preset",
@@ -258,10 +199,6 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         pr.table(header, [_row(r) for r in results]),
         "",
         *claims_section(CLAIMS, {r.name: r for r in results}, scale),
-        "## Against the paper",
-        "",
-        *comparison_lines(results),
-        "",
         "![Figure 3: training (solid) and test (dashed) error per epoch](errors.png)",
         "",
         "![Figure 3, low-error range](errors_zoom.png)",

@@ -19,7 +19,7 @@ Scales:
 
 Run directories: ``out/B`` and ``out/p_<p>``; rerunning resumes. Outputs: ``fig5.png``
 (left: training error after one epoch against p; right: mean rate per layer pair against
-p; dashed: B) and ``results.md``, whose trend statement reports what was measured.
+p; dashed: B) and ``results.md``, whose claims (:data:`CLAIMS`) judge the measured trend.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from matplotlib import rc_context
@@ -48,14 +47,13 @@ from eqprop.plots import (
     outside_legend,
     pair_colors,
 )
-from eqprop.sweeps.tasks import Placement
 from eqprop.topology import n_from_p
 
 SCALES = pr.SCALES
 P_MIN, P_MAX = 1e-5, 0.9
 #: number of p values per scale
 P_COUNT = {"smoke": 7, "quick": 10, "full": 13}
-#: the rank correlation of p and the error is reported over p >= this (issue: "past 0.1%")
+#: the rank correlation of p and the error is judged over p >= this (issue: "past 0.1%")
 RANK_FROM = 1e-3
 #: the paper's threshold: "little change below p = 0.1%"
 P_THRESHOLD = 1e-3
@@ -63,11 +61,6 @@ REDUCTIONS = {
     "smoke": pr.Reduction(limit=300, max_free=20, small=True),
     "quick": pr.Reduction(limit=10_000, free_divisor=5),
 }
-PAPER = (
-    "little change below p = 0.1%; above it the error falls slightly slower than "
-    "exponentially with p; networks beat B only from about p = 7%"
-)
-
 
 #: one-epoch training errors within this of each other count as "little improvement" (one
 #: run's error moves by 2-3 points from rounding alone)
@@ -199,26 +192,15 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return [(name, pr.scaled(config, scale, REDUCTIONS)) for name, config in runs]
 
 
-def run(
-    scale: str,
-    out: Path,
-    data_dir: Path | None,
-    placement: Placement | None = None,
-    departures: Departures | None = None,
-    results_only: bool = False,
-) -> Path:
-    """Run (or resume) B and the p sweep at ``scale`` into ``out``; return ``results.md``."""
-    pr.check_scale(scale)
-    out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
+def points(results: list[pr.RunResult]) -> tuple[Point, list[Point]]:
+    """B's one-epoch measurements and those of the sweep, in the planned order."""
     rows = [Point(r) for r in results]
-    reference, sweep = rows[0], rows[1:]
-    pr.save_png(figure(reference, sweep), out / "fig5.png")
-    path = out / "results.md"
-    pr.atomic_write_bytes(
-        path, render(scale, results, reference, sweep, departures=departures).encode()
-    )
-    return path
+    return rows[0], rows[1:]
+
+
+def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
+    """``fig5.png``: :func:`figure` of the runs."""
+    return {"fig5.png": figure(*points(results))}
 
 
 class Point:
@@ -293,69 +275,9 @@ def figure(reference: Point, sweep: list[Point]) -> Figure:
     return fig
 
 
-def trend_lines(reference: Point, sweep: list[Point]) -> list[str]:
-    """Plain statements of the measured trend of the one-epoch training error against p."""
-    done = [s for s in sweep if math.isfinite(s.train_error)]
-    low = [s for s in done if s.p <= P_THRESHOLD]
-    high = [s for s in done if s.p > P_THRESHOLD]
-    lines = []
-    if low:
-        errs = [s.train_error for s in low]
-        lines.append(
-            f"- p <= {P_THRESHOLD:.1%} ({len(low)} values): one-epoch training error from "
-            f"{pr.pct(min(errs))} to {pr.pct(max(errs))} (range "
-            f"{100 * (max(errs) - min(errs)):.2f} points)."
-        )
-    if len(high) >= 2:
-        steps = [b.train_error - a.train_error for a, b in zip(high, high[1:], strict=False)]
-        falls = sum(d < 0 for d in steps)
-        lines.append(
-            f"- p > {P_THRESHOLD:.1%} ({len(high)} values): from {pr.pct(high[0].train_error)} "
-            f"at p = {high[0].p:.3g} to {pr.pct(high[-1].train_error)} at p = {high[-1].p:.3g}; "
-            f"the error falls at {falls} of {len(steps)} steps to the next larger p."
-        )
-        baseline = np.mean([s.train_error for s in low]) if low else high[0].train_error
-        falling = high[-1].train_error < baseline and falls > len(steps) / 2
-        lines.append(
-            "- Measured trend: the one-epoch training error "
-            + (
-                "falls as p grows past 0.1%."
-                if falling
-                else "does not fall consistently as p grows past 0.1%."
-            )
-        )
-    else:
-        lines.append("- Too few finished runs above p = 0.1% to state a trend.")
-    ranked = [s for s in done if s.p >= RANK_FROM]
-    if len(ranked) >= 3:
-        rho, pvalue = spearmanr([s.p for s in ranked], [s.train_error for s in ranked])
-        lines.append(
-            f"- Spearman rank correlation of p and the one-epoch training error over "
-            f"p >= {RANK_FROM:g} ({len(ranked)} values): {rho:+.3f} (two-sided p-value "
-            f"{pvalue:.3g}; -1 is a strictly falling error, the paper's curve)."
-        )
-    if math.isfinite(reference.train_error):
-        better = [s for s in done if s.train_error < reference.train_error]
-        lines.append(
-            f"- B (layered, p = 0): {pr.pct(reference.train_error)}; "
-            + (
-                f"networks with lower one-epoch training error than B: p = "
-                f"{', '.join(f'{s.p:.3g}' for s in better)} (smallest {better[0].p:.3g})."
-                if better
-                else "no swept network has a lower one-epoch training error than B."
-            )
-        )
-    return lines
-
-
-def render(
-    scale: str,
-    results: list[pr.RunResult],
-    reference: Point,
-    sweep: list[Point],
-    departures: Departures | None = None,
-) -> str:
+def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
+    reference, sweep = points(results)
     rows = []
     for s in [reference, *sweep]:
         rows.append(
@@ -397,12 +319,8 @@ def render(
         pr.table(header, rows),
         "",
         *claims_section(CLAIMS, {r.name: r for r in results}, scale),
-        "## Measured trend",
-        "",
-        *trend_lines(reference, sweep),
-        "",
-        f"Paper: {PAPER}. One seed per p and a single epoch, so neighbouring values differ "
-        "by noise as well as by p.",
+        "One seed per p and a single epoch, so neighbouring values differ by noise as well as "
+        "by p.",
         "",
         "![Figure 5: one-epoch training error and per-layer rates against p](fig5.png)",
         "",

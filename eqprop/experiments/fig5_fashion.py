@@ -29,18 +29,20 @@ Run directories ``out/<B|p_...>-s<seed>``; on a cluster:
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import rc_context
+from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from eqprop.config import RunConfig
 from eqprop.experiments import fig5
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.plots import STYLE, log_axis, new_figure, outside_legend
-from eqprop.sweeps.tasks import Placement
 
 SCALES = pr.SCALES
 SEEDS = (0, 1, 2)
@@ -79,37 +81,27 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return runs
 
 
-def run(
-    scale: str,
-    out: Path,
-    data_dir: Path | None,
-    placement: Placement | None = None,
-    departures: Departures | None = None,
-    results_only: bool = False,
-) -> Path:
-    """Run (or resume) every run of ``scale`` into ``out``; return ``results.md``."""
-    pr.check_scale(scale)
-    out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
-    points = summarize(results, scale)
-    pr.save_png(figure(points, DATASET[scale]), out / "errors_vs_p.png")
-    path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, points, departures=departures).encode())
-    return path
+def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
+    """``errors_vs_p.png``: :func:`figure` of the runs."""
+    return {"errors_vs_p.png": figure(summarize(results), DATASET[scale])}
 
 
-def summarize(results: list[pr.RunResult], scale: str) -> list[dict]:
-    """One row per network (B first, then increasing p): p, seeds finished, and mean / sd
-    of the training error, the held-out error and the gap (held-out - training)."""
+def summarize(results: Iterable[pr.RunResult]) -> list[dict]:
+    """One row per network in the planned order (B first, then increasing p): its name, p,
+    seeds finished, and mean / sd of the training error, the held-out error and the gap
+    (held-out - training) over the seeds."""
+    groups: dict[str, list[pr.RunResult]] = {}
+    for r in results:
+        groups.setdefault(r.name.rsplit("-s", 1)[0], []).append(r)
     rows = []
-    for name, p in [("B", 0.0)] + [(fig5.run_name(p), p) for p in p_values(scale)]:
-        done = [r.records[0] for r in results if r.name.rsplit("-s", 1)[0] == name and r.records]
+    for name, runs in groups.items():
+        done = [r.records[0] for r in runs if r.records]
         train = [d["train_error"] for d in done]
         test = [d["test_error"] for d in done]
         rows.append(
             {
                 "name": name,
-                "p": p,
+                "p": 0.0 if name == "B" else runs[0].config.topology.p,
                 "seeds": len(done),
                 "train": pr.mean_sd(train),
                 "test": pr.mean_sd(test),
@@ -119,7 +111,7 @@ def summarize(results: list[pr.RunResult], scale: str) -> list[dict]:
     return rows
 
 
-def figure(points: list[dict], dataset: str):
+def figure(points: list[dict], dataset: str) -> Figure:
     """Left: training and held-out error against p (B as dashed lines); right: the gap."""
     with rc_context(STYLE):
         fig = new_figure(figsize=(10.0, 4.0))
@@ -165,53 +157,58 @@ def _cell(point: tuple[float, float], scale: float = 100.0, unit: str = "%") -> 
     return f"{scale * mean:.2f} ± {scale * sd:.2f}{unit}"
 
 
-def verdict_lines(points: list[dict]) -> list[str]:
-    """The gap's trend with p and whether the held-out error rises past its minimum."""
-    sweep = [pt for pt in points[1:] if pt["seeds"]]
-    if len(sweep) < 3:
-        return ["- Fewer than 3 values of p finished: no verdict."]
-    ps = [pt["p"] for pt in sweep]
-    rho = float(spearmanr(ps, [pt["gap"][0] for pt in sweep]).statistic)
-    tests = [pt["test"] for pt in sweep]
-    best = int(np.argmin([m for m, _ in tests]))
-    after = tests[best + 1 :]
-    rises = [
-        (sweep[best + 1 + k]["p"], m - tests[best][0])
-        for k, (m, sd) in enumerate(after)
-        if m - tests[best][0] > 2 * math.hypot(sd, tests[best][1])
-    ]
-    lines = [
-        f"- Generalisation gap against p: Spearman rank correlation {rho:+.3f} over "
-        f"{len(sweep)} values of p (mean gap from {100 * sweep[0]['gap'][0]:+.2f} to "
-        f"{100 * sweep[-1]['gap'][0]:+.2f} points).",
-        f"- Lowest held-out error {_cell(tests[best])} at p = {sweep[best]['p']:.3g}; "
-        + (
-            "past it the held-out error rises by more than twice the seed spread at p = "
-            + ", ".join(f"{p:.3g} (+{100 * d:.2f} points)" for p, d in rises)
-            if rises
-            else "past it no rise beyond twice the seed spread"
+@dataclass(frozen=True)
+class WorsensPastP:
+    """Generalisation worsens past some p: the gap (held-out - training error, mean over
+    seeds) grows with p (Spearman rank correlation above 0.5 over the swept values) and the
+    held-out error rises past its minimum by more than twice the seeds' combined spread
+    (``partly``: one of the two)."""
+
+    def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
+        sweep = [pt for pt in summarize(runs.values()) if pt["name"] != "B" and pt["seeds"]]
+        if len(sweep) < 3:
+            return Verdict(NOT_YET, f"{len(sweep)} values of p finished, 3 needed")
+        rho = float(spearmanr([pt["p"] for pt in sweep], [pt["gap"][0] for pt in sweep])[0])
+        tests = [pt["test"] for pt in sweep]
+        best = int(np.argmin([m for m, _ in tests]))
+        rises = [
+            (pt["p"], pt["test"][0] - tests[best][0])
+            for pt in sweep[best + 1 :]
+            if pt["test"][0] - tests[best][0] > 2 * math.hypot(pt["test"][1], tests[best][1])
+        ]
+        measured = (
+            f"gap against p: rank correlation {rho:+.2f} over {len(sweep)} values (mean gap "
+            f"{100 * sweep[0]['gap'][0]:+.2f} to {100 * sweep[-1]['gap'][0]:+.2f} points); "
+            f"lowest held-out error {_cell(tests[best])} at p = {sweep[best]['p']:.3g}, "
+            + (
+                "past it higher by more than twice the seed spread at p = "
+                + ", ".join(f"{p:.3g} (+{100 * d:.2f} points)" for p, d in rises)
+                if rises
+                else "past it no rise beyond twice the seed spread"
+            )
         )
-        + ".",
-    ]
-    worsens = rho > 0.5 and bool(rises)
-    lines.append(
-        f"- **Verdict: generalisation worsens past p = {sweep[best]['p']:.3g}** (the gap grows "
-        "with p and the held-out error rises again)."
-        if worsens
-        else "- **Verdict: no p past which generalisation worsens was measured** at this "
-        "budget (the gap does not grow with p, or the held-out error does not rise again "
-        "beyond the seed spread)."
-    )
-    return lines
+        grows = rho > 0.5
+        verdict = HOLDS if grows and rises else PARTLY if grows or rises else FAILS
+        return Verdict(verdict, measured)
 
 
-def render(
-    scale: str,
-    results: list[pr.RunResult],
-    points: list[dict],
-    departures: Departures | None = None,
-) -> str:
+CLAIMS = (
+    Claim(
+        "A network's generalisation ability will suffer for large p as it loses its "
+        "regimented nature, which may become apparent on a more difficult dataset (here: on "
+        "Fashion-MNIST the generalisation gap grows with p and the held-out error rises again "
+        "past its minimum)",
+        "Gammell, Nam & McCaughan 2020 (ICONS), sections 4.3 and 6.1",
+        f"full: one epoch of 50,000 Fashion-MNIST images, {P_COUNT['full']} values of p, "
+        f"{len(SEEDS)} seeds",
+        WorsensPastP(),
+    ),
+)
+
+
+def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
+    points = summarize(results)
     rows = [
         [
             pt["name"],
@@ -258,10 +255,7 @@ def render(
             "edges (the ICONS topology connects every pair inside a hidden layer), so the "
             "sweep does not meet B as p tends to 0.",
             "",
-            "## Verdict",
-            "",
-            *verdict_lines(points),
-            "",
+            *claims_section(CLAIMS, {r.name: r for r in results}, scale),
             "![error and gap against p](errors_vs_p.png)",
             "",
         ]

@@ -47,8 +47,8 @@ error per epoch, mean over the seeds) and ``results.md``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,7 @@ from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.plots import (
     STYLE,
@@ -68,7 +69,6 @@ from eqprop.plots import (
     new_figure,
     outside_legend,
 )
-from eqprop.sweeps.tasks import Placement
 
 SCALES = pr.SCALES
 SEEDS = {"smoke": (0, 1), "quick": (0, 1, 2), "full": (0, 1, 2)}
@@ -147,30 +147,18 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     ]
 
 
-def run(
-    scale: str,
-    out: Path,
-    data_dir: Path | None,
-    placement: Placement | None = None,
-    departures: Departures | None = None,
-    results_only: bool = False,
-) -> Path:
-    """Run (or resume) every setting and seed at ``scale`` into ``out``; return
-    ``results.md``."""
-    pr.check_scale(scale)
-    out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
-    measured = [measure(r) for r in results]
-    groups = {s: [m for m in measured if m.setting == s] for s in SETTINGS}
+def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
+    """``rate_profile.png``, ``layer_rates.png`` (the first seed of each setting) and
+    ``errors.png``."""
+    groups = grouped(results)
     data = data_caption(r.config for r in results)
-    pr.save_png(profile_figure(groups, data), out / "rate_profile.png")
     panels = [(s, pr.plottable(runs[0].result.rates)) for s, runs in groups.items() if runs]
     title = f"Per-layer training rates (eq. 3, n = {SMOOTH}), first seed, {data}"
-    pr.save_png(layer_rates_figure(panels, smooth=SMOOTH, title=title), out / "layer_rates.png")
-    pr.save_png(errors_figure(groups, data), out / "errors.png")
-    path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, measured, departures=departures).encode())
-    return path
+    return {
+        "rate_profile.png": profile_figure(groups, data),
+        "layer_rates.png": layer_rates_figure(panels, smooth=SMOOTH, title=title),
+        "errors.png": errors_figure(groups, data),
+    }
 
 
 # -- measurements ----------------------------------------------------------------------------
@@ -207,6 +195,12 @@ def measure(result: pr.RunResult) -> Measured:
         last.get("train_error", math.nan),
         last.get("test_error", math.nan),
     )
+
+
+def grouped(results: Iterable[pr.RunResult]) -> dict[str, list[Measured]]:
+    """The measurements of every run, by setting (in the order of :data:`SETTINGS`)."""
+    measured = [measure(r) for r in results]
+    return {s: [m for m in measured if m.setting == s] for s in SETTINGS}
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -380,36 +374,43 @@ def _count(
     return f"{hits} of {len(pairs)} seeds"
 
 
-def _sign(groups: dict[str, list[Measured]], setting: str, other: str, field: str) -> int:
-    """+1 when ``setting``'s ``field`` is above ``other``'s in every seed, -1 when below in
-    every seed, 0 otherwise (or without seeds to compare)."""
-    pairs = _pairs(groups, setting, other, field)
-    if pairs and all(a > b for a, b in pairs):
-        return 1
-    if pairs and all(a < b for a, b in pairs):
-        return -1
-    return 0
+@dataclass(frozen=True)
+class NarrowsGap:
+    """Hidden setting ``setting`` raises the deepest pair's rate relative to the output
+    pair's (the gap ratio) above B's in every seed (``partly``: in some)."""
 
+    setting: str
 
-def summary_line(groups: dict[str, list[Measured]], setting: str) -> str:
-    """One sentence on a hidden setting against B and C, from the signs over the seeds."""
-    gap = {1: "narrows", -1: "widens", 0: "does not consistently change"}
-    error = {1: "raises", -1: "lowers", 0: "does not consistently change"}
-    text = (
-        f"`{setting}` {gap[_sign(groups, setting, 'B', 'gap')]} the rate gap between the "
-        f"deepest and the output pair and {error[_sign(groups, setting, 'B', 'test_error')]} "
-        "the held-out error, against B"
-    )
-    if "C" in groups:
-        versus = {1: "higher than", -1: "lower than", 0: "not consistently different from"}
-        text += (
-            f"; against C its gap ratio is {versus[_sign(groups, setting, 'C', 'gap')]} C's and "
-            f"its held-out error {versus[_sign(groups, setting, 'C', 'test_error')]} C's"
+    def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
+        groups = grouped(runs.values())
+        pairs = _pairs(groups, self.setting, "B", "gap")
+        if not pairs:
+            return Verdict(NOT_YET, f"{self.setting} and B: no seed with rates of both yet")
+        hits = sum(a > b for a, b in pairs)
+        mean = {s: pr.pct(mean_sd([m.gap for m in groups[s]])[0]) for s in (self.setting, "B")}
+        measured = (
+            f"deepest pair at {mean[self.setting]} of the output pair's rate (B: {mean['B']}); "
+            f"higher than B in {hits} of {len(pairs)} seeds"
         )
-    return text + "."
+        return Verdict(HOLDS if hits == len(pairs) else PARTLY if hits else FAILS, measured)
 
 
-def verdict_lines(groups: dict[str, list[Measured]]) -> list[str]:
+CLAIMS = tuple(
+    Claim(
+        "Allowing non-output neurons to be directly affected in the weakly-clamped phase would "
+        "likely reduce the gap between the training rates of output and hidden layers seen in "
+        f"Figure 4 (here: `{name}`, {SETTINGS[name].description}: the deepest pair's rate "
+        "relative to the output pair's above B's in every seed)",
+        "Gammell, Nam & McCaughan 2020 (ICONS), section 6.3",
+        f"full: the presets' 250 epochs, {len(SEEDS['full'])} seeds",
+        NarrowsGap(name),
+    )
+    for name in SETTINGS
+    if name.startswith("B-hidden")
+)
+
+
+def comparison_lines(groups: dict[str, list[Measured]]) -> list[str]:
     """Plain statements of what was measured, a bullet per hidden setting and one for C: the
     gap (deepest pair's rate as a fraction of the output pair's) and the held-out error,
     each against B (and C), with in how many seeds the difference has that sign."""
@@ -456,14 +457,9 @@ def hidden_fields(runs: list[Measured]) -> str:
     )
 
 
-def render(
-    scale: str,
-    results: list[pr.RunResult],
-    measured: list[Measured],
-    departures: Departures | None = None,
-) -> str:
+def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
-    groups = {s: [m for m in measured if m.setting == s] for s in SETTINGS}
+    groups = grouped(results)
     reduction = REDUCTIONS.get(scale)
     header = pr.header_lines(
         "Target-linked hidden neurons (hidden-nudge)",
@@ -513,23 +509,18 @@ def render(
         "",
         "## Measured against B and C",
         "",
-        *verdict_lines(groups),
+        *comparison_lines(groups),
         "",
         "A difference is a measured effect only when it has the same sign in every seed.",
         "",
-        "## Verdict at this scale",
-        "",
-        *(f"- {summary_line(groups, s)}" for s in groups if s.startswith("B-hidden")),
-        "",
-        "Each statement holds in every seed, unless it says 'not consistently'.",
-        "",
+        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
         "The eq. 2 rate counts every correction, including the ones the hidden codes cause: "
         "the codes are random, not the gradient of the output cost, so a faster deep pair is "
         "not by itself more useful learning; the errors say whether it helps.",
         "",
         "## Per run",
         "",
-        run_table(measured),
+        run_table([m for runs in groups.values() for m in runs]),
         "",
         "![Mean rate per layer pair](rate_profile.png)",
         "",

@@ -27,14 +27,13 @@ row) and ``results.md``.
 
 from __future__ import annotations
 
-from pathlib import Path
+from matplotlib.figure import Figure
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import Claim, Lower, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.plots import data_caption, errors_figure, layer_rates_figure, network_label
-from eqprop.sweeps.tasks import Placement
 
 SCALES = pr.SCALES
 #: run name -> (network of :data:`~eqprop.experiments.paper_runs.NETWORKS`, dataset)
@@ -50,10 +49,6 @@ REDUCTIONS = {
 }
 #: eq. 3 half-window of the rate plots
 SMOOTH = 5
-PAPER = (
-    "With five hidden layers the layered network trains far worse than the rewired one "
-    "(p = 10%), on MNIST and on Fashion-MNIST (journal version, section 3 and Figure 4)."
-)
 #: "far worse", read as: at least this much higher training error (mean of the last 5 epochs)
 FAR = 0.05
 _SOURCE = (
@@ -81,27 +76,17 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     return declared
 
 
-def run(
-    scale: str,
-    out: Path,
-    data_dir: Path | None,
-    placement: Placement | None = None,
-    departures: Departures | None = None,
-    results_only: bool = False,
-) -> Path:
-    """Run (or resume) the four runs at ``scale`` into ``out``; return ``results.md``."""
-    pr.check_scale(scale)
-    out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
+def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
+    """``errors.png`` (training and held-out error per epoch) and ``layer_rates.png`` (the
+    per-layer rates of each run)."""
     curves = [(f"{r.name}: {network_label(r.config)}", r.records) for r in results if r.records]
     data = data_caption(r.config for r in results)
-    pr.save_png(errors_figure(curves, title=f"Error per epoch\n{data}"), out / "errors.png")
     panels = [(r.name, pr.plottable(r.rates)) for r in results]
     title = f"Per-layer training rates (eq. 3 smoothing, n = {SMOOTH})"
-    pr.save_png(layer_rates_figure(panels, smooth=SMOOTH, title=title), out / "layer_rates.png")
-    path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, departures=departures).encode())
-    return path
+    return {
+        "errors.png": errors_figure(curves, title=f"Error per epoch\n{data}"),
+        "layer_rates.png": layer_rates_figure(panels, smooth=SMOOTH, title=title),
+    }
 
 
 def _mean_last(records: list[dict], key: str, window: int = 5) -> float | None:

@@ -348,6 +348,7 @@ def execute(
     if results_only:
         only = set()
     else:
+        check_inputs(planned, out, data_dir, only)  # the data, before the first write
         out.mkdir(parents=True, exist_ok=True)
     if results_only:
         statuses = {}
@@ -382,6 +383,37 @@ def check_planned(planned: Sequence[tuple[str, cfg.RunConfig]], out: Path) -> No
         run_dir = Path(out) / name
         if (run_dir / CONFIG).exists():
             _check_compatible(read_config(run_dir), config, run_dir)
+
+
+def check_inputs(
+    planned: Sequence[tuple[str, cfg.RunConfig]],
+    out: Path,
+    data_dir: Path | None,
+    only: set[str] | None = None,
+) -> None:
+    """A one-line error, before anything is written, if a declared run that would train
+    (named in ``only`` when given, neither complete nor diverged) cannot: its device, its
+    data files under ``data_dir``, its layer sizes against the data, its memory
+    (:func:`eqprop.runs.check_run`; each distinct data, network and device checked once)."""
+    from eqprop.runs import check_run
+
+    device = os.environ.get(DEVICE_ENV)
+    options = RunOptions(data_dir=data_dir)
+    checked = set()
+    for name, config in planned:
+        run_dir = Path(out) / name
+        if only is not None and name not in only:
+            continue
+        if run_status(name, config, run_dir).state in ("complete", "diverged"):
+            continue
+        if (run_dir / CONFIG).exists():
+            config = read_config(run_dir)  # a resumed run keeps its device
+        elif device:
+            config = config.override({"train.device": device})
+        key = (config.data, config.topology.family, tuple(config.topology.sizes), config.train)
+        if key not in checked:
+            check_run(config, options)
+            checked.add(key)
 
 
 # -- where an experiment stands (--status) ---------------------------------------------------

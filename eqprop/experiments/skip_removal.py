@@ -34,17 +34,19 @@ Run directories ``out/<network>-s<seed>``; rerunning resumes; on a cluster:
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import rc_context
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, Claim, Verdict, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.plots import STYLE, new_figure, outside_legend
-from eqprop.sweeps.tasks import Placement
 
 SCALES = pr.SCALES
 NETWORKS = ("layered", "add", "add-remove")
@@ -85,28 +87,17 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
     ]
 
 
-def run(
-    scale: str,
-    out: Path,
-    data_dir: Path | None,
-    placement: Placement | None = None,
-    departures: Departures | None = None,
-    results_only: bool = False,
-) -> Path:
-    """Run (or resume) every run of ``scale`` into ``out``; return ``results.md``."""
-    pr.check_scale(scale)
-    out = Path(out)
-    results = pr.execute(planned(scale), out, data_dir, placement, departures, results_only)
-    curves = per_epoch(results)
-    pr.save_png(figure(curves, scale), out / "errors.png")
-    path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, curves, departures=departures).encode())
-    return path
+def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
+    """``errors.png``: :func:`figure` of the runs."""
+    return {"errors.png": figure(per_epoch(results), scale)}
 
 
-def per_epoch(results: list[pr.RunResult]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+def per_epoch(
+    results: Iterable[pr.RunResult],
+) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """network -> ``train_error`` / ``test_error`` -> per epoch (mean, std) over the seeds
     whose runs have that epoch."""
+    results = list(results)
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for network in NETWORKS:
         runs = [r for r in results if r.name.rsplit("-s", 1)[0] == network]
@@ -118,7 +109,7 @@ def per_epoch(results: list[pr.RunResult]) -> dict[str, dict[str, list[tuple[flo
     return curves
 
 
-def figure(curves: dict, scale: str):
+def figure(curves: dict, scale: str) -> Figure:
     """Held-out (solid) and training (dashed) error per epoch, mean over seeds with one
     standard deviation shaded; a vertical line where ``add-remove`` loses its skips."""
     with rc_context(STYLE):
@@ -165,56 +156,77 @@ def _cell(point: tuple[float, float] | None) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}%"
 
 
-def verdict_lines(curves: dict, scale: str) -> list[str]:
-    """Plain statements from the final held-out errors (mean ± sd over seeds)."""
-    finals = {n: c["test_error"][-1] for n, c in curves.items() if c["test_error"]}
-    if len(finals) < 3 or len({len(c["test_error"]) for c in curves.values()}) != 1:
-        return ["- Not every network has finished the same epochs yet: no verdict."]
-    (lay, lay_sd), (add, add_sd), (rem, rem_sd) = (finals[n] for n in NETWORKS)
+def finals(curves: dict) -> dict[str, tuple[float, float]] | None:
+    """Each network's held-out error (mean, sd over seeds) after the last epoch that every
+    network reached in every seed (None: not every network has finished an epoch, or they
+    have not finished the same epochs)."""
+    if len({len(c["test_error"]) for c in curves.values()}) != 1:
+        return None
+    last = {n: c["test_error"][-1] for n, c in curves.items() if c["test_error"]}
+    return last if len(last) == len(NETWORKS) else None
 
-    def compare(a: float, a_sd: float, b: float, b_sd: float) -> tuple[float, str]:
-        diff = 100 * (a - b)
-        noise = 100 * math.hypot(a_sd, b_sd)
-        return diff, ("beyond" if abs(diff) > 2 * noise else "within")
 
-    d_lay, s_lay = compare(rem, rem_sd, lay, lay_sd)
-    d_add, s_add = compare(rem, rem_sd, add, add_sd)
-    epochs = len(curves["layered"]["test_error"])
+def difference(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, bool]:
+    """``a - b`` in points, and whether it is beyond twice the seeds' combined spread."""
+    diff = 100 * (a[0] - b[0])
+    return diff, abs(diff) > 2 * 100 * math.hypot(a[1], b[1])
+
+
+@dataclass(frozen=True)
+class LastingBenefit:
+    """After removal, ``add-remove``'s final held-out error (mean over seeds) is below
+    ``layered``'s by more than twice the seeds' combined spread."""
+
+    def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
+        curves = per_epoch(runs.values())
+        last = finals(curves)
+        if last is None:
+            return Verdict(NOT_YET, "not every network has finished the same epochs yet")
+        diff, beyond = difference(last["add-remove"], last["layered"])
+        measured = (
+            f"after {len(curves['layered']['test_error'])} epochs, held-out error add-remove "
+            f"{_cell(last['add-remove'])}, layered {_cell(last['layered'])}: {diff:+.2f} "
+            f"points ({'beyond' if beyond else 'within'} twice the combined seed spread)"
+        )
+        return Verdict(HOLDS if diff < 0 and beyond else FAILS, measured)
+
+
+CLAIMS = (
+    Claim(
+        "Adding layer-skipping connections, training, then removing them and training further "
+        "may leave a lasting benefit after removal (proposed; here: after removal the held-out "
+        "error below the layered network's trained as long, by more than twice the combined "
+        "seed spread)",
+        "Gammell, Nam & McCaughan 2020 (ICONS), section 6.3",
+        f"full: {EPOCHS['full']} epochs, skips removed after {REMOVE_AFTER['full']}, "
+        f"{len(SEEDS)} seeds",
+        LastingBenefit(),
+    ),
+)
+
+
+def removal_lines(curves: dict, scale: str) -> list[str]:
+    """What the removal costs: ``add-remove`` against ``add`` at the end, and its held-out
+    error just before and just after the removal (mean ± sd over seeds)."""
+    last = finals(curves)
+    if last is None:
+        return ["- Not every network has finished the same epochs yet."]
+    diff, beyond = difference(last["add-remove"], last["add"])
     removed = REMOVE_AFTER[scale]
-    before = curves["add-remove"]["test_error"][removed - 1]
-    after = curves["add-remove"]["test_error"][removed] if epochs > removed else None
-    if d_lay < 0 and s_lay == "beyond":
-        verdict = (
-            "**Verdict: the benefit lasts after removal**: the network that learned with skips "
-            "is still ahead of the layered network trained as long."
-        )
-    elif d_lay > 0 and s_lay == "beyond":
-        verdict = (
-            "**Verdict: the benefit does not last; removal costs more than the skips gave**: "
-            "after removal the network is behind the layered network trained as long, by more "
-            "than the seed spread."
-        )
-    else:
-        verdict = (
-            "**Verdict: no lasting benefit measured**: after removal the network is within the "
-            "seed spread of the layered network trained as long."
-        )
+    errors = curves["add-remove"]["test_error"]
+    before = errors[removed - 1] if len(errors) >= removed else None
+    after = errors[removed] if len(errors) > removed else None
     return [
-        f"- After {epochs} epochs (skips removed after epoch {removed}), held-out error: "
-        f"add-remove {_cell(finals['add-remove'])}, layered {_cell(finals['layered'])}, "
-        f"add {_cell(finals['add'])}.",
-        f"- add-remove - layered: {d_lay:+.2f} points ({s_lay} twice the combined seed "
-        f"spread); add-remove - add: {d_add:+.2f} points ({s_add} it).",
+        f"- add-remove - add after the last epoch: {diff:+.2f} points "
+        f"({'beyond' if beyond else 'within'} twice the combined seed spread).",
         f"- The removal itself: add-remove's held-out error {_cell(before)} after epoch "
         f"{removed} (with its skips), {_cell(after)} after the first epoch without them.",
-        f"- {verdict}",
     ]
 
 
-def render(
-    scale: str, results: list[pr.RunResult], curves: dict, departures: Departures | None = None
-) -> str:
+def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
+    curves = per_epoch(results)
     n_epochs = max((len(c["test_error"]) for c in curves.values()), default=0)
     rows = []
     for e in range(n_epochs):
@@ -256,10 +268,11 @@ def render(
             "",
             pr.table(header, rows),
             "",
-            "## Verdict",
+            "What the removal costs:",
             "",
-            *verdict_lines(curves, scale),
+            *removal_lines(curves, scale),
             "",
+            *claims_section(CLAIMS, {r.name: r for r in results}, scale),
             "![held-out (solid) and training (dashed) error per epoch](errors.png)",
             "",
         ]

@@ -629,8 +629,10 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     protocol = PROTOCOLS[scale]
     out = Path(out)
     runs_dir = out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
     tasks = _tasks(protocol, scale, out, data_dir)
+    if tasks:
+        _load_data(protocol, data_dir)  # missing data is an error before the first write
+    runs_dir.mkdir(parents=True, exist_ok=True)
     total = len(_planned_runs(protocol)) + len(_planned_ep_runs(protocol))
     errors = run_tasks(
         tasks,
