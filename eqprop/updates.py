@@ -8,8 +8,9 @@
   paper authors' code in per-pair mode: every bias at rate 1). Missing edges have rate 0.
 - :class:`OptimizerUpdate`: the estimate is written into ``.grad`` as ``-estimate`` (zero on
   missing edges, diagonal blocks symmetrised) and any ``torch.optim`` optimiser (and
-  optional scheduler) takes the step; weights are re-masked after it, so no update ever
-  reaches a missing edge.
+  optional scheduler) takes the step; the network re-masks its weights after every
+  optimiser step (:meth:`eqprop.network.Network.apply_masks`), so no update ever reaches a
+  missing edge, whatever the optimiser's weight decay or momentum.
 
 Both return the per-layer training rates of eq. 2 (``docs/science.md`` section 3): for each
 adjacent layer pair, the root-mean-square of the *applied* corrections over its existing
@@ -206,11 +207,9 @@ class OptimizerUpdate(Update):
         for w, g in zip(net.weights, weights, strict=True):
             w.grad = g.neg_()
         net.biases.grad = biases.neg_()
-        self.optimizer.step()
+        self.optimizer.step()  # the network re-masks its weights after the step
         if self.scheduler is not None:
             self.scheduler.step()
-        for w, mask in zip(net.weights, net.masks, strict=True):
-            w.mul_(mask)
-            w.grad = None
-        net.biases.grad = None
+        for p in self.parameters:
+            p.grad = None
         return self.rates([w - b for w, b in zip(net.weights, before, strict=True)])
