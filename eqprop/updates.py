@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, EqpropError
 from eqprop.estimators import Estimate
 from eqprop.network import Network
 from eqprop.topology import ADJACENT
@@ -174,10 +174,18 @@ class OptimizerUpdate(Update):
 
     Args:
         network: the network to update.
-        optimizer: builds the optimiser from the parameter list (the weight blocks in
-            storage order, then the biases), e.g. ``lambda p: torch.optim.Adam(p, lr=1e-3)``.
+        optimizer: the optimiser, as one of
+            - a class, built with its defaults on the parameter list (the weight blocks in
+              storage order, then the biases): ``torch.optim.Adam``;
+            - a factory taking that list: ``lambda p: torch.optim.Adam(p, lr=1e-3)``;
+            - an optimiser already built over the network's parameters:
+              ``torch.optim.Adam(net.parameters(), lr=1e-3)``.
         scheduler: optionally builds a learning-rate scheduler from the optimiser; it steps
             once per batch.
+
+    Raises:
+        EqpropError: an optimiser built over a parameter that is not the network's, or
+            something that is not (and does not build) an optimiser.
 
     Example:
         >>> import torch
@@ -186,17 +194,36 @@ class OptimizerUpdate(Update):
         >>> update = OptimizerUpdate(net, lambda p: torch.optim.Adam(p, lr=1e-3))
         >>> len(update.optimizer.param_groups[0]["params"])
         3
+        >>> OptimizerUpdate(net, torch.optim.Adam(net.parameters())).optimizer.defaults["lr"]
+        0.001
     """
 
     def __init__(
         self,
         network: Network,
-        optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+        optimizer: torch.optim.Optimizer | Callable[[list[torch.Tensor]], torch.optim.Optimizer],
         scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
     ) -> None:
         super().__init__(network)
         self.parameters = [*network.weights, network.biases]
-        self.optimizer = optimizer(self.parameters)
+        built = optimizer
+        if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+            built = optimizer(self.parameters)
+        if not isinstance(built, torch.optim.Optimizer):
+            raise EqpropError(
+                f"the optimizer must be a torch.optim optimiser, its class or a factory of "
+                f"one; got {type(built).__name__}"
+            )
+        self.optimizer = built
+        own = {id(p) for p in self.parameters}
+        foreign = sum(
+            id(p) not in own for group in self.optimizer.param_groups for p in group["params"]
+        )
+        if foreign:
+            raise EqpropError(
+                f"the optimiser holds {foreign} tensor(s) that are not this network's "
+                f"parameters; build it over net.parameters()"
+            )
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
 
     @torch.no_grad()

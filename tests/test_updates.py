@@ -8,7 +8,7 @@ import torch
 from eqprop import config as cfg
 from eqprop import topology
 from eqprop.data import load_dataset
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, EqpropError
 from eqprop.estimators import Estimate, RandomSign, correlation_difference
 from eqprop.metrics import log_spread, smooth_rates
 from eqprop.network import Network
@@ -302,6 +302,37 @@ def test_torch_sgd_through_grad_matches_the_built_in_update_bit_for_bit():
     assert torch.equal(built_in.particles, optim.particles)
     # rates: from w_after - w_before here, so equal up to the rounding of that difference
     torch.testing.assert_close(a.layer_rates, b.layer_rates, rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        lambda net: torch.optim.SGD,  # a class: its defaults, besides lr
+        lambda net: lambda p: torch.optim.SGD(p, lr=0.125),  # a factory
+        lambda net: torch.optim.SGD(net.parameters(), lr=0.125),  # an instance
+    ],
+    ids=["class", "factory", "instance"],
+)
+def test_optimizer_update_takes_a_class_a_factory_or_an_instance(given):
+    x, y = toy_data()
+    reference = small_trainer(update=lambda n: MaskedSGD(n, LearningRates(lr=0.125)))
+    trainer = small_trainer(update=lambda n: OptimizerUpdate(n, given(n)))
+    assert isinstance(trainer.update.optimizer, torch.optim.SGD)
+    for group in trainer.update.optimizer.param_groups:  # the class: from SGD's default rate
+        group["lr"] = 0.125
+    reference.train_epoch(x, y)
+    trainer.train_epoch(x, y)
+    for a, b in zip(reference.network.weights, trainer.network.weights, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_optimizer_update_refuses_an_optimiser_of_other_parameters_in_one_line():
+    net, other = Network(topology.layered([4, 3, 2])), Network(topology.layered([4, 3, 2]))
+    with pytest.raises(EqpropError, match="not this network's parameters") as info:
+        OptimizerUpdate(net, torch.optim.Adam([*net.parameters(), *other.parameters()]))
+    assert "\n" not in str(info.value) and "3 tensor(s)" in str(info.value)
+    with pytest.raises(EqpropError, match="got str$"):
+        OptimizerUpdate(net, "adam")
 
 
 def test_adam_learns_digits_and_never_touches_a_missing_edge():
