@@ -135,7 +135,8 @@ def build_network(config: RunConfig, topology: topo.Topology | None = None) -> N
 
 def build_update(config: RunConfig, network: Network) -> Update:
     """The update a config describes: the built-in masked SGD, or a ``torch.optim``
-    optimiser through ``.grad``; with ``update.bits``, masked SGD on a ``k``-bit grid
+    optimiser (with ``update.lr`` and ``update.optimizer_args``) through ``.grad``; with
+    ``update.bits``, masked SGD on a ``k``-bit grid
     (:class:`~eqprop.quantization.QuantizedSGD`, which rounds the initial weights)."""
     section = config.update
     quantization = section.quantization()
@@ -145,7 +146,8 @@ def build_update(config: RunConfig, network: Network) -> Update:
     if section.optimizer == MASKED_SGD:
         return MaskedSGD(network, section.rates())
     optimizer = getattr(torch.optim, section.optimizer)
-    return OptimizerUpdate(network, lambda params: optimizer(params, lr=section.lr))
+    kwargs = section.optimizer_kwargs()
+    return OptimizerUpdate(network, lambda params: optimizer(params, **kwargs))
 
 
 def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:

@@ -119,7 +119,7 @@ def test_load_state_dict_of_dense_tensors_keeps_the_mask(assign):
     [
         [],  # masked SGD: rate 0 on missing edges
         ["update.bits=6"],  # quantised masked SGD
-        ["update.optimizer=sgd"],
+        ["update.optimizer=sgd", "update.optimizer_args={momentum=0.9, weight_decay=0.1}"],
     ],
     ids=["masked-sgd", "quantized", "sgd"],
 )

@@ -376,6 +376,51 @@ def test_every_optimiser_a_config_accepts_takes_a_training_batch(name):
     assert any(not torch.equal(a, b) for a, b in zip(before, net.weights, strict=True))
 
 
+def test_optimizer_args_reach_the_optimiser():
+    from eqprop.runs import build_network, build_update
+
+    config = cfg.resolve(
+        "digits",
+        None,
+        ["update.optimizer=SGD", "update.lr=0.1", "update.optimizer_args={weight_decay=0.5}"],
+    )
+    net = build_network(config)
+    update = build_update(config, net)
+    assert update.optimizer.defaults["weight_decay"] == 0.5
+    before = [w.clone() for w in net.weights]
+    zero = Estimate([torch.zeros_like(w) for w in net.weights], torch.zeros_like(net.biases), 1.0)
+    update.apply(zero)  # no gradient: only the decay, w <- w - lr * wd * w
+    for w, b in zip(net.weights, before, strict=True):
+        torch.testing.assert_close(w, b * (1 - 0.1 * 0.5), rtol=1e-6, atol=0)
+    adam = cfg.resolve(
+        "digits", None, ["update.optimizer=adam", "update.optimizer_args={betas=[0.8, 0.9]}"]
+    )
+    assert build_update(adam, net).optimizer.defaults["betas"] == (0.8, 0.9)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["update.optimizer=rmsprop", "update.optimizer_args={betas=[0.8, 0.9]}"],
+            "'betas', which torch.optim.RMSprop does not take; it takes alpha, eps, "
+            "weight_decay, momentum, centered",
+        ),
+        (["update.optimizer_args={weight_decay=0.1}"], "not to update.optimizer = 'masked-sgd'"),
+        (["update.optimizer=sgd", "update.optimizer_args={lr=0.1}"], "set it as update.lr"),
+        (["update.optimizer=sgd", "update.optimizer_args=0.1"], "must be a table such as"),
+        (
+            ["update.optimizer=sgd", "update.optimizer_args={weight_decay=-1.0}"],
+            "refused by torch.optim.SGD: Invalid weight_decay value: -1.0",
+        ),
+    ],
+)
+def test_bad_optimizer_args_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        cfg.resolve("digits", None, overrides)
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("name", ["LBFGS", "Optimizer", "SparseAdam", "Muon", "nope"])
 def test_optimisers_that_cannot_update_are_refused_with_the_valid_ones(name):
     with pytest.raises(ConfigError, match="choose among: ASGD, .*Adam, .*SGD$"):
