@@ -155,7 +155,7 @@ def test_wrong_number_of_pair_rates():
         MaskedSGD(net, LearningRates(lr=(0.1, 0.2, 0.3)))
 
 
-def small_trainer(family="icons", seed=0, dtype=torch.float32, update=None, **options):
+def small_trainer(family="icons", seed=0, dtype=torch.float32, update=None, n_train=100, **options):
     sizes = [16, 12, 12, 4]
     topo = topology.icons(sizes, n=30, seed=1) if family == "icons" else topology.layered(sizes)
     net = Network(topo, seed=seed, dtype=dtype)
@@ -164,10 +164,10 @@ def small_trainer(family="icons", seed=0, dtype=torch.float32, update=None, **op
         net,
         RandomSign(1.0),
         update,
-        FixedSteps(steps=30),
-        FixedSteps(steps=6),
-        GradientNudging(),
-        n_train=100,
+        free=FixedSteps(steps=30),
+        nudged=FixedSteps(steps=6),
+        nudging=GradientNudging(),
+        n_train=n_train,
         batch_size=5,
         seed=seed,
         **options,
@@ -190,6 +190,36 @@ def test_masks_and_symmetry_kept_after_many_updates():
     assert torch.equal(w, w.T)
     assert torch.all(w[~adj] == 0)
     assert torch.all(torch.diagonal(w) == 0)
+
+
+@pytest.mark.parametrize("batch_order", ["reshuffle", "shuffled-once"])
+def test_trainer_reads_n_train_from_the_data(batch_order):
+    x, y = toy_data()
+    given = small_trainer(batch_order=batch_order)
+    read = small_trainer(batch_order=batch_order, n_train=None)
+    assert read.n_train is None and read.particles is None
+    with pytest.raises(ConfigError, match="give n_train, or start with train_epoch"):
+        read.train_batch(x[:5], y[:5], torch.arange(5))
+    for _ in range(2):
+        a, b = given.train_epoch(x, y), read.train_epoch(x, y)
+        assert a.train_error == b.train_error
+    assert read.n_train == 100
+    assert torch.equal(given.particles, read.particles)
+    for wa, wb in zip(given.network.weights, read.network.weights, strict=True):
+        assert torch.equal(wa, wb)
+    restored = small_trainer(batch_order=batch_order, n_train=None)
+    restored.load_state_dict(read.state_dict())  # sized by the saved particles
+    assert restored.n_train == 100 and torch.equal(restored.particles, read.particles)
+    with pytest.raises(ConfigError, match="built for 100 examples, got 40"):
+        read.train_epoch(x[:40], y[:40])
+
+
+def test_trainer_relaxers_are_keywords():
+    net = Network(topology.layered([4, 3, 2]))
+    update = MaskedSGD(net, LearningRates(lr=0.1))
+    relaxers = FixedSteps(steps=5), FixedSteps(steps=2)
+    with pytest.raises(TypeError, match="positional"):
+        Trainer(net, RandomSign(1.0), update, *relaxers, GradientNudging())
 
 
 def test_same_seed_same_result_bitwise():
@@ -343,9 +373,9 @@ def test_adam_learns_digits_and_never_touches_a_missing_edge():
         net,
         RandomSign(1.0),
         OptimizerUpdate(net, lambda p: torch.optim.Adam(p, lr=2e-3)),
-        FixedSteps(steps=30),
-        FixedSteps(steps=8),
-        GradientNudging(),
+        free=FixedSteps(steps=30),
+        nudged=FixedSteps(steps=8),
+        nudging=GradientNudging(),
         n_train=len(data.train.x),
         batch_size=20,
     )
