@@ -226,6 +226,22 @@ class OptimizerUpdate(Update):
             )
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
 
+    def state_dict(self) -> dict:
+        """The optimiser's state (momenta, step counts) and the scheduler's, so that a
+        resumed run continues exactly."""
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state written by :meth:`state_dict` (older checkpoints hold none: the
+        optimiser then starts afresh, as it did when they were resumed)."""
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+
     @torch.no_grad()
     def apply(self, estimate: Estimate) -> torch.Tensor:
         net = self.network

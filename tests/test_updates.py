@@ -356,6 +356,28 @@ def test_optimizer_update_takes_a_class_a_factory_or_an_instance(given):
         assert torch.equal(a, b)
 
 
+def test_a_torch_optimiser_resumes_exactly(tmp_path):
+    """The optimiser's momenta and step counts are in the trainer's state: stopping after
+    one epoch and resuming from a saved state trains the same weights as no stop."""
+    x, y = toy_data()
+
+    def adam(net):
+        return OptimizerUpdate(net, lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-2))
+
+    straight = small_trainer(update=adam)
+    for _ in range(2):
+        straight.train_epoch(x, y)
+    first = small_trainer(update=adam)
+    first.train_epoch(x, y)
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    resumed = small_trainer(update=adam)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    resumed.train_epoch(x, y)
+    for a, b in zip(straight.network.weights, resumed.network.weights, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(straight.network.biases, resumed.network.biases)
+
+
 def test_optimizer_update_refuses_an_optimiser_of_other_parameters_in_one_line():
     net, other = Network(topology.layered([4, 3, 2])), Network(topology.layered([4, 3, 2]))
     with pytest.raises(EqpropError, match="not this network's parameters") as info:
