@@ -576,7 +576,7 @@ class Network(torch.nn.Module):
 # How masks hold (issue 29). The hooks below re-mask the stored blocks after whatever wrote
 # them, rather than a ``torch.nn.utils.parametrize`` parametrisation ``W = W_raw * mask``:
 # - numbers: a masked weight times its mask is the same weight, bit for bit, so trained
-#   results and their fingerprints do not change (a parametrisation would also, but only by
+#   results and their fingerprints do not change (a parametrisation keeps them too, but by
 #   multiplying at every read);
 # - speed: a relaxation step reads views of the stored blocks prepared once per phase
 #   (:meth:`Network.stepper`, the CSR values of :class:`Product`); a parametrisation would

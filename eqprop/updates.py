@@ -69,7 +69,8 @@ class Update:
 
     def edges_removed(self) -> None:
         """The network's masks lost edges (:meth:`Network.keep_adjacent_only`): from now on
-        no update may reach them. The default suits updates that re-mask after each step."""
+        no update may reach them. The default suits torch.optim steps, after which the network
+        re-masks its weights (:meth:`Network.apply_masks`)."""
 
     def epoch_metrics(self) -> dict[str, object]:
         """Measurements of the update over the epoch since the last call, for the epoch's
