@@ -9,10 +9,10 @@ A few lines from topology to trained network (the parts: ``docs/architecture.md`
         net,
         eqprop.RandomSign(beta=1.0),                                     # estimator
         eqprop.MaskedSGD(net, eqprop.LearningRates(lr=0.05)),            # update
-        eqprop.FixedSteps(steps=50),                                     # free phase
-        eqprop.FixedSteps(steps=8),                                      # nudged phase
-        eqprop.IconsNudging(),                                           # nudging scheme
-        n_train=len(x), batch_size=20,
+        free=eqprop.FixedSteps(steps=50),
+        nudged=eqprop.FixedSteps(steps=8),
+        nudging=eqprop.IconsNudging(),                                   # weakly-clamped step
+        batch_size=20,
     )
     result = trainer.train_epoch(x, y)          # x: (n, 64) in [0, 1], y: (n,) labels
     result.train_error, result.layer_rates      # per-batch per-layer rates (eq. 2)

@@ -12,7 +12,8 @@ A configuration is a TOML document (see ``eqprop/presets/*.toml``)::
                   hidden_layers, hidden_fraction,
                   hidden_beta, hidden_seed          -> target-linked hidden neurons
     [estimator]   kind, beta                        -> eqprop.estimators
-    [update]      optimizer, lr, lr_skip, bias_lr,  -> eqprop.updates
+    [update]      optimizer, optimizer_args, lr,    -> eqprop.updates
+                  lr_skip, bias_lr,
                   bits, rounding, range_scale       -> eqprop.quantization
     [train]       epochs, batch_size, batch_order, persistent, test_persistent,
                   evaluate_test, seed, checkpoint_every, device, dtype, layout
@@ -393,10 +394,42 @@ def usable_optimizers() -> dict[str, str]:
     }
 
 
+def _optimizer_kwargs(name: str, lr: float, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` as keyword arguments of ``torch.optim.<name>`` (TOML lists as tuples, e.g.
+    ``betas``), checked by building the optimiser once on a stand-in parameter; a one-line
+    ConfigError for an argument it does not take (naming those it takes) or a value it
+    refuses."""
+    import inspect
+
+    import torch
+
+    cls = getattr(torch.optim, name)
+    valid = [k for k in inspect.signature(cls).parameters if k not in ("params", "lr")]
+    for key in args:
+        if key == "lr":
+            raise ConfigError("update.optimizer_args sets lr; set it as update.lr instead")
+        if key not in valid:
+            raise ConfigError(
+                f"update.optimizer_args has {key!r}, which torch.optim.{name} does not take; "
+                f"it takes {', '.join(valid)}"
+            )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    try:
+        cls([torch.zeros(1, requires_grad=True)], lr=lr, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"update.optimizer_args = {args!r} is refused by torch.optim.{name}: {reason}"
+        ) from None
+    return kwargs
+
+
 @dataclass(frozen=True)
 class UpdateSection:
     """``[update]``: ``optimizer`` (``masked-sgd``, the built-in rule, or the name of a
-    ``torch.optim`` class such as ``Adam``), ``lr`` (one rate or one per adjacent layer
+    ``torch.optim`` class such as ``Adam``, in any case), ``optimizer_args`` (a table of the
+    optimiser's other keyword arguments, e.g. ``{weight_decay = 1e-4, betas = [0.8, 0.99]}``;
+    ``torch.optim`` optimisers only), ``lr`` (one rate or one per adjacent layer
     pair; a single rate for a ``torch.optim`` optimiser), ``lr_skip`` and ``bias_lr``
     (:class:`eqprop.updates.LearningRates`; absent: the defaults described there). Weights
     stored with ``bits`` bits (:mod:`eqprop.quantization`; absent: float, unquantised), with
@@ -405,6 +438,7 @@ class UpdateSection:
     :data:`eqprop.quantization.DEFAULT_RANGE_SCALE`); masked SGD only."""
 
     optimizer: str = MASKED_SGD
+    optimizer_args: dict[str, Any] | None = None
     lr: float | tuple[float, ...] = 0.02
     lr_skip: float | None = None
     bias_lr: float | None = None
@@ -415,6 +449,11 @@ class UpdateSection:
     def __post_init__(self) -> None:
         self.rates()
         self.quantization()
+        if self.optimizer == MASKED_SGD and self.optimizer_args is not None:
+            raise ConfigError(
+                f"update.optimizer_args applies to a torch.optim optimiser, not to "
+                f"update.optimizer = {MASKED_SGD!r}"
+            )
         if self.optimizer != MASKED_SGD:
             if self.bits is not None:
                 raise ConfigError(
@@ -435,6 +474,13 @@ class UpdateSection:
                     f"update.optimizer = {self.optimizer!r} takes one rate (update.lr); "
                     f"per-pair, skip and bias rates belong to {MASKED_SGD!r}"
                 )
+            self.optimizer_kwargs()
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the ``torch.optim`` optimiser besides its parameters:
+        ``lr`` and ``optimizer_args`` (validated against the optimiser)."""
+        args = _optimizer_kwargs(self.optimizer, self.lr, self.optimizer_args or {})
+        return {"lr": self.lr, **args}
 
     def rates(self) -> LearningRates:
         """The rates of the built-in update."""
@@ -645,6 +691,13 @@ def _coerce(label: str, value: Any, default: Any, optional_kind: type | None) ->
         if isinstance(value, (list, tuple)):
             return tuple(_coerce("update.lr[]", v, 0.0, None) for v in value)
         return _coerce("update.lr[]", value, 0.0, None)
+    if label == "update.optimizer_args":
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"update.optimizer_args must be a table such as {{weight_decay = 1e-4}}, "
+                f"got {value!r}"
+            )
+        return dict(value)
     if label in _INTEGER_LISTS:
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value

@@ -19,8 +19,13 @@ Storage: the symmetric weight matrix is held as dense blocks between *groups* of
 layers (only blocks that contain an edge). With ``layout="blocks"`` every layer is its own
 group, so a layered network never does ``N x N`` work; with ``layout="dense"`` all non-input
 layers form one group (one stored matrix), which suits layer-skipping edges that touch
-nearly every block. ``"auto"`` picks by the area the blocks cover. Masks are
-enforced through the learning rates (zero where there is no edge), so weights stay masked.
+nearly every block. ``"auto"`` picks by the area the blocks cover.
+
+Masks: a weight on a missing edge is exactly 0 whatever changes the parameters. eqprop's
+own updates give missing edges rate 0 (:mod:`eqprop.updates`); after every ``torch.optim``
+optimiser step over a network's parameters and after every ``load_state_dict``, hooks of
+PyTorch's (:func:`_mask_after_step`, :func:`_mask_after_load`) multiply the weights by their
+masks (:meth:`Network.apply_masks`).
 
 Computation (:meth:`Network.product_plan`), independent of storage: a step is a list of
 matrix products ``out[:, cols] += s[:, rows] @ w`` on views of the stored blocks. A stored
@@ -43,10 +48,12 @@ product is done once per batch (:meth:`Network.input_drive`).
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from eqprop import activation as activations
 from eqprop.activation import Activation
@@ -197,7 +204,9 @@ class Network(torch.nn.Module):
     parameters (``requires_grad=False``: EP computes its own estimates), so ``.to(dtype or
     device)``, ``state_dict()`` and ``load_state_dict()`` work as for any module; the 0/1
     masks are non-persistent buffers (they follow from the topology). Move a network before
-    building a trainer or update on it: those keep per-edge tensors of their own.
+    building a trainer or update on it: those keep per-edge tensors of their own. Missing
+    edges stay exactly 0 under any ``torch.optim`` optimiser over its parameters and under
+    ``load_state_dict`` of dense tensors (module docs, :meth:`apply_masks`).
 
     Args:
         topology: which neurons connect.
@@ -258,6 +267,25 @@ class Network(torch.nn.Module):
             torch.zeros(self.n_state, dtype=dtype, device=self.device), requires_grad=False
         )
         self._build_blocks(seed)
+        self._hold_masks()
+
+    def _hold_masks(self) -> None:
+        """Have the mask hooks (module docs) watch this network."""
+        _NETWORKS.add(self)
+        self.register_load_state_dict_post_hook(_mask_after_load)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling and ``copy.deepcopy``: a copy's masks hold as the original's do."""
+        super().__setstate__(state)
+        _NETWORKS.add(self)
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Set every weight on a missing edge to 0 (``w *= mask``; existing edges keep their
+        exact values). Runs by itself after each ``torch.optim`` step over the network's
+        parameters and after ``load_state_dict``; call it after changing weights by hand."""
+        for w, mask in zip(self.weights, self.masks, strict=True):
+            w.mul_(mask)
 
     # -- construction ----------------------------------------------------------------------
     def _layer_pairs_present(self) -> set[tuple[int, int]]:
@@ -573,3 +601,41 @@ class Network(torch.nn.Module):
             out = self.output
             g[:, out] += nudge.beta * nudge.nudging.cost_grad(s[:, out], nudge.target)
         return g
+
+
+# How masks hold (issue 29). The hooks below re-mask the stored blocks after whatever wrote
+# them, rather than a ``torch.nn.utils.parametrize`` parametrisation ``W = W_raw * mask``:
+# - numbers: a masked weight times its mask is the same weight, bit for bit, so trained
+#   results and their fingerprints do not change (a parametrisation keeps them too, but by
+#   multiplying at every read);
+# - speed: a relaxation step reads views of the stored blocks prepared once per phase
+#   (:meth:`Network.stepper`, the CSR values of :class:`Product`); a parametrisation would
+#   recompute ``W_raw * mask`` at every access unless cached, and the views would no longer
+#   be the parameters. The hooks cost one multiply per block per optimiser step, nothing
+#   per relaxation step;
+# - checkpoints: the parameters and ``state_dict`` keys stay ``biases`` and
+#   ``blocks_weights.N`` (a parametrisation renames them ``parametrizations...original``),
+#   so old run directories load unchanged.
+#: every live network, for the global optimiser hook (weak: a network is not kept alive)
+_NETWORKS: weakref.WeakSet[Network] = weakref.WeakSet()
+
+
+def _mask_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Global post-step hook of every ``torch.optim`` optimiser: re-mask each network that
+    has a parameter among the optimiser's (after weight decay, momentum or any other rule
+    has written into a missing edge)."""
+    stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for net in list(_NETWORKS):
+        if any(id(p) in stepped for p in net.parameters()):
+            net.apply_masks()
+
+
+def _mask_after_load(network: Network, incompatible_keys) -> None:
+    """``load_state_dict`` post-hook: re-mask weights loaded from dense tensors, and build
+    the step's products anew (with ``assign=True`` the loaded tensors replace the ones they
+    view; the plan follows from the masks alone, so it is the same plan)."""
+    network.apply_masks()
+    network._build_plan()
+
+
+register_optimizer_step_post_hook(_mask_after_step)

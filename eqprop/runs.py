@@ -173,7 +173,8 @@ def build_network(config: RunConfig, topology: topo.Topology | None = None) -> N
 
 def build_update(config: RunConfig, network: Network) -> Update:
     """The update a config describes: the built-in masked SGD, or a ``torch.optim``
-    optimiser through ``.grad``; with ``update.bits``, masked SGD on a ``k``-bit grid
+    optimiser (with ``update.lr`` and ``update.optimizer_args``) through ``.grad``; with
+    ``update.bits``, masked SGD on a ``k``-bit grid
     (:class:`~eqprop.quantization.QuantizedSGD`, which rounds the initial weights)."""
     section = config.update
     quantization = section.quantization()
@@ -183,7 +184,8 @@ def build_update(config: RunConfig, network: Network) -> Update:
     if section.optimizer == MASKED_SGD:
         return MaskedSGD(network, section.rates())
     optimizer = getattr(torch.optim, section.optimizer)
-    return OptimizerUpdate(network, lambda params: optimizer(params, lr=section.lr))
+    kwargs = section.optimizer_kwargs()
+    return OptimizerUpdate(network, lambda params: optimizer(params, **kwargs))
 
 
 def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:
@@ -196,9 +198,9 @@ def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:
         network,
         config.estimator.build(),
         build_update(config, network),
-        free,
-        CudaGraphs(nudged.eps, nudged.steps),
-        config.nudged.scheme(network),
+        free=free,
+        nudged=CudaGraphs(nudged.eps, nudged.steps),
+        nudging=config.nudged.scheme(network),
         n_train=n_train,
         batch_size=config.train.batch_size,
         persistent=config.train.persistent,

@@ -110,9 +110,12 @@ class Trainer:
     Args:
         network: the network.
         estimator, update: how equilibria become an estimate, and how it is applied.
-        free, nudged: the relaxers of the free and the weakly-clamped phases.
+        free, nudged: the relaxers of the free and the weakly-clamped phases (keywords, so
+            the two cannot be swapped by position).
         nudging: how the target enters a weakly-clamped step.
-        n_train: number of training examples (sizes the persistent particles).
+        n_train: number of training examples (sizes the persistent particles); default: the
+            length of the training set first given to :meth:`train_epoch` (or of a loaded
+            state's particles).
         batch_size: examples per batch.
         persistent: keep persistent particles (ICONS protocol) or start each free phase at 0.
         batch_order: ``reshuffle``, ``fixed`` or ``shuffled-once`` (module docs).
@@ -132,8 +135,8 @@ class Trainer:
         >>> net = Network(topology.layered([4, 8, 2]), seed=0)
         >>> x, y = torch.rand(40, 4), (torch.arange(40) % 2)
         >>> trainer = Trainer(net, RandomSign(beta=1.0), MaskedSGD(net, LearningRates(lr=0.1)),
-        ...                   FixedSteps(steps=20), FixedSteps(steps=4), IconsNudging(),
-        ...                   n_train=40, batch_size=10)
+        ...                   free=FixedSteps(steps=20), nudged=FixedSteps(steps=4),
+        ...                   nudging=IconsNudging(), batch_size=10)
         >>> result = trainer.train_epoch(x, y)
         >>> result.epoch, tuple(result.layer_rates.shape)
         (1, (4, 2))
@@ -144,11 +147,11 @@ class Trainer:
         network: Network,
         estimator: Estimator,
         update: Update,
+        *,
         free: Relaxer,
         nudged: Relaxer,
         nudging: Nudging,
-        *,
-        n_train: int,
+        n_train: int | None = None,
         batch_size: int = 20,
         persistent: bool = True,
         batch_order: str = "reshuffle",
@@ -163,11 +166,14 @@ class Trainer:
             )
         self.network, self.estimator, self.update = network, estimator, update
         self.free, self.nudged, self.nudging = free, nudged, nudging
-        self.n_train, self.batch_size, self.persistent = n_train, batch_size, persistent
-        self.batch_order = batch_order
+        self.batch_size, self.persistent = batch_size, persistent
+        self.batch_order, self.seed = batch_order, seed
         self.generator = torch.Generator().manual_seed(seed)
-        self._fixed_order = self._batches_in_file_order(seed)
-        self.particles = network.zero_state(n_train) if persistent else None
+        self.n_train: int | None = None
+        self._fixed_order: torch.Tensor | None = None
+        self.particles: torch.Tensor | None = None
+        if n_train is not None:
+            self._size(n_train)
         self.epoch = 0  # completed epochs
         self.order: torch.Tensor | None = None  # this epoch's visiting order
         self.position = 0  # next batch of this epoch
@@ -176,6 +182,14 @@ class Trainer:
         self.epoch_steps: list[int] = []  # free steps of this epoch's batches
         self.remove_after = remove_after
         self.removed = False  # the edges of remove_after are gone
+
+    def _size(self, n_train: int) -> None:
+        """Size the trainer for ``n_train`` examples: the particles and the fixed orders."""
+        if n_train < 1:
+            raise ConfigError(f"n_train must be >= 1, got {n_train}")
+        self.n_train = n_train
+        self._fixed_order = self._batches_in_file_order(self.seed)
+        self.particles = self.network.zero_state(n_train) if self.persistent else None
 
     def _remove_edges_when_due(self) -> None:
         """Remove the non-adjacent edges once ``remove_after`` epochs are complete."""
@@ -200,7 +214,13 @@ class Trainer:
 
     # -- one batch ---------------------------------------------------------------------------
     def train_batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> BatchResult:
-        """One batch of EP (see the module docs for the exact order of events)."""
+        """One batch of EP (see the module docs for the exact order of events); ``index``:
+        the batch's examples in the training set (their particles)."""
+        if self.persistent and self.particles is None:
+            raise ConfigError(
+                "the trainer does not know the training set's size yet: give n_train, or "
+                "start with train_epoch"
+            )
         net = self.network
         target = one_hot(y, net.sizes[-1], net.dtype)
         base = net.input_drive(x)
@@ -231,6 +251,8 @@ class Trainer:
         weights become non-finite; nothing is saved after that, so the caller's last checkpoint
         stays the last good one.
         """
+        if self.n_train is None:
+            self._size(len(x))
         if len(x) != self.n_train:
             raise ConfigError(f"trainer was built for {self.n_train} examples, got {len(x)}")
         self._remove_edges_when_due()
@@ -333,6 +355,8 @@ class Trainer:
         for w, saved in zip(net.weights, state["weights"], strict=True):
             w.copy_(saved)
         net.biases.copy_(state["biases"])
+        if self.n_train is None and state["particles"] is not None:
+            self._size(len(state["particles"]))
         if self.particles is not None:
             self.particles.copy_(state["particles"])
         self.generator.set_state(state["generator"])

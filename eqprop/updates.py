@@ -8,8 +8,9 @@
   paper authors' code in per-pair mode: every bias at rate 1). Missing edges have rate 0.
 - :class:`OptimizerUpdate`: the estimate is written into ``.grad`` as ``-estimate`` (zero on
   missing edges, diagonal blocks symmetrised) and any ``torch.optim`` optimiser (and
-  optional scheduler) takes the step; weights are re-masked after it, so no update ever
-  reaches a missing edge.
+  optional scheduler) takes the step; the network re-masks its weights after every
+  optimiser step (:meth:`eqprop.network.Network.apply_masks`), so no update ever reaches a
+  missing edge, whatever the optimiser's weight decay or momentum.
 
 Both return the per-layer training rates of eq. 2 (``docs/science.md`` section 3): for each
 adjacent layer pair, the root-mean-square of the *applied* corrections over its existing
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, EqpropError
 from eqprop.estimators import Estimate
 from eqprop.network import Network
 from eqprop.topology import ADJACENT
@@ -68,7 +69,8 @@ class Update:
 
     def edges_removed(self) -> None:
         """The network's masks lost edges (:meth:`Network.keep_adjacent_only`): from now on
-        no update may reach them. The default suits updates that re-mask after each step."""
+        no update may reach them. The default suits torch.optim steps, after which the network
+        re-masks its weights (:meth:`Network.apply_masks`)."""
 
     def epoch_metrics(self) -> dict[str, object]:
         """Measurements of the update over the epoch since the last call, for the epoch's
@@ -173,10 +175,18 @@ class OptimizerUpdate(Update):
 
     Args:
         network: the network to update.
-        optimizer: builds the optimiser from the parameter list (the weight blocks in
-            storage order, then the biases), e.g. ``lambda p: torch.optim.Adam(p, lr=1e-3)``.
+        optimizer: the optimiser, as one of
+            - a class, built with its defaults on the parameter list (the weight blocks in
+              storage order, then the biases): ``torch.optim.Adam``;
+            - a factory taking that list: ``lambda p: torch.optim.Adam(p, lr=1e-3)``;
+            - an optimiser already built over the network's parameters:
+              ``torch.optim.Adam(net.parameters(), lr=1e-3)``.
         scheduler: optionally builds a learning-rate scheduler from the optimiser; it steps
             once per batch.
+
+    Raises:
+        EqpropError: an optimiser built over a parameter that is not the network's, or
+            something that is not (and does not build) an optimiser.
 
     Example:
         >>> import torch
@@ -185,18 +195,53 @@ class OptimizerUpdate(Update):
         >>> update = OptimizerUpdate(net, lambda p: torch.optim.Adam(p, lr=1e-3))
         >>> len(update.optimizer.param_groups[0]["params"])
         3
+        >>> OptimizerUpdate(net, torch.optim.Adam(net.parameters())).optimizer.defaults["lr"]
+        0.001
     """
 
     def __init__(
         self,
         network: Network,
-        optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+        optimizer: torch.optim.Optimizer | Callable[[list[torch.Tensor]], torch.optim.Optimizer],
         scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
     ) -> None:
         super().__init__(network)
         self.parameters = [*network.weights, network.biases]
-        self.optimizer = optimizer(self.parameters)
+        built = optimizer
+        if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+            built = optimizer(self.parameters)
+        if not isinstance(built, torch.optim.Optimizer):
+            raise EqpropError(
+                f"the optimizer must be a torch.optim optimiser, its class or a factory of "
+                f"one; got {type(built).__name__}"
+            )
+        self.optimizer = built
+        own = {id(p) for p in self.parameters}
+        foreign = sum(
+            id(p) not in own for group in self.optimizer.param_groups for p in group["params"]
+        )
+        if foreign:
+            raise EqpropError(
+                f"the optimiser holds {foreign} tensor(s) that are not this network's "
+                f"parameters; build it over net.parameters()"
+            )
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+
+    def state_dict(self) -> dict:
+        """The optimiser's state (momenta, step counts) and the scheduler's, so that a
+        resumed run continues exactly."""
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state written by :meth:`state_dict` (older checkpoints hold none: the
+        optimiser then starts afresh, as it did when they were resumed)."""
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
 
     @torch.no_grad()
     def apply(self, estimate: Estimate) -> torch.Tensor:
@@ -206,11 +251,9 @@ class OptimizerUpdate(Update):
         for w, g in zip(net.weights, weights, strict=True):
             w.grad = g.neg_()
         net.biases.grad = biases.neg_()
-        self.optimizer.step()
+        self.optimizer.step()  # the network re-masks its weights after the step
         if self.scheduler is not None:
             self.scheduler.step()
-        for w, mask in zip(net.weights, net.masks, strict=True):
-            w.mul_(mask)
-            w.grad = None
-        net.biases.grad = None
+        for p in self.parameters:
+            p.grad = None
         return self.rates([w - b for w, b in zip(net.weights, before, strict=True)])

@@ -699,6 +699,16 @@ CASES = {
     "set-optimizer-abstract-base": Case(
         ["train", "--out", "new", "--set", "update.optimizer=Optimizer"], "choose among: ASGD"
     ),
+    "set-optimizer-args-unknown": Case(
+        ["train", "--out", "new", "--set", "update.optimizer=adam"]
+        + ["--set", "update.optimizer_args={wd=0.1}"],
+        "'wd', which torch.optim.Adam does not take; it takes betas, eps, weight_decay",
+    ),
+    "set-optimizer-args-bad-value": Case(
+        ["train", "--out", "new", "--set", "update.optimizer=adam"]
+        + ["--set", "update.optimizer_args={betas=[1.5, 0.9]}"],
+        "is refused by torch.optim.Adam: Invalid beta parameter at index 0: 1.5",
+    ),
     "out-empty": Case(["train", "--out", ""], "--out is empty; give a path"),
     "out-name-too-long": Case(
         ["train", "--out", "a" * 300], "has a name of 300 characters, more than the 255 allowed"

@@ -29,9 +29,9 @@ def trainer(family: str) -> tuple[Trainer, torch.Tensor, torch.Tensor]:
         net,
         RandomSign(beta=1.0),
         MaskedSGD(net, LearningRates(lr=0.1)),
-        FixedSteps(eps=0.5, steps=30),
-        FixedSteps(eps=0.5, steps=8),
-        IconsNudging(),
+        free=FixedSteps(eps=0.5, steps=30),
+        nudged=FixedSteps(eps=0.5, steps=8),
+        nudging=IconsNudging(),
         n_train=40,
         batch_size=10,
     )

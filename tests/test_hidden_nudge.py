@@ -141,9 +141,9 @@ def test_free_phase_unchanged_and_training_deterministic():
             net,
             RandomSign(1.0),
             MaskedSGD(net, LearningRates(lr=0.1)),
-            FixedSteps(0.5, 30),
-            FixedSteps(0.5, 4),
-            nudging_section.scheme(net),
+            free=FixedSteps(0.5, 30),
+            nudged=FixedSteps(0.5, 4),
+            nudging=nudging_section.scheme(net),
             n_train=5,
             batch_size=5,
         )

@@ -8,7 +8,7 @@ import torch
 from eqprop import config as cfg
 from eqprop import topology
 from eqprop.data import load_dataset
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, EqpropError
 from eqprop.estimators import Estimate, RandomSign, correlation_difference
 from eqprop.metrics import log_spread, smooth_rates
 from eqprop.network import Network
@@ -155,7 +155,7 @@ def test_wrong_number_of_pair_rates():
         MaskedSGD(net, LearningRates(lr=(0.1, 0.2, 0.3)))
 
 
-def small_trainer(family="icons", seed=0, dtype=torch.float32, update=None, **options):
+def small_trainer(family="icons", seed=0, dtype=torch.float32, update=None, n_train=100, **options):
     sizes = [16, 12, 12, 4]
     topo = topology.icons(sizes, n=30, seed=1) if family == "icons" else topology.layered(sizes)
     net = Network(topo, seed=seed, dtype=dtype)
@@ -164,10 +164,10 @@ def small_trainer(family="icons", seed=0, dtype=torch.float32, update=None, **op
         net,
         RandomSign(1.0),
         update,
-        FixedSteps(steps=30),
-        FixedSteps(steps=6),
-        GradientNudging(),
-        n_train=100,
+        free=FixedSteps(steps=30),
+        nudged=FixedSteps(steps=6),
+        nudging=GradientNudging(),
+        n_train=n_train,
         batch_size=5,
         seed=seed,
         **options,
@@ -190,6 +190,36 @@ def test_masks_and_symmetry_kept_after_many_updates():
     assert torch.equal(w, w.T)
     assert torch.all(w[~adj] == 0)
     assert torch.all(torch.diagonal(w) == 0)
+
+
+@pytest.mark.parametrize("batch_order", ["reshuffle", "shuffled-once"])
+def test_trainer_reads_n_train_from_the_data(batch_order):
+    x, y = toy_data()
+    given = small_trainer(batch_order=batch_order)
+    read = small_trainer(batch_order=batch_order, n_train=None)
+    assert read.n_train is None and read.particles is None
+    with pytest.raises(ConfigError, match="give n_train, or start with train_epoch"):
+        read.train_batch(x[:5], y[:5], torch.arange(5))
+    for _ in range(2):
+        a, b = given.train_epoch(x, y), read.train_epoch(x, y)
+        assert a.train_error == b.train_error
+    assert read.n_train == 100
+    assert torch.equal(given.particles, read.particles)
+    for wa, wb in zip(given.network.weights, read.network.weights, strict=True):
+        assert torch.equal(wa, wb)
+    restored = small_trainer(batch_order=batch_order, n_train=None)
+    restored.load_state_dict(read.state_dict())  # sized by the saved particles
+    assert restored.n_train == 100 and torch.equal(restored.particles, read.particles)
+    with pytest.raises(ConfigError, match="built for 100 examples, got 40"):
+        read.train_epoch(x[:40], y[:40])
+
+
+def test_trainer_relaxers_are_keywords():
+    net = Network(topology.layered([4, 3, 2]))
+    update = MaskedSGD(net, LearningRates(lr=0.1))
+    relaxers = FixedSteps(steps=5), FixedSteps(steps=2)
+    with pytest.raises(TypeError, match="positional"):
+        Trainer(net, RandomSign(1.0), update, *relaxers, GradientNudging())
 
 
 def test_same_seed_same_result_bitwise():
@@ -304,6 +334,59 @@ def test_torch_sgd_through_grad_matches_the_built_in_update_bit_for_bit():
     torch.testing.assert_close(a.layer_rates, b.layer_rates, rtol=1e-3, atol=0)
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        lambda net: torch.optim.SGD,  # a class: its defaults, besides lr
+        lambda net: lambda p: torch.optim.SGD(p, lr=0.125),  # a factory
+        lambda net: torch.optim.SGD(net.parameters(), lr=0.125),  # an instance
+    ],
+    ids=["class", "factory", "instance"],
+)
+def test_optimizer_update_takes_a_class_a_factory_or_an_instance(given):
+    x, y = toy_data()
+    reference = small_trainer(update=lambda n: MaskedSGD(n, LearningRates(lr=0.125)))
+    trainer = small_trainer(update=lambda n: OptimizerUpdate(n, given(n)))
+    assert isinstance(trainer.update.optimizer, torch.optim.SGD)
+    for group in trainer.update.optimizer.param_groups:  # the class: from SGD's default rate
+        group["lr"] = 0.125
+    reference.train_epoch(x, y)
+    trainer.train_epoch(x, y)
+    for a, b in zip(reference.network.weights, trainer.network.weights, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_torch_optimiser_resumes_exactly(tmp_path):
+    """The optimiser's momenta and step counts are in the trainer's state: stopping after
+    one epoch and resuming from a saved state trains the same weights as no stop."""
+    x, y = toy_data()
+
+    def adam(net):
+        return OptimizerUpdate(net, lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-2))
+
+    straight = small_trainer(update=adam)
+    for _ in range(2):
+        straight.train_epoch(x, y)
+    first = small_trainer(update=adam)
+    first.train_epoch(x, y)
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    resumed = small_trainer(update=adam)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    resumed.train_epoch(x, y)
+    for a, b in zip(straight.network.weights, resumed.network.weights, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(straight.network.biases, resumed.network.biases)
+
+
+def test_optimizer_update_refuses_an_optimiser_of_other_parameters_in_one_line():
+    net, other = Network(topology.layered([4, 3, 2])), Network(topology.layered([4, 3, 2]))
+    with pytest.raises(EqpropError, match="not this network's parameters") as info:
+        OptimizerUpdate(net, torch.optim.Adam([*net.parameters(), *other.parameters()]))
+    assert "\n" not in str(info.value) and "3 tensor(s)" in str(info.value)
+    with pytest.raises(EqpropError, match="got str$"):
+        OptimizerUpdate(net, "adam")
+
+
 def test_adam_learns_digits_and_never_touches_a_missing_edge():
     data = load_dataset("digits", "standard")
     sizes = [64, 40, 40, 10]
@@ -312,9 +395,9 @@ def test_adam_learns_digits_and_never_touches_a_missing_edge():
         net,
         RandomSign(1.0),
         OptimizerUpdate(net, lambda p: torch.optim.Adam(p, lr=2e-3)),
-        FixedSteps(steps=30),
-        FixedSteps(steps=8),
-        GradientNudging(),
+        free=FixedSteps(steps=30),
+        nudged=FixedSteps(steps=8),
+        nudging=GradientNudging(),
         n_train=len(data.train.x),
         batch_size=20,
     )
@@ -343,6 +426,51 @@ def test_every_optimiser_a_config_accepts_takes_a_training_batch(name):
     before = [w.clone() for w in net.weights]
     trainer.train_batch(data.train.x[:20], data.train.y[:20], torch.arange(20))
     assert any(not torch.equal(a, b) for a, b in zip(before, net.weights, strict=True))
+
+
+def test_optimizer_args_reach_the_optimiser():
+    from eqprop.runs import build_network, build_update
+
+    config = cfg.resolve(
+        "digits",
+        None,
+        ["update.optimizer=SGD", "update.lr=0.1", "update.optimizer_args={weight_decay=0.5}"],
+    )
+    net = build_network(config)
+    update = build_update(config, net)
+    assert update.optimizer.defaults["weight_decay"] == 0.5
+    before = [w.clone() for w in net.weights]
+    zero = Estimate([torch.zeros_like(w) for w in net.weights], torch.zeros_like(net.biases), 1.0)
+    update.apply(zero)  # no gradient: only the decay, w <- w - lr * wd * w
+    for w, b in zip(net.weights, before, strict=True):
+        torch.testing.assert_close(w, b * (1 - 0.1 * 0.5), rtol=1e-6, atol=0)
+    adam = cfg.resolve(
+        "digits", None, ["update.optimizer=adam", "update.optimizer_args={betas=[0.8, 0.9]}"]
+    )
+    assert build_update(adam, net).optimizer.defaults["betas"] == (0.8, 0.9)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["update.optimizer=rmsprop", "update.optimizer_args={betas=[0.8, 0.9]}"],
+            "'betas', which torch.optim.RMSprop does not take; it takes alpha, eps, "
+            "weight_decay, momentum, centered",
+        ),
+        (["update.optimizer_args={weight_decay=0.1}"], "not to update.optimizer = 'masked-sgd'"),
+        (["update.optimizer=sgd", "update.optimizer_args={lr=0.1}"], "set it as update.lr"),
+        (["update.optimizer=sgd", "update.optimizer_args=0.1"], "must be a table such as"),
+        (
+            ["update.optimizer=sgd", "update.optimizer_args={weight_decay=-1.0}"],
+            "refused by torch.optim.SGD: Invalid weight_decay value: -1.0",
+        ),
+    ],
+)
+def test_bad_optimizer_args_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        cfg.resolve("digits", None, overrides)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["LBFGS", "Optimizer", "SparseAdam", "Muon", "nope"])
