@@ -326,13 +326,20 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     atomic_write(path, lambda f: f.write(payload))
 
 
-def check_writable_file(path: Path) -> None:
-    """A one-line error now, before long work, if ``path`` cannot be written later: its
-    directory is missing or not writable, or the path is a directory."""
+def check_writable_file(path: str | os.PathLike, what: str = "--out") -> None:
+    """A one-line error now, before long work, if ``path`` cannot be written later: it is
+    empty, too long or a loop of links (:func:`check_path`), a directory or another thing
+    that is not a regular file (writing into a FIFO would hang), or its directory is missing
+    or not writable."""
+    check_path(path, what)
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if os.path.isdir(path):
         raise EqpropError(f"{path} is a directory; give a file name such as {path / 'out.json'}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        mode = os.stat(path).st_mode
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise EqpropError(f"{what} {path} is {kind}, not a file; give the path of a file")
     if not os.path.isdir(parent):
         raise EqpropError(f"the directory of {path} does not exist; create {parent} first")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -355,10 +362,11 @@ def check_path(path: str | os.PathLike, what: str) -> None:
             raise EqpropError(f"{what} {path_problem(path)}; give another path") from None
 
 
-def check_output_dir(path: Path, what: str = "--out") -> None:
+def check_output_dir(path: Path, what: str = "--out", *, writable: bool = True) -> None:
     """A one-line error now if directory ``path`` can neither be used nor created: it is
-    empty, too long or a loop of links (:func:`check_path`), a file, lies under a file, or it
-    (or the existing directory it would be created in) is not writable."""
+    empty, too long or a loop of links (:func:`check_path`), a file, lies under a file, or
+    (with ``writable``: where it will be written) it or the existing directory it would be
+    created in is not writable."""
     check_path(path, what)
     path = Path(path)
     if os.path.lexists(path) and not os.path.isdir(path):
@@ -370,7 +378,7 @@ def check_output_dir(path: Path, what: str = "--out") -> None:
         raise EqpropError(
             f"{what} {path} lies under {existing}, which is a file; give a directory path"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
         verb = "write into" if existing == path else f"create {path} in"
         raise EqpropError(
             f"cannot {verb} {existing} (read-only or permission denied); choose another {what}"

@@ -305,13 +305,25 @@ def other_run(server, tmp_path_factory) -> Path:
     return make_run(server, tmp_path_factory.mktemp("other"), "run", "--set", "sizes=[64, 20, 10]")
 
 
+#: a sweep of two digits trials (its directory: sweeps/sweep, or --out)
+SWEEP = """preset = "digits"
+[set]
+"train.epochs" = 1
+[grid]
+"update.lr" = [0.05, 0.1]
+"""
+
+
 @pytest.fixture
 def workspace(finished_run, other_run):
-    """A directory with a finished run ``run``, a file ``afile``, a read-only directory ``ro``
-    (holding ``ro/empty``), an unreadable directory ``secret`` and config files."""
+    """A directory with a finished run ``run`` (and ``other``, of other shapes), a file
+    ``afile``, a read-only directory ``ro`` (holding ``ro/empty``), an unreadable directory
+    ``secret``, config and sweep files."""
     root = world_tmp("eqprop-cli-")
     shutil.copytree(finished_run, root / "run")
     shutil.copytree(other_run, root / "other")
+    (root / "sweep.toml").write_text(SWEEP)
+    (root / "sweep-into-afile.toml").write_text('out = "afile"\n' + SWEEP)
     (root / "afile").write_text("not a directory\n")
     (root / "latin1.toml").write_bytes("description = 'caf\xe9'\n".encode("latin-1"))
     (root / "bad.toml").write_text("[free\nsteps = 3\n")
@@ -429,6 +441,11 @@ class Case:
 
 
 MNIST_784 = ["--set", "dataset='mnist'", "--set", "sizes=[784, 16, 10]"]
+#: benchmarks that take seconds (where a case would otherwise run one)
+QUICK_BENCH = ["--preset", "digits", "--batches", "1", "--steps", "2", "--naive-steps", "1"]
+QUICK_BENCH += ["--threads", "1", "--no-memory"]
+QUICK_SOLVERS = ["--preset", "digits", "--solver", "fista", "--limit", "20", "--sample", "1"]
+QUICK_SOLVERS += ["--cap", "5", "--threads", "1", "--quiet"]
 T = TINY_ARGS
 
 
@@ -739,6 +756,43 @@ CASES = {
         "run/checkpoint.pt is a symbolic link to gone.pt, which does not exist",
         setup=lambda w: _replace(w / "run" / "checkpoint.pt", lambda p: os.symlink("gone.pt", p)),
     ),
+    # sweeps: the sweep directory is checked before anything, a dry run too
+    "sweep-dry-run-into-a-file": Case(
+        ["sweep", "sweep-into-afile.toml", "--dry-run"],
+        "the sweep directory afile is a file, not a directory",
+    ),
+    "sweep-dry-run-out-a-file": Case(
+        ["sweep", "sweep.toml", "--dry-run", "--out", "afile"], "--out afile is a file"
+    ),
+    "sweep-dry-run-out-under-a-file": Case(
+        ["sweep", "sweep.toml", "--dry-run", "--out", "afile/s"], "--out afile/s lies under afile"
+    ),
+    "sweep-results-only-out-a-file": Case(
+        ["sweep", "sweep.toml", "--results-only", "--out", "afile"], "--out afile is a file"
+    ),
+    "sweep-results-only-out-read-only": Case(
+        ["sweep", "sweep.toml", "--results-only", "--out", "ro/s"],
+        "cannot create ro/s in ro",
+        user=AS_USER,
+    ),
+    # benchmarks: where the results go is checked before the benchmark runs
+    "bench-out-a-fifo": Case(
+        ["bench", *QUICK_BENCH, "--out", "fifo"],
+        "--out fifo is a FIFO (named pipe), not a file; give the path of a file",
+        setup=lambda w: os.mkfifo(w / "fifo"),
+    ),
+    "bench-out-empty": Case(["bench", *QUICK_BENCH, "--out", ""], "--out is empty; give a path"),
+    "bench-out-name-too-long": Case(
+        ["bench", *QUICK_BENCH, "--out", "b" * 300], "has a name of 300 characters"
+    ),
+    "bench-solvers-out-a-fifo": Case(
+        ["bench-solvers", *QUICK_SOLVERS, "--out", "fifo"],
+        "--out fifo is a FIFO (named pipe), not a file",
+        setup=lambda w: os.mkfifo(w / "fifo"),
+    ),
+    "bench-solvers-out-empty": Case(
+        ["bench-solvers", *QUICK_SOLVERS, "--out", ""], "--out is empty; give a path"
+    ),
     "topology-n-1e10": Case(["topology", "--set", "n=10000000000"], "replacements"),
     "topology-unknown-preset": Case(["topology", "--preset", "nope"], "unknown preset"),
 }
@@ -760,6 +814,17 @@ def test_a_bad_input_is_one_line_and_changes_nothing(name, server, workspace):
 
 def test_there_are_at_least_40_cases():
     assert len(CASES) >= 40
+
+
+def test_the_cases_cover_every_command_that_writes():
+    """Each command that writes fails in some case, with nothing written (the snapshot)."""
+    kinds = {
+        "train --resume" if "--resume" in case.args else case.args[0]
+        for case in CASES.values()
+        if case.args
+    }
+    writers = {"train", "train --resume", "sweep", "plot", "bench", "bench-solvers"}
+    assert writers | {"check-gradient", "reproduce"} <= kinds
 
 
 # -- point 1: a torn metrics line ---------------------------------------------------------
