@@ -291,10 +291,10 @@ def _bench(args: argparse.Namespace) -> int:
     from eqprop.runs import check_device
 
     check_device(args.device, fix="--device cpu")  # a GPU this machine lacks fails here
-    if args.out:
+    if args.out is not None:
         from eqprop.runs import check_writable_file
 
-        check_writable_file(Path(args.out))  # before the benchmark, not after it
+        check_writable_file(args.out)  # before the benchmark, not after it
     options = bench.BenchOptions(
         batches=args.batches,
         naive_batches=args.naive_batches,

@@ -216,8 +216,8 @@ def load_dataset(
     else:
         directory = resolve_data_dir(name, data_dir)
         _check_directory(name, directory)
-        directory = _locate_or_download(name, directory, download)
-        dataset = load_idx_dataset(directory, name, _SOURCES[name].sha256)
+        files = _locate_or_download(name, directory, download)
+        dataset = _load_idx_files(files, name, _SOURCES[name].sha256)
 
     if split == "icons":
         dataset = _carve_valid(dataset, _ICONS_VALID_SIZE[name])
@@ -248,6 +248,13 @@ def load_idx_dataset(
     found, missing = _find_idx_files(directory)
     if missing:
         raise DataError(_missing_message(name, directory, missing, None))
+    return _load_idx_files(found, name, checksums)
+
+
+def _load_idx_files(
+    found: Mapping[str, Path], name: str, checksums: Mapping[str, str] | None
+) -> Dataset:
+    """:func:`load_idx_dataset` of the file of each IDX stem (``found``)."""
     paths = tuple(found[stem].resolve() for stem in IDX_FILES)
     stamps = tuple((st.st_size, st.st_mtime_ns) for st in (path.stat() for path in paths))
     expected = None if checksums is None else tuple(checksums[stem] for stem in IDX_FILES)
@@ -624,33 +631,38 @@ def _find_idx_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
 
 def _missing_message(name: str, directory: Path, missing: list[str], failure: str | None) -> str:
     files = ", ".join(f"{stem}.gz" for stem in missing)
-    failed = f" and downloading them failed ({failure})" if failure else ""
+    them = "them" if len(missing) > 1 else "it"
+    failed = f" and downloading {them} failed ({failure})" if failure else ""
     mirror = _SOURCES[name].mirrors[0] if name in _SOURCES else "the dataset's website"
     return (
-        f"{name}: missing {files} in {directory}{failed}; download them from {mirror} or pass "
-        f"--data-dir / set {DATA_DIR_ENV} to a directory that holds them"
+        f"{name}: missing {files} in {directory}{failed}; download {them} from {mirror} or "
+        f"pass --data-dir / set {DATA_DIR_ENV} to a directory that holds {them}"
     )
 
 
-def _locate_or_download(name: str, directory: Path, download: bool) -> Path:
-    """Return a directory holding all four files of ``name``, downloading them if allowed.
-
-    Downloads go to the cache, never into a directory the user named, which may be shared or
-    read-only; a complete cache is then used in place of an incomplete user directory.
+def _locate_or_download(name: str, directory: Path, download: bool) -> dict[str, Path]:
+    """The file of each IDX stem of ``name``: the one in ``directory``, else the cache's,
+    downloaded there if allowed. Only the files ``directory`` lacks are downloaded (a
+    failure names those), into the cache, never into a directory the user named, which may
+    be shared or read-only.
     """
-    _, missing = _find_idx_files(directory)
+    found, missing = _find_idx_files(directory)
     if not missing:
-        return directory
+        return found
     if not download:
         raise DataError(_missing_message(name, directory, missing, None))
     cache = _cache_root() / name
-    _, cache_missing = _find_idx_files(cache)
-    try:
-        for stem in cache_missing:
-            _download(name, stem, cache)
-    except (_DownloadError, OSError) as exc:
-        raise DataError(_missing_message(name, directory, missing, _one_line(exc))) from None
-    return cache
+    cached, _ = _find_idx_files(cache)
+    for stem in missing:
+        if stem not in cached:
+            try:
+                _download(name, stem, cache)
+            except (_DownloadError, OSError) as exc:
+                failure = _one_line(exc)
+                raise DataError(_missing_message(name, directory, missing, failure)) from None
+            cached[stem] = cache / f"{stem}.gz"
+        found[stem] = cached[stem]
+    return found
 
 
 class _DownloadError(Exception):

@@ -19,8 +19,11 @@ A run directory holds:
 - ``topology.npz``: with your own topology (``topology.family = "file"``), the topology read
   from the edge-list file when the run started (:meth:`~eqprop.topology.Topology.save`); the run
   resumes from it, so the original file is no longer needed;
-- ``checkpoint.pt``: the trainer's complete state, the metrics of the finished epochs and a
-  SHA-256 of both, written atomically (temporary file, fsync, rename) every
+- ``best.pt``: the network of the epoch with the lowest held-out error so far, with its
+  epoch, the config it was trained with and a SHA-256 of all of them;
+- ``checkpoint.pt``: the trainer's complete state, the metrics of the finished epochs, the
+  resolved config it was trained with (its TOML text and the SHA-256 of that) and a SHA-256
+  of all of them, written atomically (temporary file, fsync, rename) every
   ``checkpoint_every`` batches, at the end of every epoch, and when the run is stopped by
   Ctrl-C (SIGINT) or SIGTERM (a batch scheduler's time limit, a shutdown): the batch under
   way finishes, the checkpoint is written, and :class:`~eqprop.errors.Interrupted` (a
@@ -32,11 +35,15 @@ A run directory holds:
 Every file is written atomically, so a crash (SIGKILL, power loss, a full disk) leaves either
 its old or its new version. A new run directory appears complete (with its ``config.toml``) or
 not at all. The checkpoint is the source of truth: resuming verifies it (its zip CRCs, its
-stored checksum, that it fits the config), loads it with ``weights_only=True`` (a checkpoint
-cannot run code), rewrites ``metrics.jsonl`` from the metrics it holds and drops any per-epoch
-file written after it, so a run killed at any moment and resumed ends with the same weights
-and metrics as one never interrupted. A process training a run holds a lock on its directory
-(``flock``); a second one is refused.
+stored checksum, that the config it records is the run's ``config.toml`` but for a longer
+``train.epochs``, that its shapes fit), loads it with ``weights_only=True`` (a checkpoint
+cannot run code), verifies ``best.pt`` alike, rewrites ``metrics.jsonl`` from the metrics it
+holds and drops any per-epoch file written after it, so a run killed at any moment and
+resumed ends with the same weights and metrics as one never interrupted. An epoch's record
+reaches ``metrics.jsonl`` only after the checkpoint that holds it: a directory whose metrics
+hold finished epochs but whose checkpoint is gone is refused, and only one that never
+reached its first checkpoint starts again from the beginning. A process training a run
+holds a lock on its directory (``flock``); a second one is refused.
 
 Every check that can fail (config, device, data, layer sizes against the data, memory, the
 checkpoint) runs before anything is written; every write that fails (a full disk, a read-only
@@ -74,7 +81,15 @@ from tqdm import tqdm
 
 from eqprop import arithmetic
 from eqprop import topology as topo
-from eqprop.config import FILE, MASKED_SGD, RunConfig, from_dict, load_file
+from eqprop.config import (
+    FILE,
+    MASKED_SGD,
+    RunConfig,
+    flat_items,
+    from_dict,
+    load_file,
+    parse_toml,
+)
 from eqprop.data import Dataset, load_dataset, load_npz
 from eqprop.errors import ConfigError, DivergenceError, EqpropError, Interrupted
 from eqprop.network import Network
@@ -374,13 +389,20 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     atomic_write(path, lambda f: f.write(payload))
 
 
-def check_writable_file(path: Path) -> None:
-    """A one-line error now, before long work, if ``path`` cannot be written later: its
-    directory is missing or not writable, or the path is a directory."""
+def check_writable_file(path: str | os.PathLike, what: str = "--out") -> None:
+    """A one-line error now, before long work, if ``path`` cannot be written later: it is
+    empty, too long or a loop of links (:func:`check_path`), a directory or another thing
+    that is not a regular file (writing into a FIFO would hang), or its directory is missing
+    or not writable."""
+    check_path(path, what)
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if os.path.isdir(path):
         raise EqpropError(f"{path} is a directory; give a file name such as {path / 'out.json'}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        mode = os.stat(path).st_mode
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise EqpropError(f"{what} {path} is {kind}, not a file; give the path of a file")
     if not os.path.isdir(parent):
         raise EqpropError(f"the directory of {path} does not exist; create {parent} first")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -403,10 +425,11 @@ def check_path(path: str | os.PathLike, what: str) -> None:
             raise EqpropError(f"{what} {path_problem(path)}; give another path") from None
 
 
-def check_output_dir(path: Path, what: str = "--out") -> None:
+def check_output_dir(path: Path, what: str = "--out", *, writable: bool = True) -> None:
     """A one-line error now if directory ``path`` can neither be used nor created: it is
-    empty, too long or a loop of links (:func:`check_path`), a file, lies under a file, or it
-    (or the existing directory it would be created in) is not writable."""
+    empty, too long or a loop of links (:func:`check_path`), a file, lies under a file, or
+    (with ``writable``: where it will be written) it or the existing directory it would be
+    created in is not writable."""
     check_path(path, what)
     path = Path(path)
     if os.path.lexists(path) and not os.path.isdir(path):
@@ -418,7 +441,7 @@ def check_output_dir(path: Path, what: str = "--out") -> None:
         raise EqpropError(
             f"{what} {path} lies under {existing}, which is a file; give a directory path"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
         verb = "write into" if existing == path else f"create {path} in"
         raise EqpropError(
             f"cannot {verb} {existing} (read-only or permission denied); choose another {what}"
@@ -584,18 +607,39 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
-def save_best(path: Path, network: Network, epoch: int, held_out_error: float) -> None:
-    """Write the network's weights (``state_dict``) with the epoch and its held-out error,
-    atomically."""
-    payload = {"network": network.state_dict(), "epoch": epoch, "test_error": held_out_error}
-    atomic_write(path, lambda f: torch.save(payload, f))
+def config_digest(config: RunConfig) -> str:
+    """SHA-256 of the resolved config (its TOML text, as ``config.toml`` holds it)."""
+    return hashlib.sha256(config.to_toml().encode()).hexdigest()
 
 
-def _damaged(path: Path, why: str) -> EqpropError:
-    return EqpropError(
-        f"{path} is damaged ({why}); the run cannot continue from it: restore it from a copy, "
-        f"or delete it to train the run again from the start"
-    )
+def config_record(config: RunConfig) -> dict[str, str]:
+    """What a checkpoint and ``best.pt`` record of the config they were trained with: its
+    TOML text (``config``) and its :func:`config_digest` (``config_sha256``)."""
+    return {"config": config.to_toml(), "config_sha256": config_digest(config)}
+
+
+def save_best(
+    path: Path, network: Network, epoch: int, held_out_error: float, config: RunConfig
+) -> None:
+    """Write the network's weights (``state_dict``) with the epoch, its held-out error and
+    the config it was trained with (:func:`config_record`), and a SHA-256 of all of them as
+    a checkpoint has (:func:`state_digest`), atomically."""
+    payload = {
+        "network": network.state_dict(),
+        "epoch": epoch,
+        "test_error": held_out_error,
+        **config_record(config),
+    }
+    save_checkpoint(path, payload)
+
+
+def start_over(run_dir: Path) -> str:
+    """The command that trains a run's config again from the start, in a new directory."""
+    return f"start the run over with: eqprop train --config {run_dir / CONFIG} --out NEW_DIR"
+
+
+def _damaged(path: Path, why: str, fix: str) -> EqpropError:
+    return EqpropError(f"{path} is damaged ({why}); {fix}")
 
 
 _KINDS = (
@@ -629,69 +673,172 @@ def check_regular_file(path: Path, fix: str) -> None:
         raise EqpropError(f"{path} is {kind}, not a file eqprop wrote; {fix}")
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """The verified content of a checkpoint: its zip CRCs, then (where the checkpoint has one;
-    older ones do not) its stored checksum; loaded with ``weights_only=True``, so a crafted
-    file cannot run code. One-line :class:`~eqprop.errors.EqpropError` otherwise."""
-    path = Path(path)
-    check_regular_file(path, "delete it to train the run again from the start")
+#: the fix for a damaged checkpoint outside a run directory of ``eqprop train`` (a baseline's)
+_RETRAIN = "delete it to train the run again from the start"
+#: the fix for a damaged ``best.pt``
+_BEST_FIX = (
+    "restore it from a copy, or delete it (the next epoch better than all before writes it again)"
+)
+
+
+def _load_verified(path: Path, what: str, fix: str) -> dict:
+    """The content of ``path`` (a ``what``: a checkpoint or ``best.pt``), verified: a regular
+    file, its zip CRCs, then (where it has one; older files do not) its stored checksum;
+    loaded with ``weights_only=True``, so a crafted file cannot run code. One-line
+    :class:`~eqprop.errors.EqpropError` ending with ``fix`` otherwise."""
+    check_regular_file(path, fix)
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-        raise _damaged(path, f"not a complete checkpoint archive: {exc}") from None
+        raise _damaged(path, f"not a complete {what} archive: {exc}", fix) from None
     except OSError as exc:
-        raise EqpropError(f"cannot read {path} ({exc.strerror})") from None
+        raise EqpropError(f"cannot read {path} ({exc.strerror}); {fix}") from None
     if bad is not None:
-        raise _damaged(path, f"CRC mismatch in {bad}")
+        raise _damaged(path, f"CRC mismatch in {bad}", fix)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an unpickling error: not a checkpoint, or one that runs code
         first = " ".join(str(exc).split("\n")[0].split())[:160]
         raise EqpropError(
-            f"{path} is not an eqprop checkpoint (it holds something else than tensors and "
-            f"numbers: {first}); delete it to train the run again from the start"
+            f"{path} is not an eqprop {what} (it holds something else than tensors and "
+            f"numbers: {first}); {fix}"
         ) from None
-    if not isinstance(state, dict) or not isinstance(state.get("trainer"), dict):
-        raise EqpropError(f"{path} is not an eqprop checkpoint (no trainer state)")
+    if not isinstance(state, dict):
+        raise EqpropError(f"{path} is not an eqprop {what} (not a dictionary); {fix}")
     digest = state.pop("digest", None)
     if digest is not None and digest != state_digest(state):
-        raise _damaged(path, "its content does not match its stored checksum")
+        raise _damaged(path, "its content does not match its stored checksum", fix)
     return state
+
+
+def load_checkpoint(path: str | Path, fix: str = _RETRAIN) -> dict:
+    """The verified content of a checkpoint (:func:`_load_verified`); ``fix`` ends a
+    one-line :class:`~eqprop.errors.EqpropError`."""
+    path = Path(path)
+    state = _load_verified(path, "checkpoint", fix)
+    if not isinstance(state.get("trainer"), dict):
+        raise EqpropError(f"{path} is not an eqprop checkpoint (no trainer state); {fix}")
+    return state
+
+
+def not_fitting(path: Path, detail: str) -> EqpropError:
+    """The one-line error for a checkpoint or ``best.pt`` at ``path`` that does not fit its
+    run's ``config.toml``; ``detail`` (``": ..."`` or ``" (...)"``) says how."""
+    config = path.parent / CONFIG
+    return EqpropError(
+        f"{path} does not fit {config}{detail}; {config} was edited or {path.name} is another "
+        f"run's: restore the run's own files, or {start_over(path.parent)}"
+    )
+
+
+def check_trained_with(path: Path, saved: dict, config: RunConfig) -> None:
+    """A one-line error naming the keys (with both values) in which the config a checkpoint
+    or ``best.pt`` (``saved``, read from ``path``) records differs from ``config``, the run's
+    ``config.toml``. ``train.epochs`` may differ: a resume may extend a run. Files written
+    before eqprop recorded the config (no ``config_sha256``) are not checked: they resume as
+    before, with their shapes still checked against the config."""
+    digest = saved.get("config_sha256")
+    if digest is None or digest == config_digest(config):
+        return
+    try:
+        recorded = flat_items(from_dict(parse_toml(saved["config"], str(path))))
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise EqpropError(
+            f"{path} records a config this eqprop cannot read ({exc}); it was written by "
+            f"another version of eqprop: resume it with that version"
+        ) from None
+    current = flat_items(config)
+    keys = [
+        key
+        for key in sorted(set(recorded) | set(current))
+        if key != "train.epochs" and recorded.get(key) != current.get(key)
+    ]
+    if not keys:
+        return
+
+    def value(values: dict, key: str) -> str:
+        text = repr(values[key]) if key in values else "unset"
+        return text if len(text) <= 60 else f"{text[:56]}..."
+
+    shown = ", ".join(
+        f"{key} is {value(recorded, key)} in {path.name} but {value(current, key)} in {CONFIG}"
+        for key in keys[:4]
+    )
+    more = f" (and {len(keys) - 4} more keys)" if len(keys) > 4 else ""
+    raise not_fitting(path, f": {shown}{more}")
 
 
 _TRAINER_KEYS = ("weights", "biases", "particles", "generator", "epoch", "order", "position")
 
 
-def _check_state(path: Path, state: dict, config: RunConfig, n_train: int, n_held: int) -> None:
-    """The checkpoint fits the config: the shapes of biases and particles, the counters."""
+def _check_state(
+    path: Path, state: dict, config: RunConfig, n_train: int | None, n_held: int | None
+) -> None:
+    """The checkpoint fits the config: the shapes of biases and (given the data's sizes
+    ``n_train`` and ``n_held``) of the particles, the counters."""
     trainer = state["trainer"]
     missing = [k for k in (*_TRAINER_KEYS, "counters", "epoch_rates", "epoch_steps")
                if k not in trainer]  # fmt: skip
     if missing or "wall" not in state:
         raise EqpropError(f"{path} is not an eqprop checkpoint (no {(missing or ['wall'])[0]})")
     n_state = sum(config.topology.sizes[1:])
-    expected = {
-        "biases": (trainer["biases"], (n_state,)),
-        "particles": (
+    expected = {"biases": (trainer["biases"], (n_state,))}
+    if n_train is not None and n_held is not None:
+        expected["particles"] = (
             trainer["particles"],
             (n_train, n_state) if config.train.persistent else None,
-        ),
-        "test particles": (
+        )
+        expected["test particles"] = (
             state.get("test_particles"),
             (n_held, n_state) if config.train.test_persistent else None,
-        ),
-    }
+        )
     for name, (value, shape) in expected.items():
         got = tuple(value.shape) if isinstance(value, torch.Tensor) else value
         if got != shape:
-            raise EqpropError(
-                f"{path} does not fit {path.parent / CONFIG} ({name} of shape {got}, the config "
-                f"needs {shape}); the checkpoint belongs to another run or the config was edited"
-            )
+            raise not_fitting(path, f" ({name} of shape {got}, the config needs {shape})")
     epoch, position = trainer["epoch"], trainer["position"]
     if not (isinstance(epoch, int) and isinstance(position, int) and epoch >= 0 <= position):
         raise EqpropError(f"{path} is not an eqprop checkpoint (epoch {epoch!r})")
+
+
+def read_checkpoint(
+    run_dir: Path, config: RunConfig, n_train: int | None = None, n_held: int | None = None
+) -> dict | None:
+    """The verified state of the checkpoint of ``run_dir``, checked against ``config`` (its
+    ``config.toml``): the config the checkpoint records (:func:`check_trained_with`), its
+    trainer state and shapes (the particles' where the data's sizes ``n_train`` and
+    ``n_held`` are given). None for a run that never reached its first checkpoint. A run
+    whose ``metrics.jsonl`` holds finished epochs did reach it (an epoch's record is
+    written after the checkpoint that holds it), so a checkpoint missing there is a
+    one-line error, as is a dangling link."""
+    path = run_dir / CHECKPOINT
+    if not os.path.lexists(path):
+        done = [r["epoch"] for r in _parse_metrics(run_dir / METRICS)[0]]
+        if done:
+            raise EqpropError(
+                f"{run_dir} has finished {max(done)} epoch(s) ({METRICS}) but has no "
+                f"{CHECKPOINT} to continue from (deleted or lost); restore {path} from a "
+                f"copy, or {start_over(run_dir)}"
+            )
+        return None
+    state = load_checkpoint(path, f"restore it from a copy, or {start_over(run_dir)}")
+    check_trained_with(path, state, config)
+    _check_state(path, state, config, n_train, n_held)
+    return state
+
+
+def load_best(run_dir: Path, config: RunConfig) -> dict:
+    """The verified content of ``run_dir``'s ``best.pt`` (its checksum, its epoch, the config
+    it records against ``config``): ``network`` (a ``state_dict``), ``epoch`` and
+    ``test_error``. One-line :class:`~eqprop.errors.EqpropError` otherwise."""
+    path = run_dir / BEST
+    saved = _load_verified(path, BEST, _BEST_FIX)
+    for key, kind in (("network", dict), ("epoch", int)):
+        if not isinstance(saved.get(key), kind) or isinstance(saved.get(key), bool):
+            raise EqpropError(f"{path} is not an eqprop {BEST} (no {key}); {_BEST_FIX}")
+    check_trained_with(path, saved, config)
+    return saved
 
 
 # -- run directories ------------------------------------------------------------------------
@@ -980,10 +1127,10 @@ def train_run(
         _check_same_data(run_dir, data)
         held = data.held_out
         ckpt_path = run_dir / CHECKPOINT
-        state = None
-        if os.path.lexists(ckpt_path):  # a dangling link is an error, not a fresh start
-            state = load_checkpoint(ckpt_path)
-            _check_state(ckpt_path, state, config, len(data.train), len(held))
+        state = read_checkpoint(run_dir, config, len(data.train), len(held))
+        if os.path.lexists(run_dir / BEST):
+            load_best(run_dir, config)
+        if state is not None:
             done = state["trainer"]["epoch"]
             if config.train.epochs < done:
                 raise ConfigError(
@@ -1023,10 +1170,8 @@ def train_run(
                 if test_particles is not None:
                     test_particles.copy_(state["test_particles"])
             except (RuntimeError, TypeError, ValueError, KeyError, IndexError) as exc:
-                raise EqpropError(
-                    f"{ckpt_path} does not fit {run_dir / CONFIG} ({_first_line(exc)}); the "
-                    f"checkpoint belongs to another run or the config was edited"
-                ) from None
+                first = " ".join(str(exc).split("\n")[0].split())[:160]
+                raise not_fitting(ckpt_path, f" ({first})") from None
             wall = float(state["wall"])
             records = state.get("records")
             before = state.get("arithmetic")
@@ -1079,6 +1224,7 @@ def train_run(
                 "test_particles": test_particles,
                 "records": list(records),
                 "arithmetic": computing,
+                **config_record(config),
             }
             with _writing(ckpt_path, resume_fix):
                 save_checkpoint(ckpt_path, state)
@@ -1147,16 +1293,15 @@ def train_run(
                     _save_epoch(run_dir, STEPS, result.epoch, result.free_steps.numpy())
                     if writer is not None:
                         _log_epoch(writer, record)
-                    records.append(record)
-                    try:
-                        _write_metrics(run_dir, records)
-                    except BaseException:
-                        records.pop()
-                        raise
-                    earlier = [r["test_error"] for r in records[:-1]]
+                    earlier = [r["test_error"] for r in records]
                     if not earlier or held_error < min(earlier):
-                        save_best(run_dir / BEST, network, result.epoch, held_error)
+                        save_best(run_dir / BEST, network, result.epoch, held_error, config)
+                records.append(record)
                 checkpoint()
+                # the epoch's record goes on disk after the checkpoint that holds it, so a
+                # directory whose metrics hold an epoch has had a checkpoint (read_checkpoint)
+                with _writing(run_dir, resume_fix):
+                    _write_metrics(run_dir, records)
                 tqdm.write(_epoch_line(record, config.train.epochs))
                 if not interrupted[0] and stop_request.exists():  # asked during evaluation
                     interrupted[0] = signal.SIGTERM

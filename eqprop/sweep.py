@@ -480,6 +480,9 @@ def _write(path: Path, text: str) -> None:
 def write_results(sweep: Sweep) -> SweepReport:
     """Write ``results.csv``, ``aggregate.csv`` and the plot of the sweep from its trial
     directories (any trials that have run so far)."""
+    from eqprop.runs import check_output_dir
+
+    check_output_dir(sweep.out, "the sweep directory")
     rows = _rows(sweep)
     sweep.out.mkdir(parents=True, exist_ok=True)
     table = sweep.out / TABLE
@@ -562,9 +565,10 @@ def run_sweep(
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     echo = echo or (lambda line: print(line, flush=True))
-    from eqprop.runs import start_run
+    from eqprop.runs import check_output_dir, start_run
     from eqprop.sweeps import engine
 
+    check_output_dir(sweep.out, "the sweep directory")
     with _locked(sweep.out):
         states = {}
         for trial in sweep.trials:
@@ -680,6 +684,10 @@ def run_from_cli(args: argparse.Namespace) -> int:
         plot_metric=args.plot_metric,
         plot_key=args.plot_key,
     )
+    from eqprop.runs import check_output_dir
+
+    where = "--out" if args.out is not None else "the sweep directory"
+    check_output_dir(sweep.out, where, writable=not args.dry_run)  # a dry run writes nothing
     if args.dry_run:
         for trial in sweep.trials:
             _check_existing(sweep, trial, extend=False)

@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import tomli_w
 import torch
+
+from eqprop.config import parse_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a tiny digits run: 10 batches an epoch, a checkpoint every 3 batches
@@ -305,13 +308,34 @@ def other_run(server, tmp_path_factory) -> Path:
     return make_run(server, tmp_path_factory.mktemp("other"), "run", "--set", "sizes=[64, 20, 10]")
 
 
+@pytest.fixture(scope="module")
+def twin_run(server, tmp_path_factory) -> Path:
+    """A finished run of the same shapes with another learning rate and seed."""
+    return make_run(
+        server, tmp_path_factory.mktemp("twin"), "run", "--set", "lr=0.05", "--set", "seed=1"
+    )
+
+
+#: a sweep of two digits trials (its directory: sweeps/sweep, or --out)
+SWEEP = """preset = "digits"
+[set]
+"train.epochs" = 1
+[grid]
+"update.lr" = [0.05, 0.1]
+"""
+
+
 @pytest.fixture
-def workspace(finished_run, other_run):
-    """A directory with a finished run ``run``, a file ``afile``, a read-only directory ``ro``
-    (holding ``ro/empty``), an unreadable directory ``secret`` and config files."""
+def workspace(finished_run, other_run, twin_run):
+    """A directory with a finished run ``run`` (and ``other``, of other shapes, and ``twin``,
+    of the same shapes, other rate and seed), a file ``afile``, a read-only directory ``ro``
+    (holding ``ro/empty``), an unreadable directory ``secret``, config and sweep files."""
     root = world_tmp("eqprop-cli-")
     shutil.copytree(finished_run, root / "run")
     shutil.copytree(other_run, root / "other")
+    shutil.copytree(twin_run, root / "twin")
+    (root / "sweep.toml").write_text(SWEEP)
+    (root / "sweep-into-afile.toml").write_text('out = "afile"\n' + SWEEP)
     (root / "afile").write_text("not a directory\n")
     (root / "latin1.toml").write_bytes("description = 'caf\xe9'\n".encode("latin-1"))
     (root / "bad.toml").write_text("[free\nsteps = 3\n")
@@ -392,6 +416,91 @@ def edited_config(root: Path) -> None:
     assert "20" in path.read_text()
 
 
+def edited_config_values(*changes: tuple[str, object]) -> Callable[[Path], None]:
+    """A setup that edits ``run/config.toml`` by hand: each ``(key, value)`` (``section.key``
+    or ``description``) set to ``value``."""
+
+    def setup(root: Path) -> None:
+        path = root / "run" / "config.toml"
+        values = parse_toml(path.read_text(), str(path))
+        for key, value in changes:
+            section, _, name = key.rpartition(".")
+            (values[section] if section else values)[name] = value
+        path.write_text(tomli_w.dumps(values))
+
+    return setup
+
+
+def copied(source: str, target: str) -> Callable[[Path], None]:
+    """A setup that copies ``source`` over ``target`` (paths in the workspace)."""
+    return lambda root: shutil.copyfile(root / source, root / target)
+
+
+def removed(*names: str) -> Callable[[Path], None]:
+    """A setup that deletes the files ``names`` of the run."""
+
+    def setup(root: Path) -> None:
+        for name in names:
+            (root / "run" / name).unlink()
+
+    return setup
+
+
+def zero_best(root: Path) -> None:
+    path = root / "run" / "best.pt"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def truncate_best(root: Path) -> None:
+    path = root / "run" / "best.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def resaved_best(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    """A setup that loads ``run/best.pt``, applies ``change`` to its content (the stored
+    checksum kept, where it has one), and saves it again: a valid archive."""
+
+    def setup(root: Path) -> None:
+        path = root / "run" / "best.pt"
+        saved = torch.load(path, weights_only=True)
+        saved = change(saved) or saved
+        torch.save(saved, path)
+
+    return setup
+
+
+def tamper_best(saved: dict) -> None:
+    assert "digest" in saved
+    next(iter(saved["network"].values())).view(-1)[0] += 1.0
+
+
+def crafted_best(root: Path) -> None:
+    """A best.pt whose unpickling would run code (it would create ``pwned``)."""
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {root / 'pwned'}",))
+
+    torch.save({"network": Payload(), "epoch": 1}, root / "run" / "best.pt")
+
+
+def torn_metrics(root: Path) -> None:
+    """The last line of ``run/metrics.jsonl`` cut short (as by a full disk)."""
+    path = root / "run" / "metrics.jsonl"
+    text = path.read_text()
+    path.write_text(text[: len(text) - 40])
+
+
+def partial_mnist(root: Path) -> None:
+    """``partial``: the MNIST files but the training labels (links to the real ones)."""
+    (root / "partial").mkdir()
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        os.symlink(Path(DATA) / "mnist" / f"{name}.gz", root / "partial" / f"{name}.gz")
+
+
 def interrupted_start(root: Path) -> None:
     (root / "half").mkdir()
     (root / "half" / ".config.toml.tmp").write_bytes(b"format_version = 2\n[da")
@@ -429,6 +538,11 @@ class Case:
 
 
 MNIST_784 = ["--set", "dataset='mnist'", "--set", "sizes=[784, 16, 10]"]
+#: benchmarks that take seconds (where a case would otherwise run one)
+QUICK_BENCH = ["--preset", "digits", "--batches", "1", "--steps", "2", "--naive-steps", "1"]
+QUICK_BENCH += ["--threads", "1", "--no-memory"]
+QUICK_SOLVERS = ["--preset", "digits", "--solver", "fista", "--limit", "20", "--sample", "1"]
+QUICK_SOLVERS += ["--cap", "5", "--threads", "1", "--quiet"]
 T = TINY_ARGS
 
 
@@ -749,6 +863,206 @@ CASES = {
         "run/checkpoint.pt is a symbolic link to gone.pt, which does not exist",
         setup=lambda w: _replace(w / "run" / "checkpoint.pt", lambda p: os.symlink("gone.pt", p)),
     ),
+    # a run directory proves what it is: config.toml edited by hand after the run trained
+    **{
+        f"resume-config-edited-{key}": Case(
+            ["train", "--resume", "run", "--set", "epochs=3"],
+            f"run/checkpoint.pt does not fit run/config.toml: {key} is {was} in checkpoint.pt "
+            f"but {now} in config.toml; run/config.toml was edited or checkpoint.pt is another "
+            "run's: restore the run's own files, or start the run over with: eqprop train "
+            "--config run/config.toml --out NEW_DIR",
+            setup=edited_config_values((key, value)),
+        )
+        for key, value, was, now in [
+            ("update.lr", 0.2, "0.1", "0.2"),
+            ("update.bias_lr", 0.05, "unset", "0.05"),
+            ("train.seed", 1, "0", "1"),
+            ("free.steps", 12, "10", "12"),
+            ("free.eps", 0.4, "0.5", "0.4"),
+            ("nudged.steps", 4, "3", "4"),
+            ("nudged.eps", 0.3, "0.5", "0.3"),
+            ("estimator.beta", 0.5, "1.0", "0.5"),
+            ("estimator.kind", "centered", "'random-sign'", "'centered'"),
+            ("train.batch_size", 20, "10", "20"),
+            ("train.batch_order", "fixed", "'reshuffle'", "'fixed'"),
+            ("train.dtype", "float64", "'float32'", "'float64'"),
+            ("train.layout", "dense", "'auto'", "'dense'"),
+            ("topology.seed", 1, "0", "1"),
+        ]
+    },
+    "resume-config-edited-description": Case(
+        ["train", "--resume", "run"],
+        "description is \"Small layered network on scikit-learn's bundled 8x8 dig... in "
+        "checkpoint.pt but 'mine' in config.toml;",
+        setup=edited_config_values(("description", "mine")),
+    ),
+    "resume-config-edited-two-keys": Case(
+        ["train", "--resume", "run"],
+        "train.seed is 0 in checkpoint.pt but 7 in config.toml, update.lr is 0.1 in "
+        "checkpoint.pt but 0.3 in config.toml;",
+        setup=edited_config_values(("update.lr", 0.3), ("train.seed", 7)),
+    ),
+    "resume-config-edited-five-keys": Case(
+        ["train", "--resume", "run"],
+        "in config.toml (and 1 more keys); run/config.toml was edited",
+        setup=edited_config_values(
+            ("update.lr", 0.3),
+            ("train.seed", 7),
+            ("free.steps", 11),
+            ("nudged.steps", 5),
+            ("estimator.beta", 0.9),
+        ),
+    ),
+    "resume-config-edited-lr-and-epochs": Case(  # extending the run excuses train.epochs only
+        ["train", "--resume", "run"],
+        "update.lr is 0.1 in checkpoint.pt but 0.2 in config.toml;",
+        setup=edited_config_values(("update.lr", 0.2), ("train.epochs", 3)),
+    ),
+    "resume-config-of-another-run": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "train.seed is 0 in checkpoint.pt but 1 in config.toml, update.lr is 0.1 in "
+        "checkpoint.pt but 0.05 in config.toml;",
+        setup=copied("twin/config.toml", "run/config.toml"),
+    ),
+    "resume-checkpoint-of-a-twin-run": Case(  # same shapes, other rate and seed
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/checkpoint.pt does not fit run/config.toml: train.seed is 1 in checkpoint.pt but "
+        "0 in config.toml, update.lr is 0.05 in checkpoint.pt but 0.1 in config.toml;",
+        setup=copied("twin/checkpoint.pt", "run/checkpoint.pt"),
+    ),
+    # finished epochs and no checkpoint: not a fresh start
+    "resume-checkpoint-deleted": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run has finished 2 epoch(s) (metrics.jsonl) but has no checkpoint.pt to continue from "
+        "(deleted or lost); restore run/checkpoint.pt from a copy, or start the run over with: "
+        "eqprop train --config run/config.toml --out NEW_DIR",
+        setup=removed("checkpoint.pt"),
+    ),
+    "resume-checkpoint-deleted-not-extended": Case(
+        ["train", "--resume", "run"],
+        "run has finished 2 epoch(s) (metrics.jsonl) but has no checkpoint.pt",
+        setup=removed("checkpoint.pt"),
+    ),
+    "resume-checkpoint-and-best-deleted": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run has finished 2 epoch(s) (metrics.jsonl) but has no checkpoint.pt",
+        setup=removed("checkpoint.pt", "best.pt"),
+    ),
+    "resume-checkpoint-deleted-metrics-torn": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run has finished 1 epoch(s) (metrics.jsonl) but has no checkpoint.pt",
+        setup=lambda w: (removed("checkpoint.pt")(w), torn_metrics(w)),
+    ),
+    # best.pt: verified like the checkpoint
+    "resume-best-zeroed": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is damaged",
+        setup=zero_best,
+    ),
+    "resume-best-truncated": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is damaged (not a complete best.pt archive",
+        setup=truncate_best,
+    ),
+    "resume-best-empty": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is damaged (not a complete best.pt archive",
+        setup=lambda w: (w / "run" / "best.pt").write_bytes(b""),
+    ),
+    "resume-best-garbage": Case(
+        ["train", "--resume", "run"],
+        "run/best.pt is damaged (not a complete best.pt archive",
+        setup=lambda w: (w / "run" / "best.pt").write_bytes(os.urandom(4096)),
+    ),
+    "resume-best-tampered": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is damaged (its content does not match its stored checksum); restore it "
+        "from a copy, or delete it (the next epoch better than all before writes it again)",
+        setup=resaved_best(tamper_best),
+    ),
+    "resume-best-without-epoch": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is not an eqprop best.pt (no epoch); restore it from a copy",
+        setup=resaved_best(lambda saved: {"network": saved["network"]}),
+    ),
+    "resume-best-without-network": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is not an eqprop best.pt (no network)",
+        setup=resaved_best(lambda saved: {"epoch": 1}),
+    ),
+    "resume-best-not-a-dictionary": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is not an eqprop best.pt (not a dictionary)",
+        setup=lambda w: torch.save([1, 2], w / "run" / "best.pt"),
+    ),
+    "resume-best-crafted": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is not an eqprop best.pt (it holds something else than tensors",
+        setup=crafted_best,
+    ),
+    "resume-best-is-a-checkpoint": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt is not an eqprop best.pt (no network)",
+        setup=copied("run/checkpoint.pt", "run/best.pt"),
+    ),
+    "resume-best-of-a-twin-run": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt does not fit run/config.toml: train.seed is 1 in best.pt but 0 in "
+        "config.toml, update.lr is 0.05 in best.pt but 0.1 in config.toml;",
+        setup=copied("twin/best.pt", "run/best.pt"),
+    ),
+    "resume-best-of-other-shapes": Case(
+        ["train", "--resume", "run", "--set", "epochs=3"],
+        "run/best.pt does not fit run/config.toml: topology.sizes is [64, 20, 10] in best.pt "
+        "but [64, 16, 10] in config.toml;",
+        setup=copied("other/best.pt", "run/best.pt"),
+    ),
+    # sweeps: the sweep directory is checked before anything, a dry run too
+    "sweep-dry-run-into-a-file": Case(
+        ["sweep", "sweep-into-afile.toml", "--dry-run"],
+        "the sweep directory afile is a file, not a directory",
+    ),
+    "sweep-dry-run-out-a-file": Case(
+        ["sweep", "sweep.toml", "--dry-run", "--out", "afile"], "--out afile is a file"
+    ),
+    "sweep-dry-run-out-under-a-file": Case(
+        ["sweep", "sweep.toml", "--dry-run", "--out", "afile/s"], "--out afile/s lies under afile"
+    ),
+    "sweep-results-only-out-a-file": Case(
+        ["sweep", "sweep.toml", "--results-only", "--out", "afile"], "--out afile is a file"
+    ),
+    "sweep-results-only-out-read-only": Case(
+        ["sweep", "sweep.toml", "--results-only", "--out", "ro/s"],
+        "cannot create ro/s in ro",
+        user=AS_USER,
+    ),
+    # benchmarks: where the results go is checked before the benchmark runs
+    "bench-out-a-fifo": Case(
+        ["bench", *QUICK_BENCH, "--out", "fifo"],
+        "--out fifo is a FIFO (named pipe), not a file; give the path of a file",
+        setup=lambda w: os.mkfifo(w / "fifo"),
+    ),
+    "bench-out-empty": Case(["bench", *QUICK_BENCH, "--out", ""], "--out is empty; give a path"),
+    "bench-out-name-too-long": Case(
+        ["bench", *QUICK_BENCH, "--out", "b" * 300], "has a name of 300 characters"
+    ),
+    "bench-solvers-out-a-fifo": Case(
+        ["bench-solvers", *QUICK_SOLVERS, "--out", "fifo"],
+        "--out fifo is a FIFO (named pipe), not a file",
+        setup=lambda w: os.mkfifo(w / "fifo"),
+    ),
+    "bench-solvers-out-empty": Case(
+        ["bench-solvers", *QUICK_SOLVERS, "--out", ""], "--out is empty; give a path"
+    ),
+    # a failed download names the file that is missing
+    "data-dir-missing-only-labels": Case(
+        ["train", "--out", "new", *MNIST_784, "--data-dir", "partial"],
+        "mnist: missing train-labels-idx1-ubyte.gz in partial and downloading it failed "
+        "(https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
+        setup=partial_mnist,
+        env={"EQPROP_CACHE_DIR": "/nonexistent/eqprop-cache"},
+        skip=None if HAS_MNIST else "no MNIST files (EQPROP_DATA_DIR)",
+    ),
     "topology-n-1e10": Case(["topology", "--set", "n=10000000000"], "replacements"),
     "topology-unknown-preset": Case(["topology", "--preset", "nope"], "unknown preset"),
 }
@@ -770,6 +1084,53 @@ def test_a_bad_input_is_one_line_and_changes_nothing(name, server, workspace):
 
 def test_there_are_at_least_40_cases():
     assert len(CASES) >= 40
+
+
+def test_the_cases_cover_every_command_that_writes():
+    """Each command that writes fails in some case, with nothing written (the snapshot)."""
+    kinds = {
+        "train --resume" if "--resume" in case.args else case.args[0]
+        for case in CASES.values()
+        if case.args
+    }
+    writers = {"train", "train --resume", "sweep", "plot", "bench", "bench-solvers"}
+    assert writers | {"check-gradient", "reproduce"} <= kinds
+
+
+#: the cases of a run directory that is not what it claims, with the file ``load_run`` reads
+API_CASES = {
+    name: "best" if name.startswith("resume-best-") else "latest"
+    for name in CASES
+    if name.startswith(
+        (
+            "resume-config-edited-",
+            "resume-config-of-another-run",
+            "resume-checkpoint-of-a-twin-run",
+            "resume-foreign-checkpoint",
+            "resume-checkpoint-deleted",
+            "resume-checkpoint-and-best-deleted",
+            "resume-best-",
+        )
+    )
+}
+
+
+@pytest.mark.parametrize("name", list(API_CASES))
+def test_load_run_refuses_what_a_resume_refuses_with_the_same_line(
+    name, server, workspace, monkeypatch
+):
+    """``load_run`` raises an EqpropError with the very line ``train --resume`` prints."""
+    from eqprop.errors import EqpropError
+    from eqprop.saved import load_run
+
+    case = CASES[name]
+    case.setup(workspace)
+    (line,) = server.run(case.args, workspace).lines
+    monkeypatch.chdir(workspace)
+    with pytest.raises(EqpropError) as raised:
+        load_run("run", API_CASES[name])
+    assert f"eqprop: error: {raised.value}" == line
+    assert not (workspace / "pwned").exists()
 
 
 # -- point 1: a torn metrics line ---------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import struct
 import urllib.error
 import urllib.request
@@ -243,6 +244,45 @@ def test_load_dataset_offline_tries_every_mirror_then_explains(tmp_path: Path) -
     assert "downloading them failed (http://fashion-mnist.s3-website" in message
     assert "network disabled in tests" in message
     assert "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ or pass" in message
+
+
+@pytest.mark.parametrize("stem", IDX_FILES)
+def test_a_failed_download_names_the_one_file_that_is_missing(tmp_path: Path, stem: str) -> None:
+    """Only the files the data directory lacks are downloaded, so a failure names those
+    (it named the training images when only a labels file was missing)."""
+    for other in IDX_FILES:
+        if other != stem:
+            (tmp_path / f"{other}.gz").write_bytes(b"present")
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", data_dir=tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"mnist: missing {stem}.gz in {tmp_path} and downloading it failed (")
+    assert f"/mnist/{stem}.gz: <urlopen error network disabled in tests>" in message
+    assert [other for other in IDX_FILES if other != stem and other in message] == []
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.data
+def test_a_directory_lacking_one_file_is_completed_from_the_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, real_data_dir: Path
+) -> None:
+    requested = []
+
+    def mirror(url: str, timeout: float) -> io.BytesIO:
+        requested.append(url.rpartition("/")[2])
+        return io.BytesIO((real_data_dir / "mnist" / url.rpartition("/")[2]).read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", mirror)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for stem in IDX_FILES[:1] + IDX_FILES[2:]:
+        os.symlink(real_data_dir / "mnist" / f"{stem}.gz", partial / f"{stem}.gz")
+    dataset = load_dataset("mnist", data_dir=partial, limit=10)
+    assert requested == ["train-labels-idx1-ubyte.gz"]
+    assert int(dataset.train.y[0]) == 5
+    assert sorted(p.name for p in partial.iterdir()) == sorted(
+        f"{s}.gz" for s in IDX_FILES[:1] + IDX_FILES[2:]
+    )
 
 
 def test_load_dataset_rejects_a_download_that_fails_its_checksum(

@@ -814,3 +814,108 @@ def test_load_run_refuses_a_fifo_in_one_line_without_hanging(tmp_path, which):
     with pytest.raises(EqpropError, match=r"is a FIFO \(named pipe\), not a file eqprop wrote"):
         load_run(run, which)
     assert time.monotonic() - began < 1.0
+
+
+# -- a run directory proves what it is -----------------------------------------------------
+def test_checkpoints_and_best_record_the_config_they_were_trained_with(tmp_path):
+    from eqprop.runs import BEST, config_digest, load_best, load_checkpoint
+
+    config = small_config("epochs=1")
+    run = start_run(config, tmp_path / "run")
+    train_run(run)
+    state = load_checkpoint(run / CHECKPOINT)
+    assert state["config"] == config.to_toml() == (run / "config.toml").read_text()
+    assert state["config_sha256"] == config_digest(config)
+    best = load_best(run, config)
+    assert (best["epoch"], best["config_sha256"]) == (1, config_digest(config))
+    assert "digest" in torch.load(run / BEST, weights_only=True)  # verified when read
+
+
+def _without_config_record(path: Path) -> None:
+    """Rewrite a checkpoint or best.pt as eqprop wrote them before they recorded their
+    config (with a valid checksum of what is left)."""
+    from eqprop.runs import save_checkpoint
+
+    state = torch.load(path, weights_only=True)
+    for key in ("config", "config_sha256", "digest"):
+        state.pop(key)
+    save_checkpoint(path, state)
+
+
+def test_a_checkpoint_from_before_the_config_record_still_resumes(tmp_path):
+    """Older checkpoints and best.pt files hold no config: a resume cannot compare it, so
+    they resume as before (their shapes are still checked)."""
+    run = start_run(small_config("epochs=1"), tmp_path / "run")
+    train_run(run)
+    _without_config_record(run / CHECKPOINT)
+    _without_config_record(run / "best.pt")
+    records = train_run(run, epochs=2)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert load_run(run, "best").epoch in (1, 2)
+
+
+def test_an_old_checkpoint_of_other_shapes_is_the_same_line_from_load_run(tmp_path):
+    other = start_run(small_config("epochs=1", "sizes=[64, 20, 10]"), tmp_path / "other")
+    train_run(other)
+    run = start_run(small_config("epochs=1"), tmp_path / "run")
+    train_run(run)
+    shutil.copy(other / CHECKPOINT, run / CHECKPOINT)
+    _without_config_record(run / CHECKPOINT)
+    with pytest.raises(EqpropError) as resumed:
+        train_run(run, epochs=2)
+    with pytest.raises(EqpropError) as loaded:
+        load_run(run)
+    assert str(loaded.value) == str(resumed.value)
+    assert "checkpoint.pt does not fit" in str(resumed.value)
+    assert "(biases of shape (30,), the config needs (34,))" in str(resumed.value)
+
+
+@pytest.mark.parametrize("edit", ["epochs", "layout"])
+def test_config_toml_may_extend_the_epochs_and_be_rewritten_with_the_same_values(tmp_path, edit):
+    """Only the values count (not how the file is written), and train.epochs may grow: an
+    extension whose new config.toml was written before its first checkpoint resumes."""
+    run = start_run(small_config("epochs=1"), tmp_path / "run")
+    train_run(run)
+    path = run / "config.toml"
+    if edit == "epochs":
+        path.write_text(path.read_text().replace("epochs = 1", "epochs = 2"))
+    else:
+        path.write_text(
+            "# my note\n" + path.read_text().replace("sizes = [\n    64,", "sizes = [64,")
+        )
+    records = train_run(run)
+    assert records[-1]["epoch"] == (2 if edit == "epochs" else 1)
+
+
+def test_a_run_that_never_reached_its_first_checkpoint_starts_again_silently(tmp_path):
+    """Killed after its first epoch's files but before the checkpoint that holds the epoch
+    (whose record goes into metrics.jsonl only after it): the run starts from the beginning
+    and ends as one never interrupted."""
+    config = small_config("epochs=1", "checkpoint_every=0")
+    reference = start_run(config, tmp_path / "reference")
+    expected = train_run(reference)
+    run = start_run(config, tmp_path / "run")
+    train_run(run)
+    (run / CHECKPOINT).unlink()
+    (run / "metrics.jsonl").unlink()  # as the crash left it: epoch 1's files, no record
+    records = train_run(run)
+    assert [{**r, "wall_time": 0} for r in records] == [{**r, "wall_time": 0} for r in expected]
+    assert torch.equal(
+        load_run(run, "best").network.biases, load_run(reference, "best").network.biases
+    )
+
+
+def test_the_start_over_command_of_a_lost_checkpoint_trains_the_run_again(tmp_path):
+    from eqprop.cli import main
+
+    run = start_run(small_config("epochs=1"), tmp_path / "run")
+    expected = train_run(run)
+    (run / CHECKPOINT).unlink()
+    with pytest.raises(EqpropError) as raised:
+        train_run(run)
+    command = str(raised.value).rpartition("start the run over with: ")[2]
+    assert command == f"eqprop train --config {run / 'config.toml'} --out NEW_DIR"
+    again = tmp_path / "again"
+    args = command.replace("NEW_DIR", str(again)).split()[1:]
+    assert main([*args, "--quiet"]) == 0
+    assert [r["train_error"] for r in read_metrics(again)] == [r["train_error"] for r in expected]

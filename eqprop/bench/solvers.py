@@ -240,7 +240,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def main(presets: list[str], options: SolverBenchOptions, out: str | None) -> list[dict]:
     """Run the benchmark, print the table, write JSON to ``out`` (checked writable first)."""
     if out is not None:
-        runs.check_writable_file(Path(out))
+        runs.check_writable_file(out)
     torch.set_num_threads(options.threads)
     load_before = os.getloadavg()
     measured = [measure(p, s, options) for p in presets for s in options.solvers]
