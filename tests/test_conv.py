@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from eqprop.activation import SMOOTH_SIGMOID
-from eqprop.conv import ConvBlock, ConvNetwork, ConvSGD
+from eqprop.conv import ConvBlock, ConvNetwork, ConvSGD, conv_mnist
 from eqprop.errors import ConfigError
 from eqprop.estimators import Centered, Positive, RandomSign
 from eqprop.nudging import GradientNudging, IconsNudging, Nudge
@@ -305,3 +305,14 @@ def test_bad_input_is_a_one_line_error(make, message):
     with pytest.raises(ConfigError, match=message) as error:
         make()
     assert "\n" not in str(error.value)
+
+
+def test_the_conv_mnist_preset_trains_a_batch():
+    trainer = conv_mnist(32, free_steps=5)
+    net = trainer.network
+    assert net.shapes == ((1, 28, 28), (16, 12, 12), (32, 4, 4), (10,))
+    x = torch.rand(32, 784, generator=torch.Generator().manual_seed(0))
+    before = [w.clone() for w in net.weights]
+    result = trainer.train_batch(x, torch.arange(32) % 10, torch.arange(32))
+    assert result.betas == (0.5, -0.5) and result.free_steps == 5
+    assert all(not torch.equal(w, w0) for w, w0 in zip(net.weights, before, strict=True))
