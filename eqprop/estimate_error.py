@@ -28,7 +28,6 @@ from eqprop.network import Network
 from eqprop.nudging import Nudge
 from eqprop.relaxation import Relaxer, fixed_point_residual
 from eqprop.training import Trainer, one_hot
-from eqprop.updates import adjacent_pair_views
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def _relative(
     diff = sum(float((a - b).square().sum()) for a, b in zip(d, r, strict=True))
     norm = sum(float(b.square().sum()) for b in r)
     pairs = []
-    for i, rows, cols, _count in adjacent_pair_views(network):
+    for i, rows, cols, _count in network.pair_views():
         ref = r[i][rows, cols]
         pairs.append(float((d[i][rows, cols] - ref).norm() / ref.norm()))
     return (diff / norm) ** 0.5, pairs

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from eqprop.errors import ConfigError
-from eqprop.network import Network
+from eqprop.network import EnergyNetwork
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,33 +48,23 @@ class Estimate:
     biases: torch.Tensor
     scale: float
 
-    def descent(self, network: Network) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def descent(self, network: EnergyNetwork) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The estimate itself, ``scale * raw``, per block of ``network`` (zero on missing
         edges, diagonal blocks symmetrised) and for the biases: the direction of
         ``-dC/dtheta``, for ``.grad`` or for comparison with the true gradient."""
-        out = []
-        for block, raw, mask in zip(network.blocks, self.weights, network.masks, strict=True):
-            d = raw.mul(self.scale).mul_(mask)
-            out.append(d.add_(d.T.clone()).mul_(0.5) if block.is_diagonal else d)
-        return out, self.biases * self.scale
+        scaled = [raw.mul(self.scale) for raw in self.weights]
+        return network.on_edges(scaled), self.biases * self.scale
 
 
 def correlation_difference(
-    network: Network, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    network: EnergyNetwork, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Per stored block ``sum_batch (u^a u^a^T - u^b u^b^T)`` and ``sum_batch (rho(a) -
-    rho(b))`` for the biases, ``u = (x, rho(s))`` (for the hard sigmoid ``rho(s) = s``:
-    :meth:`~eqprop.activation.Activation.rates`)."""
-    a, b = network.activation.rates(a), network.activation.rates(b)
-    blocks = []
-    for block in network.blocks:
-        if block.is_input:
-            corr = x.T @ (a[:, block.cols] - b[:, block.cols])
-        else:
-            corr = a[:, block.rows].T @ a[:, block.cols]
-            corr.addmm_(b[:, block.rows].T, b[:, block.cols], alpha=-1.0)
-        blocks.append(corr)
-    return blocks, (a - b).sum(0)
+    """The raw sums of an estimate between the states ``a`` and ``b`` of ``network``
+    (:meth:`~eqprop.network.EnergyNetwork.correlation_difference`): for the fully connected
+    network, per stored block ``sum_batch (u^a u^a^T - u^b u^b^T)``, ``u = (x, rho(s))``, and
+    ``sum_batch (rho(a) - rho(b))`` for the biases; for a convolutional one, the same
+    correlations through its kernels (:mod:`eqprop.conv`)."""
+    return network.correlation_difference(x, a, b)
 
 
 @dataclass(frozen=True)
@@ -95,7 +85,7 @@ class Estimator:
     @torch.no_grad()
     def estimate(
         self,
-        network: Network,
+        network: EnergyNetwork,
         x: torch.Tensor,
         free: torch.Tensor,
         nudged: Sequence[torch.Tensor],

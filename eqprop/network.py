@@ -197,7 +197,126 @@ def default_skip_bound(topology: Topology) -> float:
     return 0.05
 
 
-class Network(torch.nn.Module):
+class EnergyNetwork(torch.nn.Module):
+    """What the relaxers, nudgings, estimators, updates and trainer use of a network, and the
+    parts of it that follow from the rest: a state ``s`` of shape ``(batch, n_state)`` (every
+    non-input neuron, layer by layer), the energy ``E(s)`` whose gradient is ``s - G(s, h)``
+    with the drive ``h`` of :meth:`drive` (``docs/science.md`` section 1), and parameters
+    that the EP estimate reaches through :meth:`correlation_difference`.
+
+    A subclass sets ``activation``, ``sizes`` (flat layer sizes, input first), ``n_state``,
+    ``output`` (the output layer's state slice), ``dtype``, ``device``, ``weights`` (a list of
+    parameters) and ``biases`` (one flat parameter), and implements the methods that raise
+    ``NotImplementedError`` here. :class:`Network` is the fully connected Hopfield network;
+    :class:`eqprop.conv.ConvNetwork` mixes convolutional and dense layers.
+    """
+
+    activation: Activation
+    sizes: tuple[int, ...]
+    n_state: int
+    output: slice
+    dtype: torch.dtype
+    device: torch.device
+
+    # -- what a network implements -----------------------------------------------------------
+    def energy(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``E(s)`` per example, for inputs ``x``."""
+        raise NotImplementedError
+
+    def input_drive(self, x: torch.Tensor) -> torch.Tensor:
+        """The constant part of the drive (inputs and biases), computed once per batch."""
+        raise NotImplementedError
+
+    def drive(self, s: torch.Tensor, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The drive ``h(s)`` (``base`` plus the interactions' terms, before the gain) into
+        ``out``."""
+        raise NotImplementedError
+
+    def stepper(
+        self, s: torch.Tensor, base: torch.Tensor, h: torch.Tensor, finish: Kernel
+    ) -> Kernel:
+        """One in-place step: the drive into ``h``, the activation's gain, then ``finish()``
+        (:mod:`eqprop.nudging`)."""
+        raise NotImplementedError
+
+    def correlation_difference(
+        self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per weight tensor and for the biases, ``sum_batch (dPhi/dtheta (a) - dPhi/dtheta
+        (b))`` with ``Phi = 1/2 |s|^2 - E`` (the raw sums of :class:`eqprop.estimators.
+        Estimate`)."""
+        raise NotImplementedError
+
+    def on_edges(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Tensors shaped like :attr:`weights` (an estimate) kept to the network's existing
+        weights: new tensors, zero where there is no weight."""
+        raise NotImplementedError
+
+    def pair_views(self) -> list[tuple[int, slice, slice, int]]:
+        """For each adjacent layer pair (input side first), the weight tensor holding its
+        weights, the row and column slices of its weights in that tensor and their number:
+        what the per-layer rates of eq. 2 are taken over (:mod:`eqprop.updates`)."""
+        raise NotImplementedError
+
+    # -- what follows ------------------------------------------------------------------------
+    def zero_state(self, batch: int) -> torch.Tensor:
+        """An all-zero state, the starting point of a first free phase."""
+        return torch.zeros(batch, self.n_state, dtype=self.dtype, device=self.device)
+
+    def equilibrium(
+        self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The whole free state at the equilibrium of inputs ``x`` (shape ``(batch, M)``, layer
+        order, inputs excluded), reached by ``relaxer`` (default: FISTA to a fixed-point
+        residual below 1e-5) from ``state`` (default zeros; updated in place when given). No
+        gradient is recorded; ``x`` is moved to the network's device and dtype."""
+        from eqprop.relaxation.fista import Fista
+
+        relaxer = relaxer if relaxer is not None else Fista(steps=10_000, tol=1e-5)
+        x = torch.as_tensor(x).to(self.device, self.dtype)
+        s = self.zero_state(len(x)) if state is None else state
+        with torch.no_grad():
+            relaxer.relax(self, s, self.input_drive(x))
+        return s
+
+    def forward(self, x: torch.Tensor, relaxer=None) -> torch.Tensor:
+        """The output units' states at the free equilibrium of ``x``, shape ``(batch, n_out)``
+        (:meth:`equilibrium`; ``net(x)``): what the cost compares with the target (for the
+        hard sigmoid also their activations, ``rho(s) = s`` in ``[0, 1]``)."""
+        return self.equilibrium(x, relaxer)[:, self.output]
+
+    def predict(self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None):
+        """Predicted classes of ``x``: the argmax of the outputs at the free equilibrium
+        (:meth:`equilibrium`, from ``state`` when given)."""
+        return self.equilibrium(x, relaxer, state)[:, self.output].argmax(1)
+
+    def error(self, x: torch.Tensor, y: torch.Tensor, relaxer=None) -> float:
+        """The fraction of ``x`` whose predicted class (:meth:`predict`) is not ``y``."""
+        y = torch.as_tensor(y).to(self.device)
+        return float((self.predict(x, relaxer) != y).float().mean())
+
+    def total_energy(
+        self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None
+    ) -> torch.Tensor:
+        """``F = E + beta C`` per example, ``C`` the cost of ``nudge``'s scheme (``E`` alone
+        without a nudge)."""
+        f = self.energy(s, x)
+        if nudge is None:
+            return f
+        return f + nudge.beta * nudge.nudging.cost(s[:, self.output], nudge.target)
+
+    def grad_F(self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None) -> torch.Tensor:
+        """``dF/ds`` as the ``gradient`` step uses it, ``s - G(s, h)`` (the hard sigmoid's
+        ``rho' = 1`` inside ``[0, 1]``; ``rho'(s) h`` for a smooth activation)."""
+        h = self.drive(s, self.input_drive(x), torch.empty_like(s))
+        g = s - self.activation.gain_(s, h)
+        if nudge is not None:
+            out = self.output
+            g[:, out] += nudge.beta * nudge.nudging.cost_grad(s[:, out], nudge.target)
+        return g
+
+
+class Network(EnergyNetwork):
     """A continuous Hopfield network with symmetric, topology-masked weights.
 
     A ``torch.nn.Module``: the weight blocks (:attr:`weights`) and :attr:`biases` are its
@@ -361,38 +480,6 @@ class Network(torch.nn.Module):
         self._build_plan()
         return self
 
-    def equilibrium(
-        self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The whole free state at the equilibrium of inputs ``x`` (shape ``(batch, M)``, layer
-        order, inputs excluded), reached by ``relaxer`` (default: FISTA to a fixed-point
-        residual below 1e-5) from ``state`` (default zeros; updated in place when given). No
-        gradient is recorded; ``x`` is moved to the network's device and dtype."""
-        from eqprop.relaxation.fista import Fista
-
-        relaxer = relaxer if relaxer is not None else Fista(steps=10_000, tol=1e-5)
-        x = torch.as_tensor(x).to(self.device, self.dtype)
-        s = self.zero_state(len(x)) if state is None else state
-        with torch.no_grad():
-            relaxer.relax(self, s, self.input_drive(x))
-        return s
-
-    def forward(self, x: torch.Tensor, relaxer=None) -> torch.Tensor:
-        """The output units' states at the free equilibrium of ``x``, shape ``(batch, n_out)``
-        (:meth:`equilibrium`; ``net(x)``): what the cost compares with the target (for the
-        hard sigmoid also their activations, ``rho(s) = s`` in ``[0, 1]``)."""
-        return self.equilibrium(x, relaxer)[:, self.output]
-
-    def predict(self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None):
-        """Predicted classes of ``x``: the argmax of the outputs at the free equilibrium
-        (:meth:`equilibrium`, from ``state`` when given)."""
-        return self.equilibrium(x, relaxer, state)[:, self.output].argmax(1)
-
-    def error(self, x: torch.Tensor, y: torch.Tensor, relaxer=None) -> float:
-        """The fraction of ``x`` whose predicted class (:meth:`predict`) is not ``y``."""
-        y = torch.as_tensor(y).to(self.device)
-        return float((self.predict(x, relaxer) != y).float().mean())
-
     def _build_plan(self) -> None:
         """Build the products of one step (see the module docs) into ``_plan`` and the layer-
         pair split of every stored block into ``_pair_plan`` (:meth:`pair_plan`). Per stored
@@ -489,10 +576,6 @@ class Network(torch.nn.Module):
             w[c0 : c0 + t.shape[1], r0 : r0 + t.shape[0]] = t.T
         return w
 
-    def zero_state(self, batch: int) -> torch.Tensor:
-        """An all-zero state, the starting point of a first free phase."""
-        return torch.zeros(batch, self.n_state, dtype=self.dtype, device=self.device)
-
     # -- energy ----------------------------------------------------------------------------
     def energy(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``E(s)`` per example (computed densely from :meth:`dense_weights`)."""
@@ -500,16 +583,6 @@ class Network(torch.nn.Module):
         u = torch.cat([x, r], dim=1)
         pair = 0.5 * torch.einsum("bi,ij,bj->b", u, self.dense_weights(), u)
         return 0.5 * (s * s).sum(1) - pair - r @ self.biases
-
-    def total_energy(
-        self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None
-    ) -> torch.Tensor:
-        """``F = E + beta C`` per example, ``C`` the cost of ``nudge``'s scheme (``E`` alone
-        without a nudge)."""
-        f = self.energy(s, x)
-        if nudge is None:
-            return f
-        return f + nudge.beta * nudge.nudging.cost(s[:, self.output], nudge.target)
 
     # -- dynamics --------------------------------------------------------------------------
     def input_drive(self, x: torch.Tensor) -> torch.Tensor:
@@ -592,15 +665,49 @@ class Network(torch.nn.Module):
 
         return step
 
-    def grad_F(self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None) -> torch.Tensor:
-        """``dF/ds`` as the ``gradient`` step uses it, ``s - G(s, h)`` (the hard sigmoid's
-        ``rho' = 1`` inside ``[0, 1]``; ``rho'(s) h`` for a smooth activation)."""
-        h = self.drive(s, self.input_drive(x), torch.empty_like(s))
-        g = s - self.activation.gain_(s, h)
-        if nudge is not None:
-            out = self.output
-            g[:, out] += nudge.beta * nudge.nudging.cost_grad(s[:, out], nudge.target)
-        return g
+    # -- what the estimators and updates use ---------------------------------------------------
+    def correlation_difference(
+        self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per stored block ``sum_batch (u^a u^a^T - u^b u^b^T)`` and ``sum_batch (rho(a) -
+        rho(b))`` for the biases, ``u = (x, rho(s))`` (for the hard sigmoid ``rho(s) = s``:
+        :meth:`~eqprop.activation.Activation.rates`)."""
+        a, b = self.activation.rates(a), self.activation.rates(b)
+        blocks = []
+        for block in self.blocks:
+            if block.is_input:
+                corr = x.T @ (a[:, block.cols] - b[:, block.cols])
+            else:
+                corr = a[:, block.rows].T @ a[:, block.cols]
+                corr.addmm_(b[:, block.rows].T, b[:, block.cols], alpha=-1.0)
+            blocks.append(corr)
+        return blocks, (a - b).sum(0)
+
+    def on_edges(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``tensors`` (one per stored block) masked to the topology's edges, diagonal blocks
+        symmetrised."""
+        out = []
+        for block, t, mask in zip(self.blocks, tensors, self.masks, strict=True):
+            d = t.mul(mask)
+            out.append(d.add_(d.T.clone()).mul_(0.5) if block.is_diagonal else d)
+        return out
+
+    def pair_views(self) -> list[tuple[int, slice, slice, int]]:
+        """For each adjacent layer pair: its block, row and column slices inside the block,
+        and its number of existing edges (the denominator of eq. 2)."""
+        views = []
+        for k in range(self.n_layers - 1):
+            gr, gc = self.group_of_layer[k], self.group_of_layer[k + 1]
+            index = next(
+                i for i, b in enumerate(self.blocks) if (b.row_group, b.col_group) == (gr, gc)
+            )
+            block = self.blocks[index]
+            lo, hi = self.layer_slices[k], self.layer_slices[k + 1]
+            rows = slice(lo.start - block.rows.start, lo.stop - block.rows.start)
+            cols = slice(hi.start - block.cols.start, hi.stop - block.cols.start)
+            count = int(self.masks[index][rows, cols].sum())
+            views.append((index, rows, cols, count))
+        return views
 
 
 # How masks hold (issue 29). The hooks below re-mask the stored blocks after whatever wrote

@@ -61,7 +61,7 @@ class Update:
 
     def __init__(self, network: Network) -> None:
         self.network = network
-        self._rate_views = adjacent_pair_views(network)
+        self._rate_views = network.pair_views()
 
     def apply(self, estimate: Estimate) -> torch.Tensor:
         """Apply ``estimate`` in place; return the per-layer rates (eq. 2), one per pair."""
@@ -92,24 +92,6 @@ class Update:
                 for i, rows, cols, count in self._rate_views
             ]
         )
-
-
-def adjacent_pair_views(network: Network) -> list[tuple[int, slice, slice, int]]:
-    """For each adjacent layer pair: its block, row and column slices inside the block, and
-    its number of existing edges (the denominator of eq. 2)."""
-    views = []
-    for k in range(network.n_layers - 1):
-        gr, gc = network.group_of_layer[k], network.group_of_layer[k + 1]
-        index = next(
-            i for i, b in enumerate(network.blocks) if (b.row_group, b.col_group) == (gr, gc)
-        )
-        block = network.blocks[index]
-        lo, hi = network.layer_slices[k], network.layer_slices[k + 1]
-        rows = slice(lo.start - block.rows.start, lo.stop - block.rows.start)
-        cols = slice(hi.start - block.cols.start, hi.stop - block.cols.start)
-        count = int(network.masks[index][rows, cols].sum())
-        views.append((index, rows, cols, count))
-    return views
 
 
 class MaskedSGD(Update):
