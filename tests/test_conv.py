@@ -263,9 +263,9 @@ def test_a_trainer_trains_a_conv_network_and_resumes_exactly():
             net,
             RandomSign(0.5),
             ConvSGD(net, LearningRates(lr=(0.1, 0.05, 0.05, 0.02), bias_lr=0.01)),
-            FixedSteps(steps=20),
-            FixedSteps(steps=4),
-            IconsNudging(),
+            free=FixedSteps(steps=20),
+            nudged=FixedSteps(steps=4),
+            nudging=IconsNudging(),
             n_train=24,
             batch_size=6,
         )

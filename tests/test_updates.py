@@ -28,7 +28,7 @@ def apply_ep(net, rates, x, s0, sb, beta, update_cls=MaskedSGD):
 # sizes (2, 2, 2): inputs 0-1, hidden 2-3, outputs 4-5; plus one intralayer edge (2, 3) and
 # one skip edge (0, 4): both must be excluded from the per-layer rates.
 TINY_EDGES = np.array(
-    [[0, 2], [0, 3], [1, 2], [1, 3], [2, 3], [2, 4], [2, 5], [3, 4], [3, 5], [0, 4]]
+    [[0, 2], [0, 3], [0, 4], [1, 2], [1, 3], [2, 3], [2, 4], [2, 5], [3, 4], [3, 5]]
 )
 
 
