@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
@@ -27,12 +29,53 @@ else:  # pragma: no cover
 from eqprop.errors import ConfigError
 from eqprop.experiments import experiment
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import Claim, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.runs import CONFIG, METRICS, atomic_write_bytes, read_metrics
 
 STAGE = "experiment.toml"
 INDEX = "README.md"
 RUNS = "runs"
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """What an EP-run experiment states once for its ``results.md``: its ``title``, the
+    ``reductions`` of its smaller scales and its ``claims``; :meth:`text` lays the page out
+    the same way for every experiment."""
+
+    title: str
+    reductions: Mapping[str, pr.Reduction]
+    claims: Sequence[Claim]
+
+    def text(
+        self,
+        scale: str,
+        results: Sequence[pr.RunResult],
+        departures: Departures | None,
+        protocol: Sequence[str],
+        measurements: Sequence[str] = (),
+        after: Sequence[str] = (),
+    ) -> str:
+        """The text of ``results.md``: the title and protocol sentence of ``scale`` with the
+        command line's ``departures`` (:func:`~eqprop.experiments.paper_runs.header_lines`),
+        the experiment's own ``protocol`` lines, the runs' settings and status, its
+        ``measurements`` (sections, each ending with a blank line), the claims judged on
+        ``results`` (:func:`~eqprop.experiments.claims.claims_section`) and what comes
+        ``after`` them (notes, figures)."""
+        departed = pr.departure_lines(departures, results)
+        return "\n".join(
+            [
+                *pr.header_lines(self.title, scale, self.reductions.get(scale), departed),
+                *protocol,
+                "",
+                *pr.runs_section(results),
+                "",
+                *measurements,
+                *claims_section(self.claims, {r.name: r for r in results}, scale),
+                *after,
+            ]
+        )
 
 
 def check_publishable(name: str, planned: list[tuple[str, object]], out: Path) -> None:
