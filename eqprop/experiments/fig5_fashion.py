@@ -42,7 +42,7 @@ from eqprop.experiments import fig5
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
-from eqprop.experiments.report import ResultsPage
+from eqprop.experiments.report import ResultsPage, question_and_protocol
 from eqprop.plots import STYLE, log_axis, new_figure, outside_legend
 
 SCALES = pr.SCALES
@@ -206,7 +206,7 @@ CLAIMS = (
     ),
 )
 
-PAGE = ResultsPage("Figure 5 on Fashion-MNIST", REDUCTIONS, CLAIMS)
+PAGE = ResultsPage("Figure 5 on Fashion-MNIST", REDUCTIONS, CLAIMS, fast_free=("quick",))
 
 
 def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
@@ -223,20 +223,16 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         ]
         for pt in points
     ]
-    departure = [pr.FAST_FREE_NOTE] if scale == "quick" else []
-    protocol = [
-        *departure,
-        "",
-        "**Question.** The ICONS paper expects that on a harder dataset generalisation "
-        "worsens as p grows. Is there a p past which it does?",
-        "",
-        f"**Protocol.** Network C with p in place of n (ICONS replace topology, a = .05, "
+    protocol = question_and_protocol(
+        "The ICONS paper expects that on a harder dataset generalisation worsens as p grows. "
+        "Is there a p past which it does?",
+        f"Network C with p in place of n (ICONS replace topology, a = .05, "
         f"rate .02) at {len(points) - 1} values of p, and network B (p = 0), one epoch on "
         f"`{DATASET[scale]}`, seeds {', '.join(map(str, SEEDS))} (initial weights, signs "
         "of beta and skip edges). Training error: during the epoch; held-out error: "
         "after it, on the held-out split; gap = held-out - training. Mean ± sample "
         "standard deviation over seeds.",
-    ]
+    )
     measurements = [
         "## Measurements",
         "",

@@ -48,12 +48,14 @@ RUNS = "runs"
 @dataclass(frozen=True)
 class ResultsPage:
     """What an EP-run experiment states once for its ``results.md``: its ``title``, the
-    ``reductions`` of its smaller scales and its ``claims``; :meth:`text` lays the page out
-    the same way for every experiment."""
+    ``reductions`` of its smaller scales, its ``claims`` and the scales whose free phase is
+    :data:`~eqprop.experiments.paper_runs.FAST_FREE` (``fast_free``, named first under the
+    protocol); :meth:`text` lays the page out the same way for every experiment."""
 
     title: str
     reductions: Mapping[str, pr.Reduction]
     claims: Sequence[Claim]
+    fast_free: tuple[str, ...] = ()
 
     def text(
         self,
@@ -71,9 +73,11 @@ class ResultsPage:
         ``results`` (:func:`~eqprop.experiments.claims.claims_section`) and what comes
         ``after`` them (notes, figures)."""
         departed = pr.departure_lines(departures, results)
+        fast = [pr.FAST_FREE_NOTE] if scale in self.fast_free else []
         return "\n".join(
             [
                 *pr.header_lines(self.title, scale, self.reductions.get(scale), departed),
+                *fast,
                 *protocol,
                 "",
                 *pr.runs_section(results),
@@ -83,6 +87,11 @@ class ResultsPage:
                 *after,
             ]
         )
+
+
+def question_and_protocol(question: str, protocol: str) -> list[str]:
+    """The protocol lines of a study of a question: the question, then how it is measured."""
+    return ["", f"**Question.** {question}", "", f"**Protocol.** {protocol}"]
 
 
 def check_publishable(name: str, planned: list[tuple[str, object]], out: Path) -> None:

@@ -46,7 +46,7 @@ from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, Claim, Verdict
 from eqprop.experiments.departures import Departures
-from eqprop.experiments.report import ResultsPage
+from eqprop.experiments.report import ResultsPage, question_and_protocol
 from eqprop.plots import STYLE, new_figure, outside_legend
 
 SCALES = pr.SCALES
@@ -205,7 +205,9 @@ CLAIMS = (
     ),
 )
 
-PAGE = ResultsPage("Add, train, remove (ICONS section 6.3)", REDUCTIONS, CLAIMS)
+PAGE = ResultsPage(
+    "Add, train, remove (ICONS section 6.3)", REDUCTIONS, CLAIMS, fast_free=("quick",)
+)
 
 
 def removal_lines(curves: dict, scale: str) -> list[str]:
@@ -242,14 +244,10 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
     header = ["epoch"] + [
         f"{what}, {network}" for what in ("train", "held-out") for network in NETWORKS
     ]
-    departure = [pr.FAST_FREE_NOTE] if scale == "quick" else []
-    protocol = [
-        *departure,
-        "",
-        "**Question.** The ICONS paper proposes adding skip connections, training, removing "
-        "them and training on. Does the benefit of the skips last after removal?",
-        "",
-        f"**Protocol.** Per seed ({', '.join(map(str, SEEDS))}): `layered` = network B; "
+    protocol = question_and_protocol(
+        "The ICONS paper proposes adding skip connections, training, removing them and "
+        "training on. Does the benefit of the skips last after removal?",
+        f"Per seed ({', '.join(map(str, SEEDS))}): `layered` = network B; "
         "`add` = the ICONS add topology (B plus all intralayer edges and n = 100,000 added "
         "random edges, a = .05), trained throughout; `add-remove` = the same network with "
         f"its intralayer and skip edges removed after epoch {REMOVE_AFTER[scale]} "
@@ -257,7 +255,7 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "nudging, batches and budget for all three; the seed sets the initial weights, "
         "the signs of beta and the added edges. Held-out error after each epoch; "
         "training error during it. Mean ± sample standard deviation over the seeds.",
-    ]
+    )
     measurements = [
         "## Measurements",
         "",

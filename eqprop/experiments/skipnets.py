@@ -84,7 +84,7 @@ PAIRS = {"NN": "DN", "ConvNet": "DenseConvNet"}
 #: (rule, architecture, activation, depth) of the reference run: a linear softmax readout of the
 #: pixels (no hidden layer), the path every dense network has from its input to its output
 LINEAR = ("BP", "linear", "none", 0)
-#: tolerance (accuracy points) of the automatic claim check
+#: the criteria of the Figure 1 claims (:class:`DenseKeepsUp`), in accuracy fractions
 NEAR_BP = 0.02
 DEGRADE_MARGIN = 0.01
 
