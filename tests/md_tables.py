@@ -13,3 +13,9 @@ def table_rows(text: str, header_start: str) -> list[list[str]]:
             break
         rows.append([c.strip() for c in line.strip("|").split("|")])
     return rows
+
+
+def claim_verdicts(text: str) -> list[str]:
+    """The verdict of each row of a ``results.md``'s claims section, in order."""
+    section = text.split("## The paper's claims", 1)[1]
+    return [row[2].strip("*") for row in table_rows(section, "| claim | source |")]

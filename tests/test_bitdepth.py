@@ -4,9 +4,11 @@ tables are the runs' own metrics."""
 from pathlib import Path
 
 import pytest
+from md_tables import claim_verdicts
 
 from eqprop.experiments import EXPERIMENTS, bitdepth, driver, experiment
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import NOT_YET
 from eqprop.runs import read_config, read_metrics
 
 
@@ -52,6 +54,8 @@ def test_files_and_run_directories(smoke):
     config = read_config(smoke / "C-k4-stochastic-s0")
     assert (config.update.bits, config.update.rounding) == (4, "stochastic")
     assert read_config(smoke / "C-float32-s0").update.bits is None
+    text = (smoke / "results.md").read_text()
+    assert claim_verdicts(text) == [NOT_YET] * len(bitdepth.CLAIMS)  # smoke: not the paper's
 
 
 def test_error_tables_hold_the_runs_metrics(smoke):

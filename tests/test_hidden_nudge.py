@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from md_tables import table_rows
+from md_tables import claim_verdicts, table_rows
 from nudge_case import SIZES, random_case
 
 from eqprop import config as cfg
@@ -18,6 +18,7 @@ from eqprop.errors import ConfigError
 from eqprop.estimators import RandomSign
 from eqprop.experiments import experiment, hidden_nudge, runner
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import NOT_YET
 from eqprop.network import Network
 from eqprop.nudging import IconsNudging, Nudge, TargetLinked
 from eqprop.relaxation.fixed import FixedSteps
@@ -246,6 +247,7 @@ def test_smoke_files_and_tables(smoke):
     assert [r[0] for r in settings] == list(hidden_nudge.SETTINGS)
     assert all(r[1] == "2" for r in settings)
     assert "## Measured against B and C" in text
+    assert claim_verdicts(text) == [NOT_YET] * len(hidden_nudge.CLAIMS)  # smoke: not the paper's
 
 
 def test_smoke_values_are_the_runs_metrics(smoke):

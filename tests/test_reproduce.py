@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from md_tables import claim_verdicts
 
 from eqprop import config as cfg
 from eqprop.cli import main
 from eqprop.errors import ConfigError
 from eqprop.experiments import fig3
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import NOT_YET
 from eqprop.experiments.departures import FAST_FISTA, FAST_SOR, Departures
 from eqprop.runs import read_config, read_metrics, start_run, train_run
 
@@ -216,6 +218,7 @@ def test_journal_smoke_runs_four_networks_and_compares_them_per_dataset(tmp_path
     mean_train = sum(r["train_error"] for r in records) / 3
     line = next(x for x in text.splitlines() if x.startswith("- mnist, epochs 1-3 (mean):"))
     assert f"training error {100 * mean_train:.2f}% layered" in line
+    assert claim_verdicts(text) == [NOT_YET] * len(journal.CLAIMS)  # smoke: not the paper's
     for png in ("errors.png", "layer_rates.png"):
         assert 0 < (out / png).stat().st_size <= pr.MAX_PNG_BYTES
 

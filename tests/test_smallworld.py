@@ -9,10 +9,12 @@ from collections import deque
 
 import numpy as np
 import pytest
+from md_tables import claim_verdicts
 
 from eqprop import smallworld as sw
 from eqprop import topology as topo
 from eqprop.errors import ConfigError
+from eqprop.experiments.claims import NOT_YET
 
 PATH_METHODS = ("matrix", "dijkstra", "floyd-warshall")
 
@@ -240,6 +242,8 @@ def test_smoke_experiment(tmp_path, monkeypatch):
     for row, point in zip(rows, planned, strict=True):  # the table shows the measured values
         measured = data["topologies"][point.key]["metrics"]
         assert f" {measured['L']:.4f} |" in row and f" {measured['C']:.4f} |" in row
+    assert claim_verdicts(text) == [NOT_YET] * len(module.CLAIMS)  # smoke: not the paper's
+    assert "seed 001" not in text and "seed text" not in text
     # resumable: a rerun measures nothing
     monkeypatch.setattr(module, "measure", lambda *a: pytest.fail("re-measured"))
     module.run("smoke", tmp_path, None)

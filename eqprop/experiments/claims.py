@@ -1,9 +1,11 @@
 """The papers' claims as data: what an experiment tests, and whether it holds here.
 
 A :class:`Claim` is a statement of a paper (quoted or paraphrased), its source, the scale at
-which checking it means something, and a *check*: a function of the experiment's runs (their
-per-epoch metrics, :class:`~eqprop.experiments.paper_runs.RunResult`) that returns a
-:class:`Verdict`, one of
+which checking it means something, and a *check*: a function of what the experiment measured
+that returns a :class:`Verdict`. For the experiments made of EP runs that is their runs by name
+(per-epoch metrics, :class:`~eqprop.experiments.paper_runs.RunResult`); a study whose results
+are not per-epoch run metrics passes its own results (its run files, its table of graph
+metrics) to its checks. A verdict is one of
 
 - ``holds``, ``partly``, ``does not hold``: judged on what the runs reached;
 - ``not yet measured``: the runs have not reached the epoch (or the scale) the claim is
@@ -21,7 +23,8 @@ The checks are small classes, each for a kind of statement the papers make:
   clearly inferior to the other two networks").
 
 A check that needs more (Figure 5's trend against ``p``, the rates of Figure 4, means over
-seeds) is any callable of the same signature, declared beside the experiment's runs.
+seeds, the studies' own results) is any callable of what the experiment measured, declared
+beside the experiment.
 :func:`claims_section` renders the claims of an experiment for its
 ``results.md``.
 """
@@ -30,8 +33,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 HOLDS, PARTLY, FAILS, NOT_YET = "holds", "partly", "does not hold", "not yet measured"
 VERDICTS = (HOLDS, PARTLY, FAILS, NOT_YET)
@@ -59,7 +62,8 @@ class Verdict:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
-Check = Callable[[Mapping[str, Run]], Verdict]
+#: a check: what the experiment measured (its runs by name, or a study's own results) -> verdict
+Check = Callable[[Any], Verdict]
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,12 @@ class Claim:
     check: Check
     at_scale: tuple[str, ...] = ("full",)
 
-    def judge(self, runs: Mapping[str, Run], scale: str) -> Verdict:
-        """The verdict on ``runs`` made at ``scale``."""
-        measured = self.check(runs)
-        if scale not in self.at_scale and measured.verdict != NOT_YET:
-            return Verdict(NOT_YET, f"at scale `{scale}` only: {measured.measured}")
-        return measured
+    def judge(self, measured: Any, scale: str) -> Verdict:
+        """The verdict on ``measured`` (what :attr:`check` reads) made at ``scale``."""
+        verdict = self.check(measured)
+        if scale not in self.at_scale and verdict.verdict != NOT_YET:
+            return Verdict(NOT_YET, f"at scale `{scale}` only: {verdict.measured}")
+        return verdict
 
 
 def _pct(value: float) -> str:
@@ -144,27 +148,45 @@ class NeverReaches:
 
 
 @dataclass(frozen=True)
-class Lower:
-    """Run ``low``'s ``metric`` is below run ``high``'s by at least ``margin`` (``partly``:
-    below, by less), averaged over the last ``window`` epochs both reached; not judged before
-    both reached ``min_epochs``."""
+class _TwoRuns:
+    """Run ``low``'s ``metric`` against run ``high``'s, not judged before both reached
+    ``min_epochs`` (keyword only)."""
 
     low: str
     high: str
     metric: str
+    min_epochs: int = field(default=1, kw_only=True)
+
+    def curves(self, runs: Mapping[str, Run]) -> tuple[dict[int, float], dict[int, float]]:
+        """The two runs' ``metric`` by epoch (empty for a run not among ``runs``)."""
+        a, b = (runs.get(name) for name in (self.low, self.high))
+        return tuple({x["epoch"]: x[self.metric] for x in r.records} if r else {} for r in (a, b))
+
+    def verdict(self, reached: int, verdict: str, measured: str) -> Verdict:
+        """``verdict`` once both runs ``reached`` :attr:`min_epochs`, else not yet measured."""
+        if reached < self.min_epochs:
+            return Verdict(NOT_YET, f"so far ({self.min_epochs} epochs needed): {measured}")
+        return Verdict(verdict, measured)
+
+
+@dataclass(frozen=True)
+class Lower(_TwoRuns):
+    """Run ``low``'s ``metric`` is below run ``high``'s by at least ``margin`` (``partly``:
+    below, by less), averaged over the last ``window`` epochs both reached; not judged before
+    both reached ``min_epochs``."""
+
     margin: float
     window: int = 5
-    min_epochs: int = 1
 
     def __call__(self, runs: Mapping[str, Run]) -> Verdict:
-        a, b = runs.get(self.low), runs.get(self.high)
-        common = min(a.epochs_done if a else 0, b.epochs_done if b else 0)
+        a, b = self.curves(runs)
+        common = min(max(a, default=0), max(b, default=0))
         if not common:
             return Verdict(NOT_YET, f"{self.low} and {self.high}: no common epoch yet")
         first = max(1, common - self.window + 1)
 
-        def mean(r: Run) -> float:
-            values = [x[self.metric] for x in r.records if first <= x["epoch"] <= common]
+        def mean(curve: dict[int, float]) -> float:
+            values = [v for e, v in curve.items() if first <= e <= common]
             return sum(values) / len(values)
 
         low, high = mean(a), mean(b)
@@ -173,43 +195,35 @@ class Lower:
             f"{self.metric} over epochs {first}-{common}: {self.low} {_pct(low)}, "
             f"{self.high} {_pct(high)} ({100 * gap:+.2f} points)"
         )
-        if common < self.min_epochs:
-            return Verdict(NOT_YET, f"so far ({self.min_epochs} epochs needed): {measured}")
-        return Verdict(HOLDS if gap >= self.margin else PARTLY if gap > 0 else FAILS, measured)
+        return self.verdict(
+            common, HOLDS if gap >= self.margin else PARTLY if gap > 0 else FAILS, measured
+        )
 
 
 @dataclass(frozen=True)
-class BelowEachEpoch:
+class BelowEachEpoch(_TwoRuns):
     """Run ``low``'s ``metric`` is below run ``high``'s at every epoch after ``after`` that
     both reached (``partly``: at all but at most a tenth of those epochs); not judged
     before both reached ``min_epochs``."""
 
-    low: str
-    high: str
-    metric: str
     after: int = 1
-    min_epochs: int = 1
 
     def __call__(self, runs: Mapping[str, Run]) -> Verdict:
-        a, b = runs.get(self.low), runs.get(self.high)
-        theirs = {x["epoch"]: x[self.metric] for x in (b.records if b else [])}
-        mine = [x for x in (a.records if a else []) if x["epoch"] > self.after]
-        common = [x for x in mine if x["epoch"] in theirs]
+        mine, theirs = self.curves(runs)
+        common = [e for e in mine if e > self.after and e in theirs]
         if not common:
             return Verdict(
                 NOT_YET, f"{self.low} and {self.high}: no common epoch after {self.after} yet"
             )
-        behind = [x["epoch"] for x in common if not x[self.metric] < theirs[x["epoch"]]]
-        last = common[-1]["epoch"]
+        behind = [e for e in common if not mine[e] < theirs[e]]
+        last = common[-1]
         measured = (
             f"{self.low}'s {self.metric} below {self.high}'s at {len(common) - len(behind)} of "
             f"{len(common)} epochs {self.after + 1}-{last}"
             + (f" (not at {', '.join(map(str, behind))})" if behind else "")
         )
-        if last < self.min_epochs:
-            return Verdict(NOT_YET, f"so far ({self.min_epochs} epochs needed): {measured}")
         verdict = HOLDS if not behind else PARTLY if len(behind) <= len(common) / 10 else FAILS
-        return Verdict(verdict, measured)
+        return self.verdict(last, verdict, measured)
 
 
 #: how much one run's held-out error moves, for the results that compare single runs
@@ -222,14 +236,18 @@ NOISE_NOTE = (
 )
 
 
-def claims_section(claims: Sequence[Claim], runs: Mapping[str, Run], scale: str) -> list[str]:
-    """The Markdown lines of an experiment's claims: a table of statement, source, verdict,
-    the measured numbers and where the check is meaningful, then :data:`NOISE_NOTE`."""
+def claims_section(
+    claims: Sequence[Claim], measured: Any, scale: str, note: str | None = NOISE_NOTE
+) -> list[str]:
+    """The Markdown lines of an experiment's claims judged on ``measured`` at ``scale``: a
+    table of statement, source, verdict, the measured numbers and where the check is
+    meaningful, then ``note`` (by default :data:`NOISE_NOTE`, for single runs' errors;
+    None: no note)."""
     rows = ["| claim | source | verdict | measured | meaningful at |", "|---|---|---|---|---|"]
     for claim in claims:
-        v = claim.judge(runs, scale)
+        v = claim.judge(measured, scale)
         rows.append(
             f"| {claim.statement} | {claim.source} | **{v.verdict}** | {v.measured} | "
             f"{claim.scale} |"
         )
-    return ["## The paper's claims", "", *rows, "", NOISE_NOTE, ""]
+    return ["## The paper's claims", "", *rows, "", *([note, ""] if note else [])]

@@ -37,9 +37,9 @@ from eqprop.experiments.claims import (
     Lower,
     NeverReaches,
     ReachesBy,
-    claims_section,
 )
 from eqprop.experiments.departures import Departures
+from eqprop.experiments.report import ResultsPage
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label
 
 SCALES = pr.SCALES
@@ -104,6 +104,8 @@ CLAIMS = (
         for network in ("C", "A")
     ),
 )
+
+PAGE = ResultsPage("Figure 3 (ICONS): error per epoch of A, B, C", REDUCTIONS, CLAIMS)
 
 
 def planned(scale: str) -> list[tuple[str, RunConfig]]:
@@ -175,13 +177,7 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "first epoch at 0% train",
         "paper",
     ]
-    parts = [
-        *pr.header_lines(
-            "Figure 3 (ICONS): error per epoch of A, B, C",
-            scale,
-            REDUCTIONS.get(scale),
-            pr.departure_lines(departures, results),
-        ),
+    protocol = (
         "Networks: A = layered 784-500x3-10 with per-pair rates .128/.032/.008/.002, each "
         "bias at its incoming pair's rate; A-authors = the same with every bias at rate 1 "
         "(what the authors' code did); "
@@ -190,15 +186,10 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "held-out split (for MNIST's icons split the last 10,000 of the 60,000 training "
         "images). All four use the authors' weakly-clamped step (`icons` nudging), fixed "
         "batches in file order and persistent particles for the held-out examples. Training "
-        "order C, A, A-authors, B; `EQPROP_ONLY` selects networks.",
-        "",
-        *pr.runs_section(results),
-        "",
-        "## Results",
-        "",
-        pr.table(header, [_row(r) for r in results]),
-        "",
-        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
+        "order C, A, A-authors, B; `EQPROP_ONLY` selects networks."
+    )
+    measurements = ["## Results", "", pr.table(header, [_row(r) for r in results]), ""]
+    after = [
         "![Figure 3: training (solid) and test (dashed) error per epoch](errors.png)",
         "",
         "![Figure 3, low-error range](errors_zoom.png)",
@@ -209,4 +200,4 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "epoch.",
         "",
     ]
-    return "\n".join(parts)
+    return PAGE.text(scale, results, departures, [protocol], measurements, after)

@@ -50,8 +50,9 @@ from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
+from eqprop.experiments.report import ResultsPage
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -88,18 +89,33 @@ def _rates(values: np.ndarray, fmt: str = ".2f") -> str:
 
 
 @dataclass(frozen=True)
-class SlowerPerLayer:
-    """In run ``run`` each pair trains at least ``factor`` times slower than the next
-    shallower one (``partly``: slower, by less)."""
+class _PairRates:
+    """A check of run ``run``'s mean rate per pair against ``factor``, judged once every pair
+    has a positive mean rate (:meth:`judge`; before that, not yet measured)."""
 
     run: str
-    factor: float = MIN_RATIO
+    factor: float
 
     def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
         means = _means(runs, self.run)
-        ratios = pr.ratios(means) if means is not None else np.zeros(0)
-        if not len(ratios) or not np.all(np.isfinite(ratios)):
+        if means is None or len(means) < 2 or not np.all(np.isfinite(pr.ratios(means))):
             return Verdict(NOT_YET, f"{self.run}: no positive rate of every pair yet")
+        return self.judge(means)
+
+    def judge(self, means: np.ndarray) -> Verdict:
+        """The verdict on the per-pair means (input pair first), every one positive."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SlowerPerLayer(_PairRates):
+    """In run ``run`` each pair trains at least ``factor`` times slower than the next
+    shallower one (``partly``: slower, by less)."""
+
+    factor: float = MIN_RATIO
+
+    def judge(self, means: np.ndarray) -> Verdict:
+        ratios = pr.ratios(means)
         per_layer = (means[-1] / means[0]) ** (1 / (len(means) - 1))
         measured = (
             f"{self.run}: ratios pair k+1 / pair k {_rates(ratios)} (mean factor per layer "
@@ -143,17 +159,13 @@ class SpreadBelow:
 
 
 @dataclass(frozen=True)
-class OutputFaster:
+class OutputFaster(_PairRates):
     """In run ``run`` the output pair trains at least ``factor`` times faster than every
     deeper pair (``partly``: faster, by less)."""
 
-    run: str
     factor: float = FASTER
 
-    def __call__(self, runs: Mapping[str, pr.RunResult]) -> Verdict:
-        means = _means(runs, self.run)
-        if means is None or len(means) < 2 or not np.all(np.isfinite(means)):
-            return Verdict(NOT_YET, f"{self.run}: no positive rate of every pair yet")
+    def judge(self, means: np.ndarray) -> Verdict:
         factor = means[-1] / np.max(means[:-1])
         measured = f"{self.run}: output pair {factor:.2f}x the fastest deeper pair"
         verdict = HOLDS if factor >= self.factor else PARTLY if factor > 1 else FAILS
@@ -194,6 +206,8 @@ CLAIMS = (
         OutputFaster("C"),
     ),
 )
+
+PAGE = ResultsPage("Figure 4 (ICONS): per-layer training rates", REDUCTIONS, CLAIMS)
 
 
 def planned(scale: str) -> list[tuple[str, RunConfig]]:
@@ -303,13 +317,7 @@ def rate_table(summaries: dict[str, pr.RateSummary | None], field: str) -> str:
 def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
     summaries = {r.name: pr.summarize_rates(r.rates) for r in results}
-    parts = [
-        *pr.header_lines(
-            "Figure 4 (ICONS): per-layer training rates",
-            scale,
-            REDUCTIONS.get(scale),
-            pr.departure_lines(departures, results),
-        ),
+    protocol = (
         "Rate of a layer pair in a batch (eq. 2): RMS of the corrections applied to the pair's "
         "adjacent-layer edges (skip and intralayer edges ignored). Means are over the batches "
         f"where the rate is finite and positive; 'first {pr.FIRST_BATCHES} batches' uses only "
@@ -317,11 +325,9 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "outputs are all 0 nudged at beta = -1: the authors' step leaves them at "
         "clip(2 * 0 - d) = 0, so the output pair gets no correction (with the `gradient` step "
         "it would be a dead output layer). Log-spread: population std of log10 of the pairs' "
-        "means; deeper pairs = all pairs but the output pair.",
-        "",
-        *pr.runs_section(results),
-        "",
-        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
+        "means; deeper pairs = all pairs but the output pair."
+    )
+    after = [
         "## Rates over all batches (finite positive)",
         "",
         rate_table(summaries, "mean"),
@@ -344,4 +350,4 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "a steep one uneven.",
         "",
     ]
-    return "\n".join(parts)
+    return PAGE.text(scale, results, departures, [protocol], after=after)

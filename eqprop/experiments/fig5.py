@@ -36,8 +36,9 @@ from scipy.stats import spearmanr
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
+from eqprop.experiments.report import ResultsPage
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -166,6 +167,8 @@ CLAIMS = (
         BeatsBFrom(),
     ),
 )
+
+PAGE = ResultsPage("Figure 5 (ICONS): one epoch against p", REDUCTIONS, CLAIMS)
 
 
 def p_values(scale: str) -> list[float]:
@@ -300,25 +303,14 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "mean rate per pair (input -> output)",
         "batches with zero output-pair rate",
     ]
-    parts = [
-        *pr.header_lines(
-            "Figure 5 (ICONS): one epoch against p",
-            scale,
-            REDUCTIONS.get(scale),
-            pr.departure_lines(departures, results),
-        ),
+    protocol = (
         f"Swept: {len(sweep)} values of p, log-uniform from {P_MIN:g} to {P_MAX:g}; each is "
         "network C (icons-skip preset) with ICONS topology of that `p` (no `n`), one "
         "rate .02 and one epoch. Reference: B (icons-layered preset, p = 0), one epoch. "
-        "Replacements n = round(ln(1 - p) / ln(1 - 1/N_o)) (the 'simple' formula).",
-        "",
-        *pr.runs_section(results),
-        "",
-        "## Results",
-        "",
-        pr.table(header, rows),
-        "",
-        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
+        "Replacements n = round(ln(1 - p) / ln(1 - 1/N_o)) (the 'simple' formula)."
+    )
+    measurements = ["## Results", "", pr.table(header, rows), ""]
+    after = [
         "One seed per p and a single epoch, so neighbouring values differ by noise as well as "
         "by p.",
         "",
@@ -330,4 +322,4 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "the deeper pairs train faster pull their lines up towards the output pair's.",
         "",
     ]
-    return "\n".join(parts)
+    return PAGE.text(scale, results, departures, [protocol], measurements, after)

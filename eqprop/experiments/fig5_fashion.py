@@ -40,8 +40,9 @@ from scipy.stats import spearmanr
 from eqprop.config import RunConfig
 from eqprop.experiments import fig5
 from eqprop.experiments import paper_runs as pr
-from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
+from eqprop.experiments.report import ResultsPage, question_and_protocol
 from eqprop.plots import STYLE, log_axis, new_figure, outside_legend
 
 SCALES = pr.SCALES
@@ -205,6 +206,8 @@ CLAIMS = (
     ),
 )
 
+PAGE = ResultsPage("Figure 5 on Fashion-MNIST", REDUCTIONS, CLAIMS, fast_free=("quick",))
+
 
 def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
@@ -220,43 +223,29 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         ]
         for pt in points
     ]
-    departure = [pr.FAST_FREE_NOTE] if scale == "quick" else []
-    return "\n".join(
-        [
-            *pr.header_lines(
-                "Figure 5 on Fashion-MNIST",
-                scale,
-                REDUCTIONS.get(scale),
-                pr.departure_lines(departures, results),
-            ),
-            *departure,
-            "",
-            "**Question.** The ICONS paper expects that on a harder dataset generalisation "
-            "worsens as p grows. Is there a p past which it does?",
-            "",
-            f"**Protocol.** Network C with p in place of n (ICONS replace topology, a = .05, "
-            f"rate .02) at {len(points) - 1} values of p, and network B (p = 0), one epoch on "
-            f"`{DATASET[scale]}`, seeds {', '.join(map(str, SEEDS))} (initial weights, signs "
-            "of beta and skip edges). Training error: during the epoch; held-out error: "
-            "after it, on the held-out split; gap = held-out - training. Mean ± sample "
-            "standard deviation over seeds.",
-            "",
-            *pr.runs_section(results),
-            "",
-            "## Measurements",
-            "",
-            pr.table(["network", "p", "seeds", "training error", "held-out error", "gap"], rows),
-            "",
-            "Reading the gap: after one epoch the training error is that of the epoch, "
-            "measured while the network learns, and the held-out error is measured after "
-            "it, so a negative gap says the network improved during the epoch; it measures "
-            "generalisation only once training error is low (longer training: the full "
-            "scale or more epochs). At small p network C differs from B by its intralayer "
-            "edges (the ICONS topology connects every pair inside a hidden layer), so the "
-            "sweep does not meet B as p tends to 0.",
-            "",
-            *claims_section(CLAIMS, {r.name: r for r in results}, scale),
-            "![error and gap against p](errors_vs_p.png)",
-            "",
-        ]
+    protocol = question_and_protocol(
+        "The ICONS paper expects that on a harder dataset generalisation worsens as p grows. "
+        "Is there a p past which it does?",
+        f"Network C with p in place of n (ICONS replace topology, a = .05, "
+        f"rate .02) at {len(points) - 1} values of p, and network B (p = 0), one epoch on "
+        f"`{DATASET[scale]}`, seeds {', '.join(map(str, SEEDS))} (initial weights, signs "
+        "of beta and skip edges). Training error: during the epoch; held-out error: "
+        "after it, on the held-out split; gap = held-out - training. Mean ± sample "
+        "standard deviation over seeds.",
     )
+    measurements = [
+        "## Measurements",
+        "",
+        pr.table(["network", "p", "seeds", "training error", "held-out error", "gap"], rows),
+        "",
+        "Reading the gap: after one epoch the training error is that of the epoch, "
+        "measured while the network learns, and the held-out error is measured after "
+        "it, so a negative gap says the network improved during the epoch; it measures "
+        "generalisation only once training error is low (longer training: the full "
+        "scale or more epochs). At small p network C differs from B by its intralayer "
+        "edges (the ICONS topology connects every pair inside a hidden layer), so the "
+        "sweep does not meet B as p tends to 0.",
+        "",
+    ]
+    after = ["![error and gap against p](errors_vs_p.png)", ""]
+    return PAGE.text(scale, results, departures, protocol, measurements, after)

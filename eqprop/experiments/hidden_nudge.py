@@ -59,8 +59,9 @@ from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
+from eqprop.experiments.report import ResultsPage
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -409,6 +410,8 @@ CLAIMS = tuple(
     if name.startswith("B-hidden")
 )
 
+PAGE = ResultsPage("Target-linked hidden neurons (hidden-nudge)", REDUCTIONS, CLAIMS)
+
 
 def comparison_lines(groups: dict[str, list[Measured]]) -> list[str]:
     """Plain statements of what was measured, a bullet per hidden setting and one for C: the
@@ -460,15 +463,9 @@ def hidden_fields(runs: list[Measured]) -> str:
 def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
     groups = grouped(results)
-    reduction = REDUCTIONS.get(scale)
-    header = pr.header_lines(
-        "Target-linked hidden neurons (hidden-nudge)",
-        scale,
-        reduction,
-        pr.departure_lines(departures, results),
-    )
+    quick = []
     if scale == "quick":
-        header += [
+        quick = [
             "Also departs in the free phase (training and evaluation): FISTA to a fixed-point "
             'residual of 1e-3, at most 1,000 steps (`free.solver = "fista"`, `free.tol = '
             "1e-3`, `free.steps = 1000`) instead of 500 fixed steps.",
@@ -477,8 +474,8 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
     settings = "\n".join(
         f"- `{name}`: {s.description}{hidden_fields(groups[name])}" for name, s in SETTINGS.items()
     )
-    parts = [
-        *header,
+    protocol = [
+        *quick,
         "**Question.** Does nudging some hidden neurons in the weakly-clamped phase close the "
         "gap between the output pair's training rate and the deeper pairs' (Figure 4) in the "
         "layered network B, and how does it compare with layer-skipping (C)?",
@@ -494,9 +491,8 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "**Settings.**",
         "",
         settings,
-        "",
-        *pr.runs_section(results),
-        "",
+    ]
+    measurements = [
         "## Per setting (mean ± sample sd over the seeds)",
         "",
         "Rates: eq. 2 (RMS of the corrections of a pair's adjacent-layer edges per batch), "
@@ -513,7 +509,8 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "",
         "A difference is a measured effect only when it has the same sign in every seed.",
         "",
-        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
+    ]
+    after = [
         "The eq. 2 rate counts every correction, including the ones the hidden codes cause: "
         "the codes are random, not the gradient of the output cost, so a faster deep pair is "
         "not by itself more useful learning; the errors say whether it helps.",
@@ -529,4 +526,4 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "![Training and held-out errors](errors.png)",
         "",
     ]
-    return "\n".join(parts)
+    return PAGE.text(scale, results, departures, protocol, measurements, after)

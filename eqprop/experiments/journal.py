@@ -31,8 +31,9 @@ from matplotlib.figure import Figure
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.experiments.claims import Claim, Lower, claims_section
+from eqprop.experiments.claims import Claim, Lower
 from eqprop.experiments.departures import Departures
+from eqprop.experiments.report import ResultsPage
 from eqprop.plots import data_caption, errors_figure, layer_rates_figure, network_label
 
 SCALES = pr.SCALES
@@ -64,6 +65,10 @@ CLAIMS = tuple(
         Lower(f"skip-{key}", f"layered-{key}", "train_error", margin=FAR, min_epochs=100),
     )
     for key, label in (("mnist", "MNIST"), ("fashion", "Fashion-MNIST"))
+)
+
+PAGE = ResultsPage(
+    "Journal version: five hidden layers, layered against rewired", REDUCTIONS, CLAIMS
 )
 
 
@@ -137,24 +142,12 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
                 f"{pr.pct(best['test_error'])} ({best['epoch']})" if best else "–",
             ]
         )
-    parts = [
-        *pr.header_lines(
-            "Journal version: five hidden layers, layered against rewired",
-            scale,
-            REDUCTIONS.get(scale),
-            pr.departure_lines(departures, results),
-        ),
+    protocol = (
         "Networks: 784-100x5-10 layered, and rewired with p = 10% (no intralayer edges, "
         "a = 0.168), rate .015, the authors' weakly-clamped step, batches shuffled once, "
-        "persistent particles; the held-out error is the official test set (standard split).",
-        "",
-        *pr.runs_section(results),
-        "",
-        "## Results",
-        "",
-        pr.table(header, rows),
-        "",
-        *claims_section(CLAIMS, {r.name: r for r in results}, scale),
+        "persistent particles; the held-out error is the official test set (standard split)."
+    )
+    after = [
         "## Layered against rewired",
         "",
         *comparison_lines(results),
@@ -164,4 +157,5 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "![Per-layer rates](layer_rates.png)",
         "",
     ]
-    return "\n".join(parts)
+    measurements = ["## Results", "", pr.table(header, rows), ""]
+    return PAGE.text(scale, results, departures, [protocol], measurements, after)

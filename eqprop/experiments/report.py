@@ -5,17 +5,26 @@ commit: its ``results.md`` and plots, each run's ``config.toml`` and ``metrics.j
 ``runs/<name>/`` (never checkpoints), and ``experiment.toml`` naming the experiment, its
 scale and the departures it ran with (``eqprop reproduce ... --publish DEST``).
 
+A study whose results are not EP runs (``skipnets``, ``smallworld``, ``deep-logic``) is a stage
+too when its committed output directory has an ``experiment.toml``; the study module then
+says what its claims read from the directory and what the stage reached
+(``stage_measured(directory, scale) -> (measured, reached)``).
+
 The index, ``README.md`` beside the stages, is generated from them alone: for every stage of
 an experiment that declares claims (:mod:`eqprop.experiments.claims`), one row per claim
-with its source, the verdict on the committed metrics, the scale and epochs reached, and a
-link to the stage. Regenerating it from the same files gives the same text.
+with its source, the verdict on the committed metrics or results, the scale and epochs (or
+results) reached, and a link to the stage. Regenerating it from the same files gives the same
+text.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -27,12 +36,62 @@ else:  # pragma: no cover
 from eqprop.errors import ConfigError
 from eqprop.experiments import experiment
 from eqprop.experiments import paper_runs as pr
+from eqprop.experiments.claims import Claim, claims_section
 from eqprop.experiments.departures import Departures
 from eqprop.runs import CONFIG, METRICS, atomic_write_bytes, read_metrics
 
 STAGE = "experiment.toml"
 INDEX = "README.md"
 RUNS = "runs"
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """What an EP-run experiment states once for its ``results.md``: its ``title``, the
+    ``reductions`` of its smaller scales, its ``claims`` and the scales whose free phase is
+    :data:`~eqprop.experiments.paper_runs.FAST_FREE` (``fast_free``, named first under the
+    protocol); :meth:`text` lays the page out the same way for every experiment."""
+
+    title: str
+    reductions: Mapping[str, pr.Reduction]
+    claims: Sequence[Claim]
+    fast_free: tuple[str, ...] = ()
+
+    def text(
+        self,
+        scale: str,
+        results: Sequence[pr.RunResult],
+        departures: Departures | None,
+        protocol: Sequence[str],
+        measurements: Sequence[str] = (),
+        after: Sequence[str] = (),
+    ) -> str:
+        """The text of ``results.md``: the title and protocol sentence of ``scale`` with the
+        command line's ``departures`` (:func:`~eqprop.experiments.paper_runs.header_lines`),
+        the experiment's own ``protocol`` lines, the runs' settings and status, its
+        ``measurements`` (sections, each ending with a blank line), the claims judged on
+        ``results`` (:func:`~eqprop.experiments.claims.claims_section`) and what comes
+        ``after`` them (notes, figures)."""
+        departed = pr.departure_lines(departures, results)
+        fast = [pr.FAST_FREE_NOTE] if scale in self.fast_free else []
+        return "\n".join(
+            [
+                *pr.header_lines(self.title, scale, self.reductions.get(scale), departed),
+                *fast,
+                *protocol,
+                "",
+                *pr.runs_section(results),
+                "",
+                *measurements,
+                *claims_section(self.claims, {r.name: r for r in results}, scale),
+                *after,
+            ]
+        )
+
+
+def question_and_protocol(question: str, protocol: str) -> list[str]:
+    """The protocol lines of a study of a question: the question, then how it is measured."""
+    return ["", f"**Question.** {question}", "", f"**Protocol.** {protocol}"]
 
 
 def check_publishable(name: str, planned: list[tuple[str, object]], out: Path) -> None:
@@ -91,24 +150,30 @@ def stage_results(directory: Path) -> list[pr.RunResult]:
     return results
 
 
-def _reached(results: list[pr.RunResult]) -> str:
-    return ", ".join(f"{r.name} {r.epochs_done}/{r.config.train.epochs}" for r in results)
+def stage_claims(directory: Path) -> tuple[Sequence[Claim], str, Any, str]:
+    """A stage's claims, its scale, what the claims read (the runs by name, or what the
+    study module's ``stage_measured`` gives) and what it reached, in words for the index."""
+    name, scale, departures = _stage(directory)
+    module = experiment(name)
+    claims = getattr(module, "CLAIMS", ())
+    if hasattr(module, "stage_measured"):
+        measured, reached = module.stage_measured(directory, scale)
+        return claims, scale, measured, f"`{scale}`; {reached}"
+    results = stage_results(directory)
+    flags = " ".join(["--fast"] * departures.fast + [f"--set {s}" for s in departures.sets])
+    epochs = ", ".join(f"{r.name} {r.epochs_done}/{r.config.train.epochs}" for r in results)
+    reached = f"`{scale}`{' ' + flags if flags else ''}; epochs {epochs}"
+    return claims, scale, {r.name: r for r in results}, reached
 
 
 def index_text(root: Path) -> str:
     """The text of ``root/README.md``: one row per claim of every stage under ``root``."""
     rows = []
     for directory in sorted(p for p in Path(root).iterdir() if (p / STAGE).is_file()):
-        name, scale, departures = _stage(directory)
-        module = experiment(name)
-        claims = getattr(module, "CLAIMS", ())
-        results = stage_results(directory)
-        runs = {r.name: r for r in results}
-        flags = " ".join(["--fast"] * departures.fast + [f"--set {s}" for s in departures.sets])
-        reached = f"`{scale}`{' ' + flags if flags else ''}; epochs {_reached(results)}"
+        claims, scale, measured, reached = stage_claims(directory)
         link = f"[{directory.name}]({directory.name}/results.md)"
         for claim in claims:
-            verdict = claim.judge(runs, scale)
+            verdict = claim.judge(measured, scale)
             rows.append(
                 f"| {claim.statement} | {claim.source} | **{verdict.verdict}** "
                 f"({verdict.measured}) | {reached} | {link} |"
@@ -118,11 +183,11 @@ def index_text(root: Path) -> str:
             "# What is reproduced",
             "",
             "Generated by `eqprop reproduce EXPERIMENT ... --publish docs/results/NAME` from the "
-            "committed stages (each directory's `experiment.toml` and `runs/*/metrics.jsonl`); "
-            "do not edit by hand. A verdict is *not yet measured* until the runs reach the "
-            "epochs and scale the claim is about.",
+            "committed stages (each directory's `experiment.toml` and `runs/*/metrics.jsonl`, "
+            "or a study's own result files); do not edit by hand. A verdict is *not yet "
+            "measured* until the runs reach the epochs and scale the claim is about.",
             "",
-            "| claim | paper | verdict (measured) | scale and epochs reached | results |",
+            "| claim | paper | verdict (measured) | scale and what was reached | results |",
             "|---|---|---|---|---|",
             *rows,
             "",

@@ -44,8 +44,9 @@ from matplotlib.ticker import MaxNLocator
 
 from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
-from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, Claim, Verdict, claims_section
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, Claim, Verdict
 from eqprop.experiments.departures import Departures
+from eqprop.experiments.report import ResultsPage, question_and_protocol
 from eqprop.plots import STYLE, new_figure, outside_legend
 
 SCALES = pr.SCALES
@@ -204,6 +205,10 @@ CLAIMS = (
     ),
 )
 
+PAGE = ResultsPage(
+    "Add, train, remove (ICONS section 6.3)", REDUCTIONS, CLAIMS, fast_free=("quick",)
+)
+
 
 def removal_lines(curves: dict, scale: str) -> list[str]:
     """What the removal costs: ``add-remove`` against ``add`` at the end, and its held-out
@@ -239,41 +244,27 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
     header = ["epoch"] + [
         f"{what}, {network}" for what in ("train", "held-out") for network in NETWORKS
     ]
-    departure = [pr.FAST_FREE_NOTE] if scale == "quick" else []
-    return "\n".join(
-        [
-            *pr.header_lines(
-                "Add, train, remove (ICONS section 6.3)",
-                scale,
-                REDUCTIONS.get(scale),
-                pr.departure_lines(departures, results),
-            ),
-            *departure,
-            "",
-            "**Question.** The ICONS paper proposes adding skip connections, training, removing "
-            "them and training on. Does the benefit of the skips last after removal?",
-            "",
-            f"**Protocol.** Per seed ({', '.join(map(str, SEEDS))}): `layered` = network B; "
-            "`add` = the ICONS add topology (B plus all intralayer edges and n = 100,000 added "
-            "random edges, a = .05), trained throughout; `add-remove` = the same network with "
-            f"its intralayer and skip edges removed after epoch {REMOVE_AFTER[scale]} "
-            "(`topology.remove_after`), so that it is network B from then on. Same rate, "
-            "nudging, batches and budget for all three; the seed sets the initial weights, "
-            "the signs of beta and the added edges. Held-out error after each epoch; "
-            "training error during it. Mean ± sample standard deviation over the seeds.",
-            "",
-            *pr.runs_section(results),
-            "",
-            "## Measurements",
-            "",
-            pr.table(header, rows),
-            "",
-            "What the removal costs:",
-            "",
-            *removal_lines(curves, scale),
-            "",
-            *claims_section(CLAIMS, {r.name: r for r in results}, scale),
-            "![held-out (solid) and training (dashed) error per epoch](errors.png)",
-            "",
-        ]
+    protocol = question_and_protocol(
+        "The ICONS paper proposes adding skip connections, training, removing them and "
+        "training on. Does the benefit of the skips last after removal?",
+        f"Per seed ({', '.join(map(str, SEEDS))}): `layered` = network B; "
+        "`add` = the ICONS add topology (B plus all intralayer edges and n = 100,000 added "
+        "random edges, a = .05), trained throughout; `add-remove` = the same network with "
+        f"its intralayer and skip edges removed after epoch {REMOVE_AFTER[scale]} "
+        "(`topology.remove_after`), so that it is network B from then on. Same rate, "
+        "nudging, batches and budget for all three; the seed sets the initial weights, "
+        "the signs of beta and the added edges. Held-out error after each epoch; "
+        "training error during it. Mean ± sample standard deviation over the seeds.",
     )
+    measurements = [
+        "## Measurements",
+        "",
+        pr.table(header, rows),
+        "",
+        "What the removal costs:",
+        "",
+        *removal_lines(curves, scale),
+        "",
+    ]
+    after = ["![held-out (solid) and training (dashed) error per epoch](errors.png)", ""]
+    return PAGE.text(scale, results, departures, protocol, measurements, after)

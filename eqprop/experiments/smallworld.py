@@ -33,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from scipy.stats import spearmanr
 
 from eqprop import smallworld as sw
 from eqprop import topology as topo
 from eqprop.baselines.training import RunProgress
 from eqprop.errors import ConfigError
+from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
 from eqprop.runs import atomic_write_bytes
 
 SCALES = ("smoke", "quick", "full")
@@ -244,6 +246,15 @@ def _load(path: Path, scale: str, plan: Plan) -> dict:
     return data
 
 
+def stage_measured(directory: Path, scale: str) -> tuple[list[dict], str]:
+    """What :data:`CLAIMS` read of a committed output directory (its topologies' records, in
+    the plan's order) and what it reached, for the index of :mod:`eqprop.experiments.report`."""
+    data = _load(Path(directory) / RESULTS_JSON, scale, PLANS[scale])
+    planned = points(PLANS[scale])
+    records = [data["topologies"][p.key] for p in planned if p.key in data["topologies"]]
+    return records, f"{len(records)} of {len(planned)} topologies"
+
+
 def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     """Measure (or resume) every topology of ``scale`` into ``out``; return ``results.md``.
 
@@ -275,6 +286,102 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     return results
 
 
+# -- claims ---------------------------------------------------------------------------------
+#: "small" L and C, read as: at most this multiple of the random graph's
+NEAR_RANDOM = 1.1
+#: a metric "tracks" performance along the ICONS sweep when its rank correlation with p has at
+#: least this size over p >= :data:`TRACK_FROM` (where ICONS Figure 5's error falls with p)
+TRACKS = 0.9
+TRACK_FROM = 1e-3
+#: the sweep points (p >= TRACK_FROM) a tracking claim needs
+MIN_TRACKED = 4
+#: the metrics of a record whose tracking is judged, and their names
+TRACKED = (("L_ratio", "L/L_rand"), ("C_ratio", "C/C_rand"), ("sigma", "sigma"))
+
+
+def _sweep(records: Sequence[Mapping]) -> list[Mapping]:
+    """The ICONS replacement points with replacements (n > 0), in increasing p."""
+    return sorted(
+        (r for r in records if r["family"] == "icons-replace" and r["n"]), key=lambda r: r["p"]
+    )
+
+
+@dataclass(frozen=True)
+class NotSmallWorld:
+    """Topology ``key`` has small ``L`` and ``C``: ``L/L_rand`` and ``C/C_rand`` each at most
+    :data:`NEAR_RANDOM` (``partly``: one of the two), so that ``sigma`` is near 1."""
+
+    key: str
+
+    def __call__(self, records: Sequence[Mapping]) -> Verdict:
+        record = next((r for r in records if r["key"] == self.key), None)
+        if record is None:
+            return Verdict(NOT_YET, f"{self.key} not measured")
+        small = [_ratio(record, name) <= NEAR_RANDOM for name in ("L_ratio", "C_ratio")]
+        measured = (
+            f"{record['label']}: `L/L_rand` {record['L_ratio']:.4f}, `C/C_rand` "
+            f"{record['C_ratio']:.2f}, `sigma` {record['metrics']['sigma']:.2f}"
+        )
+        return Verdict(HOLDS if all(small) else PARTLY if any(small) else FAILS, measured)
+
+
+@dataclass(frozen=True)
+class TracksNone:
+    """Along the ICONS sweep with p >= :data:`TRACK_FROM`, where the paper's one-epoch error
+    falls steadily as p grows (ICONS Figure 5), none of ``L/L_rand``, ``C/C_rand`` and
+    ``sigma`` moves with p: none has a Spearman rank correlation with p of size
+    :data:`TRACKS` or more (``partly``: some do not; a constant metric does not track)."""
+
+    def __call__(self, records: Sequence[Mapping]) -> Verdict:
+        sweep = [r for r in _sweep(records) if r["p"] >= TRACK_FROM]
+        if len(sweep) < MIN_TRACKED:
+            return Verdict(NOT_YET, f"{len(sweep)} sweep points with p >= 0.1%")
+        ps = [r["p"] for r in sweep]
+        rhos = {}
+        for key, name in TRACKED:
+            values = [_ratio(r["metrics"] if key == "sigma" else r, key) for r in sweep]
+            constant = max(values) == min(values)
+            rhos[name] = 0.0 if constant else float(spearmanr(ps, values)[0])
+        tracking = [name for name, rho in rhos.items() if abs(rho) >= TRACKS]
+        measured = (
+            f"rank correlation with p over {len(sweep)} points, p = {ps[0]:.2g} -> "
+            f"{ps[-1]:.2g}: "
+            + ", ".join(f"`{name}` {rho:+.2f}" for name, rho in rhos.items())
+            + (f"; tracking: {', '.join(f'`{n}`' for n in tracking)}" if tracking else "")
+        )
+        verdict = FAILS if len(tracking) == len(rhos) else PARTLY if tracking else HOLDS
+        return Verdict(verdict, measured)
+
+
+_FULL = "full: the paper's 784-500x3-10 topologies, exact `L`"
+CLAIMS = (
+    Claim(
+        f"Good performance was achieved with p of about 8% (network C, n = {PAPER_N:,}), "
+        "which leads to a network with small L and C that was therefore not small-world "
+        f"(here: `L/L_rand` and `C/C_rand` at most {NEAR_RANDOM:g})",
+        "Gammell, Nam & McCaughan 2020 (ICONS), section 6.2",
+        _FULL,
+        NotSmallWorld(f"icons-n{PAPER_N}"),
+    ),
+    Claim(
+        "A network's performance did not track closely with any of the small-world metrics "
+        "(here: along the ICONS sweep from p = 0.1%, where ICONS Figure 5's error falls as p "
+        f"grows, no metric's rank correlation with p of size {TRACKS:g} or more; performance "
+        "is the paper's, no training is run here)",
+        "Gammell, Nam & McCaughan 2020 (ICONS), section 6.2; Gammell, Nam & McCaughan 2021 "
+        '("Layer-Skipping Connections Improve the Effectiveness of Equilibrium Propagation on '
+        'Layered Networks"), footnote 1',
+        _FULL,
+        TracksNone(),
+    ),
+)
+#: the metrics are exact or have the standard errors the method states
+CLAIMS_NOTE = (
+    "The metrics are measured, not trained: `L` is exact and `sigma`'s standard error is "
+    "stated under Method, so these verdicts do not move from run to run."
+)
+
+
 # -- outputs -------------------------------------------------------------------------------
 def _num(value: float | None, fmt: str = ".4f") -> str:
     return "n/a" if value is None else format(value, fmt)
@@ -287,9 +394,7 @@ def _ratio(record: Mapping, name: str) -> float:
 
 def plot(records: Sequence[Mapping], path: Path) -> None:
     """``L/L_rand``, ``C/C_rand`` and ``sigma`` against ``p`` (three panels)."""
-    sweep = sorted(
-        (r for r in records if r["family"] == "icons-replace" and r["n"]), key=lambda r: r["p"]
-    )
+    sweep = _sweep(records)
     refs = {r["key"]: r for r in records if r["family"] == "layered" or r["n"] == 0}
     for r in records:
         if r["family"] == "rewired":
@@ -487,9 +592,7 @@ def interpretation(records: Sequence[Mapping], plan: Plan) -> list[str]:
             f"{max(cl[1:-1]):.2f}), so `C = {zm['C']:.3f}` = {zero['C_ratio']:.2f} x `C_rand`; "
             f"`L = {zm['L']:.3f}` ({zero['L_ratio']:.3f} x `L_rand`), `sigma = {zm['sigma']:.2f}`."
         )
-    sweep = sorted(
-        (r for r in records if r["family"] == "icons-replace" and r["n"]), key=lambda r: r["p"]
-    )
+    sweep = _sweep(records)
     if sweep:
         lo, hi = sweep[0], sweep[-1]
         sigmas = [_ratio(r["metrics"], "sigma") for r in sweep]
@@ -529,7 +632,8 @@ def interpretation(records: Sequence[Mapping], plan: Plan) -> list[str]:
                 f", `C = {pm['C']:.3f}` ({paper['C_ratio']:.2f} x `C_rand`), `sigma = "
                 f"{pm['sigma']:.2f}`. ICONS section 6.2 says this network has small `L` and `C` "
                 f'and is "therefore not small-world". {reading} The ICONS appendix that would '
-                "say how the paper computed its metrics is missing from the seed text, so the "
+                "say how the paper computed its metrics is missing from its text (it cites "
+                "'Appendix ??'), so the "
                 "difference cannot be traced."
             )
     rewired = next((r for r in records if r["family"] == "rewired"), None)
@@ -575,8 +679,9 @@ def interpretation(records: Sequence[Mapping], plan: Plan) -> list[str]:
         "- Relation to performance (not measured here; no training was run): the journal "
         'version has "not observed a strong correlation between network performance and '
         "common metrics of small-worldness (characteristic path length, clustering "
-        'coefficient, small-world coefficient)" (seed 001, footnote 1), and ICONS section 6.2 '
-        'says performance "did not track closely with any of the small-world metrics". '
+        'coefficient, small-world coefficient)" (Gammell, Nam & McCaughan 2021, footnote 1), '
+        'and ICONS section 6.2 says performance "did not track closely with any of the '
+        'small-world metrics". '
         "Points to read against that: " + "; ".join(evidence) + "."
     )
     return lines
@@ -607,6 +712,7 @@ def render_results(scale: str, plan: Plan, records: Sequence[Mapping]) -> str:
         "",
         _layer_table(records, plan.sizes),
         "",
+        *claims_section(CLAIMS, records, scale, CLAIMS_NOTE),
         "## Method",
         "",
         *_method_lines(plan, records),
