@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -41,10 +42,10 @@ def _train(args: argparse.Namespace) -> int:
                 "--resume continues a run with its saved config; drop --preset "
                 "and --config (only --set epochs=N may extend it)"
             )
-        if args.device or args.out:
+        if args.out:
             raise EqpropError(
-                "--resume continues a run on its saved device (train.device in its config.toml) "
-                "in its own directory; drop --device and --out (copy the directory to move it)"
+                "--resume continues a run in its own directory; drop --out (copy the directory "
+                "to move it)"
             )
         if args.data:
             raise EqpropError(
@@ -59,6 +60,7 @@ def _train(args: argparse.Namespace) -> int:
                 "start a new run to change anything else"
             )
         epochs = next(iter(overrides.values()), None)
+        device = args.device  # None: where it ran; another device: a note, then on
     else:
         preset = args.preset or "digits"
         sets = list(args.set) + ([f'train.device="{args.device}"'] if args.device else [])
@@ -72,9 +74,9 @@ def _train(args: argparse.Namespace) -> int:
         runs.check_run(config, options)  # then the device, the data, the sizes, the memory
         existed = out.is_dir()
         run_dir = created = runs.start_run(config, out)
-        epochs = None
+        epochs = device = None
     try:
-        records = runs.train_run(run_dir, options, epochs=epochs)
+        records = runs.train_run(run_dir, options, epochs=epochs, device=device)
     except KeyboardInterrupt as exc:
         print(
             f"eqprop: {_stopped(exc)}; continue with: eqprop train --resume {run_dir}",
@@ -173,6 +175,8 @@ def _reproduce(args: argparse.Namespace) -> int:
             f"{', '.join(module.SCALES)}, not {args.scale!r}"
         )
     departures = Departures(tuple(args.set), fast=args.fast)  # a bad --set fails here
+    if args.device is not None:
+        _check_device_option(args.device)
     takes = "departures" in inspect.signature(runner(module)).parameters
     flags = (
         ("--set", args.set),
@@ -180,6 +184,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         ("--status", args.status),
         ("--results-only", args.results_only),
         ("--publish", args.publish),
+        ("--device", args.device),
     )
     asked = [flag for flag, given in flags if given]
     if asked and not takes:
@@ -216,7 +221,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else None
     placement = _placement(args, module)
     results_only = args.results_only or args.publish is not None
-    kwargs = {"departures": departures, "results_only": results_only} if takes else {}
+    kwargs = (
+        {"departures": departures, "results_only": results_only, "device": args.device}
+        if takes
+        else {}
+    )
     if placement is not None:
         kwargs["placement"] = placement
     results = runner(module)(args.scale, out, data_dir, **kwargs)
@@ -227,6 +236,16 @@ def _reproduce(args: argparse.Namespace) -> int:
         index = publish(args.experiment, args.scale, departures, out, Path(args.publish))
         print(f"published to {args.publish}; index: {index}")
     return 0
+
+
+def _check_device_option(device: str) -> None:
+    """A one-line error for a ``--device`` that is not ``cpu``, ``cuda`` or ``cuda:N``, or
+    names a GPU this machine lacks."""
+    from eqprop.runs import check_device
+
+    if device != "cpu" and not re.fullmatch(r"cuda(:[0-9]+)?", device):
+        raise EqpropError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    check_device(device)
 
 
 def _takes_departures(name: str) -> bool:
@@ -286,11 +305,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     for name in args.preset or []:
         cfg.preset(name)  # an unknown preset fails here, with the list of names
-    if args.device != "cpu" and not args.device.startswith("cuda"):
-        raise EqpropError(f"--device must be cpu or cuda (or cuda:N), got {args.device!r}")
-    from eqprop.runs import check_device
-
-    check_device(args.device, fix="--device cpu")  # a GPU this machine lacks fails here
+    _check_device_option(args.device)
     if args.out is not None:
         from eqprop.runs import check_writable_file
 
@@ -399,7 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
         "x_test, y_test (shortcut for --set data.dataset=file --set data.path=FILE.npz)",
     )
     p.add_argument("--data-dir", help="directory of the IDX files (or set EQPROP_DATA_DIR)")
-    p.add_argument("--device", help="cpu or cuda (shortcut for --set device=...)")
+    p.add_argument(
+        "--device",
+        help="cpu, cuda or cuda:N (shortcut for --set train.device=...); with --resume, moves "
+        "the run there (no longer bit for bit, with a note)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")
     p.add_argument(
         "--tensorboard",
@@ -429,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="smoke", help="smoke, quick or full")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     p.add_argument("--data-dir", help="directory of the IDX files")
+    p.add_argument(
+        "--device",
+        help="cpu, cuda or cuda:N: where the EP runs compute; new runs start there and "
+        "resumed ones move there (no longer bit for bit, with a note)",
+    )
     p.add_argument(
         "--address",
         help="run the trials on this Ray cluster (default: a local Ray instance, if installed)",

@@ -172,8 +172,7 @@ def build_network(config: RunConfig, topology: topo.Topology | None = None) -> N
     train = config.train
     if train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"device {train.device!r} requested but no CUDA GPU is available; "
-            f"use --set train.device=cpu"
+            f"device {train.device!r} requested but no CUDA GPU is available; use --device cpu"
         )
     return Network(
         topology if topology is not None else build_topology(config),
@@ -235,7 +234,7 @@ def load_data(config: RunConfig, data_dir: str | Path | None) -> Dataset:
 
 
 # -- checks that run before anything is written ---------------------------------------------
-def check_device(device: str, fix: str = "--set train.device=cpu") -> None:
+def check_device(device: str, fix: str = "--device cpu") -> None:
     """A one-line error if ``device`` (``cpu``, ``cuda``, ``cuda:N``) is not on this machine;
     ``fix``: the option that asks for the CPU instead."""
     if not device.startswith("cuda"):
@@ -732,12 +731,18 @@ def not_fitting(path: Path, detail: str) -> EqpropError:
     )
 
 
+#: the keys a resume may change: the run's length and where it computes
+RESUME_MAY_CHANGE = ("train.epochs", "train.device")
+
+
 def check_trained_with(path: Path, saved: dict, config: RunConfig) -> None:
     """A one-line error naming the keys (with both values) in which the config a checkpoint
     or ``best.pt`` (``saved``, read from ``path``) records differs from ``config``, the run's
-    ``config.toml``. ``train.epochs`` may differ: a resume may extend a run. Files written
-    before eqprop recorded the config (no ``config_sha256``) are not checked: they resume as
-    before, with their shapes still checked against the config."""
+    ``config.toml``. ``train.epochs`` may differ: a resume may extend a run; so may
+    ``train.device``: it says where the run computes, not what (a resume elsewhere says once
+    that the rounding then differs). Files written before eqprop recorded the config (no
+    ``config_sha256``) are not checked: they resume as before, with their shapes still
+    checked against the config."""
     digest = saved.get("config_sha256")
     if digest is None or digest == config_digest(config):
         return
@@ -752,7 +757,7 @@ def check_trained_with(path: Path, saved: dict, config: RunConfig) -> None:
     keys = [
         key
         for key in sorted(set(recorded) | set(current))
-        if key != "train.epochs" and recorded.get(key) != current.get(key)
+        if key not in RESUME_MAY_CHANGE and recorded.get(key) != current.get(key)
     ]
     if not keys:
         return
@@ -1087,13 +1092,20 @@ def _divergence(exc: DivergenceError, saved: bool) -> DivergenceError:
 
 
 def train_run(
-    run_dir: str | Path, options: RunOptions | None = None, *, epochs: int | None = None
+    run_dir: str | Path,
+    options: RunOptions | None = None,
+    *,
+    epochs: int | None = None,
+    device: str | None = None,
 ) -> list[dict]:
     """Train (or resume) the run in ``run_dir`` until its configured epochs are done.
 
     ``epochs`` changes the run's total number of epochs (``train.epochs`` in its
     ``config.toml``, written only once every check has passed); it cannot be below the epochs
-    the checkpoint has finished. Returns the per-epoch metrics. Raises
+    the checkpoint has finished. ``device`` moves the run to another device (``cpu``,
+    ``cuda``, ``cuda:N``; ``train.device``, written the same way): it goes on from its
+    checkpoint there, with a note that the rounding, so the result, is no longer bit for bit
+    that of a run never moved. Returns the per-epoch metrics. Raises
     :class:`~eqprop.errors.DivergenceError` if the run diverges; the last checkpoint then
     stays as it was.
     """
@@ -1105,6 +1117,8 @@ def train_run(
         # -- checks: nothing is written until all of them pass --------------------------
         if epochs is not None:
             config = config.override({"train.epochs": epochs})
+        if device is not None:
+            config = config.override({"train.device": device})  # checked by check_run
         for path in (run_dir, run_dir / RATES, run_dir / STEPS):
             if os.path.lexists(path) and not path.is_dir():
                 raise EqpropError(
@@ -1185,7 +1199,7 @@ def train_run(
         # -- writes ---------------------------------------------------------------------
         resume_fix = f"continue with: eqprop train --resume {run_dir}"
         with _writing(run_dir, resume_fix):
-            if epochs is not None and read_config(run_dir) != config:
+            if read_config(run_dir) != config:  # train.epochs or train.device changed
                 atomic_write_bytes(run_dir / CONFIG, config.to_toml().encode())
             if records is None:  # a checkpoint without metrics (older), or none
                 on_disk, torn = _parse_metrics(run_dir / METRICS)

@@ -29,7 +29,6 @@ MAX_PNG = 300_000
 def one_thread(monkeypatch):
     """Tiny networks on a shared machine run far faster on one thread; no env selection."""
     monkeypatch.delenv(pr.ONLY_ENV, raising=False)
-    monkeypatch.delenv(pr.DEVICE_ENV, raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -25,7 +25,6 @@ SOLVERS_FULL = Path(__file__).resolve().parents[1] / "docs/results/solvers-full/
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):
     monkeypatch.delenv(pr.ONLY_ENV, raising=False)
-    monkeypatch.delenv(pr.DEVICE_ENV, raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

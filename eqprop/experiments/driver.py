@@ -55,14 +55,16 @@ def run(
     placement: Placement | None = None,
     departures: Departures | None = None,
     results_only: bool = False,
+    device: str | None = None,
 ) -> Path:
     """Run (or resume) every declared run of ``experiment`` at ``scale`` into ``out`` (with
-    the ``--set``/``--fast`` ``departures``; on Ray where ``placement`` asks for it; none
-    with ``results_only``), save its figures and write ``results.md``; return its path."""
+    the ``--set``/``--fast`` ``departures``; on Ray where ``placement`` asks for it; on
+    ``device`` where given; none with ``results_only``), save its figures and write
+    ``results.md``; return its path."""
     pr.check_scale(scale)
     out = Path(out)
     planned = experiment.planned(scale)
-    results = pr.execute(planned, out, data_dir, placement, departures, results_only)
+    results = pr.execute(planned, out, data_dir, placement, departures, results_only, device)
     for name, figure in experiment.figures(scale, results).items():
         pr.save_png(figure, out / name)
     path = out / RESULTS

@@ -21,8 +21,10 @@ Environment variables (read by :func:`execute`):
 
 - ``EQPROP_ONLY``: comma-separated run names (e.g. ``C`` or ``C,A``); only those are trained,
   the others are reported from whatever their directories hold. For long ``full`` runs.
-- ``EQPROP_DEVICE``: device of *newly started* runs (e.g. ``cuda``); a resumed run keeps the
-  device saved in its config.
+
+Where runs compute is ``device`` (``eqprop reproduce --device``): new runs start there, and
+resumed ones move there (with the note of :func:`eqprop.runs.train_run`); without it a new
+run computes on its preset's device and a resumed one where it ran before.
 """
 
 from __future__ import annotations
@@ -67,7 +69,6 @@ NETWORKS = {
     "deep-skip": "frontiers-skip-deep",
 }
 ONLY_ENV = "EQPROP_ONLY"
-DEVICE_ENV = "EQPROP_DEVICE"
 DIVERGED = "DIVERGED"
 #: config fields that do not change what a run computes (may differ on resume)
 OPERATIONAL = ("description", "train.device", "train.checkpoint_every", "train.layout")
@@ -221,10 +222,11 @@ def _check_compatible(existing: cfg.RunConfig, declared: cfg.RunConfig, run_dir:
         )
 
 
-def prepare_run(name: str, config: cfg.RunConfig, run_dir: Path) -> str:
+def prepare_run(name: str, config: cfg.RunConfig, run_dir: Path, device: str | None = None) -> str:
     """Make ``run_dir`` ready to train to ``config.train.epochs``: ``"complete"`` (nothing to
     do), ``"diverged"`` (a ``DIVERGED`` file: not retried), ``"resume"`` (its config kept,
-    the epochs extended where needed) or ``"start"`` (a new run directory written)."""
+    the epochs extended and the ``device``, when given, set where needed) or ``"start"`` (a
+    new run directory written, on ``device`` when given)."""
     run_dir = Path(run_dir)
     if (run_dir / DIVERGED).exists():
         return "diverged"
@@ -235,12 +237,13 @@ def prepare_run(name: str, config: cfg.RunConfig, run_dir: Path) -> str:
         epochs = config.train.epochs
         if done >= epochs:
             return "complete"
-        if existing.train.epochs != epochs:
-            extended = existing.override({"train.epochs": epochs})
-            atomic_write_bytes(run_dir / CONFIG, extended.to_toml().encode())
+        changed = existing.override(
+            {"train.epochs": epochs, **({"train.device": device} if device else {})}
+        )
+        if changed != existing:
+            atomic_write_bytes(run_dir / CONFIG, changed.to_toml().encode())
         _log(f"{name}: resuming {run_dir} after epoch {done} of {epochs}")
         return "resume"
-    device = os.environ.get(DEVICE_ENV)
     start_run(config.override({"train.device": device}) if device else config, run_dir)
     _log(f"{name}: started {run_dir} ({config.train.epochs} epochs)")
     return "start"
@@ -268,12 +271,18 @@ def train_declared(name: str, run_dir: str, data_dir: str | None) -> dict:
         return {"diverged": str(exc)}
 
 
-def ensure_run(name: str, config: cfg.RunConfig, run_dir: Path, data_dir: Path | None) -> str:
+def ensure_run(
+    name: str,
+    config: cfg.RunConfig,
+    run_dir: Path,
+    data_dir: Path | None,
+    device: str | None = None,
+) -> str:
     """Bring one run to ``config.train.epochs`` in this process: skip, resume or start it.
     Returns what was done: ``"complete"`` (nothing to do), ``"resumed"``, ``"started"`` or
     ``"diverged"``."""
     run_dir = Path(run_dir)
-    prepared = prepare_run(name, config, run_dir)
+    prepared = prepare_run(name, config, run_dir, device)
     if prepared in ("complete", "diverged"):
         return prepared
     options = RunOptions(data_dir=data_dir, quiet=not sys.stderr.isatty())
@@ -291,6 +300,7 @@ def _on_ray(
     data_dir: Path | None,
     placement: Placement,
     only: set[str] | None,
+    device: str | None = None,
 ) -> dict[str, str]:
     """Prepare the selected runs here and train those with work left as Ray tasks; the
     status of every selected run (a failure's one-line reason for those that failed)."""
@@ -300,7 +310,7 @@ def _on_ray(
         if only is not None and name not in only:
             continue
         run_dir = (out / name).resolve()
-        prepared = prepare_run(name, config, run_dir)
+        prepared = prepare_run(name, config, run_dir, device)
         statuses[name] = _DONE.get(prepared, prepared)
         if prepared in ("resume", "start"):
             kwargs = {"name": name, "run_dir": str(run_dir), "data_dir": data}
@@ -327,6 +337,7 @@ def execute(
     placement: Placement | None = None,
     departures: Departures | None = None,
     results_only: bool = False,
+    device: str | None = None,
 ) -> list[RunResult]:
     """Run (skip, resume or start) every declared run, each in ``out/<name>``, and return
     what each holds afterwards: in order in this process, or as tasks on Ray where
@@ -348,15 +359,15 @@ def execute(
     if results_only:
         only = set()
     else:
-        check_inputs(planned, out, data_dir, only)  # the data, before the first write
+        check_inputs(planned, out, data_dir, only, device)  # the data, before the first write
         out.mkdir(parents=True, exist_ok=True)
     if results_only:
         statuses = {}
     elif placement is not None and placement.ray:
-        statuses = _on_ray(planned, out, data_dir, placement, only)
+        statuses = _on_ray(planned, out, data_dir, placement, only, device)
     else:
         statuses = {
-            name: ensure_run(name, config, out / name, data_dir)
+            name: ensure_run(name, config, out / name, data_dir, device)
             for name, config in planned
             if only is None or name in only
         }
@@ -390,6 +401,7 @@ def check_inputs(
     out: Path,
     data_dir: Path | None,
     only: set[str] | None = None,
+    device: str | None = None,
 ) -> None:
     """A one-line error, before anything is written, if a declared run that would train
     (named in ``only`` when given, neither complete nor diverged) cannot: its device, its
@@ -397,7 +409,6 @@ def check_inputs(
     (:func:`eqprop.runs.check_run`; each distinct data, network and device checked once)."""
     from eqprop.runs import check_run
 
-    device = os.environ.get(DEVICE_ENV)
     options = RunOptions(data_dir=data_dir)
     checked = set()
     for name, config in planned:
@@ -407,8 +418,8 @@ def check_inputs(
         if run_status(name, config, run_dir).state in ("complete", "diverged"):
             continue
         if (run_dir / CONFIG).exists():
-            config = read_config(run_dir)  # a resumed run keeps its device
-        elif device:
+            config = read_config(run_dir)  # a resumed run keeps its device unless moved
+        if device:
             config = config.override({"train.device": device})
         key = (config.data, config.topology.family, tuple(config.topology.sizes), config.train)
         if key not in checked:
