@@ -119,10 +119,9 @@ def test_own_data_trains_a_trainer_directly(tmp_path):
         net,
         eqprop.RandomSign(beta=1.0),
         eqprop.MaskedSGD(net, eqprop.LearningRates(lr=0.1)),
-        eqprop.FixedSteps(steps=10),
-        eqprop.FixedSteps(steps=4),
-        eqprop.GradientNudging(),
-        n_train=len(data.train),
+        free=eqprop.FixedSteps(steps=10),
+        nudged=eqprop.FixedSteps(steps=4),
+        nudging=eqprop.GradientNudging(),
         batch_size=9,
     )
     epoch = trainer.train_epoch(data.train.x, data.train.y)

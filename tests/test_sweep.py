@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from eqprop import cli
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, EqpropError
 from eqprop.runs import CHECKPOINT, read_config, read_metrics
 from eqprop.sweep import load_sweep, run_sweep, sweep_from_dict, trial_names
 from eqprop.sweeps import results as res
@@ -411,12 +411,16 @@ def test_an_experiment_run_failing_on_ray_is_reported_and_the_others_finish(tmp_
     good = cfg.from_dict(cfg.preset("digits")).override({"train.epochs": 1, "free.steps": 5})
     bad = good.override({"data.dataset": "mnist"})  # no MNIST files in the empty data dir
     (tmp_path / "empty").mkdir()
-    results = pr.execute(
-        [("good", good), ("bad", bad)], tmp_path / "out", tmp_path / "empty", Placement(ray=True)
-    )
-    assert results[0].status == "started" and results[0].complete
-    assert results[1].status.startswith("failed (") and "mnist" in results[1].status.lower()
-    assert not results[1].complete
+    planned, out = [("good", good), ("bad", bad)], tmp_path / "out"
+    with pytest.raises(EqpropError, match="mnist: missing"):  # execute checks first
+        pr.execute(planned, out, tmp_path / "empty", Placement(ray=True))
+    assert not out.exists()
+    # a run that fails on its worker all the same (its data gone after the checks)
+    out.mkdir()
+    statuses = pr._on_ray(planned, out, tmp_path / "empty", Placement(ray=True), None)
+    assert statuses["good"] == "started" and len(pr.read_metrics(out / "good")) == 1
+    assert statuses["bad"].startswith("failed (") and "mnist" in statuses["bad"].lower()
+    assert pr.read_metrics(out / "bad") == []
 
 
 def test_aggregate_mean_and_spread_over_seeds():
