@@ -395,7 +395,7 @@ def p_from_n(n: int, sizes: tuple[int, ...] | list[int], formula: str = "simple"
     ``(N_I/(N_o+N_I)) (1 - r**n)``, ``r = 1 - (N_o+N_I)/(N_o N_I)``. Rewiring every connection
     with probability ``p`` (where replacements may land on earlier removed pairs) leaves it
     absent with probability ``(N_I/N_o)(1 - exp(-p N_o/N_I))``. Equating the two gives
-    ``p = -(N_I/N_o) ln(N_I/(N_o+N_I) + N_o/(N_o+N_I) r**n)``. (The seed text's rendering of
+    ``p = -(N_I/N_o) ln(N_I/(N_o+N_I) + N_o/(N_o+N_I) r**n)``. (The paper's text rendering of
     the footnote is garbled; this form uses the same bracketed term and gives the 7.556% that
     docs/science.md section 2 states for the paper network.)
     """

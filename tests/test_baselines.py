@@ -1,4 +1,4 @@
-"""Baselines of seed 003: architectures, BP / FA / DTP, training protocol."""
+"""Baselines of Im, Patil & Branson: architectures, BP / FA / DTP, training protocol."""
 
 from __future__ import annotations
 

@@ -50,9 +50,10 @@ class ArchitectureConfig:
 
     Attributes:
         architecture: "NN" (plain MLP), "DN" (dense MLP), "ConvNet" or "DenseConvNet".
-        depth: number of hidden layers ``L`` (the seed uses 3-7 with sigmoid, 5-10 with ReLU).
+        depth: number of hidden layers ``L`` (Im, Patil & Branson use 3-7 with sigmoid,
+            5-10 with ReLU).
         activation: hidden-layer nonlinearity, "sigmoid" or "relu".
-        width: units per hidden layer of an MLP (128 in the seed).
+        width: units per hidden layer of an MLP (128 in the paper).
         channels_per_depth: a ConvNet's hidden layers have ``channels_per_depth * depth``
             channels (16 in the seed).
     """

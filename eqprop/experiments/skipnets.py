@@ -896,7 +896,7 @@ INTERPRETATIONS = (
     "says; the paper's formula sums from h_1 while defining h_0 = x, which leaves it open. "
     "The output layer is a layer like the others, so it also reads every hidden layer and the "
     "pixels.",
-    "- The seed names no optimiser; we use Adam for every rule. Its learning-rate ranges "
+    "- The paper names no optimiser; we use Adam for every rule. Its learning-rate ranges "
     "(Table 1) are used as given; they look tuned for plain SGD with sigmoid and for an "
     "adaptive method with ReLU.",
     "- The paper's 'early stop starting point' is read as examples seen before patience-based "
