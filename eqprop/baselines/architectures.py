@@ -55,7 +55,7 @@ class ArchitectureConfig:
         activation: hidden-layer nonlinearity, "sigmoid" or "relu".
         width: units per hidden layer of an MLP (128 in the paper).
         channels_per_depth: a ConvNet's hidden layers have ``channels_per_depth * depth``
-            channels (16 in the seed).
+            channels (16 in the paper).
     """
 
     architecture: str = "NN"

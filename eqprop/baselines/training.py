@@ -45,8 +45,8 @@ class TrainConfig:
         patience: validation evaluations without improvement that end the run.
         max_examples: hard cap on the examples seen.
         eval_every: examples between validation evaluations.
-        batch_size: examples per update (128 in the seed).
-        weight_decay: L2 coefficient on every parameter (1e-5 in the seed).
+        batch_size: examples per update (128 in the paper).
+        weight_decay: L2 coefficient on every parameter (1e-5 in the paper).
         seed: seed of the mini-batch order.
     """
 
