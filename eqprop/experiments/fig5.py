@@ -307,7 +307,11 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         f"Swept: {len(sweep)} values of p, log-uniform from {P_MIN:g} to {P_MAX:g}; each is "
         "network C (icons-skip preset) with ICONS topology of that `p` (no `n`), one "
         "rate .02 and one epoch. Reference: B (icons-layered preset, p = 0), one epoch. "
-        "Replacements n = round(ln(1 - p) / ln(1 - 1/N_o)) (the 'simple' formula)."
+        "Replacements n = round(ln(1 - p) / ln(1 - 1/N_o)) (the 'simple' formula). As p "
+        "goes to 0 the ICONS network does not become B: it keeps every edge inside each "
+        "hidden layer (3 x 500 x 499 / 2 = 374,250, initial weights U[-a, a], a = .05; "
+        "`docs/science.md` section 2), so the small-p networks and B differ by those edges as "
+        "well as by the few replacements."
     )
     measurements = ["## Results", "", pr.table(header, rows), ""]
     after = [
