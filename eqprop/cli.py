@@ -258,7 +258,7 @@ def _takes_departures(name: str) -> bool:
 
 
 def _placement(args: argparse.Namespace, module):
-    """Where the experiment's runs go (:class:`eqprop.sweeps.tasks.Placement`): Ray Tune
+    """Where the experiment's runs go (:class:`eqprop.sweeps.placement.Placement`): Ray Tune
     trials (a local instance, or the cluster at ``--address``) when the experiment runs its
     trials as tasks and Ray is installed, unless ``--no-ray``; None for an experiment that
     runs in this process only (the Ray flags are then an error)."""
@@ -266,7 +266,7 @@ def _placement(args: argparse.Namespace, module):
     import inspect
 
     from eqprop.experiments import runner
-    from eqprop.sweeps.tasks import Placement
+    from eqprop.sweeps.placement import Placement
 
     given = [flag for flag, value in _ray_flags(args) if value is not None]
     if "placement" not in inspect.signature(runner(module)).parameters:
