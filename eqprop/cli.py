@@ -559,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.set_defaults(func=_bench_solvers)
 
-    from eqprop import sweep  # its options live beside its code; Ray is imported only to run
+    # the sweep command's options live beside its code; Ray is imported only to run
+    from eqprop.sweeps import command as sweep
 
     p = sub.add_parser(
         "sweep", help="run a grid of configs as trials on Ray (pip install eqprop[ray])"

@@ -24,8 +24,9 @@ import torch
 from eqprop import cli
 from eqprop.errors import ConfigError, EqpropError
 from eqprop.runs import CHECKPOINT, read_config, read_metrics
-from eqprop.sweep import load_sweep, run_sweep, sweep_from_dict, trial_names
 from eqprop.sweeps import results as res
+from eqprop.sweeps.command import run_sweep
+from eqprop.sweeps.spec import load_sweep, sweep_from_dict, trial_names
 from eqprop.sweeps.trial import read_events
 
 GRID_SWEEP = """
