@@ -258,7 +258,7 @@ def _takes_departures(name: str) -> bool:
 
 
 def _placement(args: argparse.Namespace, module):
-    """Where the experiment's runs go (:class:`eqprop.sweeps.tasks.Placement`): Ray Tune
+    """Where the experiment's runs go (:class:`eqprop.sweeps.placement.Placement`): Ray Tune
     trials (a local instance, or the cluster at ``--address``) when the experiment runs its
     trials as tasks and Ray is installed, unless ``--no-ray``; None for an experiment that
     runs in this process only (the Ray flags are then an error)."""
@@ -266,7 +266,7 @@ def _placement(args: argparse.Namespace, module):
     import inspect
 
     from eqprop.experiments import runner
-    from eqprop.sweeps.tasks import Placement
+    from eqprop.sweeps.placement import Placement
 
     given = [flag for flag, value in _ray_flags(args) if value is not None]
     if "placement" not in inspect.signature(runner(module)).parameters:
@@ -559,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.set_defaults(func=_bench_solvers)
 
-    from eqprop import sweep  # its options live beside its code; Ray is imported only to run
+    # the sweep command's options live beside its code; Ray is imported only to run
+    from eqprop.sweeps import command as sweep
 
     p = sub.add_parser(
         "sweep", help="run a grid of configs as trials on Ray (pip install eqprop[ray])"

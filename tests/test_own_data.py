@@ -197,7 +197,7 @@ def test_a_resume_on_changed_data_is_refused_before_anything_is_written(tmp_path
 
 
 def test_a_sweep_trains_own_data(tmp_path):
-    from eqprop.sweep import sweep_from_dict
+    from eqprop.sweeps.spec import sweep_from_dict
     from eqprop.sweeps.trial import DONE, train_trial, trial_state
 
     data = write_data(tmp_path / "mine.npz")

@@ -24,8 +24,9 @@ import torch
 from eqprop import cli
 from eqprop.errors import ConfigError, EqpropError
 from eqprop.runs import CHECKPOINT, read_config, read_metrics
-from eqprop.sweep import load_sweep, run_sweep, sweep_from_dict, trial_names
 from eqprop.sweeps import results as res
+from eqprop.sweeps.command import run_sweep
+from eqprop.sweeps.spec import load_sweep, sweep_from_dict, trial_names
 from eqprop.sweeps.trial import read_events
 
 GRID_SWEEP = """
@@ -219,7 +220,8 @@ def _crash_seed_1(config: dict) -> None:
     pickled by value, see below, so Ray's workers run this very function)."""
     import os as _os
 
-    from eqprop.sweeps.trial import append_event, run_task
+    from eqprop.sweeps.engine import run_task
+    from eqprop.sweeps.trial import append_event
 
     if config["trial"] != "seed=1":
         return run_task(config)
@@ -235,7 +237,7 @@ def test_unexpected_exception_is_retried_then_reported_failed(tmp_path, ray_loca
 
     spec = '[set]\n"train.epochs" = 1\n[grid]\n"train.seed" = [0, 1]\n[options]\nretries = 1\n'
     sweep = load_sweep(_spec(tmp_path, spec), out=tmp_path / "sw")
-    monkeypatch.setattr(engine.trial_mod, "run_task", _crash_seed_1)
+    monkeypatch.setattr(engine, "run_task", _crash_seed_1)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         lines: list[str] = []
@@ -375,7 +377,7 @@ def test_experiment_runs_on_ray_equal_the_same_runs_in_this_process(
     tmp_path, ray_local, one_thread, capsys
 ):
     from eqprop.experiments import driver, fig5
-    from eqprop.sweeps.tasks import Placement
+    from eqprop.sweeps.placement import Placement
 
     driver.run(fig5, "smoke", tmp_path / "here", None)
     capsys.readouterr()
@@ -406,7 +408,7 @@ def test_experiment_runs_on_ray_equal_the_same_runs_in_this_process(
 def test_an_experiment_run_failing_on_ray_is_reported_and_the_others_finish(tmp_path, ray_local):
     from eqprop import config as cfg
     from eqprop.experiments import paper_runs as pr
-    from eqprop.sweeps.tasks import Placement
+    from eqprop.sweeps.placement import Placement
 
     good = cfg.from_dict(cfg.preset("digits")).override({"train.epochs": 1, "free.steps": 5})
     bad = good.override({"data.dataset": "mnist"})  # no MNIST files in the empty data dir

@@ -21,7 +21,7 @@ from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import Claim
 from eqprop.experiments.departures import Departures
-from eqprop.sweeps.tasks import Placement
+from eqprop.sweeps.placement import Placement
 
 #: the file every experiment writes its results into
 RESULTS = "results.md"

@@ -55,7 +55,8 @@ from eqprop.runs import (
     start_run,
     train_run,
 )
-from eqprop.sweeps.tasks import RAY_DIR, Placement, Task, run_tasks
+from eqprop.sweeps.placement import Placement, run_tasks
+from eqprop.sweeps.tasks import RAY_DIR, Task
 from eqprop.topology import p_from_n
 
 SCALES = ("smoke", "quick", "full")
@@ -341,7 +342,7 @@ def execute(
 ) -> list[RunResult]:
     """Run (skip, resume or start) every declared run, each in ``out/<name>``, and return
     what each holds afterwards: in order in this process, or as tasks on Ray where
-    ``placement`` asks for it (:mod:`eqprop.sweeps.tasks`; a run that fails there is reported
+    ``placement`` asks for it (:mod:`eqprop.sweeps.placement`; a run that fails there is reported
     and the others go on). ``departures`` (``--set``, ``--fast``) change every declared run.
     Runs not named in ``EQPROP_ONLY`` (when set) are not trained; with ``results_only`` none
     is, and no run directory is touched (what they hold is reported)."""

@@ -75,7 +75,8 @@ from eqprop.runs import (
     start_run,
     train_run,
 )
-from eqprop.sweeps.tasks import RAY_DIR, Placement, Task, run_tasks
+from eqprop.sweeps.placement import Placement, run_tasks
+from eqprop.sweeps.tasks import RAY_DIR, Task
 
 SCALES = ("smoke", "quick", "mlp-budget", "full")
 RULE_NAMES = ("BP", "FA", "DTP")

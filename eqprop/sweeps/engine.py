@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from eqprop.errors import EqpropError
-from eqprop.sweeps import trial as trial_mod
 from eqprop.sweeps.tasks import Task
 
 INSTALL_HINT = "eqprop sweep needs Ray; install it with: pip install 'eqprop[ray]'"
 #: how long a stopped sweep or experiment waits for its Ray workers to checkpoint (seconds):
 #: a batch, or an evaluation of the held-out set, under way
 STOP_WAIT_S = 300.0
+#: the status a task reports to Tune when it ends: done, or failed for a reason of its own
+DONE, FAILED = "done", "failed"
 
 
 def require_ray():
@@ -148,6 +149,30 @@ def _error_line(trial) -> str:
     return lines[-1] if lines else "the trial's worker failed"
 
 
+def run_task(config: dict) -> None:
+    """The Ray Tune trainable: run the task named ``config["trial"]`` (a
+    :class:`~eqprop.sweeps.tasks.Task` given as ``config["tasks"][name]``).
+
+    ``config["threads"]`` (the CPUs the trial was given) is the number of torch threads,
+    set before anything else. The task's own failures (:class:`~eqprop.errors.EqpropError`)
+    are reported as a finished trial with ``status = "failed"``, so that Ray does not retry
+    them; anything else (the worker killed, an unexpected exception) propagates, and Ray
+    retries the trial, which resumes from its checkpoint.
+    """
+    import torch
+
+    torch.set_num_threads(int(config["threads"]))
+    from ray import tune
+
+    task = Task(config["trial"], **config["tasks"][config["trial"]])
+    try:
+        result = task.call()
+    except EqpropError as exc:
+        tune.report({"status": FAILED, "error": str(exc)})
+        return
+    tune.report({"status": DONE, **(result or {})})
+
+
 def run_tasks(
     tasks: Sequence[Task],
     storage: Path,
@@ -176,9 +201,7 @@ def run_tasks(
             on_given_up(name, f"{_error_line(trial)} (after {trial.num_failures} attempt(s))")
             on_finished(name, {})
 
-    trainable = tune.with_resources(
-        trial_mod.run_task, {"cpu": resources.cpus, "gpu": resources.gpus}
-    )
+    trainable = tune.with_resources(run_task, {"cpu": resources.cpus, "gpu": resources.gpus})
     param_space = {
         "trial": tune.grid_search([t.name for t in tasks]),
         "tasks": {t.name: t.spec() for t in tasks},

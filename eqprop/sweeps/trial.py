@@ -1,6 +1,6 @@
 """One trial of a sweep: an ordinary run directory, trained by :func:`eqprop.runs.train_run`
-on a Ray worker (:func:`run_task`, the Tune trainable that runs any
-:class:`~eqprop.sweeps.tasks.Task`), plus two files of its own beside the run's files:
+on a Ray worker (:func:`train_trial`, the task that :func:`eqprop.sweeps.engine.run_task`
+calls there), plus two files of its own beside the run's files:
 
 - ``attempts.jsonl``: one JSON line per event of the trial. The worker writes ``start``
   (its process id, host, torch threads, and the checkpoint's epoch and batch it resumes
@@ -170,30 +170,3 @@ def train_trial(run_dir: str, data_dir: str | None) -> dict:
         "train_error": last.get("train_error"),
         "test_error": last.get("test_error"),
     }
-
-
-def run_task(config: dict) -> None:
-    """The Ray Tune trainable: run the task named ``config["trial"]`` (a
-    :class:`~eqprop.sweeps.tasks.Task` given as ``config["tasks"][name]``).
-
-    ``config["threads"]`` (the CPUs the trial was given) is the number of torch threads,
-    set before anything else. The task's own failures (:class:`~eqprop.errors.EqpropError`)
-    are reported as a finished trial with ``status = "failed"``, so that Ray does not retry
-    them; anything else (the worker killed, an unexpected exception) propagates, and Ray
-    retries the trial, which resumes from its checkpoint.
-    """
-    import torch
-
-    torch.set_num_threads(int(config["threads"]))
-    from ray import tune
-
-    from eqprop.errors import EqpropError
-    from eqprop.sweeps.tasks import Task
-
-    task = Task(config["trial"], **config["tasks"][config["trial"]])
-    try:
-        result = task.call()
-    except EqpropError as exc:
-        tune.report({"status": FAILED, "error": str(exc)})
-        return
-    tune.report({"status": DONE, **(result or {})})
