@@ -661,8 +661,15 @@ CASES = {
         ["train", "--resume", "half"], "its start was interrupted", setup=interrupted_start
     ),
     "resume-with-preset": Case(["train", "--resume", "run", "--preset", "digits"], "--resume"),
-    "resume-with-device": Case(["train", "--resume", "run", "--device", "cpu"], "drop --device"),
-    "resume-with-out": Case(["train", "--resume", "run", "--out", "elsewhere"], "drop --device"),
+    "resume-with-bad-device": Case(
+        ["train", "--resume", "run", "--device", "tpu"], "train.device must be 'cpu' or"
+    ),
+    "resume-with-missing-gpu": Case(
+        ["train", "--resume", "run", "--device", "cuda"],
+        "no CUDA GPU is available; use --device cpu",
+        skip="this machine has a CUDA GPU" if HAS_CUDA else None,
+    ),
+    "resume-with-out": Case(["train", "--resume", "run", "--out", "elsewhere"], "drop --out"),
     "resume-set-lr": Case(["train", "--resume", "run", "--set", "lr=0.5"], "only --set train"),
     "resume-epochs-not-int": Case(
         ["train", "--resume", "run", "--set", "epochs='many'"], "train.epochs must be an integer"
@@ -740,7 +747,7 @@ CASES = {
         ["bench-solvers", "--solver", "sor:fast"], "the part after ':' is the step size eps"
     ),
     "bench-unknown-device": Case(
-        ["bench", "--device", "tpu"], "--device must be cpu or cuda (or cuda:N), got 'tpu'"
+        ["bench", "--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"
     ),
     "bench-cuda-without-gpu": Case(
         ["bench", "--device", "cuda"],
