@@ -25,7 +25,7 @@ A sweep file (TOML)::
 
     [results]
     seeds = ["train.seed"]           # default: the swept keys named *seed
-    plot_metric = "final_test_error" # see eqprop.sweeps.results.AGGREGATED
+    plot_metric = "final_held_out_error" # see eqprop.sweeps.results.AGGREGATED
     plot_key = "update.lr"           # default: the first swept key that is not a seed
     log_x = false
 
@@ -120,7 +120,7 @@ class Sweep:
     out: Path
     options: SweepOptions = field(default_factory=SweepOptions)
     seeds: tuple[str, ...] = ()
-    plot_metric: str = "final_test_error"
+    plot_metric: str = "final_held_out_error"
     plot_key: str | None = None
     log_x: bool = False
     description: str = ""
@@ -329,7 +329,8 @@ def _sweep_from_dict(values, source, base_dir, out, sets, option_changes) -> Swe
         raise ConfigError(
             f"results.seeds must list swept keys (of {', '.join(grid)}), got {seeds!r}"
         )
-    metric = results.get("plot_metric", "final_test_error")
+    metric = results.get("plot_metric", "final_held_out_error")
+    metric = res.RENAMED.get(metric, metric)  # a sweep file of before the rename
     if metric not in res.AGGREGATED:
         raise ConfigError(
             f"results.plot_metric = {metric!r} is not a sweep metric; choose one of "
@@ -521,9 +522,9 @@ class _Progress:
         if row["status"] == DONE:
             wall = row.get("wall_time") or 0.0
             outcome = (
-                f"done in {wall:.1f}s, test error "
-                f"{row['final_test_error']:.2%} (best {row['best_test_error']:.2%} at epoch "
-                f"{row['best_test_epoch']})"
+                f"done in {wall:.1f}s, held-out error "
+                f"{row['final_held_out_error']:.2%} (best {row['best_held_out_error']:.2%} at "
+                f"epoch {row['best_held_out_epoch']})"
             )
         else:
             outcome = f"FAILED ({row['error'] or row['status']})"
@@ -654,7 +655,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-failed", action="store_true", help="also run again the trials that failed"
     )
-    parser.add_argument("--plot-metric", help="metric of the plot (default final_test_error)")
+    parser.add_argument("--plot-metric", help="metric of the plot (default final_held_out_error)")
     parser.add_argument("--plot-key", help="swept key on the plot's x axis")
     parser.add_argument(
         "--dry-run", action="store_true", help="list the trials and their states; run nothing"
