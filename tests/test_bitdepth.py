@@ -103,11 +103,13 @@ def test_bits_needed_table_follows_the_rule(smoke):
         for key, words in bitdepth.CRITERIA.items():
             assert (
                 row[f"float32 {words} (%)"]
-                == f"{100 * last(smoke, f'{net}-float32-s0')[key]:.2f} (1)"
+                == f"{100 * record_metric(last(smoke, f'{net}-float32-s0'), key):.2f} (1)"
             )
-            target = last(smoke, f"{net}-float32-s0")[key] + bitdepth.TOLERANCE
+            target = record_metric(last(smoke, f"{net}-float32-s0"), key) + bitdepth.TOLERANCE
             for rounding in ("nearest", "stochastic"):
-                errors = {k: last(smoke, f"{net}-k{k}-{rounding}-s0")[key] for k in (4, 12)}
+                errors = {
+                    k: record_metric(last(smoke, f"{net}-k{k}-{rounding}-s0"), key) for k in (4, 12)
+                }
                 if errors[4] <= target and errors[12] <= target:
                     want = "4"
                 elif errors[12] <= target:
