@@ -29,6 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _train(args: argparse.Namespace) -> int:
     from eqprop import runs
+    from eqprop.metrics import held_out_error, held_out_key, held_out_label
 
     options = runs.RunOptions(
         data_dir=args.data_dir, quiet=args.quiet, tensorboard=args.tensorboard, announce=True
@@ -90,9 +91,10 @@ def _train(args: argparse.Namespace) -> int:
         raise
     if records:
         last = records[-1]
+        held = held_out_label(held_out_key(last))
         print(
             f"done: {last['epoch']} epochs, train error {last['train_error']:.2%}, "
-            f"test error {last['test_error']:.2%}; plot with: eqprop plot {run_dir}"
+            f"{held} {held_out_error(last):.2%}; plot with: eqprop plot {run_dir}"
         )
     return 0
 

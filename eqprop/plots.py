@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
 
 from eqprop.errors import EqpropError
-from eqprop.metrics import smooth_rates
+from eqprop.metrics import TEST_ERROR, held_out_error, held_out_key, held_out_label, smooth_rates
 
 STYLE = {
     "figure.dpi": 150,
@@ -241,7 +241,10 @@ def errors_figure(
     runs: Sequence[tuple[str, list[dict]]], *, log: bool = False, title: str | None = None
 ) -> Figure:
     """Figure-3 style: training error (solid, filled markers) and held-out error
-    (``test_error``; dashed, open markers) per epoch, a colour per run, a marker per epoch.
+    (:func:`~eqprop.metrics.held_out_error`; dashed, open markers) per epoch, a colour per
+    run, a marker per epoch. The legend names the held-out error by its key
+    (:func:`~eqprop.metrics.held_out_label`): "validation error (valid_error)", or
+    "held-out error (test_error)" for the test set and for older runs.
 
     ``runs`` pairs a label with the run's per-epoch metrics records; ``title`` defaults to
     :data:`ERRORS_TITLE`. The legend (one entry per run, then the two line styles) is
@@ -258,12 +261,15 @@ def errors_figure(
             epochs = [r["epoch"] for r in records]
             style = {"color": color, "lw": 1.4, "marker": "o", "ms": MARKER_SIZE}
             ax.plot(epochs, [100 * r["train_error"] for r in records], **style)
-            ax.plot(epochs, [100 * r["test_error"] for r in records], ls="--", mfc="white", **style)
+            held = [100 * held_out_error(r) for r in records]
+            ax.plot(epochs, held, ls="--", mfc="white", **style)
             handles.append(Line2D([], [], label=label, **style))
+        keys = sorted({held_out_key(r) for _, records in runs for r in records}, reverse=True)
+        held_label = " / ".join(f"{held_out_label(k)} ({k})" for k in keys or [TEST_ERROR])
         black = {"color": "0.2", "lw": 1.2, "marker": "o", "ms": MARKER_SIZE}
         handles += [
             Line2D([], [], label="training error", **black),
-            Line2D([], [], ls="--", mfc="white", label="held-out error (test_error)", **black),
+            Line2D([], [], ls="--", mfc="white", label=held_label, **black),
         ]
         ax.set_xlabel("epoch")
         ax.set_ylabel("error (%)")

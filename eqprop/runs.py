@@ -92,6 +92,13 @@ from eqprop.config import (
 )
 from eqprop.data import Dataset, load_dataset, load_npz
 from eqprop.errors import ConfigError, DivergenceError, EqpropError, Interrupted
+from eqprop.metrics import (
+    TEST_ERROR,
+    VALID_ERROR,
+    held_out_error,
+    held_out_key,
+    held_out_label,
+)
 from eqprop.network import Network
 from eqprop.quantization import QuantizedSGD, rounding_seed
 from eqprop.relaxation.cuda_graph import CudaGraphs
@@ -618,15 +625,17 @@ def config_record(config: RunConfig) -> dict[str, str]:
 
 
 def save_best(
-    path: Path, network: Network, epoch: int, held_out_error: float, config: RunConfig
+    path: Path, network: Network, epoch: int, held_out: dict[str, float], config: RunConfig
 ) -> None:
-    """Write the network's weights (``state_dict``) with the epoch, its held-out error and
-    the config it was trained with (:func:`config_record`), and a SHA-256 of all of them as
-    a checkpoint has (:func:`state_digest`), atomically."""
+    """Write the network's weights (``state_dict``) with the epoch, its held-out error
+    ``held_out`` (one item: the error under the key the run's records hold it,
+    :func:`~eqprop.metrics.held_out_key`) and the config it was trained with
+    (:func:`config_record`), and a SHA-256 of all of them as a checkpoint has
+    (:func:`state_digest`), atomically."""
     payload = {
         "network": network.state_dict(),
         "epoch": epoch,
-        "test_error": held_out_error,
+        **held_out,
         **config_record(config),
     }
     save_checkpoint(path, payload)
@@ -835,8 +844,9 @@ def read_checkpoint(
 
 def load_best(run_dir: Path, config: RunConfig) -> dict:
     """The verified content of ``run_dir``'s ``best.pt`` (its checksum, its epoch, the config
-    it records against ``config``): ``network`` (a ``state_dict``), ``epoch`` and
-    ``test_error``. One-line :class:`~eqprop.errors.EqpropError` otherwise."""
+    it records against ``config``): ``network`` (a ``state_dict``), ``epoch`` and the
+    held-out error (read it with :func:`~eqprop.metrics.held_out_error`). One-line
+    :class:`~eqprop.errors.EqpropError` otherwise."""
     path = run_dir / BEST
     saved = _load_verified(path, BEST, _BEST_FIX)
     for key, kind in (("network", dict), ("epoch", int)):
@@ -1247,6 +1257,9 @@ def train_run(
         stop_request = run_dir / STOP_REQUEST
         n_batches = -(-len(x) // config.train.batch_size)
         n_eval = -(-len(hx) // 1000)  # Trainer.evaluate's batches
+        # a resumed run keeps the key its first epochs were recorded under, so one
+        # metrics.jsonl never mixes keys (runs written before valid_error have test_error)
+        held_key = held_out_key(records[0]) if records else _held_out_key(data)
         with _deferred_stop() as interrupted:
             while trainer.epoch < config.train.epochs:
                 epoch = trainer.epoch + 1
@@ -1289,7 +1302,7 @@ def train_run(
                 record = {
                     "epoch": result.epoch,
                     "train_error": result.train_error,
-                    "test_error": held_error,
+                    held_key: held_error,
                     "layer_rates": result.layer_rates.double().mean(0).tolist(),
                     "free_steps": result.mean_free_steps,
                     "relaxation_steps": n_batches * (result.mean_free_steps + config.nudged.steps),
@@ -1307,9 +1320,10 @@ def train_run(
                     _save_epoch(run_dir, STEPS, result.epoch, result.free_steps.numpy())
                     if writer is not None:
                         _log_epoch(writer, record)
-                    earlier = [r["test_error"] for r in records]
+                    earlier = [held_out_error(r) for r in records]
                     if not earlier or held_error < min(earlier):
-                        save_best(run_dir / BEST, network, result.epoch, held_error, config)
+                        best = {held_key: held_error}
+                        save_best(run_dir / BEST, network, result.epoch, best, config)
                 records.append(record)
                 checkpoint()
                 # the epoch's record goes on disk after the checkpoint that holds it, so a
@@ -1338,6 +1352,12 @@ def _recorded_data_dir(run_dir: Path, options: RunOptions) -> RunOptions:
     return dataclasses.replace(options, data_dir=recorded.read_text().strip())
 
 
+def _held_out_key(data: Dataset) -> str:
+    """The key of a new run's held-out error: :data:`~eqprop.metrics.VALID_ERROR` when it
+    evaluates on a validation split, :data:`~eqprop.metrics.TEST_ERROR` on the test set."""
+    return VALID_ERROR if data.valid is not None else TEST_ERROR
+
+
 def _write_metrics(run_dir: Path, records: list[dict]) -> None:
     """``metrics.jsonl`` rewritten atomically (a crash leaves the old or the new file)."""
     payload = "".join(json.dumps(r) + "\n" for r in records).encode()
@@ -1357,7 +1377,7 @@ def _evaluate(trainer, x, y, particles, n_eval, epoch, config, options) -> float
 
 def _log_epoch(writer, record: dict) -> None:
     step = record["epoch"]
-    for key in ("train_error", "test_error", "official_test_error", "free_steps"):
+    for key in ("train_error", VALID_ERROR, TEST_ERROR, "official_test_error", "free_steps"):
         if key in record:
             writer.add_scalar(key, record[key], step)
     for pair, rate in enumerate(record["layer_rates"], start=1):
@@ -1367,8 +1387,9 @@ def _log_epoch(writer, record: dict) -> None:
 
 def _epoch_line(record: dict, epochs: int) -> str:
     rates = " ".join(f"{r:.2e}" for r in record["layer_rates"])
+    held = held_out_label(held_out_key(record))
     return (
         f"epoch {record['epoch']}/{epochs}  train error {record['train_error']:.2%}  "
-        f"test error {record['test_error']:.2%}  free steps {record['free_steps']:.0f}  "
+        f"{held} {held_out_error(record):.2%}  free steps {record['free_steps']:.0f}  "
         f"rates [{rates}]  {record['wall_time']:.0f}s"
     )

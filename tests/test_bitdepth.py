@@ -9,6 +9,7 @@ from md_tables import claim_verdicts
 from eqprop.experiments import EXPERIMENTS, bitdepth, driver, experiment
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import NOT_YET
+from eqprop.metrics import HELD_OUT_ERROR, record_metric
 from eqprop.runs import read_config, read_metrics
 
 
@@ -60,7 +61,10 @@ def test_files_and_run_directories(smoke):
 
 def test_error_tables_hold_the_runs_metrics(smoke):
     text = (smoke / "results.md").read_text()
-    for heading, key in (("## Held-out error", "test_error"), ("## Training error", "train_error")):
+    for heading, key in (
+        ("## Held-out error", HELD_OUT_ERROR),
+        ("## Training error", "train_error"),
+    ):
         rows = section_table(text, heading)
         assert list(rows[0]) == ["network", "rounding", "float32", "k = 4", "k = 12"]
         assert [(r["network"], r["rounding"]) for r in rows] == [
@@ -68,10 +72,10 @@ def test_error_tables_hold_the_runs_metrics(smoke):
         ]
         for row in rows:
             net, rounding = row["network"], row["rounding"]
-            want = last(smoke, f"{net}-float32-s0")[key]
+            want = record_metric(last(smoke, f"{net}-float32-s0"), key)
             assert row["float32"] == f"{100 * want:.2f} (1)"
             for k in (4, 12):
-                value = last(smoke, f"{net}-k{k}-{rounding}-s0")[key]
+                value = record_metric(last(smoke, f"{net}-k{k}-{rounding}-s0"), key)
                 assert row[f"k = {k}"] == f"{100 * value:.2f} (1)"
 
 
@@ -99,11 +103,13 @@ def test_bits_needed_table_follows_the_rule(smoke):
         for key, words in bitdepth.CRITERIA.items():
             assert (
                 row[f"float32 {words} (%)"]
-                == f"{100 * last(smoke, f'{net}-float32-s0')[key]:.2f} (1)"
+                == f"{100 * record_metric(last(smoke, f'{net}-float32-s0'), key):.2f} (1)"
             )
-            target = last(smoke, f"{net}-float32-s0")[key] + bitdepth.TOLERANCE
+            target = record_metric(last(smoke, f"{net}-float32-s0"), key) + bitdepth.TOLERANCE
             for rounding in ("nearest", "stochastic"):
-                errors = {k: last(smoke, f"{net}-k{k}-{rounding}-s0")[key] for k in (4, 12)}
+                errors = {
+                    k: record_metric(last(smoke, f"{net}-k{k}-{rounding}-s0"), key) for k in (4, 12)
+                }
                 if errors[4] <= target and errors[12] <= target:
                     want = "4"
                 elif errors[12] <= target:

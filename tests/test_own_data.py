@@ -21,6 +21,7 @@ from test_cli_errors import assert_one_line_error, serve, snapshot
 from eqprop import config as cfg
 from eqprop.data import load_npz, own_dataset, save_npz
 from eqprop.errors import DataError, EqpropError
+from eqprop.metrics import held_out_error
 from eqprop.runs import CHECKPOINT, DATA_SHA256, RunOptions, read_metrics, start_run, train_run
 from eqprop.saved import load_run, load_trainer
 
@@ -179,7 +180,7 @@ def test_an_own_data_run_resumes_bit_for_bit_and_loads_back(tmp_path):
 
     trained = load_run(whole)
     held = load_npz(data).held_out
-    assert trained.error(held.x, held.y) == read_metrics(whole)[-1]["test_error"]
+    assert trained.error(held.x, held.y) == held_out_error(read_metrics(whole)[-1])
     loaded, trainer = load_trainer(whole, None)
     assert loaded.sha256 == digest and trainer.epoch == 2
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from small_run import small_config
 
+from eqprop.metrics import held_out_error
 from eqprop.relaxation.fista import Fista
 from eqprop.runs import (
     RunOptions,
@@ -114,7 +115,7 @@ def test_evaluator_swap_retrains_the_run_and_measures_its_weights_three_ways(tmp
 
     [row] = json.loads(out.read_text())
     [record] = read_metrics(run_dir)
-    assert row["epoch"] == 1 and row["own"] == record["test_error"]
+    assert row["epoch"] == 1 and row["own"] == held_out_error(record)
     assert row["train_error"] == record["train_error"]
     # the retrained weights are the run's: its final (epoch-1) network, measured here
     network = load_run(run_dir).network
@@ -217,7 +218,7 @@ def test_early_free_phase_without_changes_is_the_runs_own_training(tmp_path):
     assert [row["epoch"] for row in unchanged["epochs"]] == [1, 2]
     for row, record in zip(unchanged["epochs"], records, strict=True):
         assert row["train_error"] == record["train_error"]
-        assert row["own"] == record["test_error"]  # from the persistent test particles
+        assert row["own"] == held_out_error(record)  # from the persistent test particles
     assert unchanged["first_batches_largest_residual"] == []
     network = load_run(run_dir).network
     held = load_data(config, None).held_out

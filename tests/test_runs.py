@@ -19,6 +19,7 @@ from small_run import small_config
 
 from eqprop import config as cfg
 from eqprop.errors import ConfigError, DivergenceError, EqpropError, Interrupted
+from eqprop.metrics import held_out_error
 from eqprop.plots import errors_figure, layer_rates_figure
 from eqprop.runs import (
     CHECKPOINT,
@@ -185,7 +186,7 @@ def test_a_version_1_run_directory_resumes_as_it_ran(tmp_path):
     assert [r["epoch"] for r in new] == [1, 2]
     for a, b in zip(old, new, strict=True):
         assert b["train_error"] == pytest.approx(a["train_error"], abs=1e-9)
-        assert b["test_error"] == pytest.approx(a["test_error"], abs=1e-9)
+        assert held_out_error(b) == pytest.approx(held_out_error(a), abs=1e-9)
         np.testing.assert_allclose(b["layer_rates"], a["layer_rates"], rtol=1e-4)
 
 
@@ -565,7 +566,7 @@ def test_digits_preset_learns_below_ten_percent(tmp_path):
     """The README's main job: the default preset reaches < 10% test error."""
     run = start_run(cfg.resolve("digits"), tmp_path / "run")
     records = train_run(run, None)
-    assert records[-1]["test_error"] < 0.10
+    assert held_out_error(records[-1]) < 0.10
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 10
 
 
@@ -742,11 +743,11 @@ def test_load_run_and_predict_reproduce_the_recorded_held_out_errors(tmp_path):
     held = load_data(cfg.from_dict(cfg.load_file(run / "config.toml")), None).held_out
     latest = eqprop.load_run(run)
     assert latest.epoch == 4
-    assert latest.error(held.x, held.y) == pytest.approx(records[-1]["test_error"], abs=1e-12)
+    assert latest.error(held.x, held.y) == pytest.approx(held_out_error(records[-1]), abs=1e-12)
     best = eqprop.load_run(run, "best")
-    best_record = min(records, key=lambda r: (r["test_error"], r["epoch"]))
+    best_record = min(records, key=lambda r: (held_out_error(r), r["epoch"]))
     assert best.epoch == best_record["epoch"]
-    assert best.error(held.x, held.y) == pytest.approx(best_record["test_error"], abs=1e-12)
+    assert best.error(held.x, held.y) == pytest.approx(held_out_error(best_record), abs=1e-12)
     assert (run / BEST).exists()
     with pytest.raises(EqpropError, match="which must be 'latest' or 'best'"):
         eqprop.load_run(run, "first")
@@ -919,3 +920,47 @@ def test_the_start_over_command_of_a_lost_checkpoint_trains_the_run_again(tmp_pa
     args = command.replace("NEW_DIR", str(again)).split()[1:]
     assert main([*args, "--quiet"]) == 0
     assert [r["train_error"] for r in read_metrics(again)] == [r["train_error"] for r in expected]
+
+
+def test_the_held_out_error_is_named_for_its_split(tmp_path):
+    """``icons`` split: ``valid_error`` (per epoch, in ``best.pt``, in the CLI's line);
+    ``standard`` split: ``test_error``; :func:`held_out_error` reads both."""
+    from eqprop.metrics import held_out_key, held_out_label
+
+    icons = start_run(small_config("epochs=1", "split=icons"), tmp_path / "icons")
+    standard = start_run(small_config("epochs=1", "split=standard"), tmp_path / "standard")
+    for run, key in ((icons, "valid_error"), (standard, "test_error")):
+        records = train_run(run, RunOptions(quiet=True))
+        assert [held_out_key(r) for r in records] == [key]
+        assert key in json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        assert held_out_error(records[0]) == records[0][key]
+        best = torch.load(run / "best.pt", weights_only=False)
+        assert held_out_error(best) == records[0][key]
+    assert held_out_label("valid_error") == "validation error"
+    assert held_out_label("test_error") == "held-out error"
+
+
+def test_an_old_icons_run_keeps_test_error_on_resume_and_still_plots(tmp_path):
+    """A run directory written before ``valid_error`` (``test_error`` on the ``icons``
+    split) resumes appending ``test_error``, never mixing keys, and still plots."""
+    run = start_run(small_config("epochs=1", "split=icons"), tmp_path / "old")
+    train_run(run, RunOptions(quiet=True))
+    old = [
+        {("test_error" if k == "valid_error" else k): v for k, v in r.items()}
+        for r in read_metrics(run)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    from eqprop.cli import main
+    from eqprop.runs import save_checkpoint
+
+    state = torch.load(run / CHECKPOINT, weights_only=False)
+    del state["digest"]
+    save_checkpoint(run / CHECKPOINT, {**state, "records": old})  # as the old code saved it
+
+    assert main(["train", "--resume", str(run), "--set", "epochs=2", "--quiet"]) == 0
+    records = read_metrics(run)
+    assert [sorted(k for k in r if k.endswith("_error")) for r in records] == [
+        ["test_error", "train_error"]
+    ] * 2
+    assert records[0] == old[0]
+    errors_figure([("old", records)])  # plots with the generic "held-out error"

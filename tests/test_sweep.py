@@ -23,6 +23,7 @@ import torch
 
 from eqprop import cli
 from eqprop.errors import ConfigError, EqpropError
+from eqprop.metrics import held_out_error
 from eqprop.runs import CHECKPOINT, read_config, read_metrics
 from eqprop.sweeps import results as res
 from eqprop.sweeps.command import run_sweep
@@ -127,10 +128,10 @@ def test_grid_sweep_equals_train_runs_two_at_once(tmp_path, ray_local, one_threa
         ref = _reference(sweep, trial, tmp_path / "ref" / trial.name)
         _same_run(run_dir, ref)
         last = read_metrics(ref)[-1]
-        assert float(row["final_test_error"]) == last["test_error"]
+        assert float(row["final_held_out_error"]) == held_out_error(last)
         assert float(row["final_train_error"]) == last["train_error"]
-        best = min(r["test_error"] for r in read_metrics(ref))
-        assert float(row["best_test_error"]) == best
+        best = min(held_out_error(r) for r in read_metrics(ref))
+        assert float(row["best_held_out_error"]) == best
         assert json.loads(row["topology.sizes"]) == list(trial.config.topology.sizes)
         assert [e["threads"] for e in read_events(run_dir) if e["event"] == "start"] == [1]
 
@@ -148,11 +149,11 @@ def test_grid_sweep_equals_train_runs_two_at_once(tmp_path, ray_local, one_threa
     assert len(agg) == 4 and {a["seeds"] for a in agg} == {"2"}
     for a in agg:
         members = [
-            float(r["final_test_error"])
+            float(r["final_held_out_error"])
             for r in rows
             if (r["update.lr"], r["topology.sizes"]) == (a["update.lr"], a["topology.sizes"])
         ]
-        assert float(a["final_test_error_mean"]) == pytest.approx(sum(members) / 2)
+        assert float(a["final_held_out_error_mean"]) == pytest.approx(sum(members) / 2)
     assert report.plot is not None and report.plot.stat().st_size > 0
 
     # running the same sweep again trains nothing
@@ -427,14 +428,14 @@ def test_an_experiment_run_failing_on_ray_is_reported_and_the_others_finish(tmp_
 
 def test_aggregate_mean_and_spread_over_seeds():
     rows = [
-        {"status": "done", "lr": 0.1, "seed": s, "final_test_error": e, "wall_time": 1.0}
+        {"status": "done", "lr": 0.1, "seed": s, "final_held_out_error": e, "wall_time": 1.0}
         for s, e in ((0, 0.1), (1, 0.3))
     ] + [{"status": "failed", "lr": 0.2, "seed": 0}]
     agg = res.aggregate(rows, ["lr"], ["seed"])
-    assert agg[0]["seeds"] == 2 and agg[0]["final_test_error_mean"] == pytest.approx(0.2)
-    assert agg[0]["final_test_error_std"] == pytest.approx(0.1414213562373095)
+    assert agg[0]["seeds"] == 2 and agg[0]["final_held_out_error_mean"] == pytest.approx(0.2)
+    assert agg[0]["final_held_out_error_std"] == pytest.approx(0.1414213562373095)
     assert agg[1]["seeds"] == 0 and agg[1]["failed"] == 1
-    assert "final_test_error_mean" not in agg[1]
+    assert "final_held_out_error_mean" not in agg[1]
 
 
 def test_sigterm_to_a_sweep_on_ray_stops_its_worker_with_a_checkpoint(

@@ -48,6 +48,7 @@ from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
 from eqprop.experiments.departures import Departures
+from eqprop.metrics import HELD_OUT_ERROR, metric_key
 from eqprop.plots import STYLE, data_caption, network_label, new_figure, outside_legend
 from eqprop.quantization import DEFAULT_RANGE_SCALE, ROUNDINGS
 
@@ -137,7 +138,10 @@ class Cell:
 
     def values(self, key: str) -> np.ndarray:
         """``key`` of every run, a row per seed (a list is a row; None is NaN)."""
-        rows = [np.atleast_1d(np.array(r.get(key), dtype=np.float64)) for r in self.records]
+        rows = [
+            np.atleast_1d(np.array(r.get(metric_key(r, key)), dtype=np.float64))
+            for r in self.records
+        ]
         return np.array(rows) if rows else np.zeros((0, 1))
 
     def mean(self, key: str) -> np.ndarray:
@@ -174,15 +178,15 @@ def collect(results: Iterable[pr.RunResult]) -> dict[tuple[str, str], Cell]:
 
 
 #: the errors a bits-needed criterion is read on: metrics key -> words
-CRITERIA = {"test_error": "held-out error", "train_error": "training error"}
+CRITERIA = {HELD_OUT_ERROR: "held-out error", "train_error": "training error"}
 
 
 def bits_needed(
-    cells: dict[tuple[str, str], Cell], network: str, rounding: str, key: str = "test_error"
+    cells: dict[tuple[str, str], Cell], network: str, rounding: str, key: str = HELD_OUT_ERROR
 ) -> int | None:
     """The smallest ``k`` from which on every measured ``k`` reaches float32's mean error
-    ``key`` (``test_error`` or ``train_error`` of the last epoch) plus :data:`TOLERANCE`
-    (None: no ``k`` of the grid does, or no float32 result)."""
+    ``key`` (:data:`~eqprop.metrics.HELD_OUT_ERROR` or ``train_error`` of the last epoch)
+    plus :data:`TOLERANCE` (None: no ``k`` of the grid does, or no float32 result)."""
     reference = cells.get((network, FLOAT))
     if reference is None or not reference.seeds:
         return None
@@ -499,7 +503,7 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "",
         "## Held-out error after the last epoch (%, mean ± sd over seeds (seeds))",
         "",
-        error_table(cells, plan, "test_error"),
+        error_table(cells, plan, HELD_OUT_ERROR),
         "",
         "## Training error of the last epoch (%, mean ± sd over seeds (seeds))",
         "",

@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from eqprop.metrics import metric_key, record_metric
+
 HOLDS, PARTLY, FAILS, NOT_YET = "holds", "partly", "does not hold", "not yet measured"
 VERDICTS = (HOLDS, PARTLY, FAILS, NOT_YET)
 
@@ -92,8 +94,15 @@ def _pct(value: float) -> str:
 
 
 def first_epoch_at_most(records: Sequence[dict], metric: str, value: float) -> int | None:
-    """The first epoch whose ``metric`` is at most ``value`` (None if none)."""
-    return next((r["epoch"] for r in records if r[metric] <= value), None)
+    """The first epoch whose ``metric`` (read by :func:`~eqprop.metrics.record_metric`) is at
+    most ``value`` (None if none)."""
+    return next((r["epoch"] for r in records if record_metric(r, metric) <= value), None)
+
+
+def _named(metric: str, records: Sequence[dict]) -> str:
+    """How a verdict names ``metric``: by the key the records hold it under (a held-out
+    error as ``valid_error`` or ``test_error``)."""
+    return metric_key(records[0], metric) if records else metric
 
 
 @dataclass(frozen=True)
@@ -107,19 +116,24 @@ class ReachesBy:
     epoch: int
     slack: float = 1.25
 
+    def named(self, r: Run) -> str:
+        """How a verdict names :attr:`metric` (by the key of ``r``'s records)."""
+        return _named(self.metric, r.records)
+
     def __call__(self, runs: Mapping[str, Run]) -> Verdict:
         r = runs.get(self.run)
         if r is None or not r.records:
             return Verdict(NOT_YET, f"{self.run}: no finished epoch yet")
         limit = math.ceil(self.epoch * self.slack)
         reached = first_epoch_at_most(r.records, self.metric, self.value)
-        best = min(x[self.metric] for x in r.records)
+        best = min(record_metric(x, self.metric) for x in r.records)
         if reached is not None:
             verdict = HOLDS if reached <= limit else PARTLY
             return Verdict(
-                verdict, f"{self.run}: {self.metric} {_pct(self.value)} at epoch {reached}"
+                verdict,
+                f"{self.run}: {self.named(r)} {_pct(self.value)} at epoch {reached}",
             )
-        seen = f"{self.run}: lowest {self.metric} {_pct(best)} in {r.epochs_done} epochs"
+        seen = f"{self.run}: lowest {self.named(r)} {_pct(best)} in {r.epochs_done} epochs"
         return Verdict(FAILS if r.epochs_done >= limit else NOT_YET, seen)
 
 
@@ -132,6 +146,10 @@ class NeverReaches:
     value: float
     epoch: int
 
+    def named(self, r: Run) -> str:
+        """How a verdict names :attr:`metric` (by the key of ``r``'s records)."""
+        return _named(self.metric, r.records)
+
     def __call__(self, runs: Mapping[str, Run]) -> Verdict:
         r = runs.get(self.run)
         if r is None or not r.records:
@@ -140,10 +158,11 @@ class NeverReaches:
         reached = first_epoch_at_most(within, self.metric, self.value)
         if reached is not None:
             return Verdict(
-                FAILS, f"{self.run}: {self.metric} {_pct(self.value)} at epoch {reached}"
+                FAILS,
+                f"{self.run}: {self.named(r)} {_pct(self.value)} at epoch {reached}",
             )
-        best = min(x[self.metric] for x in within)
-        seen = f"{self.run}: lowest {self.metric} {_pct(best)} in {r.epochs_done} epochs"
+        best = min(record_metric(x, self.metric) for x in within)
+        seen = f"{self.run}: lowest {self.named(r)} {_pct(best)} in {r.epochs_done} epochs"
         return Verdict(HOLDS if r.epochs_done >= self.epoch else NOT_YET, seen)
 
 
@@ -160,7 +179,15 @@ class _TwoRuns:
     def curves(self, runs: Mapping[str, Run]) -> tuple[dict[int, float], dict[int, float]]:
         """The two runs' ``metric`` by epoch (empty for a run not among ``runs``)."""
         a, b = (runs.get(name) for name in (self.low, self.high))
-        return tuple({x["epoch"]: x[self.metric] for x in r.records} if r else {} for r in (a, b))
+        return tuple(
+            {x["epoch"]: record_metric(x, self.metric) for x in r.records} if r else {}
+            for r in (a, b)
+        )
+
+    def named(self, runs: Mapping[str, Run]) -> str:
+        """How a verdict names :attr:`metric` (by the key of ``low``'s records)."""
+        low = runs.get(self.low)
+        return _named(self.metric, low.records if low else [])
 
     def verdict(self, reached: int, verdict: str, measured: str) -> Verdict:
         """``verdict`` once both runs ``reached`` :attr:`min_epochs`, else not yet measured."""
@@ -192,7 +219,7 @@ class Lower(_TwoRuns):
         low, high = mean(a), mean(b)
         gap = high - low
         measured = (
-            f"{self.metric} over epochs {first}-{common}: {self.low} {_pct(low)}, "
+            f"{self.named(runs)} over epochs {first}-{common}: {self.low} {_pct(low)}, "
             f"{self.high} {_pct(high)} ({100 * gap:+.2f} points)"
         )
         return self.verdict(
@@ -218,8 +245,8 @@ class BelowEachEpoch(_TwoRuns):
         behind = [e for e in common if not mine[e] < theirs[e]]
         last = common[-1]
         measured = (
-            f"{self.low}'s {self.metric} below {self.high}'s at {len(common) - len(behind)} of "
-            f"{len(common)} epochs {self.after + 1}-{last}"
+            f"{self.low}'s {self.named(runs)} below {self.high}'s at "
+            f"{len(common) - len(behind)} of {len(common)} epochs {self.after + 1}-{last}"
             + (f" (not at {', '.join(map(str, behind))})" if behind else "")
         )
         verdict = HOLDS if not behind else PARTLY if len(behind) <= len(common) / 10 else FAILS

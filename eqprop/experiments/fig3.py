@@ -40,6 +40,7 @@ from eqprop.experiments.claims import (
 )
 from eqprop.experiments.departures import Departures
 from eqprop.experiments.report import ResultsPage
+from eqprop.metrics import HELD_OUT_ERROR, held_out_error, record_metric
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label
 
 SCALES = pr.SCALES
@@ -70,7 +71,7 @@ CLAIMS = (
         "... and to 2.5% test error in around 190 epochs",
         _SOURCE,
         _FULL,
-        ReachesBy("C", "test_error", 0.025, 190),
+        ReachesBy("C", HELD_OUT_ERROR, 0.025, 190),
     ),
     Claim(
         "The layered network with per-layer rates (A) converges to 0% training error in around "
@@ -90,7 +91,7 @@ CLAIMS = (
         "mean of the last 5 epochs)",
         _SOURCE,
         _FULL,
-        Lower("C", "B", "test_error", margin=0.0025, min_epochs=250),
+        Lower("C", "B", HELD_OUT_ERROR, margin=0.0025, min_epochs=250),
     ),
     *(
         Claim(
@@ -120,7 +121,7 @@ def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
     curves = [(curve_label(r), r.records) for r in shown if r.records]
     data = data_caption(r.config for r in shown)
     zoom = errors_figure(curves, title=f"{ERRORS_TITLE}, low-error range\n{data}")
-    finals = [100 * r.records[-1]["test_error"] for r in shown if r.records]
+    finals = [100 * held_out_error(r.records[-1]) for r in shown if r.records]
     zoom.axes[0].set_ylim(0, min(100.0, max([5.0, *(2 * f for f in finals)])))
     return {
         "errors.png": errors_figure(curves, title=f"{ERRORS_TITLE}\n{data}"),
@@ -137,8 +138,8 @@ def curve_label(result: pr.RunResult) -> str:
 def _best(records: list[dict], key: str) -> tuple[float, int] | None:
     if not records:
         return None
-    best = min(records, key=lambda r: (r[key], r["epoch"]))
-    return best[key], best["epoch"]
+    best = min(records, key=lambda r: (record_metric(r, key), r["epoch"]))
+    return record_metric(best, key), best["epoch"]
 
 
 def first_zero_epoch(records: list[dict]) -> int | None:
@@ -148,14 +149,14 @@ def first_zero_epoch(records: list[dict]) -> int | None:
 
 def _row(r: pr.RunResult) -> list[str]:
     last = r.records[-1] if r.records else {}
-    best_train, best_test = _best(r.records, "train_error"), _best(r.records, "test_error")
+    best_train, best_test = _best(r.records, "train_error"), _best(r.records, HELD_OUT_ERROR)
     zero = first_zero_epoch(r.records)
     return [
         r.name,
         f"`{pr.NETWORKS[r.name]}`",
         f"{r.epochs_done}/{r.config.train.epochs}",
         pr.pct(last.get("train_error")),
-        pr.pct(last.get("test_error")),
+        pr.pct(held_out_error(last) if last else None),
         f"{pr.pct(best_train[0])} ({best_train[1]})" if best_train else "–",
         f"{pr.pct(best_test[0])} ({best_test[1]})" if best_test else "–",
         str(zero) if zero is not None else "not reached",

@@ -39,6 +39,7 @@ from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
 from eqprop.experiments.report import ResultsPage
+from eqprop.metrics import held_out_error
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -216,7 +217,7 @@ class Point:
         self.p = top.p if top.family == "icons" else 0.0
         first = result.records[0] if result.records else {}
         self.train_error = first.get("train_error", math.nan)
-        self.test_error = first.get("test_error", math.nan)
+        self.held_out_error = held_out_error(first) if first else math.nan
         self.summary = pr.summarize_rates(result.rates) if result.records else None
 
     @property
@@ -289,7 +290,7 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
                 f"{s.p:.3g}",
                 f"{s.replacements:,}",
                 pr.pct(s.train_error),
-                pr.pct(s.test_error),
+                pr.pct(s.held_out_error),
                 " / ".join(pr.num(v, ".2e") for v in s.rates) or "–",
                 pr.pct(s.summary.zero_output, 1) if s.summary else "–",
             ]

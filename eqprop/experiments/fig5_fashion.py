@@ -43,6 +43,7 @@ from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
 from eqprop.experiments.report import ResultsPage, question_and_protocol
+from eqprop.metrics import held_out_error
 from eqprop.plots import STYLE, log_axis, new_figure, outside_legend
 
 SCALES = pr.SCALES
@@ -98,7 +99,7 @@ def summarize(results: Iterable[pr.RunResult]) -> list[dict]:
     for name, runs in groups.items():
         done = [r.records[0] for r in runs if r.records]
         train = [d["train_error"] for d in done]
-        test = [d["test_error"] for d in done]
+        test = [held_out_error(d) for d in done]
         rows.append(
             {
                 "name": name,

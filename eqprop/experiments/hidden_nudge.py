@@ -62,6 +62,7 @@ from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
 from eqprop.experiments.report import ResultsPage
+from eqprop.metrics import HELD_OUT_ERROR, held_out_error, record_metric
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -175,7 +176,7 @@ class Measured:
     spread_all: float
     spread_deeper: float
     train_error: float
-    test_error: float
+    held_out_error: float
 
 
 def measure(result: pr.RunResult) -> Measured:
@@ -194,7 +195,7 @@ def measure(result: pr.RunResult) -> Measured:
         pr.spread(rates),
         pr.spread(rates[:-1]),
         last.get("train_error", math.nan),
-        last.get("test_error", math.nan),
+        held_out_error(last) if last else math.nan,
     )
 
 
@@ -272,8 +273,10 @@ def errors_figure(groups: dict[str, list[Measured]], data: str) -> Figure:
             if not epochs:
                 continue
             x = np.arange(1, epochs + 1) + dx
-            for key, ls, mfc in (("train_error", "-", None), ("test_error", "--", "white")):
-                values = 100 * np.array([[r[key] for r in m.result.records[:epochs]] for m in runs])
+            for key, ls, mfc in (("train_error", "-", None), (HELD_OUT_ERROR, "--", "white")):
+                values = 100 * np.array(
+                    [[record_metric(r, key) for r in m.result.records[:epochs]] for m in runs]
+                )
                 mean = values.mean(0)
                 yerr = [mean - values.min(0), values.max(0) - mean]
                 ax.errorbar(x, mean, yerr=yerr, ls=ls, mfc=mfc, capsize=2, **style)
@@ -327,7 +330,7 @@ def run_table(measured: list[Measured]) -> str:
             pr.num(m.spread_all, ".3f"),
             pr.num(m.spread_deeper, ".3f"),
             pr.pct(m.train_error),
-            pr.pct(m.test_error),
+            pr.pct(m.held_out_error),
         ]
         for m in measured
     ]
@@ -349,7 +352,7 @@ def setting_table(groups: dict[str, list[Measured]]) -> str:
                 _pm([m.spread_all for m in runs], ".3f"),
                 _pm([m.spread_deeper for m in runs], ".3f"),
                 _pm([m.train_error for m in runs], ".2f", 100) + " %",
-                _pm([m.test_error for m in runs], ".2f", 100) + " %",
+                _pm([m.held_out_error for m in runs], ".2f", 100) + " %",
             ]
         )
     return pr.table(SETTING_HEADER, rows)
@@ -422,7 +425,7 @@ def comparison_lines(groups: dict[str, list[Measured]]) -> list[str]:
         return pr.pct(mean_sd([m.gap for m in groups.get(setting, [])])[0])
 
     def error(setting: str) -> str:
-        return _pm([m.test_error for m in groups.get(setting, [])], ".2f", 100) + " %"
+        return _pm([m.held_out_error for m in groups.get(setting, [])], ".2f", 100) + " %"
 
     lines = []
     for setting in [s for s in groups if s != "B"]:
@@ -435,9 +438,9 @@ def comparison_lines(groups: dict[str, list[Measured]]) -> list[str]:
             + (f", than C in {_count(groups, setting, 'C', 'gap', True)}" if against_c else "")
             + f". Held-out error {error(setting)} (B: {error('B')}"
             + (f", C: {error('C')}" if against_c else "")
-            + f"); lower than B in {_count(groups, setting, 'B', 'test_error', False)}"
+            + f"); lower than B in {_count(groups, setting, 'B', 'held_out_error', False)}"
             + (
-                f", than C in {_count(groups, setting, 'C', 'test_error', False)}"
+                f", than C in {_count(groups, setting, 'C', 'held_out_error', False)}"
                 if against_c
                 else ""
             )

@@ -34,6 +34,7 @@ from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import Claim, Lower
 from eqprop.experiments.departures import Departures
 from eqprop.experiments.report import ResultsPage
+from eqprop.metrics import HELD_OUT_ERROR, held_out_error, record_metric
 from eqprop.plots import data_caption, errors_figure, layer_rates_figure, network_label
 
 SCALES = pr.SCALES
@@ -96,7 +97,7 @@ def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
 
 def _mean_last(records: list[dict], key: str, window: int = 5) -> float | None:
     """Mean of ``key`` over the last ``window`` finished epochs (None without any)."""
-    values = [r[key] for r in records[-window:]]
+    values = [record_metric(r, key) for r in records[-window:]]
     return sum(values) / len(values) if values else None
 
 
@@ -118,7 +119,7 @@ def comparison_lines(results: list[pr.RunResult]) -> list[str]:
         parts = [
             f"{what} {pr.pct(_mean_last(a, key))} layered against {pr.pct(_mean_last(b, key))} "
             "rewired"
-            for what, key in (("training error", "train_error"), ("held-out error", "test_error"))
+            for what, key in (("training error", "train_error"), ("held-out error", HELD_OUT_ERROR))
         ]
         lines.append(
             f"- {dataset}, epochs {common - window + 1}-{common} (mean): {'; '.join(parts)}."
@@ -132,14 +133,14 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
     rows = []
     for r in results:
         last = r.records[-1] if r.records else {}
-        best = min(r.records, key=lambda x: (x["test_error"], x["epoch"])) if r.records else None
+        best = min(r.records, key=lambda x: (held_out_error(x), x["epoch"])) if r.records else None
         rows.append(
             [
                 r.name,
                 f"{r.epochs_done}/{r.config.train.epochs}",
                 pr.pct(last.get("train_error")),
-                pr.pct(last.get("test_error")),
-                f"{pr.pct(best['test_error'])} ({best['epoch']})" if best else "–",
+                pr.pct(held_out_error(last) if last else None),
+                f"{pr.pct(held_out_error(best))} ({best['epoch']})" if best else "–",
             ]
         )
     protocol = (

@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from eqprop import config as cfg
 from eqprop.errors import ConfigError, DivergenceError
 from eqprop.experiments.departures import Departures
-from eqprop.metrics import log_spread
+from eqprop.metrics import held_out_error, log_spread
 from eqprop.runs import (
     CONFIG,
     RunOptions,
@@ -485,7 +485,7 @@ def run_status(name: str, config: cfg.RunConfig, run_dir: Path) -> RunStatus:
         state=state,
         done=done,
         train_error=last["train_error"],
-        held_out_error=last["test_error"],
+        held_out_error=held_out_error(last),
         seconds_per_epoch=per_epoch,
         **base,
     )

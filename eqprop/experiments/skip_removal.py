@@ -47,6 +47,7 @@ from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, Claim, Verdict
 from eqprop.experiments.departures import Departures
 from eqprop.experiments.report import ResultsPage, question_and_protocol
+from eqprop.metrics import HELD_OUT_ERROR, record_metric
 from eqprop.plots import STYLE, new_figure, outside_legend
 
 SCALES = pr.SCALES
@@ -96,16 +97,16 @@ def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
 def per_epoch(
     results: Iterable[pr.RunResult],
 ) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """network -> ``train_error`` / ``test_error`` -> per epoch (mean, std) over the seeds
-    whose runs have that epoch."""
+    """network -> ``train_error`` / :data:`~eqprop.metrics.HELD_OUT_ERROR` -> per epoch
+    (mean, std) over the seeds whose runs have that epoch."""
     results = list(results)
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for network in NETWORKS:
         runs = [r for r in results if r.name.rsplit("-s", 1)[0] == network]
         done = min((r.epochs_done for r in runs), default=0)
         curves[network] = {
-            key: [pr.mean_sd([r.records[e][key] for r in runs]) for e in range(done)]
-            for key in ("train_error", "test_error")
+            key: [pr.mean_sd([record_metric(r.records[e], key) for r in runs]) for e in range(done)]
+            for key in ("train_error", HELD_OUT_ERROR)
         }
     return curves
 
@@ -121,14 +122,14 @@ def _draw(curves: dict, scale: str):
     fig = new_figure(figsize=(7.5, 4.2))
     ax = fig.add_subplot()
     for network, keys in curves.items():
-        for key, style in (("test_error", "-"), ("train_error", "--")):
+        for key, style in ((HELD_OUT_ERROR, "-"), ("train_error", "--")):
             points = keys[key]
             if not points:
                 continue
             epochs = np.arange(1, len(points) + 1)
             mean = 100 * np.array([m for m, _ in points])
             std = 100 * np.array([s for _, s in points])
-            what = "held-out" if key == "test_error" else "training"
+            what = "held-out" if key == HELD_OUT_ERROR else "training"
             ax.plot(
                 epochs, mean, style, marker="o", color=COLOURS[network], label=f"{network}, {what}"
             )
@@ -161,9 +162,9 @@ def finals(curves: dict) -> dict[str, tuple[float, float]] | None:
     """Each network's held-out error (mean, sd over seeds) after the last epoch that every
     network reached in every seed (None: not every network has finished an epoch, or they
     have not finished the same epochs)."""
-    if len({len(c["test_error"]) for c in curves.values()}) != 1:
+    if len({len(c[HELD_OUT_ERROR]) for c in curves.values()}) != 1:
         return None
-    last = {n: c["test_error"][-1] for n, c in curves.items() if c["test_error"]}
+    last = {n: c[HELD_OUT_ERROR][-1] for n, c in curves.items() if c[HELD_OUT_ERROR]}
     return last if len(last) == len(NETWORKS) else None
 
 
@@ -185,7 +186,7 @@ class LastingBenefit:
             return Verdict(NOT_YET, "not every network has finished the same epochs yet")
         diff, beyond = difference(last["add-remove"], last["layered"])
         measured = (
-            f"after {len(curves['layered']['test_error'])} epochs, held-out error add-remove "
+            f"after {len(curves['layered'][HELD_OUT_ERROR])} epochs, held-out error add-remove "
             f"{_cell(last['add-remove'])}, layered {_cell(last['layered'])}: {diff:+.2f} "
             f"points ({'beyond' if beyond else 'within'} twice the combined seed spread)"
         )
@@ -218,7 +219,7 @@ def removal_lines(curves: dict, scale: str) -> list[str]:
         return ["- Not every network has finished the same epochs yet."]
     diff, beyond = difference(last["add-remove"], last["add"])
     removed = REMOVE_AFTER[scale]
-    errors = curves["add-remove"]["test_error"]
+    errors = curves["add-remove"][HELD_OUT_ERROR]
     before = errors[removed - 1] if len(errors) >= removed else None
     after = errors[removed] if len(errors) > removed else None
     return [
@@ -232,11 +233,11 @@ def removal_lines(curves: dict, scale: str) -> list[str]:
 def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
     curves = per_epoch(results)
-    n_epochs = max((len(c["test_error"]) for c in curves.values()), default=0)
+    n_epochs = max((len(c[HELD_OUT_ERROR]) for c in curves.values()), default=0)
     rows = []
     for e in range(n_epochs):
         row = [str(e + 1) + (" (first without skips)" if e == REMOVE_AFTER[scale] else "")]
-        for key in ("train_error", "test_error"):
+        for key in ("train_error", HELD_OUT_ERROR):
             for network in NETWORKS:
                 points = curves[network][key]
                 row.append(_cell(points[e] if e < len(points) else None))

@@ -65,6 +65,7 @@ from eqprop.config import RunConfig, from_dict, preset
 from eqprop.data import load_dataset
 from eqprop.errors import ConfigError, DivergenceError
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
+from eqprop.metrics import held_out_error
 from eqprop.runs import (
     CONFIG,
     RunOptions,
@@ -465,7 +466,7 @@ def _ep_record(
     lr = config.update.lr if isinstance(config.update.lr, float) else list(config.update.lr)
     grid, history = [], []
     for m in metrics:
-        valid = round(1.0 - m["test_error"], 6)
+        valid = round(1.0 - held_out_error(m), 6)
         test = round(1.0 - m["official_test_error"], 6)
         examples = m["epoch"] * n_train
         grid.append(

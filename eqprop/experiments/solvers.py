@@ -47,6 +47,7 @@ import torch
 from eqprop import config as cfg
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
+from eqprop.metrics import HELD_OUT_ERROR, record_metric
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label, solver_label
 from eqprop.relaxation import Relaxer
 from eqprop.relaxation.fixed import FixedSteps
@@ -106,6 +107,8 @@ REDUCTIONS = {
 }
 #: the floor of the "within noise" criterion, in error fraction (0.5 points)
 FLOOR = 0.005
+#: how a difference that is not within the noise names the error it is in
+_WORD = {"train_error": "train", HELD_OUT_ERROR: "test"}
 
 
 def run_name(net: str, protocol: str, seed: int) -> str:
@@ -420,16 +423,16 @@ def compare(
     rows, misses = [], []
     for e in epochs:
         cells = [str(e)]
-        for key in ("train_error", "test_error"):
-            allowed = max(spread([r[e][key] for r in paper]), FLOOR)
-            cells += [pr.pct(r[e][key]) if e in r else "–" for r in paper + fast]
+        for key in ("train_error", HELD_OUT_ERROR):
+            allowed = max(spread([record_metric(r[e], key) for r in paper]), FLOOR)
+            cells += [pr.pct(record_metric(r[e], key)) if e in r else "–" for r in paper + fast]
             for k, (seed, ref, run) in enumerate(zip(seeds, paper, fast, strict=True)):
                 if k not in compared:
                     cells.append("–")
                     continue
-                cell, ok = judged(run[e][key] - ref[e][key], allowed)
+                cell, ok = judged(record_metric(run[e], key) - record_metric(ref[e], key), allowed)
                 if not ok:
-                    misses.append(f"epoch {e} {key.split('_')[0]} (seed {seed})")
+                    misses.append(f"epoch {e} {_WORD[key]} (seed {seed})")
                 cells.append(cell)
             cells.append(f"{100 * allowed:.2f}")
         rows.append(cells)
@@ -504,13 +507,15 @@ def mean_lines(paper: list[dict], fast: list[dict], epochs: list[int], protocol:
     rows, apart = [], []
     for e in epochs:
         cells = [str(e)]
-        for key in ("train_error", "test_error"):
-            theirs, ours = ([100 * run[e][key] for run in runs] for runs in (paper, fast))
+        for key in ("train_error", HELD_OUT_ERROR):
+            theirs, ours = (
+                [100 * record_metric(run[e], key) for run in runs] for runs in (paper, fast)
+            )
             mean_theirs, mean_ours = statistics.fmean(theirs), statistics.fmean(ours)
             diff = mean_ours - mean_theirs
             se = math.sqrt((statistics.variance(ours) + statistics.variance(theirs)) / len(ours))
             if abs(diff) > MEAN_SE * se:
-                apart.append(f"epoch {e} {key.split('_')[0]}")
+                apart.append(f"epoch {e} {_WORD[key]}")
             cells += [
                 f"{mean_theirs:.2f} ({statistics.stdev(theirs):.2f})",
                 f"{mean_ours:.2f} ({statistics.stdev(ours):.2f})",
@@ -545,14 +550,14 @@ def spread_line(paper: list[dict], fast: list[dict], epochs: list[int], protocol
     protocol's seeds; the compared protocol's own seeds are a second sample of it)."""
 
     def largest(runs: list[dict], key: str) -> str:
-        diffs = {e: spread([run[e][key] for run in runs]) for e in epochs}
+        diffs = {e: spread([record_metric(run[e], key) for run in runs]) for e in epochs}
         e = max(diffs, key=diffs.get)
         return f"{100 * diffs[e]:.2f} (epoch {e})"
 
     return (
         f"- Largest seed-to-seed difference, training / held-out, in points: paper "
-        f"{largest(paper, 'train_error')} / {largest(paper, 'test_error')}; {protocol} "
-        f"{largest(fast, 'train_error')} / {largest(fast, 'test_error')}."
+        f"{largest(paper, 'train_error')} / {largest(paper, HELD_OUT_ERROR)}; {protocol} "
+        f"{largest(fast, 'train_error')} / {largest(fast, HELD_OUT_ERROR)}."
     )
 
 
@@ -571,11 +576,15 @@ def self_check_lines(results: list[pr.RunResult], net: str, seeds: tuple[int, ..
         rows, misses = [], []
         for e in epochs:
             cells = [str(e)]
-            for key in ("train_error", "test_error"):
-                allowed = max(abs(second[e][key] - first[e][key]), FLOOR)
-                cell, ok = judged(run[e][key] - first[e][key], allowed)
+            for key in ("train_error", HELD_OUT_ERROR):
+                allowed = max(
+                    abs(record_metric(second[e], key) - record_metric(first[e], key)), FLOOR
+                )
+                cell, ok = judged(
+                    record_metric(run[e], key) - record_metric(first[e], key), allowed
+                )
                 if not ok:
-                    misses.append(f"epoch {e} {key.split('_')[0]}")
+                    misses.append(f"epoch {e} {_WORD[key]}")
                 cells += [cell, f"{100 * allowed:.2f}"]
             rows.append(cells)
         checks = 2 * len(epochs)

@@ -167,9 +167,9 @@ class _Progress:
         if row["status"] == DONE:
             wall = row.get("wall_time") or 0.0
             outcome = (
-                f"done in {wall:.1f}s, test error "
-                f"{row['final_test_error']:.2%} (best {row['best_test_error']:.2%} at epoch "
-                f"{row['best_test_epoch']})"
+                f"done in {wall:.1f}s, held-out error "
+                f"{row['final_held_out_error']:.2%} (best {row['best_held_out_error']:.2%} at "
+                f"epoch {row['best_held_out_epoch']})"
             )
         else:
             outcome = f"FAILED ({row['error'] or row['status']})"
@@ -299,7 +299,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-failed", action="store_true", help="also run again the trials that failed"
     )
-    parser.add_argument("--plot-metric", help="metric of the plot (default final_test_error)")
+    parser.add_argument("--plot-metric", help="metric of the plot (default final_held_out_error)")
     parser.add_argument("--plot-key", help="swept key on the plot's x axis")
     parser.add_argument(
         "--dry-run", action="store_true", help="list the trials and their states; run nothing"

@@ -16,30 +16,37 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eqprop.metrics import held_out_error
 from eqprop.sweeps.trial import DONE, last_error, read_events, trial_state
 
 #: metrics of each trial row, from its per-epoch records (``final_*``: the last epoch;
-#: ``best_*``: the lowest over epochs, ``best_test_epoch`` the epoch of ``best_test_error``)
+#: ``best_*``: the lowest over epochs, ``best_held_out_epoch`` the epoch of
+#: ``best_held_out_error``; ``*_held_out_error`` read by :func:`~eqprop.metrics.held_out_error`)
 ROW_METRICS = (
     "final_train_error",
-    "final_test_error",
+    "final_held_out_error",
     "final_official_test_error",
     "best_train_error",
-    "best_test_error",
-    "best_test_epoch",
+    "best_held_out_error",
+    "best_held_out_epoch",
     "final_free_steps",
     "wall_time",
 )
 #: metrics aggregated over seeds (and the ones a plot can show)
 AGGREGATED = (
-    "final_test_error",
-    "best_test_error",
+    "final_held_out_error",
+    "best_held_out_error",
     "final_train_error",
     "best_train_error",
     "final_official_test_error",
     "wall_time",
 )
 STATS = ("mean", "std", "min", "max")
+#: the names these metrics had before ``*_held_out_error``, still accepted as a plot metric
+RENAMED = {
+    "final_test_error": "final_held_out_error",
+    "best_test_error": "best_held_out_error",
+}
 
 
 def format_value(value: Any) -> str:
@@ -65,14 +72,14 @@ def trial_row(name: str, overrides: dict[str, Any], run_dir: Path, root: Path) -
     row["epochs"] = epochs
     if records:
         last = records[-1]
-        best = min(records, key=lambda r: (r["test_error"], r["epoch"]))
+        best = min(records, key=lambda r: (held_out_error(r), r["epoch"]))
         row.update(
             final_train_error=last["train_error"],
-            final_test_error=last["test_error"],
+            final_held_out_error=held_out_error(last),
             final_official_test_error=last.get("official_test_error"),
             best_train_error=min(r["train_error"] for r in records),
-            best_test_error=best["test_error"],
-            best_test_epoch=best["epoch"],
+            best_held_out_error=held_out_error(best),
+            best_held_out_epoch=best["epoch"],
             final_free_steps=last.get("free_steps"),
             wall_time=last.get("wall_time"),
         )

@@ -25,7 +25,7 @@ A sweep file (TOML)::
 
     [results]
     seeds = ["train.seed"]           # default: the swept keys named *seed
-    plot_metric = "final_test_error" # see eqprop.sweeps.results.AGGREGATED
+    plot_metric = "final_held_out_error" # see eqprop.sweeps.results.AGGREGATED
     plot_key = "update.lr"           # default: the first swept key that is not a seed
     log_x = false
 
@@ -101,7 +101,7 @@ class Sweep:
     out: Path
     options: SweepOptions = field(default_factory=SweepOptions)
     seeds: tuple[str, ...] = ()
-    plot_metric: str = "final_test_error"
+    plot_metric: str = "final_held_out_error"
     plot_key: str | None = None
     log_x: bool = False
     description: str = ""
@@ -310,7 +310,8 @@ def _sweep_from_dict(values, source, base_dir, out, sets, option_changes) -> Swe
         raise ConfigError(
             f"results.seeds must list swept keys (of {', '.join(grid)}), got {seeds!r}"
         )
-    metric = results.get("plot_metric", "final_test_error")
+    metric = results.get("plot_metric", "final_held_out_error")
+    metric = res.RENAMED.get(metric, metric)  # a sweep file of before the rename
     if metric not in res.AGGREGATED:
         raise ConfigError(
             f"results.plot_metric = {metric!r} is not a sweep metric; choose one of "

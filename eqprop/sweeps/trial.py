@@ -137,6 +137,7 @@ def train_trial(run_dir: str, data_dir: str | None) -> dict:
     import torch
 
     from eqprop.errors import EqpropError, Interrupted
+    from eqprop.metrics import held_out_error
     from eqprop.runs import RunOptions, train_run
 
     run_dir_path = Path(run_dir)
@@ -168,5 +169,5 @@ def train_trial(run_dir: str, data_dir: str | None) -> dict:
     return {
         "epochs_done": last.get("epoch", 0),
         "train_error": last.get("train_error"),
-        "test_error": last.get("test_error"),
+        "held_out_error": held_out_error(last) if last else None,
     }

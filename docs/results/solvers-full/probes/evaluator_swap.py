@@ -38,6 +38,7 @@ from _probe import Recorded, run
 
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import fixed_point_error
+from eqprop.metrics import held_out_error
 from eqprop.runs import (
     atomic_write_bytes,
     build_network,
@@ -80,11 +81,11 @@ def measure(args: argparse.Namespace) -> None:
         result = trainer.train_epoch(data.train.x, data.train.y)
         trainer.free = own_free
         own = trainer.evaluate(held.x, held.y, particles=own_particles)
-        if result.train_error != record["train_error"] or own != record["test_error"]:
+        if result.train_error != record["train_error"] or own != held_out_error(record):
             raise EqpropError(
                 f"epoch {result.epoch} of the retrained run gives training {result.train_error}"
                 f" and held-out {own}, the run's records {record['train_error']} and "
-                f"{record['test_error']}: not the run's weights"
+                f"{held_out_error(record)}: not the run's weights"
             )
         trainer.free = evaluating = Recorded(other_free)  # as the other protocol evaluates
         other_error = trainer.evaluate(held.x, held.y, particles=other_particles)

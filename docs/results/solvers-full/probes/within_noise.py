@@ -33,9 +33,10 @@ from _probe import run
 
 from eqprop.errors import EqpropError
 from eqprop.experiments.solvers import FLOOR, judged, spread
+from eqprop.metrics import held_out_error
 from eqprop.runs import read_metrics
 
-#: the two errors compared, as the run records name them, and their column labels
+#: the two errors compared, as :func:`records` names them, and their column labels
 KEYS = {"train_error": "training", "test_error": "held-out"}
 
 
@@ -52,7 +53,10 @@ def records(path: Path) -> dict[int, dict]:
     """The epoch records of ``path`` by epoch: a run directory's, or an
     ``early_free_phase.py`` result's (its training error and its own held-out error)."""
     if path.is_dir():
-        found = {r["epoch"]: r for r in read_metrics(path) if "test_error" in r}
+        found = {
+            r["epoch"]: {"train_error": r["train_error"], "test_error": held_out_error(r)}
+            for r in read_metrics(path)
+        }
         if not found:
             raise EqpropError(f"{path} has no finished epoch (no metrics.jsonl records)")
         return found
