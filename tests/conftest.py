@@ -49,4 +49,4 @@ def real_data_dir(request: pytest.FixtureRequest) -> Path:
     path = Path(data_dir)
     if not path.is_dir():
         pytest.skip(f"data directory {path} (from --data-dir / EQPROP_DATA_DIR) does not exist")
-    return path
+    return path.resolve()  # absolute: tests link to its files from other directories
