@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -304,6 +305,34 @@ class EnergyNetwork(torch.nn.Module):
         if nudge is None:
             return f
         return f + nudge.beta * nudge.nudging.cost(s[:, self.output], nudge.target)
+
+    def _step(
+        self,
+        products: Callable[[], None],
+        finish: Callable[[], None],
+        s: torch.Tensor,
+        h: torch.Tensor,
+        rates: torch.Tensor,
+    ) -> Callable[[], None]:
+        """One step from a network's ``products`` (``h`` from ``rates``) and its ``finish``:
+        for the hard sigmoid (``rates`` is ``s`` itself) just the two; for a smooth
+        activation ``rates = rho(s)`` first and ``h`` times ``rho'(s)`` after."""
+        act = self.activation
+        if act.projected:
+
+            def step() -> None:
+                products()
+                finish()
+
+        else:
+
+            def step() -> None:
+                rates.copy_(act.rho(s))
+                products()
+                act.gain_(s, h)
+                finish()
+
+        return step
 
     def grad_F(self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None) -> torch.Tensor:
         """``dF/ds`` as the ``gradient`` step uses it, ``s - G(s, h)`` (the hard sigmoid's
@@ -649,21 +678,7 @@ class Network(EnergyNetwork):
                 buffer.copy_(state.T)  # CSR @ dense wants a contiguous right-hand side
                 out.add_(torch.mm(csr, buffer).T)
 
-        if act.projected:
-
-            def step() -> None:
-                products()
-                finish()
-
-        else:
-
-            def step() -> None:
-                rates.copy_(act.rho(s))
-                products()
-                act.gain_(s, h)
-                finish()
-
-        return step
+        return self._step(products, finish, s, h, rates)
 
     # -- what the estimators and updates use ---------------------------------------------------
     def correlation_difference(

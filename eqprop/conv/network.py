@@ -314,21 +314,7 @@ class ConvNetwork(EnergyNetwork):
             for term in terms:
                 term()
 
-        if act.projected:
-
-            def step() -> None:
-                products()
-                finish()
-
-        else:
-
-            def step() -> None:
-                rates.copy_(act.rho(s))
-                products()
-                act.gain_(s, h)
-                finish()
-
-        return step
+        return self._step(products, finish, s, h, rates)
 
     # -- what the estimators and updates use ---------------------------------------------------
     def phi_gradients(
