@@ -1,12 +1,13 @@
-"""Datasets: MNIST, Fashion-MNIST, scikit-learn's digits, your own examples, and logic-gate
-truth tables.
+"""Datasets: MNIST, Fashion-MNIST, CIFAR-10, scikit-learn's digits, your own examples, and
+logic-gate truth tables.
 
 MNIST and Fashion-MNIST are read from the four original IDX files (gzip-compressed or not)
 and verified against the SHA-256 of their uncompressed content, so that the same numbers are
 obtained whatever the compression or the mirror the files came from. Where the files live is
 decided by :func:`resolve_data_dir`; when they are missing, :func:`load_dataset` downloads them
 into the cache directory. Every problem with the files raises :class:`~eqprop.errors.DataError`
-with a one-line message naming the file and the fix.
+with a one-line message naming the file and the fix. CIFAR-10 is read from the python
+version of its files (:mod:`eqprop.cifar`), found in the same directories.
 
 Your own examples come from arrays, tensors or a ``torch.utils.data.Dataset``
 (:func:`own_dataset`), or from an ``.npz`` file (:func:`load_npz`; a config's
@@ -47,7 +48,7 @@ from eqprop.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
 SPLITS: tuple[str, ...] = ("icons", "standard")
 
 # The four IDX files of MNIST and Fashion-MNIST, by stem; each may also be present as stem + ".gz".
@@ -62,8 +63,9 @@ CACHE_DIR_ENV = "EQPROP_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/eqprop")
 
 # The icons split (paper, section 4) holds out the last 10,000 official training images;
-# for digits the same role is played by the last 287 of its 1,437 training examples.
-_ICONS_VALID_SIZE = {"mnist": 10_000, "fashion-mnist": 10_000, "digits": 287}
+# for digits the same role is played by the last 287 of its 1,437 training examples, for
+# CIFAR-10 by the last 5,000 of its 50,000 (the second half of data_batch_5).
+_ICONS_VALID_SIZE = {"mnist": 10_000, "fashion-mnist": 10_000, "digits": 287, "cifar10": 5_000}
 _DIGITS_N_TEST = 360
 _DIGITS_SEED = 0
 _DIGITS_MAX_PIXEL = 16.0
@@ -135,7 +137,8 @@ _REDOWNLOAD = "delete it and download it again"
 # whose truth value is ambiguous.
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Examples of one split: flattened images in [0, 1] and their integer labels."""
+    """Examples of one split: flattened images in [0, 1] and their integer labels (a colour
+    image channel by channel, each channel row by row)."""
 
     x: torch.Tensor  # float32, (n, n_features)
     y: torch.Tensor  # int64, (n,)
@@ -159,7 +162,9 @@ class Split:
 class Dataset:
     """A classification dataset split into train, optional validation, and test examples.
     ``test`` is None only for own data without a test split; ``sha256`` is the SHA-256 of
-    the file it was read from (:func:`load_npz`), else None."""
+    the file it was read from (:func:`load_npz`), else None. ``image_shape`` is
+    ``(height, width)`` for grey images, ``(channels, height, width)`` for colour ones
+    (CIFAR-10: ``(3, 32, 32)``), the shape of own data's examples otherwise."""
 
     name: str
     train: Split
@@ -192,11 +197,13 @@ def load_dataset(
     Args:
         name: one of :data:`DATASETS`.
         split: ``"icons"``: train on the first 50,000 official training images and hold out the
-            remaining 10,000 as ``valid`` (for digits: 1,150 / 287); ``"standard"``: train on
-            all 60,000 (digits: 1,437), no ``valid``. ``test`` is always the official test set
-            (digits: 360 examples of a fixed permutation with seed 0).
-        data_dir: where the IDX files are; see :func:`resolve_data_dir`. Unused for digits,
-            which ships with scikit-learn.
+            remaining 10,000 as ``valid`` (for digits: 1,150 / 287; for CIFAR-10: 45,000 /
+            5,000); ``"standard"``: train on all 60,000 (digits: 1,437, CIFAR-10: 50,000), no
+            ``valid``. ``test`` is always the official test set (digits: 360 examples of a
+            fixed permutation with seed 0).
+        data_dir: where the IDX files (CIFAR-10: ``cifar-10-batches-py/`` or
+            ``cifar-10-python.tar.gz``, :mod:`eqprop.cifar`) are; see :func:`resolve_data_dir`.
+            Unused for digits, which ships with scikit-learn.
         download: when files are missing, download them into the cache directory
             (``$EQPROP_CACHE_DIR``, default ``~/.cache/eqprop``).
         limit: keep only the first ``limit`` examples of each split, for quick experiments.
@@ -216,8 +223,13 @@ def load_dataset(
     else:
         directory = resolve_data_dir(name, data_dir)
         _check_directory(name, directory)
-        files = _locate_or_download(name, directory, download)
-        dataset = _load_idx_files(files, name, _SOURCES[name].sha256)
+        if name == "cifar10":
+            from eqprop.cifar import load_cifar10  # it builds on this module
+
+            dataset = load_cifar10(directory, _cache_root() / name if download else None)
+        else:
+            files = _locate_or_download(name, directory, download)
+            dataset = _load_idx_files(files, name, _SOURCES[name].sha256)
 
     if split == "icons":
         dataset = _carve_valid(dataset, _ICONS_VALID_SIZE[name])
@@ -289,9 +301,9 @@ def _load_idx_files(
 
     return Dataset(
         name=name,
-        train=_idx_split(train_images, train_labels),
+        train=_pixel_split(train_images, train_labels),
         valid=None,
-        test=_idx_split(test_images, test_labels),
+        test=_pixel_split(test_images, test_labels),
         n_classes=int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1,
         image_shape=(int(train_images.shape[1]), int(train_images.shape[2])),
     )
@@ -312,12 +324,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
-    """Return the directory where the IDX files of dataset ``name`` are looked up.
+    """Return the directory where the files of dataset ``name`` are looked up.
 
     The base directory is ``data_dir``, else ``$EQPROP_DATA_DIR``, else the cache directory
     (``$EQPROP_CACHE_DIR``, default ``~/.cache/eqprop``). A subdirectory named after the
-    dataset is used when it exists (so one base can hold ``mnist/`` and ``fashion-mnist/``),
-    and always for the cache; otherwise the base itself is expected to hold the files.
+    dataset is used when it exists (so one base can hold ``mnist/``, ``fashion-mnist/`` and
+    ``cifar10/``), and always for the cache; otherwise the base itself is expected to hold
+    the files.
     """
     _check_name(name)
     if data_dir is None:
@@ -773,7 +786,8 @@ def _parse_idx(path: Path, content: bytes) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="))
 
 
-def _idx_split(images: np.ndarray, labels: np.ndarray) -> Split:
+def _pixel_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    """The split of byte images (one per row, or per leading index) and integer labels."""
     x = torch.from_numpy(images.reshape(len(images), -1)).to(torch.float32).div_(255.0)
     return Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
 

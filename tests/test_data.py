@@ -325,7 +325,7 @@ def test_load_dataset_verifies_the_real_checksums(
     [
         (
             {"name": "cifar"},
-            "unknown dataset 'cifar'; valid datasets: digits, mnist, fashion-mnist",
+            "unknown dataset 'cifar'; valid datasets: digits, mnist, fashion-mnist, cifar10",
         ),
         (
             {"name": "mnist", "split": "paper"},
@@ -345,7 +345,7 @@ def test_load_dataset_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 
 
 def test_registries() -> None:
-    assert DATASETS == ("digits", "mnist", "fashion-mnist")
+    assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10")
     assert SPLITS == ("icons", "standard")
     assert IDX_FILES[0] == "train-images-idx3-ubyte"
 
@@ -374,7 +374,7 @@ def test_resolve_data_dir_falls_back_to_env_then_cache(
 
 
 def test_resolve_data_dir_rejects_unknown_datasets() -> None:
-    with pytest.raises(ConfigError, match="valid datasets: digits, mnist, fashion-mnist"):
+    with pytest.raises(ConfigError, match="valid datasets: digits, mnist, fashion-mnist, cifar10"):
         resolve_data_dir("emnist", None)
 
 
