@@ -199,7 +199,12 @@ def solver_label(config: Any) -> str:
     return f"{free.solver}, tol {free.tol:g}, <= {free.steps} steps"
 
 
-_DATASETS = {"digits": "8x8 digits", "mnist": "MNIST"}
+_DATASETS = {
+    "digits": "8x8 digits",
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+}
 
 
 def data_caption(configs: Iterable[Any]) -> str:
