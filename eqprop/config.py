@@ -33,6 +33,7 @@ read by :func:`migrate`: they used the ``gradient`` nudging and resume exactly a
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -327,6 +328,15 @@ class TopologySection:
         if self.family != CONV:
             return tuple(self.sizes)
         return tuple(math.prod(shape) for shape in self.layer_shapes())
+
+    def conv_weights(self) -> int:
+        """The number of weights of ``family = "conv"``: its kernels' and its dense
+        matrices' entries."""
+        shapes, sizes = self.layer_shapes(), self.layer_sizes()
+        blocks = self.conv_blocks()
+        kernels = sum(b.channels * shapes[k][0] * b.kernel**2 for k, b in enumerate(blocks))
+        dense = sizes[len(blocks) :]
+        return kernels + sum(a * b for a, b in itertools.pairwise(dense))
 
     def _check_replacements(self) -> None:
         """ICONS replacements (``n``, or the ``n`` that ``p`` stands for) within

@@ -59,7 +59,6 @@ import fcntl
 import functools
 import hashlib
 import io
-import itertools
 import json
 import math
 import os
@@ -311,14 +310,8 @@ def memory_lower_bound(config: RunConfig, n_train: int, n_held: int) -> int:
     sizes = section.layer_sizes()
     itemsize = 8 if config.train.dtype == "float64" else 4
     if section.family == CONV:
-        shapes = section.layer_shapes()
-        kernels = sum(
-            block.channels * shapes[k][0] * block.kernel**2
-            for k, block in enumerate(section.conv_blocks())
-        )
-        dense = sizes[len(section.channels) :]
-        edges = kernels + sum(a * b for a, b in itertools.pairwise(dense))
-        return edges * itemsize + _particles(config, sum(sizes[1:]), n_train, n_held, itemsize)
+        weights = section.conv_weights() * itemsize
+        return weights + _particles(config, sum(sizes[1:]), n_train, n_held, itemsize)
     if section.family.startswith("icons"):
         edges = topo.base_counts(sizes)[0]
     else:
@@ -884,8 +877,10 @@ def _check_state(
                if k not in trainer]  # fmt: skip
     if missing or "wall" not in state:
         raise EqpropError(f"{path} is not an eqprop checkpoint (no {(missing or ['wall'])[0]})")
-    n_state = sum(config.topology.layer_sizes()[1:])
-    expected = {"biases": (trainer["biases"], (n_state,))}
+    shapes = config.topology.layer_shapes()
+    n_state = sum(math.prod(shape) for shape in shapes[1:])
+    n_biases = sum(shape[0] for shape in shapes[1:])  # one per channel of a conv layer
+    expected = {"biases": (trainer["biases"], (n_biases,))}
     if n_train is not None and n_held is not None:
         expected["particles"] = (
             trainer["particles"],
