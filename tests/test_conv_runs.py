@@ -14,6 +14,7 @@ import torch
 from eqprop import cli, gradcheck, nudging, runs
 from eqprop import config as cfg
 from eqprop.conv import ConvNetwork, ConvSGD, conv_mnist
+from eqprop.data import own_dataset
 from eqprop.errors import ConfigError, Interrupted
 from eqprop.metrics import held_out_error
 from eqprop.saved import load_run
@@ -151,12 +152,20 @@ def test_the_data_is_checked_against_the_input_shape_before_anything_is_written(
         assert not out.exists()
 
 
-def test_a_flat_dataset_fits_any_input_shape_of_as_many_values():
+def test_own_images_fit_their_own_shape_and_flat_features_any_of_as_many_values():
     data = runs.load_data(tiny(), None)
     assert runs.image_shape(data) == (1, 8, 8)
-    flat = type(data)("flat", data.train, data.valid, data.test, data.n_classes, image_shape=(64,))
+    x, y = data.train.x.numpy(), data.train.y.numpy()
+    images = own_dataset((x.reshape(-1, 2, 4, 8), y))  # flattened C x H x W, as conv reads
+    kept = images.train.x  # the first examples (the last ones are held out)
+    assert runs.image_shape(images) == (2, 4, 8) and torch.equal(kept, data.train.x[: len(kept)])
+    runs._check_conv_data(tiny("topology.input_shape=[2, 4, 8]"), images)
+    with pytest.raises(ConfigError, match=r"use --set topology.input_shape=\[2,4,8\]$"):
+        runs._check_conv_data(tiny(), images)
+    flat = own_dataset((x, y))
+    assert runs.image_shape(flat) == (64,)
     runs._check_conv_data(tiny("topology.input_shape=[4, 4, 4]"), flat)
-    with pytest.raises(ConfigError, match="use --set topology.input_shape=\\[C,H,W\\]"):
+    with pytest.raises(ConfigError, match=r"use --set topology.input_shape=\[C,H,W\]"):
         runs._check_conv_data(tiny("topology.input_shape=[1, 4, 4]"), flat)
 
 
