@@ -117,7 +117,8 @@ def true_gradient_conv(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``-dC(s*)/dtheta`` of a conv network, batch mean, by implicit differentiation of its
     energy with autograd (module docs): the weights flat, kernel after kernel (then the
-    matrices) in :attr:`~eqprop.conv.ConvNetwork.weights` order, and the biases."""
+    matrices) in :attr:`~eqprop.conv.ConvNetwork.weights` order, and the biases. The
+    network's parameters take gradients during the call only (use a float64 network)."""
     act = net.activation
     params = [*net.weights, net.biases]
     lam = torch.zeros_like(s)
