@@ -131,7 +131,10 @@ def _topology(args: argparse.Namespace) -> int:
     from eqprop.runs import build_topology
 
     config = cfg.resolve(args.preset, args.config, args.set)
-    counts = build_topology(config).counts()
+    if config.topology.family == cfg.CONV:
+        counts = _conv_counts(config.topology)
+    else:
+        counts = build_topology(config).counts()
     if args.json:
         print(json.dumps(counts, indent=2))
     else:
@@ -139,6 +142,20 @@ def _topology(args: argparse.Namespace) -> int:
             shown = f"{value:.6f}" if isinstance(value, float) else value
             print(f"{key:16s} {shown}")
     return 0
+
+
+def _conv_counts(section: cfg.TopologySection) -> dict[str, int | str]:
+    """What ``eqprop topology`` prints of a conv network: its layers' shapes, its neurons
+    (inputs included), weights (kernel and matrix entries) and biases (one per channel of a
+    conv layer, per neuron of a dense one)."""
+    shapes = section.layer_shapes()
+    return {
+        "family": cfg.CONV,
+        "shapes": "-".join("x".join(map(str, shape)) for shape in shapes),
+        "neurons": sum(section.layer_sizes()),
+        "weights": section.conv_weights(),
+        "biases": sum(shape[0] for shape in shapes[1:]),
+    }
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -432,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the bundled presets")
     p.set_defaults(func=_presets)
 
-    p = sub.add_parser("topology", help="print a topology's counts")
+    p = sub.add_parser("topology", help="print a topology's counts (a conv network's layers)")
     config_args(p, "icons-skip")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_topology)

@@ -5,7 +5,8 @@ A configuration is a TOML document (see ``eqprop/presets/*.toml``)::
 
     description = "..."
     [data]        dataset, split, limit, path
-    [topology]    family, sizes, n, p, p_formula, a, seed, remove_after, path
+    [topology]    family, sizes, n, p, p_formula, a, seed, remove_after, path;
+                  input_shape, channels, kernels, paddings, pools (conv)
     [network]     activation                        -> eqprop.activation
     [free]        solver, eps, steps, tol           -> a relaxer (eqprop.relaxation)
     [nudged]      nudging, eps, steps,              -> a nudging and the nudged relaxer
@@ -32,6 +33,7 @@ read by :func:`migrate`: they used the ``gradient`` nudging and resume exactly a
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -44,6 +46,7 @@ from typing import Any
 import tomli_w
 
 from eqprop import activation, estimators, nudging
+from eqprop.conv.network import ConvBlock
 from eqprop.data import DATASETS, SPLITS
 from eqprop.errors import ConfigError
 from eqprop.network import LAYOUTS
@@ -62,7 +65,17 @@ FORMAT_VERSION = 2
 #: ``data.dataset`` and ``topology.family`` of your own data and topology, read from the file
 #: at ``path`` (``.npz`` arrays; a text edge list)
 FILE = "file"
-TOPOLOGIES = ("layered", "icons", "icons-add", "rewired", FILE)
+#: ``topology.family`` of a convolutional network (:class:`eqprop.conv.ConvNetwork`): conv
+#: blocks, then the dense layers of ``topology.sizes``
+CONV = "conv"
+TOPOLOGIES = ("layered", "icons", "icons-add", "rewired", FILE, CONV)
+#: the free-phase solvers that run on a conv network (``layer-sweep`` and ``sor`` sweep the
+#: layers of a fully connected one)
+CONV_SOLVERS = ("fixed", "tolerance", "residual", "fista")
+#: the ``[topology]`` keys of the conv family, and what each conv layer takes when a
+#: per-layer key is absent (:class:`eqprop.conv.ConvBlock`'s defaults)
+CONV_KEYS = ("input_shape", "channels", "kernels", "paddings", "pools")
+CONV_DEFAULTS = {"kernels": 5, "paddings": 0, "pools": 2}
 #: the fields that name a file: a relative path in a config file starts at that file's
 #: directory, elsewhere at the current directory; a config holds it absolute
 PATHS = ("data.path", "topology.path")
@@ -103,6 +116,11 @@ def _path(section: str, owner: str, value: str | None, wanted: bool) -> str | No
     if not value:
         raise ConfigError(f"{section}.{owner} = {FILE!r} needs {section}.path, the file to read")
     return os.path.abspath(os.path.expanduser(value))
+
+
+def _listed(value: tuple | None) -> str:
+    """A tuple field as TOML shows it (``[1, 28, 28]``), or ``nothing`` when absent."""
+    return "nothing" if value is None else str(list(value))
 
 
 def _seed(section: str, value: int) -> None:
@@ -159,7 +177,13 @@ class TopologySection:
     intralayer and skip weights; absent: the family's default), ``seed``; ``remove_after``
     (after this many epochs the intralayer and skip edges are removed and training goes on
     with the adjacent-layer edges alone; absent: never); ``path`` (with ``family = "file"``:
-    a text file of edges, one ``i j`` per line, :meth:`eqprop.topology.Topology.from_edge_file`)."""
+    a text file of edges, one ``i j`` per line, :meth:`eqprop.topology.Topology.from_edge_file`).
+
+    ``family = "conv"`` (:class:`eqprop.conv.ConvNetwork`): ``input_shape`` (``[C, H, W]``
+    of the images), ``channels`` (the feature maps of each conv layer), ``kernels``,
+    ``paddings`` and ``pools`` (one per conv layer; absent: 5, 0 and 2 each), and ``sizes``
+    the dense layers after the conv layers, the last the output; ``n``, ``p``, ``a``,
+    ``remove_after`` and ``path`` do not apply."""
 
     family: str = "layered"
     sizes: tuple[int, ...] = (64, 128, 10)
@@ -170,12 +194,27 @@ class TopologySection:
     seed: int = 0
     remove_after: int | None = None
     path: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    channels: tuple[int, ...] | None = None
+    kernels: tuple[int, ...] | None = None
+    paddings: tuple[int, ...] | None = None
+    pools: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _choice("topology", "family", self.family, TOPOLOGIES)
         path = _path("topology", "family", self.path, self.family == FILE)
         object.__setattr__(self, "path", path)
         _choice("topology", "p_formula", self.p_formula, ("simple", "exact"))
+        if self.family == CONV:
+            _seed("topology", self.seed)
+            self._check_conv()
+            return
+        given = [k for k in CONV_KEYS if getattr(self, k) is not None]
+        if given:
+            raise ConfigError(
+                f"topology.{given[0]} applies only with topology.family = {CONV!r} (a "
+                f"convolutional network)"
+            )
         if len(self.sizes) < 2 or any(s < 1 for s in self.sizes):
             raise ConfigError(
                 f"topology.sizes must be >= 2 positive layer sizes, got {list(self.sizes)}"
@@ -205,6 +244,99 @@ class TopologySection:
                 raise ConfigError(f"topology 'rewired' needs p in [0, 1], got {self.p}")
         elif self.n is not None or self.p is not None:
             raise ConfigError("topology.n and topology.p apply to the icons and rewired families")
+
+    def _check_conv(self) -> None:
+        """The conv family's keys (class docs): present, one per conv layer, fitting the
+        maps; the keys of the edge families refused."""
+        for key in ("n", "p", "a", "remove_after"):
+            if getattr(self, key) is not None:
+                raise ConfigError(
+                    f"topology.{key} does not apply to topology.family = {CONV!r} (a conv "
+                    f"network has no intralayer or skip edges); leave it out"
+                )
+        if self.p_formula != "simple":
+            raise ConfigError(
+                f"topology.p_formula does not apply to topology.family = {CONV!r}; leave it out"
+            )
+        shape = self.input_shape
+        if shape is None or len(shape) != 3 or min(shape) < 1:
+            raise ConfigError(
+                f"topology.family = {CONV!r} needs topology.input_shape = [channels, height, "
+                f"width] of the images, such as [1, 28, 28], got {_listed(shape)}"
+            )
+        if not self.channels or min(self.channels) < 1:
+            raise ConfigError(
+                f"topology.family = {CONV!r} needs topology.channels, the feature maps of each "
+                f"conv layer (>= 1 each), such as [16, 32], got {_listed(self.channels)}"
+            )
+        least = {"kernels": 1, "paddings": 0, "pools": 1}
+        for key, low in least.items():
+            values = getattr(self, key)
+            if values is None:
+                continue
+            if len(values) != len(self.channels):
+                raise ConfigError(
+                    f"topology.{key} has {len(values)} values but topology.channels has "
+                    f"{len(self.channels)} conv layer(s); give one per conv layer"
+                )
+            if min(values) < low:
+                raise ConfigError(f"topology.{key} must be >= {low} each, got {list(values)}")
+        if not self.sizes or min(self.sizes) < 1:
+            raise ConfigError(
+                f"topology.sizes must be >= 1 positive layer sizes (with family {CONV!r}: the "
+                f"dense layers after the conv layers, the last the output), got "
+                f"{list(self.sizes)}"
+            )
+        sizes = self.layer_sizes()
+        if max(sizes) > MAX_LAYER:
+            raise ConfigError(
+                f"the conv network has a layer of {max(sizes):,} neurons; at most "
+                f"{MAX_LAYER:,} per layer are supported (use fewer channels or more pooling)"
+            )
+
+    def conv_blocks(self) -> tuple[ConvBlock, ...]:
+        """The conv layers of ``family = "conv"`` (absent per-layer keys: their defaults)."""
+        per_layer = {
+            key: getattr(self, key) or (CONV_DEFAULTS[key],) * len(self.channels)
+            for key in CONV_DEFAULTS
+        }
+        return tuple(
+            ConvBlock(c, kernel=k, padding=pad, pool=pool)
+            for c, k, pad, pool in zip(self.channels, *per_layer.values(), strict=True)
+        )
+
+    def layer_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Each layer's shape, input first: ``(C, H, W)`` for the input and the conv layers
+        of a conv network, ``(n,)`` for a dense layer; a one-line error for a kernel or a
+        pool that does not fit its map."""
+        if self.family != CONV:
+            return tuple((n,) for n in self.sizes)
+        shapes: list[tuple[int, ...]] = [tuple(self.input_shape)]
+        for k, block in enumerate(self.conv_blocks(), start=1):
+            try:
+                shapes.append(block.output_shape(shapes[-1]))
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"topology: conv layer {k} of input_shape {list(self.input_shape)}: {exc}; "
+                    f"use a smaller kernel or pool, or more padding"
+                ) from None
+        return (*shapes, *((n,) for n in self.sizes))
+
+    def layer_sizes(self) -> tuple[int, ...]:
+        """The number of neurons of each layer, input first (``sizes`` itself but for a conv
+        network, whose input and conv layers hold ``C * H * W``)."""
+        if self.family != CONV:
+            return tuple(self.sizes)
+        return tuple(math.prod(shape) for shape in self.layer_shapes())
+
+    def conv_weights(self) -> int:
+        """The number of weights of ``family = "conv"``: its kernels' and its dense
+        matrices' entries."""
+        shapes, sizes = self.layer_shapes(), self.layer_sizes()
+        blocks = self.conv_blocks()
+        kernels = sum(b.channels * shapes[k][0] * b.kernel**2 for k, b in enumerate(blocks))
+        dense = sizes[len(blocks) :]
+        return kernels + sum(a * b for a, b in itertools.pairwise(dense))
 
     def _check_replacements(self) -> None:
         """ICONS replacements (``n``, or the ``n`` that ``p`` stands for) within
@@ -566,14 +698,53 @@ class RunConfig:
     train: TrainSection = field(default_factory=TrainSection)
 
     def __post_init__(self) -> None:
+        if self.topology.family == CONV:
+            self._check_conv()
         lr = self.update.lr
-        if isinstance(lr, tuple) and len(lr) != len(self.topology.sizes) - 1:
+        if self.topology.family == CONV:
+            pairs = len(self.topology.layer_sizes()) - 1
+            if isinstance(lr, tuple) and len(lr) != pairs:
+                raise ConfigError(
+                    f"update.lr has {len(lr)} values but the conv network has {pairs} layer "
+                    f"pairs ({len(self.topology.channels)} conv, {len(self.topology.sizes)} "
+                    f"dense); give one rate per pair or a single rate"
+                )
+        elif isinstance(lr, tuple) and len(lr) != len(self.topology.sizes) - 1:
             raise ConfigError(
                 f"update.lr has {len(lr)} values but topology.sizes has "
                 f"{len(self.topology.sizes) - 1} layer pairs"
             )
         self.nudged.hidden_counts(self.topology.sizes)
         _with_section("free", lambda: self.free.build().check_activation(self.network.build()))
+
+    def _check_conv(self) -> None:
+        """The options of the other sections that do not apply to a conv network, refused."""
+        conv = f"with topology.family = {CONV!r}"
+        if self.free.solver not in CONV_SOLVERS:
+            raise ConfigError(
+                f"free.solver = {self.free.solver!r} sweeps the layers of a fully connected "
+                f"network and does not run on a conv network; {conv} choose one of "
+                f"{', '.join(CONV_SOLVERS)}"
+            )
+        if self.nudged.hidden_layers is not None:
+            raise ConfigError(
+                f"nudged.hidden_layers (target-linked hidden neurons) does not apply {conv}; "
+                f"leave it out"
+            )
+        if self.update.lr_skip is not None:
+            raise ConfigError(
+                f"update.lr_skip does not apply {conv} (it has no intralayer or skip "
+                f"weights); leave it out"
+            )
+        if self.update.bits is not None:
+            raise ConfigError(
+                f"update.bits (quantised weights) does not apply {conv}; leave it out"
+            )
+        if self.train.layout != "auto":
+            raise ConfigError(
+                f"train.layout = {self.train.layout!r} chooses the weight storage of a fully "
+                f"connected network and does not apply {conv}; leave it out"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The nested dict of the configuration (absent values left out, tuples as lists; a
@@ -682,7 +853,15 @@ def _assign(values: dict[str, Any], key: str, value: Any) -> None:
 
 _KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 #: fields that hold a list of integers -> an example value for the message
-_INTEGER_LISTS = {"topology.sizes": "[784, 500, 10]", "nudged.hidden_layers": "[1, 2]"}
+_INTEGER_LISTS = {
+    "topology.sizes": "[784, 500, 10]",
+    "topology.input_shape": "[1, 28, 28]",
+    "topology.channels": "[16, 32]",
+    "topology.kernels": "[5, 5]",
+    "topology.paddings": "[0, 0]",
+    "topology.pools": "[2, 2]",
+    "nudged.hidden_layers": "[1, 2]",
+}
 
 
 def _coerce(label: str, value: Any, default: Any, optional_kind: type | None) -> Any:

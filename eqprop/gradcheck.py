@@ -15,10 +15,17 @@ constant. The Hessian of ``E`` on ``F`` is ``H = diag(1 - rho''(s) h) - diag(a) 
 (``I - W_FF`` for the hard sigmoid). With ``lambda`` solving ``H lambda = dC/ds_F`` (``W``
 is symmetric), the gradient of an edge weight ``w_ij`` is ``g_i u_j + g_j u_i`` and of a
 bias ``g_i``, where ``g = a lambda`` on ``F`` and 0 elsewhere.
+
+A convolutional network (:class:`eqprop.conv.ConvNetwork`) is checked the same way, with
+autograd on its energy in place of the formulas: ``H`` is the Hessian of ``E`` on ``F``,
+and ``-dC/dtheta = d/dtheta (lambda . dE/ds_F)`` with ``lambda`` held fixed (implicit
+differentiation of ``dE/ds_F = 0``); the weights are compared over every kernel and matrix
+entry.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -28,9 +35,10 @@ import torch
 from eqprop import config as cfg
 from eqprop import nudging as nudgings
 from eqprop import runs
+from eqprop.conv import ConvNetwork
 from eqprop.errors import ConfigError
 from eqprop.estimators import Estimator
-from eqprop.network import Network
+from eqprop.network import EnergyNetwork, Network
 from eqprop.nudging import Nudge, Nudging
 from eqprop.relaxation import fixed_point_residual
 from eqprop.relaxation.fixed import FixedSteps
@@ -62,7 +70,7 @@ class GradientCheck:
         ]
 
 
-def _relax_until_still(net: Network, s: torch.Tensor, base: torch.Tensor, nudge=None) -> None:
+def _relax_until_still(net: EnergyNetwork, s: torch.Tensor, base: torch.Tensor, nudge=None) -> None:
     step = FixedSteps(eps=0.5, steps=50)
     for _ in range(2000):
         prev = s.clone()
@@ -104,6 +112,40 @@ def true_gradient(
     return -grad_w / len(x), -grad_b / len(x)
 
 
+def true_gradient_conv(
+    net: ConvNetwork, x: torch.Tensor, s: torch.Tensor, target: torch.Tensor, nudging: Nudging
+) -> tuple[np.ndarray, np.ndarray]:
+    """``-dC(s*)/dtheta`` of a conv network, batch mean, by implicit differentiation of its
+    energy with autograd (module docs): the weights flat, kernel after kernel (then the
+    matrices) in :attr:`~eqprop.conv.ConvNetwork.weights` order, and the biases. The
+    network's parameters take gradients during the call only (use a float64 network)."""
+    act = net.activation
+    params = [*net.weights, net.biases]
+    lam = torch.zeros_like(s)
+    for k in range(len(x)):
+        free = (act.rho_prime(s[k]) > 0).nonzero().squeeze(1)
+        if not len(free):
+            continue
+        dc = torch.zeros(net.n_state, dtype=s.dtype)
+        dc[net.output] = nudging.cost_grad(s[k][None, net.output], target[k][None])[0]
+        xk = x[k : k + 1]
+        hessian = torch.autograd.functional.hessian(
+            lambda v, xk=xk: net.energy(v[None], xk).sum(), s[k].detach()
+        )
+        lam[k, free] = torch.linalg.solve(hessian[free][:, free], dc[free])
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        leaf = s.detach().clone().requires_grad_(True)
+        (grad_s,) = torch.autograd.grad(net.energy(leaf, x).sum(), leaf, create_graph=True)
+        grads = torch.autograd.grad((grad_s * lam).sum(), params)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    weights = torch.cat([g.flatten() for g in grads[:-1]]).numpy()
+    return weights / len(x), grads[-1].numpy() / len(x)
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     """The cosine of ``a`` and ``b``; NaN where either is zero or not finite."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -111,7 +153,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def check_gradient(
-    net: Network,
+    net: EnergyNetwork,
     x: torch.Tensor,
     y: torch.Tensor,
     estimator: Estimator,
@@ -134,9 +176,13 @@ def check_gradient(
         _relax_until_still(net, s, base, Nudge(nudging, beta, target))
         nudged.append(s)
     weights, biases = estimator.estimate(net, x, s0, nudged, betas).descent(net)
-    edges = net.topology.edges
-    est_w = net.dense_weights(weights)[edges[:, 0], edges[:, 1]].numpy()
-    true_w, true_b = true_gradient(net, x, s0, target, nudging)
+    if isinstance(net, ConvNetwork):
+        est_w = torch.cat([w.flatten() for w in weights]).numpy()
+        true_w, true_b = true_gradient_conv(net, x, s0, target, nudging)
+    else:
+        edges = net.topology.edges
+        est_w = net.dense_weights(weights)[edges[:, 0], edges[:, 1]].numpy()
+        true_w, true_b = true_gradient(net, x, s0, target, nudging)
     est_b = biases.numpy()
     return GradientCheck(
         cosine_weights=_cosine(est_w, true_w),
@@ -149,12 +195,14 @@ def check_gradient(
     )
 
 
-def _float64_copy(net: Network) -> Network:
-    copy = Network(
+def _float64_copy(net: EnergyNetwork) -> EnergyNetwork:
+    if isinstance(net, ConvNetwork):
+        return copy.deepcopy(net).to(dtype=torch.float64, device="cpu")
+    duplicate = Network(
         net.topology, seed=0, layout=net.layout, dtype=torch.float64, activation=net.activation
     )
-    copy.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
-    return copy
+    duplicate.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
+    return duplicate
 
 
 def check_config(

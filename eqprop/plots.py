@@ -182,7 +182,12 @@ def network_label(config: Any, *, with_p: bool = True) -> str:
     """A run's network as it ran, from its :class:`~eqprop.config.RunConfig`: sizes,
     topology family, and the rates when they are not one rate for everything, e.g.
     ``"64-32x3-10 layered, per-layer rates"``."""
-    text = f"{sizes_label(config.topology.sizes)} {topology_label(config.topology, with_p=with_p)}"
+    section = config.topology
+    if section.family == "conv":  # its layers' shapes: "1x28x28-16x12x12-32x4x4-10 conv"
+        shapes = "-".join("x".join(map(str, shape)) for shape in section.layer_shapes())
+        text = f"{shapes} conv"
+    else:
+        text = f"{sizes_label(section.sizes)} {topology_label(section, with_p=with_p)}"
     update = config.update
     if isinstance(update.lr, (tuple, list)):
         text += ", per-layer rates"

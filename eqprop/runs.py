@@ -60,6 +60,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -82,6 +83,7 @@ from tqdm import tqdm
 from eqprop import arithmetic
 from eqprop import topology as topo
 from eqprop.config import (
+    CONV,
     FILE,
     MASKED_SGD,
     RunConfig,
@@ -90,6 +92,7 @@ from eqprop.config import (
     load_file,
     parse_toml,
 )
+from eqprop.conv import ConvNetwork, ConvSGD
 from eqprop.data import Dataset, load_dataset, load_npz
 from eqprop.errors import ConfigError, DivergenceError, EqpropError, Interrupted
 from eqprop.metrics import (
@@ -99,7 +102,7 @@ from eqprop.metrics import (
     held_out_key,
     held_out_label,
 )
-from eqprop.network import Network
+from eqprop.network import EnergyNetwork, Network
 from eqprop.quantization import QuantizedSGD, rounding_seed
 from eqprop.relaxation.cuda_graph import CudaGraphs
 from eqprop.relaxation.fixed import FixedSteps
@@ -130,8 +133,13 @@ PLAIN_PROGRESS_EVERY_S = 30.0
 
 
 def build_topology(config: RunConfig) -> topo.Topology:
-    """The topology a config describes."""
+    """The topology a config describes (a fully connected family; a conv network has none)."""
     section = config.topology
+    if section.family == CONV:
+        raise ConfigError(
+            f"topology.family = {CONV!r} is a convolutional network, not a topology of edges; "
+            f"its layers are in topology.input_shape, channels, kernels, paddings, pools, sizes"
+        )
     if section.family == "layered":
         return topo.layered(section.sizes)
     if section.family == FILE:
@@ -148,10 +156,13 @@ def build_topology(config: RunConfig) -> topo.Topology:
     )
 
 
-def run_topology(config: RunConfig, run_dir: str | Path | None = None) -> topo.Topology:
+def run_topology(config: RunConfig, run_dir: str | Path | None = None) -> topo.Topology | None:
     """The topology of a run: for ``topology.family = "file"``, the copy saved in ``run_dir``
     (:data:`TOPOLOGY`) when there is one, so that the original file is no longer needed;
-    otherwise the one the config describes (:func:`build_topology`)."""
+    None for a conv network; otherwise the one the config describes
+    (:func:`build_topology`)."""
+    if config.topology.family == CONV:
+        return None
     saved = None if run_dir is None else Path(run_dir) / TOPOLOGY
     if config.topology.family != FILE or saved is None or not os.path.lexists(saved):
         return build_topology(config)
@@ -174,12 +185,27 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(str(exc).split("\n")[0].split())[:160]
 
 
-def build_network(config: RunConfig, topology: topo.Topology | None = None) -> Network:
-    """The initial network a config describes."""
+def build_network(
+    config: RunConfig, topology: topo.Topology | None = None
+) -> Network | ConvNetwork:
+    """The initial network a config describes: a :class:`~eqprop.network.Network` on
+    ``topology`` (absent: the config's, :func:`build_topology`), or with ``topology.family =
+    "conv"`` a :class:`~eqprop.conv.ConvNetwork` (``topology`` unused)."""
     train = config.train
     if train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"device {train.device!r} requested but no CUDA GPU is available; use --device cpu"
+        )
+    section = config.topology
+    if section.family == CONV:
+        return ConvNetwork(
+            section.input_shape,
+            section.conv_blocks(),
+            section.sizes,
+            seed=train.seed,
+            dtype=getattr(torch, train.dtype),
+            device=train.device,
+            activation=config.network.build(),
         )
     return Network(
         topology if topology is not None else build_topology(config),
@@ -192,8 +218,9 @@ def build_network(config: RunConfig, topology: topo.Topology | None = None) -> N
     )
 
 
-def build_update(config: RunConfig, network: Network) -> Update:
-    """The update a config describes: the built-in masked SGD, or a ``torch.optim``
+def build_update(config: RunConfig, network: EnergyNetwork) -> Update:
+    """The update a config describes: the built-in masked SGD (on a conv network
+    :class:`~eqprop.conv.ConvSGD`, the same rule without masks), or a ``torch.optim``
     optimiser (with ``update.lr`` and ``update.optimizer_args``) through ``.grad``; with
     ``update.bits``, masked SGD on a ``k``-bit grid
     (:class:`~eqprop.quantization.QuantizedSGD`, which rounds the initial weights)."""
@@ -203,13 +230,15 @@ def build_update(config: RunConfig, network: Network) -> Update:
         seed = rounding_seed(config.train.seed)
         return QuantizedSGD(network, section.rates(), quantization, seed)
     if section.optimizer == MASKED_SGD:
+        if isinstance(network, ConvNetwork):
+            return ConvSGD(network, section.rates())
         return MaskedSGD(network, section.rates())
     optimizer = getattr(torch.optim, section.optimizer)
     kwargs = section.optimizer_kwargs()
     return OptimizerUpdate(network, lambda params: optimizer(params, **kwargs))
 
 
-def build_trainer(config: RunConfig, network: Network, n_train: int) -> Trainer:
+def build_trainer(config: RunConfig, network: EnergyNetwork, n_train: int) -> Trainer:
     """The trainer (relaxers, nudging, estimator, update, particles, generator) a config
     describes. Fixed-step phases run as CUDA graphs on a GPU (:class:`CudaGraphs`)."""
     free, nudged = config.free.build(), config.nudged.build()
@@ -275,17 +304,29 @@ def _available_memory(device: str) -> int | None:
 
 def memory_lower_bound(config: RunConfig, n_train: int, n_held: int) -> int:
     """Bytes that a run of ``config`` needs at the very least: its edge list, the weights and
-    masks of its adjacent-layer (and, for ICONS, intralayer) edges, and its particles."""
-    sizes = config.topology.sizes
+    masks of its adjacent-layer (and, for ICONS, intralayer) edges (a conv network: its
+    kernels and matrices), and its particles."""
+    section = config.topology
+    sizes = section.layer_sizes()
     itemsize = 8 if config.train.dtype == "float64" else 4
-    if config.topology.family.startswith("icons"):
+    if section.family == CONV:
+        weights = section.conv_weights() * itemsize
+        return weights + _particles(config, sum(sizes[1:]), n_train, n_held, itemsize)
+    if section.family.startswith("icons"):
         edges = topo.base_counts(sizes)[0]
     else:
         edges = topo.layered_edge_count(sizes)
-    n_state = sum(sizes[1:])
+    return edges * (16 + 2 * itemsize) + _particles(
+        config, sum(sizes[1:]), n_train, n_held, itemsize
+    )
+
+
+def _particles(config: RunConfig, n_state: int, n_train: int, n_held: int, itemsize: int) -> int:
+    """Bytes of the persistent particles of ``n_train`` training and ``n_held`` held-out
+    examples (those the config keeps)."""
     particles = n_train * n_state if config.train.persistent else 0
     particles += n_held * n_state if config.train.test_persistent else 0
-    return edges * (16 + 2 * itemsize) + particles * itemsize
+    return particles * itemsize
 
 
 def _gib(n: int) -> str:
@@ -310,6 +351,19 @@ def check_run(
         if need > available:
             raise ConfigError(_memory_message(config, need, available))
     data = load_data(config, options.data_dir)
+    if config.topology.family == CONV:
+        _check_conv_data(config, data)
+    else:
+        _check_sizes(config, data)
+    if available is not None:
+        need = memory_lower_bound(config, len(data.train), len(data.held_out))
+        if need > available:
+            raise ConfigError(_memory_message(config, need, available))
+    return data
+
+
+def _check_sizes(config: RunConfig, data: Dataset) -> None:
+    """A fully connected network's input and output layers against the data."""
     sizes = config.topology.sizes
     shown = ", ".join(str(s) for s in sizes[1:-1]) or "..."
     fix = f"use --set topology.sizes=[{data.n_features}, {shown}, {data.n_classes}]"
@@ -323,17 +377,44 @@ def check_run(
             f"topology.sizes ends with {sizes[-1]} outputs but {data.name} has "
             f"{data.n_classes} classes; {fix}"
         )
-    if available is not None:
-        need = memory_lower_bound(config, len(data.train), len(data.held_out))
-        if need > available:
-            raise ConfigError(_memory_message(config, need, available))
-    return data
+
+
+def image_shape(data: Dataset) -> tuple[int, ...]:
+    """The ``(C, H, W)`` shape of the data's examples as a conv network reads them (flat, in
+    that order): its ``image_shape`` with one channel added to a ``(H, W)`` one; a flat
+    ``(features,)`` shape as it is (any ``C x H x W`` of that many values fits)."""
+    shape = tuple(data.image_shape)
+    return (1, *shape) if len(shape) == 2 else shape
+
+
+def _check_conv_data(config: RunConfig, data: Dataset) -> None:
+    """A conv network's ``input_shape`` and output layer against the data."""
+    section = config.topology
+    wanted = list(section.input_shape)
+    shape = image_shape(data)
+    fits = len(shape) == 1 and math.prod(wanted) == shape[0]
+    if not fits and tuple(wanted) != shape:
+        fix = f"[{', '.join(map(str, shape))}]" if len(shape) == 3 else "[C, H, W] of that many"
+        raise ConfigError(
+            f"topology.input_shape = {wanted} but {data.name} has images of shape "
+            f"{'x'.join(map(str, data.image_shape))} ({data.n_features} values); use --set "
+            f"topology.input_shape={fix.replace(' ', '')}"
+        )
+    if section.sizes[-1] != data.n_classes:
+        dense = [*section.sizes[:-1], data.n_classes]
+        raise ConfigError(
+            f"topology.sizes ends with {section.sizes[-1]} outputs but {data.name} has "
+            f"{data.n_classes} classes; use --set topology.sizes={str(dense).replace(' ', '')}"
+        )
 
 
 def _memory_message(config: RunConfig, need: int, available: int) -> str:
     device = config.train.device
+    what = f"topology.sizes {list(config.topology.sizes)}"
+    if config.topology.family == CONV:
+        what = "the conv network of topology.input_shape, channels and sizes"
     return (
-        f"topology.sizes {list(config.topology.sizes)} needs at least {_gib(need)} of memory "
+        f"{what} needs at least {_gib(need)} of memory "
         f"for its weights and particles but {device} has {_gib(available)}; use smaller "
         f"layers (or a smaller data.limit)"
     )
@@ -625,7 +706,7 @@ def config_record(config: RunConfig) -> dict[str, str]:
 
 
 def save_best(
-    path: Path, network: Network, epoch: int, held_out: dict[str, float], config: RunConfig
+    path: Path, network: EnergyNetwork, epoch: int, held_out: dict[str, float], config: RunConfig
 ) -> None:
     """Write the network's weights (``state_dict``) with the epoch, its held-out error
     ``held_out`` (one item: the error under the key the run's records hold it,
@@ -796,8 +877,10 @@ def _check_state(
                if k not in trainer]  # fmt: skip
     if missing or "wall" not in state:
         raise EqpropError(f"{path} is not an eqprop checkpoint (no {(missing or ['wall'])[0]})")
-    n_state = sum(config.topology.sizes[1:])
-    expected = {"biases": (trainer["biases"], (n_state,))}
+    shapes = config.topology.layer_shapes()
+    n_state = sum(math.prod(shape) for shape in shapes[1:])
+    n_biases = sum(shape[0] for shape in shapes[1:])  # one per channel of a conv layer
+    expected = {"biases": (trainer["biases"], (n_biases,))}
     if n_train is not None and n_held is not None:
         expected["particles"] = (
             trainer["particles"],
@@ -1173,7 +1256,7 @@ def train_run(
         dtype = getattr(torch, config.train.dtype)
         x, y = data.train.x.to(device, dtype), data.train.y.to(device)
         hx, hy = held.x.to(device, dtype), held.y.to(device)
-        if config.topology.family != "layered":
+        if config.topology.family not in ("layered", CONV):
             _status(f"building the {config.topology.family} topology", options)
         try:
             network = build_network(config, run_topology(config, run_dir))

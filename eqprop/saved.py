@@ -19,7 +19,7 @@ import torch
 from eqprop.config import RunConfig
 from eqprop.data import Dataset
 from eqprop.errors import EqpropError
-from eqprop.network import Network
+from eqprop.network import EnergyNetwork
 from eqprop.relaxation import Relaxer
 from eqprop.runs import (
     BEST,
@@ -38,12 +38,13 @@ from eqprop.training import Trainer
 
 @dataclass
 class TrainedRun:
-    """A run's config, network (at ``epoch``) and free relaxer; ``test_particles`` are the
-    held-out examples' persistent particles of the latest checkpoint when the run keeps them
-    (``train.test_persistent``), else None."""
+    """A run's config, network (at ``epoch``; a :class:`~eqprop.network.Network`, or a
+    :class:`~eqprop.conv.ConvNetwork` for ``topology.family = "conv"``) and free relaxer;
+    ``test_particles`` are the held-out examples' persistent particles of the latest
+    checkpoint when the run keeps them (``train.test_persistent``), else None."""
 
     config: RunConfig
-    network: Network
+    network: EnergyNetwork
     epoch: int
     free: Relaxer
     test_particles: torch.Tensor | None = None

@@ -10,7 +10,9 @@
   missing edges, diagonal blocks symmetrised) and any ``torch.optim`` optimiser (and
   optional scheduler) takes the step; the network re-masks its weights after every
   optimiser step (:meth:`eqprop.network.Network.apply_masks`), so no update ever reaches a
-  missing edge, whatever the optimiser's weight decay or momentum.
+  missing edge, whatever the optimiser's weight decay or momentum. On a convolutional
+  network (:class:`eqprop.conv.ConvNetwork`) every kernel and matrix entry is a weight:
+  there are no masks, and the optimiser steps on its kernels, matrices and biases as they are.
 
 Both return the per-layer training rates of eq. 2 (``docs/science.md`` section 3): for each
 adjacent layer pair, the root-mean-square of the *applied* corrections over its existing
@@ -27,7 +29,7 @@ import torch
 
 from eqprop.errors import ConfigError, EqpropError
 from eqprop.estimators import Estimate
-from eqprop.network import Network
+from eqprop.network import EnergyNetwork, Network
 from eqprop.topology import ADJACENT
 
 
@@ -59,7 +61,7 @@ class LearningRates:
 class Update:
     """Base of the updates: :meth:`apply` changes the network and returns eq. 2's rates."""
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: EnergyNetwork) -> None:
         self.network = network
         self._rate_views = network.pair_views()
 
@@ -183,7 +185,7 @@ class OptimizerUpdate(Update):
 
     def __init__(
         self,
-        network: Network,
+        network: EnergyNetwork,
         optimizer: torch.optim.Optimizer | Callable[[list[torch.Tensor]], torch.optim.Optimizer],
         scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
     ) -> None:

@@ -4,25 +4,20 @@ Ernoult et al.'s (2019) MNIST architecture, narrowed to fit two CPU cores: 1x28x
 16 maps of 5x5 kernels, 2x2 max pooling (16x12x12) -> 32 maps of 5x5 kernels, 2x2 max pooling
 (32x4x4) -> 10 outputs. Centered EP at ``beta = 0.5`` (the anchors' symmetric nudging),
 the ``icons`` nudged step, 60 free steps from the persistent particles and 10 nudged steps
-per phase at ``eps = 0.5``, batches of 32, per-pair rates (0.1, 0.05, 0.02). The time per
-batch it was sized by is in ``docs/api.md``.
+per phase at ``eps = 0.5``, batches of 32, per-pair rates (0.1, 0.05, 0.02). The settings are
+the bundled preset ``eqprop/presets/conv-mnist.toml`` (``eqprop train --preset conv-mnist``;
+``conv-fashion`` is the same on Fashion-MNIST); :func:`conv_mnist` builds its trainer from
+that file. The time per batch it was sized by is in ``docs/api.md``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from eqprop.conv.network import ConvBlock, ConvNetwork
-from eqprop.conv.update import ConvSGD
-from eqprop.estimators import Centered
-from eqprop.nudging import IconsNudging
-from eqprop.relaxation.fixed import FixedSteps
 from eqprop.training import Trainer
-from eqprop.updates import LearningRates
 
-#: the preset's conv blocks and dense layers (module docs)
-BLOCKS = (ConvBlock(16, kernel=5, pool=2), ConvBlock(32, kernel=5, pool=2))
-DENSE = (10,)
+#: the bundled preset :func:`conv_mnist` reads
+PRESET = "conv-mnist"
 
 
 def conv_mnist(
@@ -35,16 +30,17 @@ def conv_mnist(
 ) -> Trainer:
     """A :class:`~eqprop.training.Trainer` of the ``conv-mnist`` preset (module docs) for a
     training set of ``n_train`` 28x28 images; ``seed`` seeds the weights, the batch order and
-    nothing else. ``free_steps`` sets the free phase's length (the evaluation's too)."""
-    net = ConvNetwork((1, 28, 28), BLOCKS, DENSE, seed=seed, dtype=dtype, device=device)
-    return Trainer(
-        net,
-        Centered(beta=0.5),
-        ConvSGD(net, LearningRates(lr=(0.1, 0.05, 0.02))),
-        free=FixedSteps(eps=0.5, steps=free_steps),
-        nudged=FixedSteps(eps=0.5, steps=10),
-        nudging=IconsNudging(),
-        n_train=n_train,
-        batch_size=32,
-        seed=seed,
+    nothing else. ``free_steps`` sets the free phase's length (the evaluation's too). It is
+    the trainer that ``eqprop train --preset conv-mnist`` builds with these settings."""
+    from eqprop import config as cfg
+    from eqprop import runs
+
+    config = cfg.from_dict(cfg.preset(PRESET)).override(
+        {
+            "train.seed": seed,
+            "free.steps": free_steps,
+            "train.dtype": str(dtype).removeprefix("torch."),
+            "train.device": str(torch.device(device)),
+        }
     )
+    return runs.build_trainer(config, runs.build_network(config), n_train)
