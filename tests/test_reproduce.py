@@ -223,6 +223,38 @@ def test_journal_smoke_runs_four_networks_and_compares_them_per_dataset(tmp_path
         assert 0 < (out / png).stat().st_size <= pr.MAX_PNG_BYTES
 
 
+def test_conv_ep_smoke_trains_both_conv_presets_and_judges_them_by_the_anchors(tmp_path):
+    from types import SimpleNamespace
+
+    from eqprop.experiments import conv_ep
+    from eqprop.experiments.claims import FAILS, HOLDS
+
+    out = tmp_path / "conv-ep"
+    assert main(["reproduce", "conv-ep", "--out", str(out), "--no-ray"]) == 0
+    for name, config in conv_ep.planned("smoke"):
+        assert config.topology.family == "conv" and config.data.dataset == "digits"
+        assert config.topology.input_shape == (1, 8, 8)
+        assert [r["epoch"] for r in read_metrics(out / name)] == [1, 2]
+    full = dict(conv_ep.planned("full"))
+    assert (
+        full["fashion"].data.dataset == "fashion-mnist" and full["mnist"].data.split == "standard"
+    )
+    assert full["mnist"].topology.channels == (16, 32) and full["mnist"].train.epochs == 10
+    text = (out / "results.md").read_text()
+    assert claim_verdicts(text) == [NOT_YET] * len(conv_ep.CLAIMS)  # smoke: not the anchors'
+    assert "| mnist | 2/2 |" in text and "Lin, Bal & Sengupta 2024" in text
+    assert 0 < (out / "errors.png").stat().st_size <= pr.MAX_PNG_BYTES
+
+    def runs(test_errors):  # hand-built metrics of a full-scale mnist run
+        records = [{"epoch": i + 1, "test_error": e} for i, e in enumerate(test_errors)]
+        return {"mnist": SimpleNamespace(records=records, epochs_done=len(records))}
+
+    mnist = conv_ep.CLAIMS[0]
+    assert mnist.check(runs([0.05, 0.014])).verdict == HOLDS  # 1.4% <= 1% + 0.5 points
+    assert mnist.check(runs([0.05] * 10)).verdict == FAILS
+    assert mnist.check(runs([0.05] * 9)).verdict == NOT_YET
+
+
 def test_results_only_renders_what_the_runs_hold_and_trains_nothing(tmp_path, capsys):
     declared = dict(fig3.planned("smoke"))
     out = tmp_path / "fig3"

@@ -32,6 +32,7 @@ EXPERIMENTS: dict[str, str] = {
     "skip-removal": "eqprop.experiments.skip_removal",
     "fig5-fashion": "eqprop.experiments.fig5_fashion",
     "journal": "eqprop.experiments.journal",
+    "conv-ep": "eqprop.experiments.conv_ep",
 }
 
 

@@ -75,6 +75,8 @@ DIVERGED = "DIVERGED"
 OPERATIONAL = ("description", "train.device", "train.checkpoint_every", "train.layout")
 #: smoke scale: layer sizes on the 8x8 digits (input 64, every hidden layer 32, 10 classes)
 SMOKE_INPUT, SMOKE_HIDDEN = 64, 32
+#: the maps of each conv block of a ``small`` reduction (8x8 digits)
+SMOKE_CHANNELS = 4
 #: the fast free phase of the studies' quick scales (a departure they state):
 #: FISTA to a fixed-point residual below 1e-3, at most 1,000 steps
 FAST_FREE = {"free.solver": "fista", "free.tol": 1e-3, "free.steps": 1000}
@@ -120,7 +122,9 @@ class Reduction:
         changes["free.steps"] = min(n_free, self.max_free) if self.max_free else n_free
         if self.epochs is not None:
             changes["train.epochs"] = self.epochs
-        if self.small:
+        if self.small and config.topology.family == "conv":
+            changes.update(_smoke_conv(config.topology))
+        elif self.small:
             top = config.topology
             hidden = [SMOKE_HIDDEN] * (len(top.sizes) - 2)
             changes["data.dataset"] = "digits"
@@ -136,7 +140,9 @@ class Reduction:
         if self.small:
             parts.append(
                 f"the bundled 8x8 `digits` data with hidden layers of {SMOKE_HIDDEN} neurons "
-                "(same depth; ICONS `n` converted to its equivalent `p`)"
+                "(same depth; ICONS `n` converted to its equivalent `p`; a conv network keeps "
+                f"its blocks with {SMOKE_CHANNELS} maps each, 3x3 kernels, padding 1 and 2x2 "
+                "pooling)"
             )
         if self.limit:
             parts.append(f"only the first {self.limit:,} examples of each split")
@@ -149,6 +155,24 @@ class Reduction:
         if not parts:
             return "The paper protocol: the presets unchanged."
         return "Departs from the paper protocol (presets) only in: " + "; ".join(parts) + "."
+
+
+def _smoke_conv(top: cfg.TopologySection) -> dict[str, Any]:
+    """The changes that fit a conv network's blocks to the 8x8 digits (at most three blocks:
+    8x8 maps halve with each pooling)."""
+    blocks = len(top.channels or ())
+    if blocks > 3:
+        raise ConfigError(
+            f"a smoke-scale conv network has at most 3 blocks on 8x8 digits; got {blocks}"
+        )
+    return {
+        "data.dataset": "digits",
+        "topology.input_shape": [1, 8, 8],
+        "topology.channels": [SMOKE_CHANNELS] * blocks,
+        "topology.kernels": [3] * blocks,
+        "topology.paddings": [1] * blocks,
+        "topology.pools": [2] * blocks,
+    }
 
 
 def scaled(config: cfg.RunConfig, scale: str, reductions: dict[str, Reduction]) -> cfg.RunConfig:
