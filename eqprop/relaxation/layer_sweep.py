@@ -1,15 +1,37 @@
-"""Even/odd layer sweeps: exact block updates where no edge joins two layers of the same
-parity (the layered networks; what the fastest EP codes use).
+"""Even/odd layer sweeps: block updates where no interaction joins two layers of the same
+parity (the layered networks and the conv networks; what the fastest EP codes use).
 
 With no edge inside the odd layers' set nor inside the even layers' set, the energy restricted
 to the box is, for fixed even layers, a separable quadratic in the odd layers, minimised
 exactly by ``s_odd = clip(h_odd(s))`` (step size 1), and likewise for the even layers. One
 sweep updates the odd layers, then the even ones: block Gauss-Seidel, which never increases
-the energy. A sweep costs one drive (each layer-pair product runs once, in the half-sweep of
-its destination; :meth:`~eqprop.network.Network.pair_plan`, so a block the step's plan runs as
-one product is split here). The drive of the even layers does not depend on them, so after a
-sweep the whole state's residual is read from the odd layers' drive (computed at the start of
-the next sweep) and the even layers' drive of the half-sweep just done.
+the energy. A sweep costs one drive: each directed term of the drive
+(:meth:`~eqprop.network.EnergyNetwork.layer_terms`; for a
+:class:`~eqprop.network.Network` its layer-pair products,
+:meth:`~eqprop.network.Network.pair_plan`, so a block the step's plan runs as one product is
+split here) runs once, in the half-sweep of the layer it drives. The drive of the even
+layers does not depend on them, so after a sweep the whole state's residual is read from the
+odd layers' drive (computed at the start of the next sweep) and the even layers' drive of
+the half-sweep just done.
+
+Conv networks (:class:`~eqprop.conv.ConvNetwork`, ``docs/science.md`` section 7): their
+layers interact in adjacent pairs only, so the parities do not couple (a conv block's drive
+into layer ``k`` reads layer ``k - 1`` only; its feedback into ``k - 1`` reads layer ``k``,
+and the pool's maxima). Where no max pooling follows a convolution between state layers, the
+update is exact as above. Where one does, the feedback ``w^T * P^-1(rho(s_k))`` into layer
+``k - 1`` takes the pool's maxima at layer ``k - 1``'s own state: the term
+``rho(s_k) . P(w * rho(s_{k-1}))`` of ``Phi`` is convex in ``rho(s_{k-1})`` (a maximum of
+linear functions, weighted by ``rho(s_k) >= 0``), so that layer's energy is a separable
+quadratic minus a convex function. The half-sweep ``clip(h)``, with the maxima at the current
+state, minimises the separable quadratic that bounds it from above (the convex term replaced
+by its linearisation there, equal at the current state): a majorise-minimise step (the
+convex-concave procedure of Yuille & Rangarajan, "The Concave-Convex Procedure"), so the
+energy still never increases, and an over-relaxed one (factor in ``(0, 2)``) does not
+increase that bound either. The fixed points are those of the damped step, but with the
+pools' concave kinks they need not be unique, and different solvers may reach different
+ones. Such a term reads the layer it drives, so a sweep computes the drive of an even layer
+that has one again after updating it (an odd layer's is computed at the start of the next
+sweep anyway): the residual is the current state's.
 
 :class:`LayerSweep` takes the exact updates; :class:`~eqprop.relaxation.sor.OverRelaxed`
 moves each half past them by a factor (projected SOR). Each example stops at its first
@@ -17,7 +39,8 @@ swept state below ``tol`` (:class:`~eqprop.relaxation.residual.ResidualStop`).
 
 Both need the hard sigmoid: with a smooth activation the energy of one parity's layers is
 still separable but no longer quadratic, and its minimiser no clip; they refuse any other
-activation with a one-line error.
+activation with a one-line error, and a network without
+:meth:`~eqprop.network.EnergyNetwork.layer_terms` with another.
 """
 
 from __future__ import annotations
