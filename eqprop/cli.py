@@ -337,8 +337,10 @@ def _bench(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         memory=not args.no_memory,
+        conv=args.conv,
     )
-    bench.main(args.preset or list(bench.DEFAULT_PRESETS), options, args.out)
+    presets = args.preset or ([] if args.conv else list(bench.DEFAULT_PRESETS))
+    bench.main(presets, options, args.out)
     return 0
 
 
@@ -535,6 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: fastest on a probe)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument(
+        "--conv",
+        action="store_true",
+        help="time the conv networks' step (conv-mnist's, and Ernoult et al.'s 32-64 maps) "
+        "against their convolutions alone; without --preset, only those",
+    )
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.set_defaults(func=_bench)
 

@@ -51,6 +51,8 @@ import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -166,6 +168,11 @@ class Product:
         return crow, c.to(torch.int32), flat.to(torch.int64)
 
 
+def _add_csr_product(out: torch.Tensor, csr: torch.Tensor, src: torch.Tensor) -> None:
+    """``out += src @ W`` from ``csr = W^T`` (CSR @ dense wants a contiguous right-hand side)."""
+    out.add_(torch.mm(csr, src.T.contiguous()).T)
+
+
 def product_cost(area: int, nnz: int | None = None, calls: bool = True) -> float:
     """The modelled cost of one product of a step, in multiply-adds per example at batch
     :data:`COST_BATCH`: dense over ``area`` weights (``nnz`` None), or CSR with ``nnz``
@@ -196,6 +203,19 @@ def default_skip_bound(topology: Topology) -> float:
     if topology.family == "rewired":
         return float(np.mean(glorot_bounds(topology.sizes)))
     return 0.05
+
+
+class LayerTerm(NamedTuple):
+    """One directed drive term of a step, for the solvers that update layer by layer
+    (:mod:`eqprop.relaxation.layer_sweep`): ``run()`` adds the term into the drive of layer
+    ``into`` from the rates of layer ``source``; ``reads_into`` says whether it also reads
+    layer ``into``'s own rates (a max-pooled conv block's feedback, whose pool maxima are
+    taken at its source layer)."""
+
+    into: int
+    source: int
+    reads_into: bool
+    run: Callable[[], None]
 
 
 class EnergyNetwork(torch.nn.Module):
@@ -257,6 +277,17 @@ class EnergyNetwork(torch.nn.Module):
         """For each adjacent layer pair (input side first), the weight tensor holding its
         weights, the row and column slices of its weights in that tensor and their number:
         what the per-layer rates of eq. 2 are taken over (:mod:`eqprop.updates`)."""
+        raise NotImplementedError
+
+    def layer_terms(
+        self,
+        rates: Callable[[int], torch.Tensor],
+        drive: Callable[[int], torch.Tensor],
+    ) -> list[LayerTerm]:
+        """Every state-state term of the drive as one :class:`LayerTerm` per direction, on
+        views ``rates(k)`` and ``drive(k)`` (shape ``(batch, sizes[k])``, from any state
+        layout) of layer ``k``'s rates and drive; the input's term is in :meth:`input_drive`.
+        The layer-sweep solvers build their half-sweeps from it."""
         raise NotImplementedError
 
     # -- what follows ------------------------------------------------------------------------
@@ -635,6 +666,29 @@ class Network(EnergyNetwork):
         plan). For solvers that update layer by layer (:mod:`eqprop.relaxation.layer_sweep`);
         it computes the same drive as :meth:`product_plan` up to rounding."""
         return list(self._pair_plan)
+
+    def layer_terms(
+        self,
+        rates: Callable[[int], torch.Tensor],
+        drive: Callable[[int], torch.Tensor],
+    ) -> list[LayerTerm]:
+        """The products of :meth:`pair_plan` as :class:`LayerTerm` s, in its order (dense
+        ``addmm_``, or CSR with the values gathered now: the weights do not change within a
+        phase)."""
+        layer_of = {(c.start, c.stop): k for k, c in enumerate(self.layer_slices) if k}
+        terms = []
+        for p in self._pair_plan:
+            into, source = (
+                layer_of[(p.cols.start, p.cols.stop)],
+                layer_of[(p.rows.start, p.rows.stop)],
+            )
+            out, src = drive(into), rates(source)
+            if p.sparse is None:
+                run = partial(out.addmm_, src, p.weight)
+            else:
+                run = partial(_add_csr_product, out, p.csr(), src)
+            terms.append(LayerTerm(into, source, source == into, run))
+        return terms
 
     def drive(self, s: torch.Tensor, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``W rho(s) + W_in x + b`` into ``out`` (the hard sigmoid's states are in ``[0, 1]``,

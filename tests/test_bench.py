@@ -388,6 +388,54 @@ def test_bench_runs_from_an_installed_copy_of_the_package(tmp_path):
     assert "digits" in done.stdout
 
 
+def test_bench_times_the_conv_step_against_its_convolutions():
+    """The conv case: both networks, each step's wall and CPU time against its bound, the
+    ratio; the dense presets' parts (cost model, table header) only when presets are timed."""
+    options = bench.BenchOptions(repeats=2, step_window=2, threads=1, memory=False, conv=True)
+    record = bench.run_benchmark([], options)
+    assert record["presets"] == [] and record["cost_model"] is None
+    entries = {e["network"]: e for e in record["conv"]}
+    assert set(entries) == {"conv-mnist", "conv-32-64"}
+    assert entries["conv-mnist"]["shapes"] == [[1, 28, 28], [16, 12, 12], [32, 4, 4], [10]]
+    assert entries["conv-32-64"]["shapes"] == [[1, 28, 28], [32, 12, 12], [64, 4, 4], [10]]
+    for entry in entries.values():
+        assert (entry["batch"], entry["dtype"]) == (32, "float32")
+        for timing in (entry, entry["cpu"]):
+            assert timing["ms_per_step"] > 0 and timing["lower_bound_ms"] > 0
+            assert timing["step_over_bound"] > 0
+    table = bench.format_table(record)
+    assert "preset " not in table and "cost model" not in table
+    line = next(line for line in table.splitlines() if "conv-mnist (" in line)
+    assert "(1x28x28 -> 16x12x12 -> 32x4x4 -> 10)" in line and "ratio" in line
+    json.dumps(record)
+
+
+def test_conv_bound_runs_the_steps_convolutions_and_products():
+    """The bound's operations are the step's: one conv2d and one conv_transpose2d per conv
+    block between state layers, two matrix products per dense pair."""
+    from eqprop.conv import ConvBlock, ConvNetwork
+
+    net = ConvNetwork((1, 12, 12), [ConvBlock(2, 3), ConvBlock(3, 3, pool=1)], [4, 3])
+    with torch.profiler.profile() as prof:
+        bench._convolutions_alone(net, 4, torch.Generator().manual_seed(0))()
+    calls = {e.key: e.count for e in prof.key_averages()}
+    assert calls["aten::conv2d"] == 2  # one to make the transposed input, one in the bound
+    assert calls["aten::conv_transpose2d"] == 1 and calls["aten::addmm_"] == 4
+
+
+def test_cli_bench_conv_alone(tmp_path, capsys, monkeypatch):
+    from eqprop.conv import ConvBlock
+
+    tiny = ((1, 8, 8), (ConvBlock(2, 3, padding=1), ConvBlock(2, 3, padding=1)), (3,))
+    monkeypatch.setattr(bench, "CONV_NETWORKS", {"tiny-conv": tiny})
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--conv", "--threads", "1", "--no-memory", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["presets"] == [] and [e["network"] for e in record["conv"]] == ["tiny-conv"]
+    printed = capsys.readouterr().out
+    assert "tiny-conv (1x8x8 -> 2x4x4 -> 2x2x2 -> 3)" in printed and "s/batch" not in printed
+
+
 def test_cli_bench_rejects_unknown_preset(capsys):
     assert main(["bench", "--preset", "nope", "--no-memory"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err

@@ -18,7 +18,9 @@ from eqprop.nudging import GradientNudging, IconsNudging, Nudge
 from eqprop.relaxation import fixed_point_residual
 from eqprop.relaxation.fista import Fista
 from eqprop.relaxation.fixed import FixedSteps
+from eqprop.relaxation.layer_sweep import LayerSweep
 from eqprop.relaxation.residual import Residual
+from eqprop.relaxation.sor import OverRelaxed
 from eqprop.relaxation.tolerance import Tolerance
 from eqprop.training import Trainer, one_hot
 from eqprop.updates import LearningRates
@@ -188,6 +190,173 @@ def test_relaxers_reach_the_same_fixed_point(relaxer):
     assert torch.allclose(result.state, reference, rtol=0, atol=1e-9)
     capped = dataclasses.replace(relaxer, steps=3).relax(net, net.zero_state(len(x)), base)
     assert capped.steps == 3 and not capped.converged
+
+
+# -- layer sweeps ------------------------------------------------------------------------------
+#: three conv layers: layer 2 (even) max-pools into layer 3, so an even layer's feedback reads
+#: the layer itself (the sweeps recompute its drive after its update)
+THREE = (
+    (1, 12, 12),
+    [ConvBlock(2, 3, padding=1), ConvBlock(3, 3, padding=1, pool=1), ConvBlock(3, 3, padding=1)],
+    [4],
+)
+ARCHITECTURES_AND_THREE = {**ARCHITECTURES, "three": THREE}
+
+
+def sweep_problem(name, batch=3):
+    if name != "three":
+        return problem(name, batch=batch)
+    shape, blocks, dense = THREE
+    net = ConvNetwork(shape, blocks, dense, seed=1, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    for w in net.weights:
+        w.mul_(0.7)
+    net.biases.uniform_(0.1, 0.4, generator=g)
+    return net, torch.rand(batch, net.n_input, generator=g, dtype=torch.float64), g
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES_AND_THREE)
+def test_no_interaction_couples_two_layers_of_the_same_parity(name):
+    """Brute force on the drive: changing any other layer of a layer's parity leaves that
+    layer's drive exactly as it was (what makes an even/odd sweep a block method)."""
+    net, x, g = sweep_problem(name)
+    base = net.input_drive(x)
+    s = torch.rand(len(x), net.n_state, generator=g, dtype=torch.float64)
+    h = net.drive(s, base, torch.empty_like(s))
+    for k in range(1, net.n_layers):
+        for j in range(k % 2 or 2, net.n_layers, 2):
+            if j == k:
+                continue
+            moved = s.clone()
+            moved[:, net.layer_slices[j]] = torch.rand(
+                len(x), net.sizes[j], generator=g, dtype=torch.float64
+            )
+            h_moved = net.drive(moved, base, torch.empty_like(s))
+            assert torch.equal(h_moved[:, net.layer_slices[k]], h[:, net.layer_slices[k]])
+            assert not torch.equal(h_moved, h)
+
+
+@pytest.mark.parametrize("name", ["deep", "pooled"])
+def test_layer_sweeps_reach_the_damped_steps_fixed_point_in_fewer_steps(name):
+    """On these networks (with and without max pooling between state layers) the exact sweeps
+    reach the fixed point the papers' damped step reaches from zero, in fewer sweeps than it
+    takes steps."""
+    net, x, _ = problem(name, batch=6)
+    base = net.input_drive(x)
+    reference = relax_to_fixed_point(net, net.zero_state(len(x)), base)
+    damped = Residual(steps=5000, tol=1e-10).relax(net, net.zero_state(len(x)), base)
+    sweeps = LayerSweep(steps=5000, tol=1e-10).relax(net, net.zero_state(len(x)), base)
+    assert damped.converged and sweeps.converged
+    assert fixed_point_residual(net, sweeps.state, base) < 1e-10
+    torch.testing.assert_close(sweeps.state, reference, rtol=0, atol=1e-9)
+    assert sweeps.steps < damped.steps / 2
+
+
+@pytest.mark.parametrize("omega", [1.0, 1.5])
+@pytest.mark.parametrize("name", ["pooled", "three"])
+def test_layer_sweeps_never_increase_the_energy_with_max_pooling(name, omega):
+    """With max pooling after a conv between state layers, a layer's feedback takes the pool's
+    maxima at the layer itself: its energy is no longer a separable quadratic, and the
+    half-sweep ``clip(h)`` is a majorise-minimise step (the pooled term is convex in the
+    layer; its linearisation at the current state bounds it), so the energy never increases,
+    over-relaxed too; the sweeps stop at a fixed point (module docs of
+    :mod:`eqprop.relaxation.layer_sweep`)."""
+    net, x, g = sweep_problem(name)
+    base = net.input_drive(x)
+    start = torch.rand(len(x), net.n_state, generator=g, dtype=torch.float64)
+    energies = [net.energy(start, x)]
+    for sweeps in range(1, 16):
+        s = start.clone()
+        OverRelaxed(eps=omega, steps=sweeps, tol=1e-300).relax(net, s, base)
+        energies.append(net.energy(s, x))
+    energies = torch.stack(energies)
+    assert bool((energies[1:] <= energies[:-1] + 1e-12).all())
+    assert bool((energies[-1] < energies[0] - 0.1).all())
+    result = OverRelaxed(eps=omega, steps=3000, tol=1e-9).relax(net, start.clone(), base)
+    assert result.converged and fixed_point_residual(net, result.state, base) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["pooled", "three"])
+def test_the_sweeps_residual_is_the_current_states(name):
+    """The residual the sweeps stop on is the current state's, ``max |s - clip(h(s))|`` per
+    example, after every sweep: also where an even layer's drive reads the layer itself
+    ("three"), whose drive is computed again after its update."""
+    net, x, g = sweep_problem(name, batch=5)
+    base = net.input_drive(x)
+    state = torch.rand(len(x), net.n_state, generator=g, dtype=torch.float64)
+    iterate = OverRelaxed(eps=1.5).start(net, state, base)
+    even = torch.cat(
+        [torch.arange(net.n_state)[net.layer_slices[k]] for k in range(2, net.n_layers, 2)]
+    )
+    for _ in range(12):
+        got = iterate.residuals()
+        s = iterate.current
+        h = net.drive(s, base, torch.empty_like(s))
+        want = (s - h.clamp(0.0, 1.0)).abs()
+        torch.testing.assert_close(got, want.amax(1), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            iterate.even.residuals(), want[:, even].amax(1), rtol=0, atol=1e-12
+        )
+        iterate.advance()
+
+
+@pytest.mark.parametrize("name", ["deep", "pooled"])
+def test_a_sweep_minimises_the_energy_exactly_over_a_layer_that_does_not_read_itself(name):
+    """After a sweep the even layers (here none takes a pool's maxima at itself) are the exact
+    minimiser of the energy given the odd ones: its projected gradient there is zero
+    (autograd on the energy written in this file)."""
+    net, x, g = problem(name)
+    base = net.input_drive(x)
+    s = torch.rand(len(x), net.n_state, generator=g, dtype=torch.float64)
+    LayerSweep(steps=1, tol=1e-300).relax(net, s, base)
+    leaf = s.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(
+        reference_energy(net, net.weights, net.biases, leaf, x).sum(), leaf
+    )
+    for k in range(2, net.n_layers, 2):
+        part = net.layer_slices[k]
+        projected = torch.clamp(s[:, part] - grad[:, part], 0.0, 1.0)
+        torch.testing.assert_close(projected, s[:, part], rtol=0, atol=1e-13)
+    odd = net.layer_slices[1]  # not yet: the odd layers moved before the even ones
+    assert not torch.allclose(torch.clamp(s[:, odd] - grad[:, odd], 0, 1), s[:, odd])
+
+
+# -- the step's speed-ups change no bit ---------------------------------------------------------
+def plain_step(net, s, base, eps):
+    """One free step written with the textbook operations: NCHW ``max_pool2d`` and
+    ``max_unpool2d`` (the network pools channels-last and unpools by a scatter)."""
+    h = base.clone()
+    for k, w in enumerate(net.weights[1:], start=1):
+        src = s[:, net.layer_slices[k]].reshape(len(s), *net.shapes[k])
+        dst = s[:, net.layer_slices[k + 1]].reshape(len(s), *net.shapes[k + 1])
+        if k >= len(net.blocks):
+            h[:, net.layer_slices[k + 1]] += src.reshape(len(s), -1) @ w
+            h[:, net.layer_slices[k]] += dst.reshape(len(s), -1) @ w.T
+            continue
+        block = net.blocks[k]
+        y = F.conv2d(src, w, padding=block.padding)
+        pooled, indices = F.max_pool2d(y, block.pool, return_indices=True)
+        h[:, net.layer_slices[k + 1]] += pooled.reshape(len(s), -1)
+        grad = F.max_unpool2d(dst, indices, block.pool, output_size=y.shape[-2:])
+        back = F.conv_transpose2d(grad, w, padding=block.padding)
+        h[:, net.layer_slices[k]] += back.reshape(len(s), -1)
+    return ((1 - eps) * s + eps * h).clamp(0.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_conv_step_is_the_plain_step_bit_for_bit(dtype):
+    """30 steps of a two-block MNIST-shaped network from zero (many states at 0, so the pools
+    see ties) equal the textbook step's, bit for bit."""
+    blocks = [ConvBlock(4, kernel=5, pool=2), ConvBlock(6, kernel=5, pool=2)]
+    net = ConvNetwork((1, 28, 28), blocks, [10], seed=0, dtype=dtype)
+    x = torch.rand(8, 784, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    base = net.input_drive(x)
+    s, want = net.zero_state(8), net.zero_state(8)
+    for _ in range(30):
+        FixedSteps(eps=0.5, steps=1).relax(net, s, base)
+        want = plain_step(net, want, base, 0.5)
+        assert torch.equal(s, want)
+    assert 0.05 < float((s == 0).float().mean()) < 0.95
 
 
 # -- the EP estimate against the true gradient ---------------------------------------------------

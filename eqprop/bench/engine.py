@@ -26,10 +26,15 @@ For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clampe
 - per storage layout (``blocks``, ``dense``) the step, its bound, how many of its products
   run as ``torch.sparse`` CSR products, and the bound of the unsplit plan (one dense product
   per stored block and direction), which shows what layer-pair splitting and CSR save;
-- once per run (CPU), the fixed cost of a product call measured on this machine
-  (:func:`measure_call_costs`) beside the constants the plan's cost model was calibrated
-  with (:data:`eqprop.network.DENSE_CALL_COST`, :data:`~eqprop.network.CSR_CALL_COST`), so a
-  user on another machine sees whether the model fits it.
+- with ``--conv``, ms per relaxation step of the conv networks (:data:`CONV_NETWORKS`:
+  the ``conv-mnist`` preset's and Ernoult et al.'s wider MNIST one, batch 32) against
+  their bound, the same step's ``conv2d``, ``conv_transpose2d`` and matrix products alone
+  (:func:`conv_step_timing`);
+- once per run (CPU, with presets to time), the fixed cost of a product call measured on
+  this machine (:func:`measure_call_costs`) beside the constants the plan's cost model was
+  calibrated with (:data:`eqprop.network.DENSE_CALL_COST`,
+  :data:`~eqprop.network.CSR_CALL_COST`), so a user on another machine sees whether the
+  model fits it.
 
 ``eqprop bench`` calls :func:`main`.
 """
@@ -46,6 +51,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,8 @@ import torch
 
 from eqprop import config as cfg
 from eqprop import network, reference
+from eqprop.conv import ConvBlock, ConvNetwork
+from eqprop.conv import preset as conv_preset
 from eqprop.errors import EqpropError
 from eqprop.network import Product
 from eqprop.relaxation.cuda_graph import CudaGraphs
@@ -93,6 +101,8 @@ class BenchOptions:
         memory: measure peak memory in a subprocess; ``memory_examples`` random examples.
         layouts: also time the other layouts.
         call_cost_rounds: rounds of :func:`measure_call_costs` (CPU only).
+        conv: also time the conv networks' step (:data:`CONV_NETWORKS`,
+            :func:`conv_step_timing`).
     """
 
     batches: int = 3
@@ -107,6 +117,7 @@ class BenchOptions:
     memory_examples: int = EPOCH_EXAMPLES
     layouts: bool = True
     call_cost_rounds: int = 10
+    conv: bool = False
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -288,6 +299,102 @@ def step_timing(net, batch: int, options: BenchOptions, eps: float = PAPER["eps"
         "products": len(plan),
         "csr_products": sum(p.sparse is not None for p in plan),
     }
+
+
+#: The conv networks ``--conv`` times (input, conv blocks, dense sizes): the ``conv-mnist``
+#: preset's, and Ernoult et al.'s MNIST widths ("Updates of Equilibrium Prop Match Gradients
+#: of Backprop Through Time in an RNN with Static Input": 32 and 64 maps) on the same layout.
+CONV_NETWORKS = {
+    "conv-mnist": ((1, 28, 28), conv_preset.BLOCKS, conv_preset.DENSE),
+    "conv-32-64": ((1, 28, 28), (ConvBlock(32, 5, pool=2), ConvBlock(64, 5, pool=2)), (10,)),
+}
+#: The conv step's batch (the ``conv-mnist`` preset's).
+CONV_BATCH = 32
+
+
+def _convolutions_alone(net, batch: int, g: torch.Generator) -> Callable[[], None]:
+    """A conv network's step without its pooling, unpooling, copies and finish: per
+    state-state conv block one ``conv2d`` and one ``conv_transpose2d`` of the step's shapes
+    (the latter on maps of the convolution's size before pooling), per dense pair its two
+    ``addmm_``, on preallocated random inputs with the network's weights."""
+    work = []
+    for k, block in enumerate(net.blocks[1:], start=1):
+        w = net.weights[k]
+        src = torch.rand(batch, *net.shapes[k], generator=g).to(net.device, net.dtype)
+        maps = torch.nn.functional.conv2d(src, w, padding=block.padding)
+        work.append(partial(torch.nn.functional.conv2d, src, w, padding=block.padding))
+        work.append(partial(torch.nn.functional.conv_transpose2d, maps, w, padding=block.padding))
+    for k in range(len(net.blocks), net.n_layers - 1):
+        w = net.weights[k]
+        for rows, cols, weight in ((w.shape[0], w.shape[1], w), (w.shape[1], w.shape[0], w.T)):
+            a = torch.rand(batch, rows, generator=g).to(net.device, net.dtype)
+            out = torch.zeros(batch, cols, dtype=net.dtype, device=net.device)
+            work.append(partial(out.addmm_, a, weight))
+
+    def convolutions_alone() -> None:
+        for run in work:
+            run()
+
+    return convolutions_alone
+
+
+def conv_step_timing(
+    net, batch: int = CONV_BATCH, options: BenchOptions | None = None, eps: float = 0.5
+) -> dict[str, Any]:
+    """ms per relaxation step of a :class:`~eqprop.conv.ConvNetwork` (free steps of
+    :class:`FixedSteps`, on CUDA its graph) against its bound, the same step's convolutions
+    and matrix products alone (:func:`_convolutions_alone`); windows alternate, the ratio is
+    the median of the per-window ratios, as in :func:`step_timing`."""
+    options = options or BenchOptions()
+    now = clock(net.device)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, net.n_input, generator=g).to(net.device, net.dtype)
+    base = net.input_drive(x)
+    s = net.zero_state(batch)
+    FixedSteps(eps, 10).relax(net, s, base)  # warm-up; states inside [0, 1]
+    window = options.step_window
+    relaxer = CudaGraphs(eps, window) if net.device.type == "cuda" else FixedSteps(eps, window)
+    relaxer.relax(net, s, base)  # warm-up (and the graph's capture) outside the windows
+    bound = _convolutions_alone(net, batch, g)
+    bound()
+    steps, bounds = [], []
+    for _ in range(options.repeats):
+        t0 = now()
+        relaxer.relax(net, s, base)
+        t1 = now()
+        for _ in range(window):
+            bound()
+        steps.append(since(t0, t1))
+        bounds.append(since(t1, now()))
+
+    def timing(k: int) -> dict[str, float]:
+        return {
+            "ms_per_step": statistics.median(v[k] for v in steps) / window * 1e3,
+            "lower_bound_ms": statistics.median(v[k] for v in bounds) / window * 1e3,
+            "step_over_bound": statistics.median(
+                a[k] / max(b[k], 1e-12) for a, b in zip(steps, bounds, strict=True)
+            ),
+        }
+
+    return {**timing(0), "cpu": timing(1)}
+
+
+def conv_benchmark(options: BenchOptions) -> list[dict[str, Any]]:
+    """:func:`conv_step_timing` of every network of :data:`CONV_NETWORKS`, float32, batch
+    :data:`CONV_BATCH`, on ``options.device``."""
+    out = []
+    for name, (shape, blocks, dense) in CONV_NETWORKS.items():
+        net = ConvNetwork(shape, blocks, dense, seed=0, device=options.device)
+        out.append(
+            {
+                "network": name,
+                "shapes": [list(s) for s in net.shapes],
+                "batch": CONV_BATCH,
+                "dtype": "float32",
+                **conv_step_timing(net, CONV_BATCH, options),
+            }
+        )
+    return out
 
 
 #: What :func:`measure_call_costs` times: dense products of these (rows, cols) shapes, in
@@ -571,7 +678,7 @@ def run_benchmark(
     threads, probe = choose_threads(options.threads, device)
     log(f"torch threads: {threads}" + (f" (probe ms: {probe})" if probe else ""))
     call_costs = None
-    if device.type == "cpu":  # the cost model's constants are CPU ones (eqprop.network)
+    if device.type == "cpu" and presets:  # the dense plan's cost model, a CPU one
         log("measuring the fixed cost of a product call (the plan's cost model)")
         call_costs = measure_call_costs(options.call_cost_rounds)
     record: dict[str, Any] = {
@@ -640,6 +747,11 @@ def run_benchmark(
         entry["targets"] = _targets(label, entry)
         record["presets"].append(entry)
         log(format_row(entry))
+    if options.conv:
+        log("timing the conv networks' relaxation step")
+        record["conv"] = conv_benchmark(options)
+        for entry in record["conv"]:
+            log(format_conv_row(entry))
     record["machine"]["load_average_after"] = list(os.getloadavg())
     return record
 
@@ -696,16 +808,19 @@ def format_table(record: dict) -> str:
         f"eqprop bench: torch {m['torch']}, device {m['device']}, {m['cpu_count']} CPU cores, "
         f"torch threads {m['torch_threads']}, load average {m['load_average_before'][0]:.2f} "
         f"before / {m['load_average_after'][0]:.2f} after",
-        f"settings: batch {s['batch_size']}, eps {s['eps']}, {s['free_steps']} free + "
-        f"{s['nudged_steps']} nudged steps, float32; epoch = {s['epoch_examples']} examples; "
-        f"{s['batches']} timed batches (ours), {s['naive_batches']} (naive)",
-        "wall-clock columns; 'cpu spd': the speedup in process CPU time (details below)",
-        HEADER,
     ]
-    lines += [format_row(e) for e in record["presets"]]
-    lines.append(f"'speedup', 'cpu spd': naive / ours, where {record['naive_engine']}")
-    lines.append("")
-    lines.append(format_call_costs(record.get("cost_model")))
+    if record["presets"]:
+        lines += [
+            f"settings: batch {s['batch_size']}, eps {s['eps']}, {s['free_steps']} free + "
+            f"{s['nudged_steps']} nudged steps, float32; epoch = {s['epoch_examples']} "
+            f"examples; {s['batches']} timed batches (ours), {s['naive_batches']} (naive)",
+            "wall-clock columns; 'cpu spd': the speedup in process CPU time (details below)",
+            HEADER,
+            *(format_row(e) for e in record["presets"]),
+            f"'speedup', 'cpu spd': naive / ours, where {record['naive_engine']}",
+            "",
+            format_call_costs(record.get("cost_model")),
+        ]
     for e in record["presets"]:
         c = e["cpu"]
         lines.append(
@@ -738,7 +853,25 @@ def format_table(record: dict) -> str:
             lines.append(
                 f"  target {t['what']} {t['target']} ({t['clock']} time): {t['measured']} {verdict}"
             )
+    if "conv" in record:
+        lines.append(
+            f"conv networks (batch {CONV_BATCH}, float32, free steps): a step against its "
+            f"convolutions and matrix products alone"
+        )
+        lines += [format_conv_row(e) for e in record["conv"]]
     return "\n".join(lines)
+
+
+def format_conv_row(entry: dict) -> str:
+    """One line of a conv network's step timing (wall clock, then process CPU time)."""
+    c = entry["cpu"]
+    maps = " -> ".join("x".join(map(str, shape)) for shape in entry["shapes"])
+    return (
+        f"  {entry['network']} ({maps}): {entry['ms_per_step']:.3f} ms/step, bound "
+        f"{entry['lower_bound_ms']:.3f} ms, ratio {entry['step_over_bound']:.2f}; CPU time "
+        f"{c['ms_per_step']:.3f} ms/step, bound {c['lower_bound_ms']:.3f} ms, ratio "
+        f"{c['step_over_bound']:.2f}"
+    )
 
 
 def format_call_costs(costs: dict | None) -> str:
@@ -764,7 +897,7 @@ def main(
     """Run the benchmark, print the table, write the JSON record to ``out`` (if given)."""
     options = options or BenchOptions()
     record = run_benchmark(
-        list(presets or DEFAULT_PRESETS),
+        list(DEFAULT_PRESETS if presets is None else presets),
         options,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )

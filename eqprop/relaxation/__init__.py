@@ -14,7 +14,8 @@ Solvers (one file each, registered in :data:`SOLVERS` by name):
 
 - ``fixed`` (:class:`~eqprop.relaxation.fixed.FixedSteps`): exactly ``steps`` discrete steps
   ``s <- clip(s - eps dF/ds)``, the papers' protocol; on CUDA wrapped by
-  :class:`~eqprop.relaxation.cuda_graph.CudaGraphs` (one captured graph per phase).
+  :class:`~eqprop.relaxation.cuda_graph.CudaGraphs` (one captured graph per phase, of any
+  network's :meth:`~eqprop.network.EnergyNetwork.stepper`, conv networks included).
 - ``tolerance`` (:class:`~eqprop.relaxation.tolerance.Tolerance`): the same steps, stopping
   once the largest state change of a step is below ``tol`` (at most ``steps``).
 
@@ -25,7 +26,8 @@ b)|`` below ``tol`` (:func:`fixed_point_residual`; at most ``steps`` steps, one 
 - ``fista`` (:class:`~eqprop.relaxation.fista.Fista`): projected gradient with Nesterov
   momentum and gradient restart;
 - ``layer-sweep`` (:class:`~eqprop.relaxation.layer_sweep.LayerSweep`): exact even/odd layer
-  updates, for topologies with no edge between layers of the same parity;
+  updates, for topologies with no edge between layers of the same parity, and conv networks
+  (with max pooling between state layers a majorise-minimise update);
 - ``sor`` (:class:`~eqprop.relaxation.sor.OverRelaxed`): the same sweeps over-relaxed by the
   factor ``eps`` (projected SOR); the fastest free phase measured on the layered network B.
 

@@ -1,5 +1,8 @@
 """Fixed-step phases as captured CUDA graphs: one launch per phase instead of about five
-kernel launches per step. On a CPU tensor it simply runs the wrapped solver."""
+kernel launches per step (more on a conv network). It uses only what every
+:class:`~eqprop.network.EnergyNetwork` has (its ``stepper``, activation and output slice), so
+it captures the fully connected and the conv networks alike. On a CPU tensor it simply runs
+the wrapped solver."""
 
 from __future__ import annotations
 
