@@ -69,9 +69,6 @@ FILE = "file"
 #: blocks, then the dense layers of ``topology.sizes``
 CONV = "conv"
 TOPOLOGIES = ("layered", "icons", "icons-add", "rewired", FILE, CONV)
-#: the free-phase solvers that run on a conv network (``layer-sweep`` and ``sor`` sweep the
-#: layers of a fully connected one)
-CONV_SOLVERS = ("fixed", "tolerance", "residual", "fista")
 #: the ``[topology]`` keys of the conv family, and what each conv layer takes when a
 #: per-layer key is absent (:class:`eqprop.conv.ConvBlock`'s defaults)
 CONV_KEYS = ("input_shape", "channels", "kernels", "paddings", "pools")
@@ -720,12 +717,6 @@ class RunConfig:
     def _check_conv(self) -> None:
         """The options of the other sections that do not apply to a conv network, refused."""
         conv = f"with topology.family = {CONV!r}"
-        if self.free.solver not in CONV_SOLVERS:
-            raise ConfigError(
-                f"free.solver = {self.free.solver!r} sweeps the layers of a fully connected "
-                f"network and does not run on a conv network; {conv} choose one of "
-                f"{', '.join(CONV_SOLVERS)}"
-            )
         if self.nudged.hidden_layers is not None:
             raise ConfigError(
                 f"nudged.hidden_layers (target-linked hidden neurons) does not apply {conv}; "

@@ -113,8 +113,6 @@ def test_conv_mnist_is_the_trainer_of_the_preset():
         (["topology.remove_after=1"], "topology.remove_after does not apply"),
         (["topology.p_formula=exact"], "topology.p_formula does not apply"),
         (["topology.input_shape=[1, 8, 8, 1]"], "needs topology.input_shape"),
-        (["free.solver=layer-sweep"], "choose one of fixed, tolerance, residual, fista"),
-        (["free.solver=sor"], "free.solver = 'sor' sweeps the layers"),
         (["nudged.hidden_layers=[1]"], "nudged.hidden_layers (target-linked hidden neurons)"),
         (["update.lr_skip=0.1", "update.lr=0.1"], "update.lr_skip does not apply"),
         (["update.bits=4", "update.lr=0.1"], "update.bits (quantised weights) does not apply"),
@@ -127,6 +125,17 @@ def test_what_does_not_apply_to_a_conv_net_is_a_one_line_error(sets, message):
     with pytest.raises(ConfigError) as error:
         tiny(*sets)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("solver", ["layer-sweep", "sor"])
+def test_the_layer_sweeping_solvers_run_a_conv_config(tmp_path, solver):
+    eps = {"layer-sweep": 1.0, "sor": 1.5}[solver]
+    config = tiny(f"free.solver={solver}", "free.tol=1e-4", "free.steps=200", f"free.eps={eps}")
+    run_dir = runs.start_run(config.override({"train.epochs": 1}), tmp_path / solver)
+    runs.train_run(run_dir)
+    (record,) = runs.read_metrics(run_dir)
+    assert 0 < record["free_steps"] < 200  # stopped on the residual, not on the cap
+    assert 0 <= record["train_error"] < 1
 
 
 def test_conv_keys_on_a_fully_connected_family_are_refused():

@@ -301,11 +301,12 @@ def step_timing(net, batch: int, options: BenchOptions, eps: float = PAPER["eps"
     }
 
 
+_CONV_MNIST = cfg.from_dict(cfg.preset(conv_preset.PRESET)).topology
 #: The conv networks ``--conv`` times (input, conv blocks, dense sizes): the ``conv-mnist``
 #: preset's, and Ernoult et al.'s MNIST widths ("Updates of Equilibrium Prop Match Gradients
 #: of Backprop Through Time in an RNN with Static Input": 32 and 64 maps) on the same layout.
 CONV_NETWORKS = {
-    "conv-mnist": ((1, 28, 28), conv_preset.BLOCKS, conv_preset.DENSE),
+    "conv-mnist": (_CONV_MNIST.input_shape, _CONV_MNIST.conv_blocks(), _CONV_MNIST.sizes),
     "conv-32-64": ((1, 28, 28), (ConvBlock(32, 5, pool=2), ConvBlock(64, 5, pool=2)), (10,)),
 }
 #: The conv step's batch (the ``conv-mnist`` preset's).
