@@ -288,8 +288,8 @@ PROTOCOLS: dict[str, Protocol] = {
         caveat=(
             "The paper's budget and learning rates, but MLPs only, at the shallowest and "
             "deepest of its depths per activation, one seed; EP rows at the quick scale's "
-            "short budget. ConvNets not run: their grid costs CPU weeks (docs/reproducing.md, "
-            "'Budget of the skipnets grid')."
+            "short budget. ConvNets not run: their grid costs about 4,700 CPU hours "
+            "(estimate, docs/reproducing.md, 'Budget of the skipnets grid')."
         ),
         ep=SHORT_EP,
     ),
@@ -312,8 +312,8 @@ PROTOCOLS: dict[str, Protocol] = {
         caveat=(
             "The paper's budget, learning rates and MLP depths; seeds 0-2 at the shallowest and "
             "deepest depth per activation, seed 0 between; EP rows at the quick scale's short "
-            "budget. ConvNets not run: their grid costs CPU weeks (docs/reproducing.md, "
-            "'Budget of the skipnets grid')."
+            "budget. ConvNets not run: their grid costs about 4,700 CPU hours "
+            "(estimate, docs/reproducing.md, 'Budget of the skipnets grid')."
         ),
         ep=SHORT_EP,
     ),
@@ -338,7 +338,8 @@ PROTOCOLS: dict[str, Protocol] = {
         seeds=(0, 1, 2),
         caveat=(
             "Seeds 0-2 at the shallowest and deepest depth per activation, seed 0 between; the "
-            "ConvNet grid costs CPU weeks (docs/reproducing.md, 'Budget of the skipnets grid')."
+            "ConvNet grid costs about 4,700 CPU hours (estimate, docs/reproducing.md, 'Budget "
+            "of the skipnets grid')."
         ),
         # EP: the journal's protocol (N_free 1000, N_clamped 12, lr .015, 100 epochs) on the
         # paper's sigmoid depths, 128 units per hidden layer.
@@ -1225,17 +1226,18 @@ INTERPRETATIONS = (
     "(in a plain network only the last hidden layer has one, as in Lee et al.).",
     "- DTP's target step (eta = 0.5 times the per-example gradient of the cross-entropy) and "
     "the standard deviation of the Gaussian corruption in the inverses' reconstruction loss "
-    "(0.1) are not given by the paper nor by Lee et al. for this setting; we chose them and "
-    "did not tune them. On ConvNets the inverse of a 3x3 convolution is a 3x3 convolution "
-    "back onto the source's channels, followed by the activation.",
+    "(0.1) are not given by the paper; we chose them and did not tune them. On ConvNets the "
+    "inverse of a 3x3 convolution is a 3x3 convolution back onto the source's channels, "
+    "followed by the activation.",
     "- 'Channel size (depth x 16)' is read as 16 x depth channels in every hidden layer of a "
     "network of that depth (48 at depth 3, 160 at depth 10): the paper gives one number per "
     "network, and a channel count growing with the layer index would make the dense and "
     "plain networks' widths differ by layer. Smaller scales may use another multiple; the "
     "protocol above states it.",
     "- The paper names no pooling or stride: every convolution is 3x3 with stride 1 and zero "
-    "padding 1, so every hidden layer keeps the 28x28 image; the output layer is a linear map "
-    "of the flattened feature maps (of every earlier layer, in a dense network).",
+    "padding 1, so every hidden layer keeps the image size (28x28 on MNIST); the output layer "
+    "is a linear map of the flattened feature maps (of every earlier layer, in a dense "
+    "network).",
     "- FA on ConvNets: every convolution kernel has its own fixed random feedback kernel of "
     "the same shape, used in place of the forward kernel in the transposed convolution that "
     "carries the error down.",
@@ -1501,14 +1503,15 @@ def coverage_lines(protocol: Protocol, records: Sequence[Mapping]) -> list[str]:
 def _seeds_text(protocol: Protocol) -> str:
     """How the protocol's seeds are spread over its depths, for the protocol text."""
     if len(protocol.seeds) == 1:
-        return f"Seed {protocol.seed}"
+        return f"Seed {protocol.seed}, one run per grid point"
     ends = "; ".join(
         f"{act} {min(depths)} and {max(depths)}" for act, depths in protocol.depths.items()
     )
     return (
         f"Seeds {', '.join(map(str, protocol.seeds))} at the shallowest and deepest depths "
         f"({ends}), seed {protocol.seed} at the depths between, for the linear readout and "
-        "for the EP rows"
+        "for the EP rows; one run per grid point and seed, and each seed selects its own grid "
+        "point"
     )
 
 
@@ -1579,8 +1582,7 @@ def render_results(
         "(learning rate x starting point) with the best validation accuracy; its checkpoint is "
         "the best-validation one up to the stop. Test accuracy is only reported.",
         "- DTP: target step 0.5, reconstruction noise 0.1 (not tuned; the paper gives none).",
-        f"- {_seeds_text(protocol)}, one run per grid point and seed; each seed selects its "
-        "own grid point.",
+        f"- {_seeds_text(protocol)}.",
         f"- {len(records)} baseline runs ({grid_points} grid points, {diverged} diverged); "
         f"training time summed over runs {train_seconds:.0f} s wall, {cpu_seconds:.0f} s CPU "
         f"(torch threads per run: {_threads(records)}).",
