@@ -3,6 +3,7 @@ claims."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -371,6 +372,8 @@ def test_seeds_run_at_the_shallowest_and_deepest_depths_under_their_own_names(
         patience=1,
         seeds=(0, 1),
     )
+    with pytest.raises(ConfigError, match=r"Protocol.seeds must be distinct seeds, got \(0, 0\)"):
+        dataclasses.replace(tiny, seeds=(0, 0))
     monkeypatch.setitem(skipnets.PROTOCOLS, "tiny", tiny)
     assert tiny.seeds_at("sigmoid", 2) == (0,) and tiny.seeds_at("sigmoid", 3) == (0, 1)
     results = skipnets.run("tiny", tmp_path, None)
@@ -462,3 +465,15 @@ def test_claims_are_per_family_activation_and_rule() -> None:
     assert fig2.verdict == NOT_YET
     budget = [c for c in skipnets.CLAIMS if c.check == conv]
     assert len(budget) == 1 and budget[0].at_scale == ("full",)
+
+
+def test_cpu_estimate_of_a_run_interpolates_the_finished_runs_in_depth() -> None:
+    done = {("FA", "NN", "sigmoid", 3): [10.0, 20.0], ("FA", "NN", "sigmoid", 7): [55.0]}
+
+    def estimate(arch: str, depth: int) -> float | None:
+        return skipnets._estimate_cpu(("FA", arch, "sigmoid", depth, 1e-3, 1), done)
+
+    assert estimate("NN", 3) == 15.0  # the mean at its depth
+    assert estimate("NN", 5) == 35.0  # halfway between 15 (depth 3) and 55 (depth 7)
+    assert estimate("NN", 9) == 55.0 and estimate("NN", 2) == 15.0  # the nearest depth
+    assert estimate("DN", 5) is None  # no finished run of its architecture

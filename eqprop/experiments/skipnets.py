@@ -1,16 +1,22 @@
 """Im, Patil & Branson, "Are skip connections necessary for biologically plausible learning
 rules?": BP, FA and DTP on plain and densely connected networks against depth.
 
-For every rule, architecture, activation and depth the experiment trains one network per
-learning rate of the grid and derives the result of every early-stopping starting point from
-that run (exact, see :mod:`eqprop.baselines.training`). A row of the table is the grid point
-with the best *validation* accuracy; its test accuracy is reported. Outputs in ``out``:
+For every rule, architecture, activation, depth and seed the experiment trains one network
+per learning rate of the grid and derives the result of every early-stopping starting point
+from that run (exact, see :mod:`eqprop.baselines.training`). A row of the table is, per seed,
+the grid point with the best *validation* accuracy; its test accuracy is reported. A scale's
+seeds (:attr:`Protocol.seeds`) run at the shallowest and deepest depth of each activation,
+its first seed also at the depths between; the claims judge the mean over seeds and state the
+[min-max] over seeds. Outputs in ``out``:
 
 - ``runs/*.json``: one file per training run, written atomically; a rerun skips the files that
-  exist. Schema (what :func:`collect_rows` reads, so other rules, e.g. EP, can add rows by
-  writing files of the same form): ``rule``, ``architecture``, ``activation``, ``depth`` and
-  ``grid``, a list of ``{"hyperparameters": {...}, "valid_accuracy", "test_accuracy"}``;
-  optional ``seconds`` and ``cpu_seconds``.
+  exist (:func:`run_settings` gives a run's settings: scales planning a run name with equal
+  settings share its file, as ``paper-mlp`` shares those of ``mlp-budget``). Schema (what
+  :func:`collect_rows` reads, so other rules, e.g. EP, can add rows by writing files of the
+  same form): ``rule``, ``architecture``, ``activation``, ``depth`` and ``grid``, a list of
+  ``{"hyperparameters": {...}, "valid_accuracy", "test_accuracy"}``; optional ``seed`` (0
+  when absent), ``seconds`` and ``cpu_seconds``. Names: ``RULE-ARCH-ACT-dDEPTH-lrLR.json``,
+  ``-sSEED`` before ``.json`` for seeds other than 0.
 - ``baseline_checkpoints/NAME.pt``: the training state of an unfinished baseline run,
   written at every evaluation, from which a rerun goes on exactly (removed once the run
   file is written);
@@ -18,7 +24,8 @@ with the best *validation* accuracy; its test accuracy is reported. Outputs in `
   metrics, checkpoint), scratch space that resumes exactly; an EP run's ``runs/*.json`` is
   written once the run has finished all its epochs;
 - ``accuracy_vs_depth.png`` (the paper's Figure 1, plus an EP panel), ``sensitivity.png`` (its
-  Figure 2: test accuracies of all grid points, sorted; baselines only);
+  Figure 2: test accuracies of all grid points, sorted; baselines only): a row of panels per
+  architecture family (NN vs DN, ConvNet vs DenseConvNet) and activation, a column per rule;
 - ``results.md``: protocol, the paper's claims (:data:`CLAIMS`) judged on the run files, the
   table and the EP comparison.
 
@@ -31,6 +38,10 @@ journal's ``icons`` nudging and ``shuffled-once`` order) with the sizes, data an
 scale replaced. Their grid is the epochs of one run: the row is the epoch with the best
 validation accuracy (EP's held-out evaluation on the validation split), and its test accuracy
 is the official test set evaluated after the same epoch.
+
+``python -m eqprop.experiments.skipnets SCALE OUT`` prints the plan of a scale in an output
+directory (:func:`plan_lines`: planned, finished and remaining runs, estimated CPU time)
+and trains nothing.
 """
 
 from __future__ import annotations
