@@ -1167,7 +1167,7 @@ def _family_claims(family: str) -> list[Claim]:
                 "the model more robust to different hyper-parameters (here: the interquartile "
                 f"range of the test accuracies over all grid points smaller for {dense} than "
                 f"for {plain})",
-                f"{_SOURCE}, Figure 2",
+                f"{_SOURCE}, Figure 2{'a' if family == 'MLP' else 'b'}",
                 _MEANINGFUL[family],
                 DenseLessSensitive(rule, family, act),
                 at_scale=_BUDGET[family],
