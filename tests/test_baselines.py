@@ -182,6 +182,117 @@ def test_fa_with_random_feedback_differs_from_bp_below_the_output_only() -> None
         assert same == (into_output or name == "biases.3"), name
 
 
+def _conv_loops(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """A 3x3 convolution (stride 1, zero padding 1) by explicit sums over the kernel taps:
+    ``out[n, o, i, j] = sum_{c, u, v} kernel[o, c, u, v] x_pad[n, c, i + u, j + v]``."""
+    n, _, height, width = x.shape
+    padded = F.pad(x, (1, 1, 1, 1))
+    out = torch.zeros(n, kernel.shape[0], height, width, dtype=x.dtype)
+    for u in range(3):
+        for v in range(3):
+            window = padded[:, :, u : u + height, v : v + width]
+            out += torch.einsum("oc,ncij->noij", kernel[:, :, u, v], window)
+    return out
+
+
+def _conv_input_grad_loops(delta: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The error a convolution sends back to its input through ``kernel``, by explicit loops:
+    ``e[n, c, p, q] = sum_{o, u, v} kernel[o, c, u, v] delta[n, o, p - u + 1, q - v + 1]``
+    over the positions inside the image."""
+    n, _, height, width = delta.shape
+    out = torch.zeros(n, kernel.shape[1], height, width, dtype=delta.dtype)
+    for p in range(height):
+        for q in range(width):
+            for u in range(3):
+                for v in range(3):
+                    i, j = p - u + 1, q - v + 1
+                    if 0 <= i < height and 0 <= j < width:
+                        out[:, :, p, q] += delta[:, :, i, j] @ kernel[:, :, u, v]
+    return out
+
+
+def _conv_weight_grad_loops(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """A convolution's weight gradient as the correlation of its input and its error:
+    ``g[o, c, u, v] = sum_{n, i, j} delta[n, o, i, j] x_pad[n, c, i + u, j + v]``."""
+    _, _, height, width = x.shape
+    padded = F.pad(x, (1, 1, 1, 1))
+    grad = torch.zeros(delta.shape[1], x.shape[1], 3, 3, dtype=x.dtype)
+    for u in range(3):
+        for v in range(3):
+            window = padded[:, :, u : u + height, v : v + width]
+            grad[:, :, u, v] = torch.einsum("noij,ncij->oc", delta, window)
+    return grad
+
+
+def _small_conv_net(architecture: str, activation: str) -> FeedforwardNetwork:
+    """2 hidden conv layers of 2 channels on 1x4x4 images, 3 classes, in float64."""
+    config = ArchitectureConfig(architecture, 2, activation, channels_per_depth=1)
+    return FeedforwardNetwork(config, (1, 4, 4), 3, seed=2).double()
+
+
+def _derivative(activation: str, a: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(a)
+    return s * (1 - s) if activation == "sigmoid" else (a > 0).to(a.dtype)
+
+
+@pytest.mark.parametrize("architecture", ["ConvNet", "DenseConvNet"])
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+@pytest.mark.parametrize("rule_name", ["BP", "FA"])
+def test_bp_and_fa_conv_updates_equal_the_hand_computed_formula(
+    architecture: str, activation: str, rule_name: str
+) -> None:
+    """A 2-hidden-layer (Dense)ConvNet: the output error ``e = softmax(logits) - onehot``
+    (over the batch size) goes back through each edge's *feedback* kernel (FA: the fixed random
+    one; BP: the forward weight itself), summed over every layer a source feeds, times the
+    activation derivative; each weight's update is the correlation of its input with the
+    error of its target layer. Computed here by explicit loops over positions and taps."""
+    net = _small_conv_net(architecture, activation)
+    generator = torch.Generator().manual_seed(4)
+    x = torch.rand(5, 16, generator=generator, dtype=torch.float64)
+    y = torch.tensor([0, 2, 1, 1, 0])
+    rule = make_rule(rule_name, net, seed=7)
+    if rule_name == "FA":  # drawn in float32; this test runs in float64
+        rule.feedback = {k: b.double() for k, b in rule.feedback.items()}
+    grads = _grads(rule, x, y)
+    if rule_name == "FA":
+        feedback = rule.feedback
+        assert all(not torch.equal(feedback[k], e.weight) for k, e in net.edges.items())
+    else:
+        feedback = {k: e.weight.detach() for k, e in net.edges.items()}
+
+    with torch.no_grad():  # the forward pass by hand
+        weights = {k: e.weight.detach() for k, e in net.edges.items()}
+        h, pre = [x.reshape(5, 1, 4, 4)], [None]
+        for layer in (1, 2):
+            a = net.biases[layer - 1].detach() + sum(
+                _conv_loops(h[s], weights[edge_key(layer, s)]) for s in net.sources[layer]
+            )
+            pre.append(a)
+            h.append(torch.sigmoid(a) if activation == "sigmoid" else torch.relu(a))
+        logits = net.biases[2].detach() + sum(
+            h[s].flatten(1) @ weights[edge_key(3, s)].t() for s in net.sources[3]
+        )
+        error = {3: (torch.softmax(logits, 1) - F.one_hot(y, 3)) / 5}
+        expected = {"biases.2": error[3].sum(0)}
+        for s in net.sources[3]:
+            expected[f"edges.{edge_key(3, s)}.weight"] = error[3].t() @ h[s].flatten(1)
+        for layer in (2, 1):
+            back = torch.zeros_like(h[layer])
+            if layer in net.sources[3]:  # the output's edge from this layer: a matrix
+                back += (error[3] @ feedback[edge_key(3, layer)]).reshape(back.shape)
+            if layer == 1:  # the conv edge 1 -> 2
+                back = back + _conv_input_grad_loops(error[2], feedback[edge_key(2, 1)])
+            error[layer] = back * _derivative(activation, pre[layer])
+            expected[f"biases.{layer - 1}"] = error[layer].sum((0, 2, 3)).reshape(-1, 1, 1)
+            for s in net.sources[layer]:
+                expected[f"edges.{edge_key(layer, s)}.weight"] = _conv_weight_grad_loops(
+                    h[s], error[layer]
+                )
+    assert expected.keys() == grads.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(grads[name], value, rtol=1e-10, atol=1e-12, msg=name)
+
+
 # --- target propagation ----------------------------------------------------------------------
 
 
@@ -240,6 +351,104 @@ def test_dtp_targets_move_hidden_layers_against_the_loss() -> None:
         rule.compute_gradients(x, y)
         optimizer.step()
     assert F.cross_entropy(net(x), y).item() < loss_before
+
+
+@pytest.mark.parametrize("architecture", ["ConvNet", "DenseConvNet"])
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_dtp_conv_targets_and_inverse_loss_equal_the_hand_computed_formulas(
+    architecture: str, activation: str
+) -> None:
+    """A 2-hidden-layer (Dense)ConvNet under DTP, by hand with explicit convolution loops:
+
+    - output edges get the true gradient of the cross-entropy;
+    - top target (Lee et al.'s step 2) of every layer the output reads:
+      ``t_l = h_l - eta W_{3,l}^T (softmax - onehot)``, the per-example gradient step;
+    - difference correction through the inverse ``g(h) = f(conv(h, V) + c)`` of edge 1 -> 2:
+      ``t_1 = h_1 + g(t_2) - g(h_2)`` (plus the step above where the output reads h_1);
+    - each hidden layer descends ``mean_n ||h_l - t_l||^2`` with its inputs fixed;
+    - the inverse descends ``mean_n ||g(f(W (h_1 + e) + b)) - (h_1 + e)||^2`` with the noise
+      ``e`` drawn from the rule's generator, whose state the test copies beforehand."""
+    net = FeedforwardNetwork(
+        ArchitectureConfig(architecture, 2, activation, channels_per_depth=1), (1, 4, 4), 3, seed=2
+    )
+    config = DTPConfig(target_step=0.3, noise_std=0.2)
+    rule = DifferenceTargetPropagation(net, seed=6, config=config)
+    assert list(rule.inverses.keys()) == [edge_key(2, 1)]  # the only hidden-to-hidden edge
+    generator = torch.Generator().manual_seed(4)
+    x = torch.rand(5, 16, generator=generator)
+    y = torch.tensor([0, 2, 1, 1, 0])
+    noise_state = rule.state_dict()["noise_generator"]
+    stats = rule.compute_gradients(x, y)
+    grads = {name: p.grad for name, p in net.named_parameters()}
+
+    def f(a: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(a) if activation == "sigmoid" else torch.relu(a)
+
+    with torch.no_grad():
+        w = {k: e.weight.detach() for k, e in net.edges.items()}
+        b = [p.detach() for p in net.biases]
+        inverse_kernel = rule.inverses[edge_key(2, 1)].weight.detach()
+        inverse_bias = rule.inverse_biases[edge_key(2, 1)].detach()
+
+        def g(h2: torch.Tensor) -> torch.Tensor:
+            return f(_conv_loops(h2, inverse_kernel) + inverse_bias)
+
+        h, pre = [x.reshape(5, 1, 4, 4)], [None]
+        for layer in (1, 2):
+            a = b[layer - 1] + sum(
+                _conv_loops(h[s], w[edge_key(layer, s)]) for s in net.sources[layer]
+            )
+            pre.append(a)
+            h.append(f(a))
+        logits = b[2] + sum(h[s].flatten(1) @ w[edge_key(3, s)].t() for s in net.sources[3])
+        error = (torch.softmax(logits, 1) - F.one_hot(y, 3)) / 5
+        expected = {"biases.2": error.sum(0)}
+        for s in net.sources[3]:
+            expected[f"edges.{edge_key(3, s)}.weight"] = error.t() @ h[s].flatten(1)
+
+        def step(layer: int) -> torch.Tensor:  # eta times the per-example gradient
+            if layer not in net.sources[3]:
+                return torch.zeros_like(h[layer])
+            return config.target_step * (5 * error @ w[edge_key(3, layer)]).reshape(h[layer].shape)
+
+        targets = {2: h[2] - step(2)}
+        targets[1] = h[1] - step(1) + g(targets[2]) - g(h[2])
+        layer_loss = 0.0
+        for layer in (1, 2):
+            layer_loss += (h[layer] - targets[layer]).pow(2).sum((1, 2, 3)).mean()
+            delta = 2 * (h[layer] - targets[layer]) * _derivative(activation, pre[layer]) / 5
+            expected[f"biases.{layer - 1}"] = delta.sum((0, 2, 3)).reshape(-1, 1, 1)
+            for s in net.sources[layer]:
+                expected[f"edges.{edge_key(layer, s)}.weight"] = _conv_weight_grad_loops(
+                    h[s], delta
+                )
+
+        noise_generator = torch.Generator()
+        noise_generator.set_state(noise_state)
+        noisy = h[1] + config.noise_std * torch.randn(h[1].shape, generator=noise_generator)
+        corrupted = f(pre[2] + _conv_loops(noisy - h[1], w[edge_key(2, 1)]))
+        a_inv = _conv_loops(corrupted, inverse_kernel) + inverse_bias
+        reconstructed = f(a_inv)
+        reconstruction = (reconstructed - noisy).pow(2).sum((1, 2, 3)).mean()
+        delta = 2 * (reconstructed - noisy) * _derivative(activation, a_inv) / 5
+
+    assert expected.keys() == grads.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(grads[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    assert stats["layer_loss"] == pytest.approx(layer_loss.item(), rel=1e-5)
+    assert stats["reconstruction"] == pytest.approx(reconstruction.item(), rel=1e-5)
+    torch.testing.assert_close(
+        rule.inverses[edge_key(2, 1)].weight.grad,
+        _conv_weight_grad_loops(corrupted, delta),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    torch.testing.assert_close(
+        rule.inverse_biases[edge_key(2, 1)].grad,
+        delta.sum((0, 2, 3)).reshape(-1, 1, 1),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 # --- training --------------------------------------------------------------------------------

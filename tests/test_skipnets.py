@@ -3,6 +3,7 @@ claims."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -48,8 +49,8 @@ def test_smoke_writes_results_table_and_plots(smoke: tuple[Path, float]) -> None
 
     text = results.read_text()
     header = (
-        "| rule | architecture | activation | depth | best hyperparameters | valid acc (%) "
-        "| test acc (%) |"
+        "| rule | architecture | activation | depth | seed | best hyperparameters "
+        "| valid acc (%) | test acc (%) |"
     )
     lines = text.splitlines()
     start = lines.index(header)
@@ -58,10 +59,28 @@ def test_smoke_writes_results_table_and_plots(smoke: tuple[Path, float]) -> None
     assert len(rows) == expected_runs
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 7
-        assert cells[0] in (*skipnets.RULE_NAMES, "EP")
-        assert 0.0 <= float(cells[5]) <= 100.0 and 0.0 <= float(cells[6]) <= 100.0
-        assert cells[4].startswith("lr=")
+        assert len(cells) == 8
+        assert cells[0] in (*skipnets.RULE_NAMES, "EP") and cells[4] == "0"
+        assert 0.0 <= float(cells[6]) <= 100.0 and 0.0 <= float(cells[7]) <= 100.0
+        assert cells[5].startswith("lr=")
+    # the ConvNets are part of the smoke scale, for every rule, with 2 x depth channels
+    conv = {tuple(c.strip() for c in r.strip("|").split("|")[:3]) for r in rows if "Conv" in r}
+    assert conv == {
+        (rule, arch, act)
+        for rule in skipnets.RULE_NAMES
+        for arch in ("ConvNet", "DenseConvNet")
+        for act in ("sigmoid", "relu")
+    }
+    assert "2 x depth channels in every ConvNet hidden layer (3x3 kernels, stride 1" in text
+    # Figures 1 and 2: a row of panels per family (NN vs DN, ConvNet vs DenseConvNet) and
+    # activation, a column per rule (and EP's column in Figure 1)
+    for plot, columns in (("accuracy_vs_depth.png", 4), ("sensitivity.png", 3)):
+        header_bytes = (out / plot).read_bytes()[16:24]
+        width, height = (
+            int.from_bytes(header_bytes[:4], "big"),
+            int.from_bytes(header_bytes[4:], "big"),
+        )
+        assert (width, height) == (320 * columns, 260 * 4), plot
     assert "## The paper's claims" in text  # judged in test_smoke_renders_the_claims_unjudged
 
     # EP rows: layered and layer-skipping at every EP depth, after the baselines' rows, each
@@ -69,7 +88,7 @@ def test_smoke_writes_results_table_and_plots(smoke: tuple[Path, float]) -> None
     ep_rows = [row for row in rows if row.startswith("| EP |")]
     assert rows[-len(ep_rows) :] == ep_rows
     expected = [
-        f"| EP | {arch} | hardsigmoid | {depth} | lr=0.015, epoch="
+        f"| EP | {arch} | hardsigmoid | {depth} | 0 | lr=0.015, epoch="
         for arch in ("NN", "skip")
         for depth in protocol.ep.depths
     ]
@@ -84,8 +103,8 @@ def test_smoke_writes_results_table_and_plots(smoke: tuple[Path, float]) -> None
         record = records[(cells[1], int(cells[3]))]
         assert len(record["grid"]) == 2  # one grid point per epoch
         best = max(record["grid"], key=lambda g: g["valid_accuracy"])
-        assert float(cells[5]) == pytest.approx(100 * best["valid_accuracy"], abs=0.006)
-        assert float(cells[6]) == pytest.approx(100 * best["test_accuracy"], abs=0.006)
+        assert float(cells[6]) == pytest.approx(100 * best["valid_accuracy"], abs=0.006)
+        assert float(cells[7]) == pytest.approx(100 * best["test_accuracy"], abs=0.006)
         assert record["valid_examples"] == 287 and record["test_examples"] == 360
     assert "## EP: layered vs layer-skipping" in text
     depth_lines = [line for line in lines if line.startswith(("- Depth 3:", "- Depth 4:"))]
@@ -240,7 +259,7 @@ def test_extra_rows_from_other_rules_join_the_table(smoke: tuple[Path, float]) -
     rows = skipnets.collect_rows([*records, json.loads(json.dumps(extra))])
     (ep,) = [r for r in rows if (r.rule, r.architecture) == ("EP", "DN")]
     assert ep.hyperparameters == {"beta": 0.5} and ep.test_accuracy == 0.55
-    assert "| EP | DN | sigmoid | 3 | beta=0.5 | 60.00 | 55.00 |" in skipnets.format_table(rows)
+    assert "| EP | DN | sigmoid | 3 | 0 | beta=0.5 | 60.00 | 55.00 |" in skipnets.format_table(rows)
 
 
 def test_smoke_renders_the_claims_unjudged(smoke: tuple[Path, float]) -> None:
@@ -253,7 +272,7 @@ def test_smoke_renders_the_claims_unjudged(smoke: tuple[Path, float]) -> None:
 
 
 def test_unknown_scale_is_a_one_line_config_error(tmp_path: Path) -> None:
-    expected = "skipnets scale must be one of smoke, quick, mlp-budget, full"
+    expected = "skipnets scale must be one of smoke, quick, mlp-budget, paper-mlp, full"
     with pytest.raises(ConfigError, match=expected):
         skipnets.run("huge", tmp_path, None)
     assert experiment("skipnets") is skipnets
@@ -331,3 +350,130 @@ def test_an_interrupted_baseline_run_goes_on_from_its_checkpoint(
     checkpoint.write_bytes(b"left over")
     skipnets.train_baseline(**args, out=str(out))
     assert not checkpoint.exists() and json.loads((out / "runs" / name).read_text()) == resumed
+
+
+def test_seeds_run_at_the_shallowest_and_deepest_depths_under_their_own_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scale with seeds (0, 1): seed 1 runs at depths 1 and 3 only, its files end in
+    ``-s1`` (seed 0 keeps the one-seed names), each seed selects its own grid point, and
+    results.md and the claims give the mean and [min-max] over seeds."""
+    tiny = skipnets.Protocol(
+        dataset="digits",
+        train_limit=128,
+        valid_limit=None,
+        test_limit=None,
+        architectures=("NN", "DN"),
+        depths={"sigmoid": (1, 2, 3)},
+        learning_rates=skipnets._same_rates((1e-2,), (1e-2,)),
+        early_stop_starts={"mlp": (128, 256)},
+        max_examples={"mlp": 256},
+        eval_every=128,
+        patience=1,
+        seeds=(0, 1),
+    )
+    with pytest.raises(ConfigError, match=r"Protocol.seeds must be distinct seeds, got \(0, 0\)"):
+        dataclasses.replace(tiny, seeds=(0, 0))
+    monkeypatch.setitem(skipnets.PROTOCOLS, "tiny", tiny)
+    assert tiny.seeds_at("sigmoid", 2) == (0,) and tiny.seeds_at("sigmoid", 3) == (0, 1)
+    results = skipnets.run("tiny", tmp_path, None)
+    names = {p.name for p in (tmp_path / "runs").glob("*.json")}
+    expected = {"BP-linear-none-d0-lr0.01.json"} | {
+        f"{rule}-{arch}-sigmoid-d{depth}-lr0.01{suffix}.json"
+        for rule in skipnets.RULE_NAMES
+        for arch in ("NN", "DN")
+        for depth, suffix in ((1, ""), (2, ""), (3, ""), (1, "-s1"), (3, "-s1"))
+    }
+    assert names == expected
+    records = {p.name: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    assert records["FA-NN-sigmoid-d3-lr0.01-s1.json"]["seed"] == 1
+    assert records["FA-NN-sigmoid-d3-lr0.01.json"]["seed"] == 0
+    assert (
+        records["FA-NN-sigmoid-d3-lr0.01-s1.json"]["history"]
+        != records["FA-NN-sigmoid-d3-lr0.01.json"]["history"]
+    )
+
+    rows = skipnets.collect_rows(records.values())
+    fa = [r for r in rows if (r.rule, r.architecture, r.depth) == ("FA", "DN", 3)]
+    assert [r.seed for r in fa] == [0, 1]
+    for row in fa:  # each seed's own best-validation grid point
+        grid = records[skipnets._run_name("FA", "DN", "sigmoid", 3, 1e-2, row.seed)]["grid"]
+        assert row.test_accuracy == max(grid, key=lambda g: g["valid_accuracy"])["test_accuracy"]
+    mean = 100 * (fa[0].test_accuracy + fa[1].test_accuracy) / 2
+    low, high = sorted(100 * r.test_accuracy for r in fa)
+    text = results.read_text()
+    assert "- Seeds 0, 1 at the shallowest and deepest depths (sigmoid 1 and 3), seed 0" in text
+    assert f"| FA | DN | sigmoid | 3 | 2 | {mean:.2f} | {low:.2f} | {high:.2f} |" in text
+    assert "| FA | DN | sigmoid | 2 | " not in text.split("Spread over seeds")[1]  # one seed
+    section = text.split("## The paper's claims")[1].split("Context:")[0]
+    assert "FA: sigmoid, depth 1 -> 3: DN " in section
+    assert f"-> {mean:.2f} [{low:.2f}-{high:.2f}]% (BP " in section
+    assert "means over seeds of the per-seed best test accuracy, [min-max] over seeds" in section
+
+
+def test_paper_mlp_reuses_the_committed_mlp_budget_runs(capsys: pytest.CaptureFixture) -> None:
+    """The committed `mlp-budget` run files are `paper-mlp`'s seed-0 runs at the shallowest
+    and deepest depths: same names, same settings, so a rerun skips them; `paper-mlp` adds
+    the middle depths (seed 0) and seeds 1-2 at the ends."""
+    committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
+    budget, paper = skipnets.PROTOCOLS["mlp-budget"], skipnets.PROTOCOLS["paper-mlp"]
+    planned = {skipnets._run_name(*run): run for run in skipnets._planned_runs(paper)}
+    records = [r for r in skipnets.load_records(committed / "runs") if r["rule"] != "EP"]
+    assert len(records) == 75
+    for record in records:
+        lr = record["grid"][0]["hyperparameters"]["learning_rate"]
+        key = (record["architecture"], record["activation"], record["depth"], lr)
+        assert skipnets._run_name(record["rule"], *key) in planned
+        assert skipnets.run_settings(paper, *key) == skipnets.run_settings(budget, *key)
+    assert paper.depths == {"sigmoid": (3, 4, 5, 6, 7), "relu": (5, 6, 7, 8, 9, 10)}
+    by_seed = {
+        s: {r[2:4] for r in planned.values() if r[5] == s and r[1] != "linear"} for s in (0, 1, 2)
+    }
+    ends = {(a, d) for a, d in by_seed[0] if d in (min(paper.depths[a]), max(paper.depths[a]))}
+    assert (
+        by_seed[1]
+        == by_seed[2]
+        == ends
+        == {("sigmoid", 3), ("sigmoid", 7), ("relu", 5), ("relu", 10)}
+    )
+    assert len(planned) == 3 + 2 * 3 * 3 * (5 + 6) + 2 * 2 * 3 * 3 * 4  # 345
+    assert skipnets.main(["paper-mlp", str(committed)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "345 baseline runs planned (seeds 0, 1, 2), 75 finished, 270 to run" in first
+    assert skipnets.main(["huge", str(committed)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_claims_are_per_family_activation_and_rule() -> None:
+    """Figure 1's claims per rule (FA, DTP), Figure 2's per rule (BP, FA, DTP), each per
+    family and activation; a family without runs is not yet measured."""
+    assert len(skipnets.CLAIMS) == 2 * 2 * (2 + 3)
+    mlp = skipnets.DenseKeepsUp("FA", "MLP", "sigmoid")
+    conv = skipnets.DenseKeepsUp("FA", "Conv", "sigmoid")
+    records = [
+        {"rule": rule, "architecture": arch, "activation": "sigmoid", "depth": d, "grid": [point]}
+        for rule in ("BP", "FA")
+        for arch in ("NN", "DN")
+        for d in (3, 7)
+        for point in [{"hyperparameters": {}, "valid_accuracy": 0.9, "test_accuracy": 0.9}]
+    ]
+    assert mlp(records).verdict == "does not hold"  # the plain network does not degrade
+    assert conv(records) == skipnets.Verdict(
+        NOT_YET, "FA: no Conv sigmoid plain/dense pair measured at two depths"
+    )
+    fig2 = skipnets.DenseLessSensitive("FA", "Conv", "relu")(records)
+    assert fig2.verdict == NOT_YET
+    budget = [c for c in skipnets.CLAIMS if c.check == conv]
+    assert len(budget) == 1 and budget[0].at_scale == ("full",)
+
+
+def test_cpu_estimate_of_a_run_interpolates_the_finished_runs_in_depth() -> None:
+    done = {("FA", "NN", "sigmoid", 3): [10.0, 20.0], ("FA", "NN", "sigmoid", 7): [55.0]}
+
+    def estimate(arch: str, depth: int) -> float | None:
+        return skipnets._estimate_cpu(("FA", arch, "sigmoid", depth, 1e-3, 1), done)
+
+    assert estimate("NN", 3) == 15.0  # the mean at its depth
+    assert estimate("NN", 5) == 35.0  # halfway between 15 (depth 3) and 55 (depth 7)
+    assert estimate("NN", 9) == 55.0 and estimate("NN", 2) == 15.0  # the nearest depth
+    assert estimate("DN", 5) is None  # no finished run of its architecture

@@ -1,16 +1,22 @@
 """Im, Patil & Branson, "Are skip connections necessary for biologically plausible learning
 rules?": BP, FA and DTP on plain and densely connected networks against depth.
 
-For every rule, architecture, activation and depth the experiment trains one network per
-learning rate of the grid and derives the result of every early-stopping starting point from
-that run (exact, see :mod:`eqprop.baselines.training`). A row of the table is the grid point
-with the best *validation* accuracy; its test accuracy is reported. Outputs in ``out``:
+For every rule, architecture, activation, depth and seed the experiment trains one network
+per learning rate of the grid and derives the result of every early-stopping starting point
+from that run (exact, see :mod:`eqprop.baselines.training`). A row of the table is, per seed,
+the grid point with the best *validation* accuracy; its test accuracy is reported. A scale's
+seeds (:attr:`Protocol.seeds`) run at the shallowest and deepest depth of each activation,
+its first seed also at the depths between; the claims judge the mean over seeds and state the
+[min-max] over seeds. Outputs in ``out``:
 
 - ``runs/*.json``: one file per training run, written atomically; a rerun skips the files that
-  exist. Schema (what :func:`collect_rows` reads, so other rules, e.g. EP, can add rows by
-  writing files of the same form): ``rule``, ``architecture``, ``activation``, ``depth`` and
-  ``grid``, a list of ``{"hyperparameters": {...}, "valid_accuracy", "test_accuracy"}``;
-  optional ``seconds`` and ``cpu_seconds``.
+  exist (:func:`run_settings` gives a run's settings: scales planning a run name with equal
+  settings share its file, as ``paper-mlp`` shares those of ``mlp-budget``). Schema (what
+  :func:`collect_rows` reads, so other rules, e.g. EP, can add rows by writing files of the
+  same form): ``rule``, ``architecture``, ``activation``, ``depth`` and ``grid``, a list of
+  ``{"hyperparameters": {...}, "valid_accuracy", "test_accuracy"}``; optional ``seed`` (0
+  when absent), ``seconds`` and ``cpu_seconds``. Names: ``RULE-ARCH-ACT-dDEPTH-lrLR.json``,
+  ``-sSEED`` before ``.json`` for seeds other than 0.
 - ``baseline_checkpoints/NAME.pt``: the training state of an unfinished baseline run,
   written at every evaluation, from which a rerun goes on exactly (removed once the run
   file is written);
@@ -18,7 +24,8 @@ with the best *validation* accuracy; its test accuracy is reported. Outputs in `
   metrics, checkpoint), scratch space that resumes exactly; an EP run's ``runs/*.json`` is
   written once the run has finished all its epochs;
 - ``accuracy_vs_depth.png`` (the paper's Figure 1, plus an EP panel), ``sensitivity.png`` (its
-  Figure 2: test accuracies of all grid points, sorted; baselines only);
+  Figure 2: test accuracies of all grid points, sorted; baselines only): a row of panels per
+  architecture family (NN vs DN, ConvNet vs DenseConvNet) and activation, a column per rule;
 - ``results.md``: protocol, the paper's claims (:data:`CLAIMS`) judged on the run files, the
   table and the EP comparison.
 
@@ -31,6 +38,10 @@ journal's ``icons`` nudging and ``shuffled-once`` order) with the sizes, data an
 scale replaced. Their grid is the epochs of one run: the row is the epoch with the best
 validation accuracy (EP's held-out evaluation on the validation split), and its test accuracy
 is the official test set evaluated after the same epoch.
+
+``python -m eqprop.experiments.skipnets SCALE OUT`` prints the plan of a scale in an output
+directory (:func:`plan_lines`: planned, finished and remaining runs, estimated CPU time)
+and trains nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +72,7 @@ from eqprop.baselines import (
     make_rule,
 )
 from eqprop.baselines import train as train_rule
+from eqprop.baselines.architectures import ACTIVATIONS
 from eqprop.config import RunConfig, from_dict, preset
 from eqprop.data import load_dataset
 from eqprop.errors import ConfigError, DivergenceError
@@ -79,7 +91,7 @@ from eqprop.runs import (
 from eqprop.sweeps.placement import Placement, run_tasks
 from eqprop.sweeps.tasks import RAY_DIR, Task
 
-SCALES = ("smoke", "quick", "mlp-budget", "full")
+SCALES = ("smoke", "quick", "mlp-budget", "paper-mlp", "full")
 RULE_NAMES = ("BP", "FA", "DTP")
 #: plain architecture -> its densely connected counterpart
 PAIRS = {"NN": "DN", "ConvNet": "DenseConvNet"}
@@ -140,8 +152,13 @@ class Protocol:
         max_examples: "mlp" / "conv" -> cap on examples seen per run.
         eval_every: examples between validation evaluations.
         patience: evaluations without validation improvement that stop a run.
-        seed: seed of initialisation, feedback matrices, DTP noise and batch order (EP: of
-            initialisation, particles and batch order).
+        seeds: seeds of the baseline runs at the shallowest and deepest depth of each
+            activation; the depths between run with the first seed only, as do the linear
+            readout and the EP rows. A seed seeds initialisation, feedback matrices, DTP noise
+            and batch order (EP: initialisation, particles and batch order). Run files of the
+            first seed 0 keep the names without a seed (:func:`run_name`).
+        channels_per_depth: a ConvNet's hidden layers have ``channels_per_depth * depth``
+            channels (the paper's "channel size (depth x 16)").
         caveat: what this scale cannot show, stated in ``results.md``.
         ep: the EP rows of this scale (None: none).
     """
@@ -157,9 +174,25 @@ class Protocol:
     max_examples: Mapping[str, int]
     eval_every: int
     patience: int
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    channels_per_depth: int = 16
     caveat: str = ""
     ep: EPProtocol | None = None
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"Protocol.seeds must be distinct seeds, got {self.seeds!r}")
+
+    @property
+    def seed(self) -> int:
+        """The first seed: that of the middle depths, the linear readout and the EP rows."""
+        return self.seeds[0]
+
+    def seeds_at(self, activation: str, depth: int) -> tuple[int, ...]:
+        """The seeds of the baseline runs at ``depth`` with ``activation``: all of
+        :attr:`seeds` at the shallowest and deepest depth, the first elsewhere."""
+        depths = self.depths[activation]
+        return self.seeds if depth in (min(depths), max(depths)) else self.seeds[:1]
 
 
 def _same_rates(sigmoid: tuple[float, ...], relu: tuple[float, ...]) -> dict:
@@ -199,20 +232,25 @@ SHORT_EP = EPProtocol(
 )
 
 PROTOCOLS: dict[str, Protocol] = {
-    # Seconds on sklearn's digits (1,150 / 287 / 360 examples, 8x8): plumbing only.
+    # Seconds on sklearn's digits (1,150 / 287 / 360 examples, 8x8): plumbing only. All four
+    # architectures; the ConvNets with 2 x depth channels and 1 epoch.
     "smoke": Protocol(
         dataset="digits",
         train_limit=None,
         valid_limit=None,
         test_limit=None,
-        architectures=("NN", "DN"),
+        architectures=("NN", "DN", "ConvNet", "DenseConvNet"),
         depths={"sigmoid": (3, 4), "relu": (5, 6)},
         learning_rates=_same_rates((1e-2,), (1e-3,)),
-        early_stop_starts={"mlp": (2_300, 4_600)},
-        max_examples={"mlp": 5_750},
+        early_stop_starts={"mlp": (2_300, 4_600), "conv": (575, 1_150)},
+        max_examples={"mlp": 5_750, "conv": 1_150},
         eval_every=1_150,
         patience=2,
-        caveat="Plumbing check on a tiny dataset with a few epochs; says nothing about the claim.",
+        channels_per_depth=2,
+        caveat=(
+            "Plumbing check on a tiny dataset with a few epochs (ConvNets: 1 epoch, 2 x depth "
+            "channels instead of the paper's 16 x depth); says nothing about the claims."
+        ),
         ep=EPProtocol(
             depths=(3, 4),
             dataset="digits",
@@ -261,7 +299,32 @@ PROTOCOLS: dict[str, Protocol] = {
         caveat=(
             "The paper's budget and learning rates, but MLPs only, at the shallowest and "
             "deepest of its depths per activation, one seed; EP rows at the quick scale's "
-            "short budget."
+            "short budget. ConvNets not run: their grid costs about 4,700 CPU hours "
+            "(estimate, docs/reproducing.md, 'Budget of the skipnets grid')."
+        ),
+        ep=SHORT_EP,
+    ),
+    # `mlp-budget` completed: every depth of the paper's MLP grid, seeds 0-2 at the shallowest
+    # and deepest depth per activation. Its seed-0 runs are those of `mlp-budget` (the same
+    # settings and file names), so an output directory holding them goes on from there.
+    "paper-mlp": Protocol(
+        dataset="mnist",
+        train_limit=None,
+        valid_limit=None,
+        test_limit=None,
+        architectures=("NN", "DN"),
+        depths={"sigmoid": (3, 4, 5, 6, 7), "relu": (5, 6, 7, 8, 9, 10)},
+        learning_rates=TABLE1_RATES,
+        early_stop_starts={"mlp": (200_000, 400_000, 600_000, 800_000, 1_000_000)},
+        max_examples={"mlp": 1_500_000},
+        eval_every=50_000,
+        patience=3,
+        seeds=(0, 1, 2),
+        caveat=(
+            "The paper's budget, learning rates and MLP depths; seeds 0-2 at the shallowest and "
+            "deepest depth per activation, seed 0 between; EP rows at the quick scale's short "
+            "budget. ConvNets not run: their grid costs about 4,700 CPU hours "
+            "(estimate, docs/reproducing.md, 'Budget of the skipnets grid')."
         ),
         ep=SHORT_EP,
     ),
@@ -283,7 +346,12 @@ PROTOCOLS: dict[str, Protocol] = {
         max_examples={"mlp": 1_500_000, "conv": 300_000},
         eval_every=50_000,
         patience=3,
-        caveat="One seed; ConvNets at this size need a GPU-sized budget.",
+        seeds=(0, 1, 2),
+        caveat=(
+            "Seeds 0-2 at the shallowest and deepest depth per activation, seed 0 between; the "
+            "ConvNet grid costs about 4,700 CPU hours (estimate, docs/reproducing.md, 'Budget "
+            "of the skipnets grid')."
+        ),
         # EP: the journal's protocol (N_free 1000, N_clamped 12, lr .015, 100 epochs) on the
         # paper's sigmoid depths, 128 units per hidden layer.
         ep=EPProtocol(
@@ -300,7 +368,7 @@ PROTOCOLS: dict[str, Protocol] = {
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the results table: the best grid point of one configuration."""
+    """One line of the results table: the best grid point of one configuration and seed."""
 
     rule: str
     architecture: str
@@ -309,6 +377,7 @@ class Row:
     hyperparameters: dict[str, float]
     valid_accuracy: float
     test_accuracy: float
+    seed: int = 0
 
 
 def _family(architecture: str) -> str:
@@ -316,8 +385,61 @@ def _family(architecture: str) -> str:
     return "conv" if "Conv" in architecture else "mlp"
 
 
-def _run_name(rule: str, architecture: str, activation: str, depth: int, lr: float) -> str:
-    return f"{rule}-{architecture}-{activation}-d{depth}-lr{lr:g}.json"
+def _run_name(
+    rule: str, architecture: str, activation: str, depth: int, lr: float, seed: int = 0
+) -> str:
+    """The run file's name: ``RULE-ARCH-ACT-dDEPTH-lrLR.json``, with ``-sSEED`` before
+    ``.json`` for seeds other than 0 (seed 0 keeps the names of the one-seed scales, so their
+    run files count as this seed's)."""
+    suffix = f"-s{seed}" if seed else ""
+    return f"{rule}-{architecture}-{activation}-d{depth}-lr{lr:g}{suffix}.json"
+
+
+def _record_seed(record: Mapping) -> int:
+    """The seed of a run file (files written before seeds were recorded: 0, their only seed)."""
+    return int(record.get("seed", 0))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that determines one baseline run's training (besides the rule's name):
+    two scales whose settings of a run name are equal can share its run file."""
+
+    data: tuple[str, int | None, int | None, int | None]
+    architecture: ArchitectureConfig
+    train: TrainConfig
+    early_stop_starts: tuple[int, ...]
+    seed: int
+
+
+def run_settings(
+    protocol: Protocol,
+    architecture: str,
+    activation: str,
+    depth: int,
+    learning_rate: float,
+    seed: int = 0,
+) -> RunSettings:
+    """The settings of the baseline run of ``protocol`` on ``architecture`` (or the linear
+    readout, ``"linear"``) at ``depth`` with ``learning_rate`` and ``seed``."""
+    family = _family(architecture)
+    starts = tuple(protocol.early_stop_starts[family])
+    if architecture == LINEAR[1]:
+        arch = ArchitectureConfig("NN", depth=0)
+    else:
+        arch = ArchitectureConfig(
+            architecture, depth, activation, channels_per_depth=protocol.channels_per_depth
+        )
+    config = TrainConfig(
+        learning_rate=learning_rate,
+        early_stop_start=max(starts),
+        patience=protocol.patience,
+        max_examples=protocol.max_examples[family],
+        eval_every=protocol.eval_every,
+        seed=seed,
+    )
+    data = (protocol.dataset, protocol.train_limit, protocol.valid_limit, protocol.test_limit)
+    return RunSettings(data, arch, config, starts, seed)
 
 
 def _train_one(
@@ -329,28 +451,16 @@ def _train_one(
     depth: int,
     learning_rate: float,
     checkpoint: Path | None = None,
+    seed: int = 0,
 ) -> dict:
-    """Train one network and return its result record (the run file's content); with
-    ``checkpoint``, an interrupted run goes on from that file (:func:`eqprop.baselines.train`)."""
-    family = _family(architecture)
-    starts = protocol.early_stop_starts[family]
-    if (rule_name, architecture, activation, depth) == LINEAR:
-        arch = ArchitectureConfig("NN", depth=0)
-    else:
-        arch = ArchitectureConfig(architecture, depth, activation)
-    network = FeedforwardNetwork(
-        arch, data.input_shape(arch.convolutional), data.n_classes, protocol.seed
-    )
-    config = TrainConfig(
-        learning_rate=learning_rate,
-        early_stop_start=max(starts),
-        patience=protocol.patience,
-        max_examples=protocol.max_examples[family],
-        eval_every=protocol.eval_every,
-        seed=protocol.seed,
-    )
-    desc = Path(_run_name(rule_name, architecture, activation, depth, learning_rate)).stem
-    rule = make_rule(rule_name, network, protocol.seed)
+    """Train one network with ``seed`` and return its result record (the run file's content);
+    with ``checkpoint``, an interrupted run goes on from that file
+    (:func:`eqprop.baselines.train`)."""
+    settings = run_settings(protocol, architecture, activation, depth, learning_rate, seed)
+    arch, config, starts = settings.architecture, settings.train, settings.early_stop_starts
+    network = FeedforwardNetwork(arch, data.input_shape(arch.convolutional), data.n_classes, seed)
+    desc = Path(_run_name(rule_name, architecture, activation, depth, learning_rate, seed)).stem
+    rule = make_rule(rule_name, network, seed)
     result = train_rule(rule, data, config, desc=desc, checkpoint=checkpoint)
     grid = []
     for start in starts:
@@ -368,6 +478,7 @@ def _train_one(
         "architecture": architecture,
         "activation": activation,
         "depth": depth,
+        "seed": seed,
         "threads": torch.get_num_threads(),
         "grid": grid,
         "diverged": result.diverged,
@@ -395,14 +506,18 @@ def _load_data(protocol: Protocol, data_dir: Path | None) -> TrainingData:
     )
 
 
-def _planned_runs(protocol: Protocol) -> list[tuple[str, str, str, int, float]]:
-    """Every run of the protocol: the linear readout (BP's ReLU learning rates) first, then
-    activation by activation (so that a budget cut short leaves whole activations)."""
-    linear = [(*LINEAR, lr) for lr in protocol.learning_rates[("BP", "relu")]]
+def _planned_runs(protocol: Protocol) -> list[tuple[str, str, str, int, float, int]]:
+    """Every baseline run of the protocol as ``(rule, architecture, activation, depth, lr,
+    seed)``: the linear readout (BP's ReLU learning rates, first seed) first, then the first
+    seed activation by activation (so that a budget cut short leaves whole activations), then
+    each further seed at the shallowest and deepest depths."""
+    linear = [(*LINEAR, lr, protocol.seed) for lr in protocol.learning_rates[("BP", "relu")]]
     return linear + [
-        (rule, arch, act, depth, lr)
+        (rule, arch, act, depth, lr, seed)
+        for seed in protocol.seeds
         for act, depths in protocol.depths.items()
         for depth in depths
+        if seed in protocol.seeds_at(act, depth)
         for arch in protocol.architectures
         for rule in RULE_NAMES
         for lr in protocol.learning_rates[(rule, act)]
@@ -572,13 +687,15 @@ def train_baseline(
     learning_rate: float,
     out: str,
     data_dir: str | None,
+    seed: int = 0,
 ) -> dict:
-    """The task of one baseline run: train it and write its run file ``out/runs/NAME.json``
-    (nothing to do when the file exists). A run writes its file only when it has finished;
-    until then it checkpoints at every evaluation into ``out/baseline_checkpoints/``, so one
-    interrupted goes on from its last evaluation (the checkpoint is removed once the run
-    file is written)."""
-    path = Path(out) / "runs" / _run_name(rule, architecture, activation, depth, learning_rate)
+    """The task of one baseline run (with ``seed``): train it and write its run file
+    ``out/runs/NAME.json`` (nothing to do when the file exists). A run writes its file only
+    when it has finished; until then it checkpoints at every evaluation into
+    ``out/baseline_checkpoints/``, so one interrupted goes on from its last evaluation (the
+    checkpoint is removed once the run file is written)."""
+    name = _run_name(rule, architecture, activation, depth, learning_rate, seed)
+    path = Path(out) / "runs" / name
     checkpoint = Path(out) / CHECKPOINT_DIR / f"{path.stem}.pt"
     if not path.exists():
         data = _cached_data(scale, data_dir)
@@ -586,7 +703,7 @@ def train_baseline(
         for folder in (path.parent, checkpoint.parent):
             folder.mkdir(parents=True, exist_ok=True)
         record = _train_one(
-            protocol, data, rule, architecture, activation, depth, learning_rate, checkpoint
+            protocol, data, rule, architecture, activation, depth, learning_rate, checkpoint, seed
         )
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     checkpoint.unlink(missing_ok=True)  # also one left by a stop right after the run file
@@ -609,11 +726,11 @@ def _tasks(protocol: Protocol, scale: str, out: Path, data_dir: Path | None) -> 
     data = str(Path(data_dir).resolve()) if data_dir is not None else None
     common = {"scale": scale, "out": str(out.resolve()), "data_dir": data}
     tasks = []
-    for rule, arch, act, depth, lr in _planned_runs(protocol):
-        name = _run_name(rule, arch, act, depth, lr)
+    for rule, arch, act, depth, lr, seed in _planned_runs(protocol):
+        name = _run_name(rule, arch, act, depth, lr, seed)
         if not (runs_dir / name).exists():
             run = {"rule": rule, "architecture": arch, "activation": act, "depth": depth}
-            kwargs = {**common, **run, "learning_rate": lr}
+            kwargs = {**common, **run, "learning_rate": lr, "seed": seed}
             tasks.append(Task(Path(name).stem, f"{__name__}:train_baseline", kwargs))
     for arch, depth in _planned_ep_runs(protocol):
         name = _ep_name(ep_config(protocol, arch, depth), arch, depth)
@@ -657,6 +774,76 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     return results
 
 
+def _estimate_cpu(
+    run: tuple[str, str, str, int, float, int], done: Mapping[tuple[str, str, str, int], list]
+) -> float | None:
+    """Estimated CPU seconds of ``run`` from the finished runs ``done`` (CPU seconds by
+    rule, architecture, activation and depth): their mean at its depth, else linear in depth
+    between the nearest depths measured below and above, else that of the nearest depth;
+    None when no run of its rule, architecture and activation has finished."""
+    rule, arch, act, depth = run[:4]
+    measured = {
+        d: float(np.mean(v)) for (r, a, c, d), v in done.items() if (r, a, c) == (rule, arch, act)
+    }
+    if not measured:
+        return None
+    if depth in measured:
+        return measured[depth]
+    below = [d for d in measured if d < depth]
+    above = [d for d in measured if d > depth]
+    if below and above:
+        lo, hi = max(below), min(above)
+        return measured[lo] + (measured[hi] - measured[lo]) * (depth - lo) / (hi - lo)
+    return measured[max(below) if below else min(above)]
+
+
+def plan_lines(scale: str, out: Path) -> list[str]:
+    """What running ``scale`` into ``out`` would do: planned, finished and remaining
+    baseline and EP runs, and the CPU time of the remaining baseline runs estimated from the
+    finished ones (:func:`_estimate_cpu`; one torch thread per run)."""
+    if scale not in PROTOCOLS:
+        raise ConfigError(f"skipnets scale must be one of {', '.join(SCALES)}; got {scale!r}")
+    protocol = PROTOCOLS[scale]
+    runs_dir = Path(out) / "runs"
+    records = load_records(runs_dir) if runs_dir.is_dir() else []
+    done: dict[tuple[str, str, str, int], list] = defaultdict(list)
+    for record in records:
+        if record["rule"] != EP_RULE and "cpu_seconds" in record:
+            done[_record_key(record)].append(float(record["cpu_seconds"]))
+    planned = _planned_runs(protocol)
+    missing = [run for run in planned if not (runs_dir / _run_name(*run)).exists()]
+    estimates = [_estimate_cpu(run, done) for run in missing]
+    known = [e for e in estimates if e is not None]
+    unknown = len(estimates) - len(known)
+    ep_planned = _planned_ep_runs(protocol)
+    ep_missing = [
+        (a, d)
+        for a, d in ep_planned
+        if not (runs_dir / _ep_name(ep_config(protocol, a, d), a, d)).exists()
+    ]
+    seeds = sorted({run[5] for run in planned})
+    lines = [
+        f"skipnets {scale} in {out}: {len(planned)} baseline runs planned (seeds "
+        f"{', '.join(map(str, seeds))}), {len(planned) - len(missing)} finished, "
+        f"{len(missing)} to run; {len(ep_planned)} EP runs planned, {len(ep_missing)} to run.",
+    ]
+    if missing:
+        hours = sum(known) / 3600
+        lines.append(
+            f"Estimated CPU time of the {len(known)} remaining baseline runs with an estimate: "
+            f"{sum(known):,.0f} s ({hours:.1f} CPU hours, one thread per run; from the CPU "
+            "seconds of the finished runs of the same rule, architecture and activation, "
+            "interpolated in depth)"
+            + (
+                f"; {unknown} runs without an estimate (no finished run of their rule, "
+                "architecture and activation)."
+                if unknown
+                else "."
+            )
+        )
+    return lines
+
+
 def load_records(runs_dir: Path) -> list[dict]:
     """Every run file in ``runs_dir`` (sorted by name)."""
     return [json.loads(path.read_text()) for path in sorted(Path(runs_dir).glob("*.json"))]
@@ -676,24 +863,44 @@ def _record_key(record: Mapping) -> tuple[str, str, str, int]:
 
 
 def collect_rows(records: Iterable[Mapping]) -> list[Row]:
-    """One row per (rule, architecture, activation, depth): the grid point with the best
-    validation accuracy (ties: the first in file order) across all run records. Rows of the
-    baseline rules come first, those of other rules (EP) after them."""
-    best: dict[tuple[str, str, str, int], Row] = {}
+    """One row per (rule, architecture, activation, depth, seed): the grid point with the best
+    validation accuracy (ties: the first in file order) across the run records of that seed
+    (each seed selects its own hyperparameters). Rows of the baseline rules come first, those
+    of other rules (EP) after them."""
+    best: dict[tuple[str, str, str, int, int], Row] = {}
     for record in records:
-        key = _record_key(record)
+        key = (*_record_key(record), _record_seed(record))
         for point in record["grid"]:
             if key in best and point["valid_accuracy"] <= best[key].valid_accuracy:
                 continue
-            best[key] = Row(*key, dict(point["hyperparameters"]), *_accuracies(point))
+            best[key] = Row(*key[:4], dict(point["hyperparameters"]), *_accuracies(point), key[4])
     return sorted(best.values(), key=_row_key)
 
 
 def _row_key(row: Row) -> tuple:
-    """Baseline rules grouped by architecture, activation and depth; then each other rule."""
+    """Baseline rules grouped by architecture, activation and depth; then each other rule;
+    seeds last."""
     if row.rule in RULE_NAMES:
-        return (0, "", row.architecture, row.activation, row.depth, RULE_NAMES.index(row.rule))
-    return (1, row.rule, row.architecture, row.activation, row.depth, 0)
+        rule = RULE_NAMES.index(row.rule)
+        return (0, "", row.architecture, row.activation, row.depth, rule, row.seed)
+    return (1, row.rule, row.architecture, row.activation, row.depth, 0, row.seed)
+
+
+def seed_accuracies(rows: Iterable[Row]) -> dict[tuple[str, str, str, int], list[float]]:
+    """(rule, architecture, activation, depth) -> the test accuracy of each seed's row (in
+    seed order): what the spread over seeds is computed from."""
+    out: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: r.seed):
+        out[(row.rule, row.architecture, row.activation, row.depth)].append(row.test_accuracy)
+    return dict(out)
+
+
+def _percent_spread(values: Sequence[float]) -> str:
+    """The mean of accuracy fractions in percent, with ``[min-max]`` where several seeds."""
+    text = f"{100 * float(np.mean(values)):.2f}"
+    if len(values) > 1:
+        text += f" [{100 * min(values):.2f}-{100 * max(values):.2f}]"
+    return text
 
 
 def _accuracies(point: Mapping) -> tuple[float, float]:
@@ -710,76 +917,128 @@ def _format_hyperparameters(hyperparameters: Mapping[str, Any]) -> str:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """A Markdown table of ``rows``: rule, architecture, activation, depth, best
+    """A Markdown table of ``rows``: rule, architecture, activation, depth, seed, best
     hyperparameters, validation and test accuracy (%)."""
     lines = [
-        "| rule | architecture | activation | depth | best hyperparameters | valid acc (%) "
-        "| test acc (%) |",
-        "|---|---|---|---:|---|---:|---:|",
+        "| rule | architecture | activation | depth | seed | best hyperparameters "
+        "| valid acc (%) | test acc (%) |",
+        "|---|---|---|---:|---:|---|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row.rule} | {row.architecture} | {row.activation} | {row.depth} "
+            f"| {row.rule} | {row.architecture} | {row.activation} | {row.depth} | {row.seed} "
             f"| {_format_hyperparameters(row.hyperparameters)} "
             f"| {100 * row.valid_accuracy:.2f} | {100 * row.test_accuracy:.2f} |"
         )
     return "\n".join(lines)
 
 
+def format_seed_table(rows: Sequence[Row]) -> list[str]:
+    """A Markdown table of the configurations with several seeds: their number, the mean,
+    minimum and maximum over seeds of the per-seed best test accuracy (%), and its standard
+    deviation (ddof 1); empty when every configuration has one seed."""
+    several = {k: v for k, v in seed_accuracies(rows).items() if len(v) > 1}
+    if not several:
+        return []
+    lines = [
+        "| rule | architecture | activation | depth | seeds | mean test acc (%) | min (%) "
+        "| max (%) | std (points) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (rule, arch, act, depth), values in several.items():
+        lines.append(
+            f"| {rule} | {arch} | {act} | {depth} | {len(values)} "
+            f"| {100 * float(np.mean(values)):.2f} | {100 * min(values):.2f} "
+            f"| {100 * max(values):.2f} | {100 * float(np.std(values, ddof=1)):.2f} |"
+        )
+    return lines
+
+
 def _index(rows: Iterable[Row]) -> dict[tuple[str, str, str, int], float]:
-    return {(r.rule, r.architecture, r.activation, r.depth): r.test_accuracy for r in rows}
+    """(rule, architecture, activation, depth) -> test accuracy, the mean over seeds."""
+    return {k: float(np.mean(v)) for k, v in seed_accuracies(rows).items()}
 
 
-def _depth_range(rows: Iterable[Row], activation: str) -> tuple[int, int] | None:
-    """The shallowest and deepest depth measured for ``activation`` on a plain or dense
-    architecture (None: fewer than two depths)."""
+def _depth_range(
+    rows: Iterable[Row], activation: str, architectures: Sequence[str]
+) -> tuple[int, int] | None:
+    """The shallowest and deepest depth measured for ``activation`` on one of
+    ``architectures`` (a plain/dense pair; None: fewer than two depths)."""
     depths = {
-        r.depth
-        for r in rows
-        if r.activation == activation and r.architecture in (*PAIRS, *PAIRS.values())
+        r.depth for r in rows if r.activation == activation and r.architecture in architectures
     }
     return (min(depths), max(depths)) if len(depths) > 1 else None
 
 
+#: architecture family -> its plain architecture (:data:`PAIRS` gives the dense one)
+FAMILIES = {"MLP": "NN", "Conv": "ConvNet"}
+
+
+def _in_scope(value: str, wanted: str | None) -> bool:
+    return wanted is None or value == wanted
+
+
 @dataclass(frozen=True)
 class DenseKeepsUp:
-    """Figure 1 for one ``rule``, on the run files: per plain/dense pair and activation
-    measured at two depths or more (a *case*), the dense network trained by ``rule`` is
-    within :data:`NEAR_BP` of the dense network trained by BP at the deepest depth (*near*),
-    and from the shallowest to the deepest depth the plain network loses at least
-    :data:`DEGRADE_MARGIN` more test accuracy than the dense one (*degrades*). ``holds``:
-    every case is near and degrades; ``does not hold``: none is both; ``partly`` otherwise."""
+    """Figure 1 for one ``rule``, on the run files: per plain/dense pair (of ``family``,
+    "MLP" or "Conv"; None: both) and activation (``activation``; None: every one) measured at
+    two depths or more (a *case*), the dense network trained by ``rule`` is within
+    :data:`NEAR_BP` of the dense network trained by BP at the deepest depth (*near*), and from
+    the shallowest to the deepest depth the plain network loses at least
+    :data:`DEGRADE_MARGIN` more test accuracy than the dense one (*degrades*). Each accuracy
+    is the mean over the seeds measured of the per-seed best test accuracy; the measured
+    text gives ``[min-max]`` over seeds where there are several. ``holds``: every case is
+    near and degrades; ``does not hold``: none is both; ``partly`` otherwise."""
 
     rule: str
+    family: str | None = None
+    activation: str | None = None
 
     def __call__(self, records: Sequence[Mapping]) -> Verdict:
         rows = collect_rows(records)
-        acc = _index(rows)
-        cases, passed = [], 0
-        for plain, dense in PAIRS.items():
+        seeds = seed_accuracies(rows)
+        cases, passed, several = [], 0, False
+        for family, plain in FAMILIES.items():
+            dense = PAIRS[plain]
+            if not _in_scope(family, self.family):
+                continue
             for act in sorted({r.activation for r in rows if r.architecture == dense}):
-                depths = _depth_range(rows, act)
-                if depths is None:
+                depths = _depth_range(rows, act, (plain, dense))
+                if not _in_scope(act, self.activation) or depths is None:
                     continue
                 low, high = depths
                 keys = [(self.rule, arch, act, d) for arch in (plain, dense) for d in depths]
                 keys.append(("BP", dense, act, high))
-                if not all(k in acc for k in keys):
+                if not all(k in seeds for k in keys):
                     continue
-                plain_low, plain_high, dense_low, dense_high, bp = (100 * acc[k] for k in keys)
+                several = several or any(len(seeds[k]) > 1 for k in keys)
+                plain_low, plain_high, dense_low, dense_high, bp = (
+                    100 * float(np.mean(seeds[k])) for k in keys
+                )
+                text = [_percent_spread(seeds[k]) for k in keys]
                 near = bp - dense_high <= 100 * NEAR_BP
                 degrades = plain_low - plain_high >= dense_low - dense_high + 100 * DEGRADE_MARGIN
                 passed += near and degrades
                 cases.append(
-                    f"{act}, depth {low} -> {high}: {dense} {dense_low:.2f} -> {dense_high:.2f}% "
-                    f"(BP {bp:.2f}%: {'near' if near else 'not near'}), {plain} "
-                    f"{plain_low:.2f} -> {plain_high:.2f}% "
+                    f"{act}, depth {low} -> {high}: {dense} {text[2]} -> {text[3]}% "
+                    f"(BP {text[4]}%: {'near' if near else 'not near'}), {plain} "
+                    f"{text[0]} -> {text[1]}% "
                     f"({'degrades more' if degrades else 'does not degrade more'})"
                 )
+        scope = " ".join(x for x in (self.family, self.activation) if x)
         if not cases:
-            return Verdict(NOT_YET, f"{self.rule}: no plain/dense pair measured at two depths")
+            return Verdict(
+                NOT_YET,
+                f"{self.rule}: no {scope + ' ' if scope else ''}plain/dense pair measured at "
+                "two depths",
+            )
         verdict = HOLDS if passed == len(cases) else FAILS if passed == 0 else PARTLY
-        return Verdict(verdict, f"{self.rule}: " + "; ".join(cases))
+        spread = (
+            " (means over seeds of the per-seed best test accuracy, [min-max] over seeds)"
+            if several
+            else ""
+        )
+        return Verdict(verdict, f"{self.rule}: " + "; ".join(cases) + spread)
 
 
 def _quartile_range(values: Sequence[float]) -> float:
@@ -790,27 +1049,57 @@ def _quartile_range(values: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class DenseLessSensitive:
-    """Figure 2, on the run files: per baseline rule, activation and plain/dense pair with grid
-    points of both (a *case*), the interquartile range of the test accuracies over all grid
-    points (learning rate x early-stopping start x depth) is smaller for the dense network
-    than for the plain one. ``holds``: in every case; ``does not hold``: in none; ``partly``
-    otherwise."""
+    """Figure 2, on the run files: per baseline rule (``rule``; None: every one), activation
+    (``activation``; None: every one) and plain/dense pair (of ``family``; None: both) with
+    grid points of both (a *case*), the interquartile range of the test accuracies over all
+    grid points (learning rate x early-stopping start x depth, every seed pooled) is smaller
+    for the dense network than for the plain one. Where there are several seeds, the measured
+    text adds the range over seeds of each seed's own interquartile range at the depths every
+    seed has. ``holds``: in every case; ``does not hold``: in none; ``partly`` otherwise."""
+
+    rule: str | None = None
+    family: str | None = None
+    activation: str | None = None
 
     def __call__(self, records: Sequence[Mapping]) -> Verdict:
         points: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        #: (rule, activation, architecture) -> seed -> depth -> test accuracies
+        by_seed: dict[tuple[str, str, str], dict[int, dict[int, list[float]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
         for record in records:
             key = (record["rule"], record["activation"], record["architecture"])
-            points[key] += [100 * float(p["test_accuracy"]) for p in record["grid"]]
+            accuracies = [100 * float(p["test_accuracy"]) for p in record["grid"]]
+            points[key] += accuracies
+            by_seed[key][_record_seed(record)][record["depth"]] += accuracies
         cases, passed = [], 0
         for rule in RULE_NAMES:
+            if not _in_scope(rule, self.rule):
+                continue
             for act in sorted({act for r, act, _ in points if r == rule}):
-                for plain, dense in PAIRS.items():
+                if not _in_scope(act, self.activation):
+                    continue
+                for family, plain in FAMILIES.items():
+                    dense = PAIRS[plain]
+                    if not _in_scope(family, self.family):
+                        continue
                     if not (points[(rule, act, plain)] and points[(rule, act, dense)]):
                         continue
                     spread = {a: _quartile_range(points[(rule, act, a)]) for a in (plain, dense)}
                     passed += spread[dense] < spread[plain]
+                    seeds = {
+                        a: _seed_quartile_ranges(by_seed[(rule, act, a)]) for a in (plain, dense)
+                    }
+                    over_seeds = (
+                        f" (per seed at the depths all seeds have: {dense} "
+                        f"{min(seeds[dense]):.2f}-{max(seeds[dense]):.2f}, {plain} "
+                        f"{min(seeds[plain]):.2f}-{max(seeds[plain]):.2f})"
+                        if min(len(seeds[plain]), len(seeds[dense])) > 1
+                        else ""
+                    )
                     cases.append(
                         f"{rule} {act}: {dense} {spread[dense]:.2f}, {plain} {spread[plain]:.2f}"
+                        + over_seeds
                     )
         if not cases:
             return Verdict(NOT_YET, "no plain/dense pair with grid points of both")
@@ -823,45 +1112,79 @@ class DenseLessSensitive:
         )
 
 
+def _seed_quartile_ranges(by_seed: Mapping[int, Mapping[int, list[float]]]) -> list[float]:
+    """Each seed's interquartile range over its grid points at the depths every seed has."""
+    if not by_seed:
+        return []
+    shared = set.intersection(*(set(depths) for depths in by_seed.values()))
+    return [
+        _quartile_range([a for d in sorted(shared) for a in depths[d]])
+        for _, depths in sorted(by_seed.items())
+        if shared
+    ]
+
+
 _SOURCE = (
     'Im, Patil & Branson, "Are skip connections necessary for biologically plausible '
     'learning rules?", section 3'
 )
-#: the scales with the paper's budget and learning-rate grid (Table 1)
-_BUDGET = ("mlp-budget", "full")
-CLAIMS = (
-    *(
-        Claim(
-            f"With dense connections {rule} keeps up with BP as depth grows, while the "
-            "test accuracy of plain networks drops with depth (here: on the dense network at "
-            f"the deepest depth within {100 * NEAR_BP:.0f} points of BP, and from the "
-            "shallowest to the deepest depth the plain network loses at least "
-            f"{100 * DEGRADE_MARGIN:.0f} point more than the dense one, per activation)",
-            f"{_SOURCE}, Figure 1",
-            "mlp-budget or full: the paper's budget and learning rates (Table 1), MNIST "
-            "50k / 10k / 10k, one seed",
-            DenseKeepsUp(rule),
-            at_scale=_BUDGET,
-        )
-        for rule in ("FA", "DTP")
-    ),
-    Claim(
-        "Having dense connections makes the model more robust to different hyper-parameters: "
-        "the performance of FA and DTP on plain networks varies across a wide range, that of "
-        "all three rules on dense networks remains nearly constant (here: the interquartile "
-        "range of the test accuracies over all grid points smaller for the dense network, per "
-        "rule and activation)",
-        f"{_SOURCE}, Figure 2",
-        "mlp-budget or full: the paper's learning-rate and early-stopping grid (Table 1)",
-        DenseLessSensitive(),
-        at_scale=_BUDGET,
-    ),
-)
-#: what moves the verdicts: one training run per grid point
+#: family -> the scales with the paper's budget and learning-rate grid (Table 1) for it
+_BUDGET = {"MLP": ("mlp-budget", "paper-mlp", "full"), "Conv": ("full",)}
+_MEANINGFUL = {
+    "MLP": "mlp-budget, paper-mlp or full: the paper's budget and learning rates (Table 1), "
+    "MNIST 50k / 10k / 10k; paper-mlp and full with seeds 0-2 at the shallowest and deepest "
+    "depth",
+    "Conv": "full: the paper's budget and learning rates (Table 1), MNIST 50k / 10k / 10k, "
+    "16 x depth channels, seeds 0-2 at the shallowest and deepest depth",
+}
+
+
+def _family_claims(family: str) -> list[Claim]:
+    """The claims of Figures 1 and 2 for one architecture family, per activation and rule."""
+    plain = FAMILIES[family]
+    dense = PAIRS[plain]
+    claims = []
+    for act in ACTIVATIONS:
+        claims += [
+            Claim(
+                f"{family} ({plain} vs {dense}), {act}: with dense connections {rule} keeps "
+                "up with BP as depth grows, while the test accuracy of plain networks drops "
+                f"with depth (here: {dense} at the deepest depth within "
+                f"{100 * NEAR_BP:.0f} points of BP, and from the shallowest to the deepest "
+                f"depth {plain} loses at least {100 * DEGRADE_MARGIN:.0f} point more than "
+                f"{dense})",
+                f"{_SOURCE}, Figure 1{'a' if family == 'MLP' else 'b'}",
+                _MEANINGFUL[family],
+                DenseKeepsUp(rule, family, act),
+                at_scale=_BUDGET[family],
+            )
+            for rule in ("FA", "DTP")
+        ]
+    for act in ACTIVATIONS:
+        claims += [
+            Claim(
+                f"{family} ({plain} vs {dense}), {act}, {rule}: having dense connections makes "
+                "the model more robust to different hyper-parameters (here: the interquartile "
+                f"range of the test accuracies over all grid points smaller for {dense} than "
+                f"for {plain})",
+                f"{_SOURCE}, Figure 2{'a' if family == 'MLP' else 'b'}",
+                _MEANINGFUL[family],
+                DenseLessSensitive(rule, family, act),
+                at_scale=_BUDGET[family],
+            )
+            for rule in RULE_NAMES
+        ]
+    return claims
+
+
+CLAIMS = tuple(claim for family in FAMILIES for claim in _family_claims(family))
+#: what moves the verdicts: one training run per grid point and seed
 CLAIMS_NOTE = (
-    "One seed, one run per grid point: the binomial standard error of one test accuracy near "
-    "97% on 10,000 examples is about 0.17 points, so a case near a criterion's threshold can "
-    "change from run to run."
+    "Each accuracy is the best grid point of one seed's runs; where a scale has several seeds "
+    "(the shallowest and deepest depths of paper-mlp and full) the verdicts use the mean over "
+    "seeds and give [min-max] over seeds, elsewhere one seed. The binomial standard error of "
+    "one test accuracy near 97% on 10,000 examples is about 0.17 points, so a case near a "
+    "criterion's threshold can change from seed to seed."
 )
 
 
@@ -912,6 +1235,23 @@ INTERPRETATIONS = (
     "target of layer l sums the difference corrections of every later hidden layer it feeds "
     "(the paper's formula) plus a gradient step through the output layer's own weight from l "
     "(in a plain network only the last hidden layer has one, as in Lee et al.).",
+    "- DTP's target step (eta = 0.5 times the per-example gradient of the cross-entropy) and "
+    "the standard deviation of the Gaussian corruption in the inverses' reconstruction loss "
+    "(0.1) are not given by the paper; we chose them and did not tune them. On ConvNets the "
+    "inverse of a 3x3 convolution is a 3x3 convolution back onto the source's channels, "
+    "followed by the activation.",
+    "- 'Channel size (depth x 16)' is read as 16 x depth channels in every hidden layer of a "
+    "network of that depth (48 at depth 3, 160 at depth 10): the paper gives one number per "
+    "network, and a channel count growing with the layer index would make the dense and "
+    "plain networks' widths differ by layer. Smaller scales may use another multiple; the "
+    "protocol above states it.",
+    "- The paper names no pooling or stride: every convolution is 3x3 with stride 1 and zero "
+    "padding 1, so every hidden layer keeps the image size (28x28 on MNIST); the output layer "
+    "is a linear map of the flattened feature maps (of every earlier layer, in a dense "
+    "network).",
+    "- FA on ConvNets: every convolution kernel has its own fixed random feedback kernel of "
+    "the same shape, used in place of the forward kernel in the transposed convolution that "
+    "carries the error down.",
 )
 
 
@@ -1139,6 +1479,7 @@ def coverage_lines(protocol: Protocol, records: Sequence[Mapping]) -> list[str]:
             r["activation"],
             r["depth"],
             r["grid"][0]["hyperparameters"]["learning_rate"],
+            _record_seed(r),
         )
         for r in records
         if r["grid"]
@@ -1148,9 +1489,12 @@ def coverage_lines(protocol: Protocol, records: Sequence[Mapping]) -> list[str]:
         return []
     partial = sorted(
         {
-            f"{rule} {arch} {act} depth {depth}"
-            for rule, arch, act, depth, _ in missing
-            if any(_record_key(r) == (rule, arch, act, depth) for r in records)
+            f"{rule} {arch} {act} depth {depth}" + (f" seed {seed}" if seed else "")
+            for rule, arch, act, depth, _, seed in missing
+            if any(
+                _record_key(r) == (rule, arch, act, depth) and _record_seed(r) == seed
+                for r in records
+            )
         }
     )
     text = (
@@ -1165,6 +1509,35 @@ def coverage_lines(protocol: Protocol, records: Sequence[Mapping]) -> list[str]:
             + "."
         )
     return [text]
+
+
+def _seeds_text(protocol: Protocol) -> str:
+    """How the protocol's seeds are spread over its depths, for the protocol text."""
+    if len(protocol.seeds) == 1:
+        return f"Seed {protocol.seed}, one run per grid point"
+    ends = "; ".join(
+        f"{act} {min(depths)} and {max(depths)}" for act, depths in protocol.depths.items()
+    )
+    return (
+        f"Seeds {', '.join(map(str, protocol.seeds))} at the shallowest and deepest depths "
+        f"({ends}), seed {protocol.seed} at the depths between, for the linear readout and "
+        "for the EP rows; one run per grid point and seed, and each seed selects its own grid "
+        "point"
+    )
+
+
+def _seed_section(rows: Sequence[Row]) -> list[str]:
+    """The spread over seeds, where some configuration has several."""
+    table = format_seed_table(rows)
+    if not table:
+        return []
+    return [
+        "Spread over seeds (per seed: the test accuracy at that seed's validation-selected "
+        "grid point; Figure 1 plots the mean with min-max bars):",
+        "",
+        *table,
+        "",
+    ]
 
 
 def render_results(
@@ -1200,8 +1573,9 @@ def render_results(
         "",
         f"- Data: `{protocol.dataset}`, split `icons` (train / valid / test), {limits}.",
         f"- Architectures: {', '.join(protocol.architectures)}; 128 units per MLP hidden layer, "
-        "16 x depth channels per ConvNet layer; dense layers receive every earlier layer, "
-        "the input included.",
+        f"{protocol.channels_per_depth} x depth channels in every ConvNet hidden layer "
+        "(3x3 kernels, stride 1, zero padding 1, no pooling); dense layers receive every "
+        "earlier layer, the input included.",
         "- Depths (hidden layers): "
         + "; ".join(f"{act} {', '.join(map(str, d))}" for act, d in protocol.depths.items())
         + ".",
@@ -1219,7 +1593,7 @@ def render_results(
         "(learning rate x starting point) with the best validation accuracy; its checkpoint is "
         "the best-validation one up to the stop. Test accuracy is only reported.",
         "- DTP: target step 0.5, reconstruction noise 0.1 (not tuned; the paper gives none).",
-        f"- Seed {protocol.seed}, one run per grid point.",
+        f"- {_seeds_text(protocol)}.",
         f"- {len(records)} baseline runs ({grid_points} grid points, {diverged} diverged); "
         f"training time summed over runs {train_seconds:.0f} s wall, {cpu_seconds:.0f} s CPU "
         f"(torch threads per run: {_threads(records)}).",
@@ -1236,6 +1610,7 @@ def render_results(
         "",
         format_table(rows),
         "",
+        *_seed_section(rows),
         "![accuracy against depth](accuracy_vs_depth.png)",
         "",
         "![hyperparameter sensitivity](sensitivity.png)",
@@ -1262,32 +1637,52 @@ _COLOURS = {
 _EP_LABELS = {"NN": "NN (layered)", "skip": "skip (rewired p=0.1)"}
 
 
+def _panel_rows(protocol: Protocol) -> list[tuple[str, str]]:
+    """(family, activation) of each row of panels: the architecture families of the protocol
+    (MLP: NN vs DN, Conv: ConvNet vs DenseConvNet, the paper's panels a and b), each with
+    every activation."""
+    families = [
+        family
+        for family, plain in FAMILIES.items()
+        if {plain, PAIRS[plain]} & set(protocol.architectures)
+    ]
+    return [(family, act) for family in families for act in protocol.depths]
+
+
 def _panels(
     protocol: Protocol,
     rules: Sequence[str],
     title: str,
     extra: Sequence[tuple[str, str]] = (),
-) -> tuple[Figure, dict[tuple[str, str], Axes]]:
-    """One row per activation of the protocol and one column per rule, plus one column per
-    ``(activation, rule)`` of ``extra`` (rules with an activation of their own, e.g. EP with
-    the hard sigmoid), whose single panel sits in the first row."""
-    activations = list(protocol.depths)
+) -> tuple[Figure, dict[tuple[str, str, str], Axes]]:
+    """One row per (family, activation) of the protocol and one column per rule, keyed
+    ``(family, activation, rule)``, plus one column per ``(activation, rule)`` of ``extra``
+    (rules with an activation of their own, e.g. EP with the hard sigmoid), whose single panel,
+    keyed ``("", activation, rule)``, sits in the first row."""
+    panel_rows = _panel_rows(protocol)
     n_cols = len(rules) + len(extra)
-    fig = Figure(figsize=(3.2 * n_cols, 2.6 * len(activations)), dpi=100)
-    axes = fig.subplots(len(activations), n_cols, squeeze=False, sharey="row")
+    fig = Figure(figsize=(3.2 * n_cols, 2.6 * len(panel_rows)), dpi=100)
+    axes = fig.subplots(len(panel_rows), n_cols, squeeze=False, sharey="row")
     fig.suptitle(title)
     panels = {}
-    for i, act in enumerate(activations):
+    for i, (family, act) in enumerate(panel_rows):
         for j, rule in enumerate(rules):
-            panels[(act, rule)] = axes[i][j]
-    for k, key in enumerate(extra):
-        panels[key] = axes[0][len(rules) + k]
-        for i in range(1, len(activations)):
+            panels[(family, act, rule)] = axes[i][j]
+    for k, (act, rule) in enumerate(extra):
+        panels[("", act, rule)] = axes[0][len(rules) + k]
+        for i in range(1, len(panel_rows)):
             axes[i][len(rules) + k].set_visible(False)
-    for (act, rule), ax in panels.items():
-        ax.set_title(f"{rule}, {act}", fontsize=9)
+    for (family, act, rule), ax in panels.items():
+        pair = f", {FAMILIES[family]} vs {PAIRS[FAMILIES[family]]}" if family else ""
+        ax.set_title(f"{rule}, {act}{pair}", fontsize=9)
         ax.grid(alpha=0.3)
     return fig, panels
+
+
+def _family_architectures(family: str, protocol: Protocol) -> list[str]:
+    """The architectures of ``family`` that ``protocol`` trains, plain first."""
+    plain = FAMILIES[family]
+    return [a for a in (plain, PAIRS[plain]) if a in protocol.architectures]
 
 
 def _rules_of(rules: Iterable[str]) -> list[str]:
@@ -1321,35 +1716,42 @@ def _split_rows(rows: Sequence[Row], protocol: Protocol) -> tuple[list[Row], lis
 
 
 def plot_accuracy_vs_depth(rows: Sequence[Row], protocol: Protocol, path: Path) -> None:
-    """Test accuracy against depth, one panel per activation and rule, one line per
-    architecture (the paper's Figure 1); rules with an activation of their own (EP, hard
-    sigmoid) get one more panel in the first row, drawn with square markers."""
+    """Test accuracy against depth, one panel per architecture family (the paper's panels a:
+    NN vs DN and b: ConvNet vs DenseConvNet), activation and rule, one line per architecture
+    (the paper's Figure 1): the mean over seeds of the per-seed best test accuracy, with
+    min-max bars where there are several seeds. Rules with an activation of their own (EP,
+    hard sigmoid) get one more panel in the first row, drawn with square markers."""
     inside, others = _split_rows(rows, protocol)
     extra = sorted({(r.activation, r.rule) for r in others}, key=lambda k: (k[1], k[0]))
     fig, panels = _panels(
         protocol, _rules_of(r.rule for r in inside), "Test accuracy vs depth", extra
     )
-    for (act, rule), ax in panels.items():
-        own = (act, rule) in extra
+    seeds = seed_accuracies(rows)
+    for (family, act, rule), ax in panels.items():
+        own = not family
         architectures = (
             sorted({r.architecture for r in others if (r.activation, r.rule) == (act, rule)})
             if own
-            else protocol.architectures
+            else _family_architectures(family, protocol)
         )
         depths: set[int] = set()
         for arch in architectures:
             points = sorted(
-                (r.depth, 100 * r.test_accuracy)
-                for r in rows
-                if (r.rule, r.activation, r.architecture) == (rule, act, arch)
-                and (own or r.depth in protocol.depths[act])
+                (depth, [100 * a for a in values])
+                for (r, ar, ac, depth), values in seeds.items()
+                if (r, ac, ar) == (rule, act, arch) and (own or depth in protocol.depths[act])
             )
             if points:
-                xs, ys = zip(*points, strict=True)
+                xs = [d for d, _ in points]
+                ys = [float(np.mean(v)) for _, v in points]
                 depths.update(xs)
                 label = f"{rule} {_EP_LABELS.get(arch, arch)}" if own else arch
                 style = "s-" if own else "o-"
                 ax.plot(xs, ys, style, color=_COLOURS.get(arch), label=label)
+                if any(len(v) > 1 for _, v in points):  # min-max over seeds
+                    low = [m - min(v) for m, (_, v) in zip(ys, points, strict=True)]
+                    high = [max(v) - m for m, (_, v) in zip(ys, points, strict=True)]
+                    ax.errorbar(xs, ys, yerr=[low, high], fmt="none", color=_COLOURS.get(arch))
         _mark_linear(ax, rows)
         ax.set_xticks(sorted(depths) if own else protocol.depths[act])
         ax.set_xlabel("depth (hidden layers)")
@@ -1360,8 +1762,9 @@ def plot_accuracy_vs_depth(rows: Sequence[Row], protocol: Protocol, path: Path) 
 
 
 def plot_sensitivity(records: Sequence[Mapping], protocol: Protocol, path: Path) -> None:
-    """Sorted test accuracies of every grid point (learning rate x starting point x depth),
-    one panel per activation and rule, one line per architecture (the paper's Figure 2).
+    """Sorted test accuracies of every grid point (learning rate x starting point x depth x
+    seed), one panel per architecture family, activation and rule, one line per architecture
+    (the paper's Figure 2).
     Only the rules with the protocol's activations (the baselines): EP's grid points are the
     epochs of one run, not hyperparameters."""
     records = [r for r in records if not _own_activation(_record_key(r), protocol)]
@@ -1373,8 +1776,8 @@ def plot_sensitivity(records: Sequence[Mapping], protocol: Protocol, path: Path)
     rules = _rules_of(r["rule"] for r in records)
     fig, panels = _panels(protocol, rules, "Sensitivity: sorted test accuracy over the grid")
     rows = collect_rows(records)
-    for (act, rule), ax in panels.items():
-        for arch in protocol.architectures:
+    for (family, act, rule), ax in panels.items():
+        for arch in _family_architectures(family, protocol):
             values = sorted(points.get((rule, act, arch), []))
             if values:
                 ax.plot(range(len(values)), values, ".-", color=_COLOURS.get(arch), label=arch)
@@ -1384,3 +1787,27 @@ def plot_sensitivity(records: Sequence[Mapping], protocol: Protocol, path: Path)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m eqprop.experiments.skipnets SCALE OUT``: print :func:`plan_lines`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m eqprop.experiments.skipnets",
+        description="print what `eqprop reproduce skipnets --scale SCALE --out OUT` would run "
+        "and its estimated CPU time; trains nothing",
+    )
+    parser.add_argument("scale", help=", ".join(SCALES))
+    parser.add_argument("out", help="the output directory")
+    args = parser.parse_args(argv)
+    try:
+        print("\n".join(plan_lines(args.scale, Path(args.out))))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
