@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -519,6 +520,14 @@ def test_selection_from_a_longer_run_equals_a_run_with_that_starting_point(
 def test_training_data_requires_a_validation_split() -> None:
     with pytest.raises(ConfigError, match='split="icons"'):
         TrainingData.from_dataset(load_dataset("digits", split="standard"))
+
+
+def test_input_shape_keeps_colour_channels_and_adds_one_to_grey_images(
+    digits: TrainingData,
+) -> None:
+    assert digits.input_shape(True) == (1, 8, 8) and digits.input_shape(False) == (64,)
+    rgb = dataclasses.replace(digits, image_shape=(3, 32, 32))  # CIFAR-10's
+    assert rgb.input_shape(True) == (3, 32, 32) and rgb.input_shape(False) == (3072,)
 
 
 def test_divergence_is_recorded_not_raised(digits: TrainingData) -> None:

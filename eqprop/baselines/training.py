@@ -132,8 +132,11 @@ class TrainingData:
         )
 
     def input_shape(self, convolutional: bool) -> tuple[int, ...]:
-        """Per-example input shape: ``(1, H, W)`` for a ConvNet, ``(H * W,)`` for an MLP."""
-        return (1, *self.image_shape) if convolutional else (math.prod(self.image_shape),)
+        """Per-example input shape: ``(C, H, W)`` for a ConvNet (``C = 1`` for a grey
+        ``(H, W)`` image), ``(C * H * W,)`` for an MLP."""
+        if not convolutional:
+            return (math.prod(self.image_shape),)
+        return tuple(self.image_shape) if len(self.image_shape) == 3 else (1, *self.image_shape)
 
 
 def _tensors(split: _Split) -> tuple[Tensor, Tensor]:
