@@ -82,6 +82,27 @@ def test_the_conv_presets_describe_the_conv_mnist_network():
     assert "topology.channels" in cfg.flat_items(tiny())
 
 
+def test_the_cifar10_preset_is_laborieux_et_als_network(tmp_path, capsys):
+    config = cfg.resolve("conv-cifar10")
+    assert config.topology.layer_shapes() == (
+        (3, 32, 32),
+        (128, 16, 16),
+        (256, 8, 8),
+        (512, 4, 4),
+        (512, 1, 1),
+        (10,),
+    )
+    assert (config.free.steps, config.nudged.steps, config.estimator.kind) == (250, 30, "centered")
+    assert config.update.optimizer_kwargs() == {"lr": 0.1, "momentum": 0.9, "weight_decay": 3e-4}
+    out = tmp_path / "run"
+    code = cli.main(
+        ["train", "--preset", "conv-cifar10", "--data-dir", str(tmp_path), "--out", str(out)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "cifar-10" in err.lower()
+    assert not out.exists()  # the missing data is found before anything is written
+
+
 def test_conv_mnist_is_the_trainer_of_the_preset():
     trainer = conv_mnist(64, seed=3, free_steps=7)
     config = cfg.resolve("conv-mnist", None, ["train.seed=3", "free.steps=7"])
