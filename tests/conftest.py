@@ -6,6 +6,8 @@ import os
 import shutil
 import signal
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,16 @@ def real_data_dir(request: pytest.FixtureRequest) -> Path:
     if not path.is_dir():
         pytest.skip(f"data directory {path} (from --data-dir / EQPROP_DATA_DIR) does not exist")
     return path.resolve()  # absolute: tests link to its files from other directories
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the user's data and cache directories out of a test, and never hit the network
+    (a download attempt fails as it does offline)."""
+    monkeypatch.delenv("EQPROP_DATA_DIR", raising=False)
+    monkeypatch.setenv("EQPROP_CACHE_DIR", str(tmp_path / "cache"))
+
+    def no_network(url: str, timeout: float) -> None:
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)

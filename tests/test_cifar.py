@@ -114,15 +114,8 @@ def md5_of(content: bytes) -> str:
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No user data or cache directory, no network; batches of ``ROWS`` images."""
-    monkeypatch.delenv("EQPROP_DATA_DIR", raising=False)
-    monkeypatch.setenv("EQPROP_CACHE_DIR", str(tmp_path / "cache"))
-
-    def no_network(url: str, timeout: float) -> None:
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+def isolated_environment(offline: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`offline` (conftest), and batches of ``ROWS`` images."""
     monkeypatch.setattr(cifar, "BATCH_ROWS", ROWS)
 
 

@@ -48,15 +48,8 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep the user's data and cache directories out of the tests, and never hit the network."""
-    monkeypatch.delenv("EQPROP_DATA_DIR", raising=False)
-    monkeypatch.setenv("EQPROP_CACHE_DIR", str(tmp_path / "cache"))
-
-    def no_network(url: str, timeout: float) -> None:
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+def isolated_environment(offline: None) -> None:
+    """Every test here runs :func:`offline` (conftest)."""
 
 
 @pytest.fixture

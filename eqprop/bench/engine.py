@@ -234,6 +234,17 @@ def _same_products(a: list[Product], b: list[Product]) -> bool:
     return len(a) == len(b) and all(key(p) == key(q) for p, q in zip(a, b, strict=True))
 
 
+def _warm_start(net, batch: int, eps: float) -> tuple[torch.Generator, torch.Tensor, torch.Tensor]:
+    """A seeded generator, the drive of a random input batch and a state warmed up by 10
+    free steps (inside [0, 1]), for timing steps of ``net``."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, net.n_input, generator=g).to(net.device, net.dtype)
+    base = net.input_drive(x)
+    s = net.zero_state(batch)
+    FixedSteps(eps, 10).relax(net, s, base)
+    return g, base, s
+
+
 def step_timing(net, batch: int, options: BenchOptions, eps: float = PAPER["eps"]) -> dict:
     """ms per relaxation step, per step of its products alone and per step of one dense
     product per stored block (:func:`whole_block_products`; repeats alternate between the
@@ -241,11 +252,7 @@ def step_timing(net, batch: int, options: BenchOptions, eps: float = PAPER["eps"
     two product timings. The steps are free steps of :class:`FixedSteps` (on CUDA its
     captured graph, :class:`CudaGraphs`, as in training)."""
     now = clock(net.device)
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(batch, net.n_input, generator=g).to(net.device, net.dtype)
-    base = net.input_drive(x)
-    s = net.zero_state(batch)
-    FixedSteps(eps, 10).relax(net, s, base)  # warm-up; states inside [0, 1]
+    g, base, s = _warm_start(net, batch, eps)
     window = options.step_window
     relaxer = CudaGraphs(eps, window) if net.device.type == "cuda" else FixedSteps(eps, window)
     if net.device.type == "cuda":
@@ -348,11 +355,7 @@ def conv_step_timing(
     the median of the per-window ratios, as in :func:`step_timing`."""
     options = options or BenchOptions()
     now = clock(net.device)
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(batch, net.n_input, generator=g).to(net.device, net.dtype)
-    base = net.input_drive(x)
-    s = net.zero_state(batch)
-    FixedSteps(eps, 10).relax(net, s, base)  # warm-up; states inside [0, 1]
+    g, base, s = _warm_start(net, batch, eps)
     window = options.step_window
     relaxer = CudaGraphs(eps, window) if net.device.type == "cuda" else FixedSteps(eps, window)
     relaxer.relax(net, s, base)  # warm-up (and the graph's capture) outside the windows
