@@ -1204,7 +1204,7 @@ def train_run(
     """
     options = options or RunOptions()
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    recorded = config = read_config(run_dir)
     with _run_lock(run_dir):
         options = _recorded_data_dir(run_dir, options)
         # -- checks: nothing is written until all of them pass --------------------------
@@ -1292,7 +1292,7 @@ def train_run(
         # -- writes ---------------------------------------------------------------------
         resume_fix = f"continue with: eqprop train --resume {run_dir}"
         with _writing(run_dir, resume_fix):
-            if read_config(run_dir) != config:  # train.epochs or train.device changed
+            if recorded != config:  # train.epochs or train.device changed
                 atomic_write_bytes(run_dir / CONFIG, config.to_toml().encode())
             if records is None:  # a checkpoint without metrics (older), or none
                 on_disk, torn = _parse_metrics(run_dir / METRICS)
