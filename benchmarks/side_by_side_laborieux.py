@@ -8,7 +8,8 @@ Neuroscience, 2021), publish a PyTorch implementation whose MNIST conv check
 a squared-error cost, one-sided EP with ``beta = 0.4``, 200 free and 10 nudged steps of
 ``s <- clip(dPhi/ds)`` from zeros, batches of 100, Adam with per-layer rates (5e-5, 1e-5,
 8e-6). This script builds the same model from eqprop's parts (``docs/performance.md``,
-"Side by side with Laborieux et al.'s code", names what still differs): :class:`~eqprop.conv.ConvNetwork`, steps of ``eps = 1`` (our
+"Side by side with Laborieux et al.'s code", names what still differs):
+:class:`~eqprop.conv.ConvNetwork`, steps of ``eps = 1`` (our
 step ``clip((1 - eps) s + eps h)`` is then their update), the ``gradient`` nudging (one step
 on ``E + beta/2 |s_out - d|^2``: their ``Phi - beta L``), :class:`~eqprop.estimators.Positive`,
 no persistent particles, and Adam through :class:`~eqprop.updates.OptimizerUpdate`.
