@@ -477,3 +477,13 @@ def test_cpu_estimate_of_a_run_interpolates_the_finished_runs_in_depth() -> None
     assert estimate("NN", 5) == 35.0  # halfway between 15 (depth 3) and 55 (depth 7)
     assert estimate("NN", 9) == 55.0 and estimate("NN", 2) == 15.0  # the nearest depth
     assert estimate("DN", 5) is None  # no finished run of its architecture
+
+
+def test_an_ep_run_file_of_another_scale_is_refused_not_reused(tmp_path: Path) -> None:
+    """The scales' EP rows share names (`EP-NN-hardsigmoid-d3-lr0.015.json`): the committed
+    file is `mlp-budget`'s short-budget run, which `full` must not count as its own."""
+    committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
+    budget = skipnets._tasks(skipnets.PROTOCOLS["mlp-budget"], "mlp-budget", committed, None)
+    assert budget == []  # every committed file is the scale's own
+    with pytest.raises(ConfigError, match=r"EP-NN-hardsigmoid-d3-lr0\.015\.json holds an EP run"):
+        skipnets._tasks(skipnets.PROTOCOLS["full"], "full", committed, None)

@@ -733,11 +733,30 @@ def _tasks(protocol: Protocol, scale: str, out: Path, data_dir: Path | None) -> 
             kwargs = {**common, **run, "learning_rate": lr, "seed": seed}
             tasks.append(Task(Path(name).stem, f"{__name__}:train_baseline", kwargs))
     for arch, depth in _planned_ep_runs(protocol):
-        name = _ep_name(ep_config(protocol, arch, depth), arch, depth)
-        if not (runs_dir / name).exists():
+        config = ep_config(protocol, arch, depth)
+        name = _ep_name(config, arch, depth)
+        if (runs_dir / name).exists():
+            _check_ep_file(runs_dir / name, config, scale)
+        else:
             kwargs = {**common, "architecture": arch, "depth": depth}
             tasks.append(Task(Path(name).stem, f"{__name__}:train_ep", kwargs))
     return tasks
+
+
+def _check_ep_file(path: Path, config: RunConfig, scale: str) -> None:
+    """A one-line ConfigError unless the EP run file ``path`` was trained with ``config``
+    (the scales' EP rows share names: ``full``'s depth-3 row is not ``quick``'s)."""
+    try:
+        recorded = from_dict(json.loads(path.read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise ConfigError(
+            f"{path} is not a readable EP run file ({exc}); delete it to retrain"
+        ) from exc
+    if recorded != config:
+        raise ConfigError(
+            f"{path} holds an EP run of other settings than scale {scale!r} declares; use "
+            f"another --out for this scale, or delete the file to retrain it"
+        )
 
 
 def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
