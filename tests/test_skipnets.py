@@ -487,3 +487,24 @@ def test_an_ep_run_file_of_another_scale_is_refused_not_reused(tmp_path: Path) -
     assert budget == []  # every committed file is the scale's own
     with pytest.raises(ConfigError, match=r"EP-NN-hardsigmoid-d3-lr0\.015\.json holds an EP run"):
         skipnets._tasks(skipnets.PROTOCOLS["full"], "full", committed, None)
+
+
+def test_a_baseline_run_file_of_another_scale_is_refused_not_reused(
+    smoke: tuple[Path, float],
+) -> None:
+    """`quick` shares run names with `mlp-budget` but trains on a shorter budget: the
+    committed `mlp-budget` files must not count as its runs."""
+    committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
+    with pytest.raises(ConfigError, match="holds a run of other settings than scale 'quick'"):
+        skipnets._tasks(skipnets.PROTOCOLS["quick"], "quick", committed, None)
+    results, _ = smoke
+    record = json.loads(next((results.parent / "runs").glob("BP-*.json")).read_text())
+    settings = skipnets.run_settings(
+        skipnets.PROTOCOLS["smoke"],
+        record["architecture"],
+        record["activation"],
+        record["depth"],
+        record["grid"][0]["hyperparameters"]["learning_rate"],
+        record["seed"],
+    )
+    assert record["settings"] == skipnets.settings_record(settings)

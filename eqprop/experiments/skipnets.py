@@ -47,6 +47,7 @@ and trains nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -412,6 +413,11 @@ class RunSettings:
     seed: int
 
 
+def settings_record(settings: RunSettings) -> dict:
+    """``settings`` as a run file records them (JSON values: tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
+
+
 def run_settings(
     protocol: Protocol,
     architecture: str,
@@ -479,6 +485,7 @@ def _train_one(
         "activation": activation,
         "depth": depth,
         "seed": seed,
+        "settings": settings_record(settings),
         "threads": torch.get_num_threads(),
         "grid": grid,
         "diverged": result.diverged,
@@ -728,7 +735,9 @@ def _tasks(protocol: Protocol, scale: str, out: Path, data_dir: Path | None) -> 
     tasks = []
     for rule, arch, act, depth, lr, seed in _planned_runs(protocol):
         name = _run_name(rule, arch, act, depth, lr, seed)
-        if not (runs_dir / name).exists():
+        if (runs_dir / name).exists():
+            _check_baseline_file(runs_dir / name, protocol, scale)
+        else:
             run = {"rule": rule, "architecture": arch, "activation": act, "depth": depth}
             kwargs = {**common, **run, "learning_rate": lr, "seed": seed}
             tasks.append(Task(Path(name).stem, f"{__name__}:train_baseline", kwargs))
@@ -741,6 +750,30 @@ def _tasks(protocol: Protocol, scale: str, out: Path, data_dir: Path | None) -> 
             kwargs = {**common, "architecture": arch, "depth": depth}
             tasks.append(Task(Path(name).stem, f"{__name__}:train_ep", kwargs))
     return tasks
+
+
+def _check_baseline_file(path: Path, protocol: Protocol, scale: str) -> None:
+    """A one-line ConfigError unless the baseline run file ``path`` was trained with the
+    settings ``protocol`` gives its run (scales share run names; a file written before
+    settings were recorded is taken as it is)."""
+    try:
+        record = json.loads(path.read_text())
+        key = _record_key(record)
+        recorded = record.get("settings")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path} is not a readable run file ({exc}); delete it to retrain"
+        ) from exc
+    if recorded is None:
+        return
+    lr = record["grid"][0]["hyperparameters"]["learning_rate"]
+    declared = run_settings(protocol, key[1], key[2], key[3], lr, _record_seed(record))
+    if recorded != settings_record(declared):
+        raise ConfigError(
+            f"{path} holds a run of other settings than scale {scale!r} declares (its data, "
+            f"budget or network); use another --out for this scale, or delete the file to "
+            f"retrain it"
+        )
 
 
 def _check_ep_file(path: Path, config: RunConfig, scale: str) -> None:
@@ -831,6 +864,9 @@ def plan_lines(scale: str, out: Path) -> list[str]:
             done[_record_key(record)].append(float(record["cpu_seconds"]))
     planned = _planned_runs(protocol)
     missing = [run for run in planned if not (runs_dir / _run_name(*run)).exists()]
+    for run in planned:
+        if run not in missing:
+            _check_baseline_file(runs_dir / _run_name(*run), protocol, scale)
     estimates = [_estimate_cpu(run, done) for run in missing]
     known = [e for e in estimates if e is not None]
     unknown = len(estimates) - len(known)
