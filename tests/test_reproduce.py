@@ -255,6 +255,14 @@ def test_conv_ep_smoke_trains_both_conv_presets_and_judges_them_by_the_anchors(t
     assert mnist.check(runs([0.05] * 9)).verdict == NOT_YET
 
 
+def test_fast_on_a_conv_network_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "conv-ep"
+    assert main(["reproduce", "conv-ep", "--fast", "--out", str(out), "--no-ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a conv network has none" in err
+    assert not out.exists()
+
+
 def test_results_only_renders_what_the_runs_hold_and_trains_nothing(tmp_path, capsys):
     declared = dict(fig3.planned("smoke"))
     out = tmp_path / "fig3"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from eqprop import config as cfg
-from eqprop.errors import EqpropError
+from eqprop.errors import ConfigError, EqpropError
 
 #: ``--fast`` on networks with even/odd layers (as validated on network B)
 FAST_SOR: dict[str, Any] = {
@@ -76,7 +76,14 @@ def _alternates_parity(section: cfg.TopologySection) -> bool:
 
 def fast_free(config: cfg.RunConfig) -> dict[str, Any]:
     """The ``--fast`` free phase of ``config``'s network: :data:`FAST_SOR` or
-    :data:`FAST_FISTA` (module docs)."""
+    :data:`FAST_FISTA` (module docs); a one-line ConfigError for a conv network, on which
+    neither was validated to learn as the fixed steps do."""
+    if config.topology.family == cfg.CONV:
+        raise ConfigError(
+            "--fast is the free phase validated on the papers' fully connected networks; "
+            "a conv network has none: leave --fast out, or choose a solver with --set "
+            "free.solver=..."
+        )
     return FAST_SOR if _alternates_parity(config.topology) else FAST_FISTA
 
 
