@@ -205,13 +205,27 @@ def _float64_copy(net: EnergyNetwork) -> EnergyNetwork:
     return duplicate
 
 
+#: the most state units :func:`check_config` takes: the true gradient solves a linear system
+#: in the energy's Hessian over one example's state (10,000 units: 800 MB in float64)
+MAX_STATE = 10_000
+
+
 def check_config(
     config: cfg.RunConfig, examples: int = 8, beta: float = 1e-4, data_dir=None
 ) -> GradientCheck:
     """:func:`check_gradient` for a config's initial network, estimator and nudging, with
-    ``beta`` replacing the config's, on the first ``examples`` training examples."""
+    ``beta`` replacing the config's, on the first ``examples`` training examples; a one-line
+    ConfigError for a network of more than :data:`MAX_STATE` state units."""
+    n_state = sum(config.topology.layer_sizes()[1:])
+    if n_state > MAX_STATE:
+        raise ConfigError(
+            f"check-gradient solves with the energy's Hessian over one example's "
+            f"{n_state:,} state units, more than it takes ({MAX_STATE:,}); check a narrower "
+            f"network of the same kind (fewer channels or neurons per layer)"
+        )
     config = config.override({"estimator.beta": beta, "data.limit": None})
     data = runs.load_data(config, data_dir)
+    runs.check_data_fits(config, data)
     net = runs.build_network(config.override({"train.dtype": "float64", "train.device": "cpu"}))
     result = check_gradient(
         net,

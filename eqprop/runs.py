@@ -351,15 +351,21 @@ def check_run(
         if need > available:
             raise ConfigError(_memory_message(config, need, available))
     data = load_data(config, options.data_dir)
-    if config.topology.family == CONV:
-        _check_conv_data(config, data)
-    else:
-        _check_sizes(config, data)
+    check_data_fits(config, data)
     if available is not None:
         need = memory_lower_bound(config, len(data.train), len(data.held_out))
         if need > available:
             raise ConfigError(_memory_message(config, need, available))
     return data
+
+
+def check_data_fits(config: RunConfig, data: Dataset) -> None:
+    """A one-line ConfigError unless ``config``'s network takes ``data``: a fully connected
+    one its input width and classes, a conv one its image shape and classes."""
+    if config.topology.family == CONV:
+        _check_conv_data(config, data)
+    else:
+        _check_sizes(config, data)
 
 
 def _check_sizes(config: RunConfig, data: Dataset) -> None:
@@ -394,11 +400,14 @@ def _check_conv_data(config: RunConfig, data: Dataset) -> None:
     shape = image_shape(data)
     fits = len(shape) == 1 and math.prod(wanted) == shape[0]
     if not fits and tuple(wanted) != shape:
-        fix = f"[{', '.join(map(str, shape))}]" if len(shape) == 3 else "[C, H, W] of that many"
+        fix = (
+            f"use --set topology.input_shape=[{','.join(map(str, shape))}]"
+            if len(shape) == 3
+            else f"set topology.input_shape to a [C, H, W] of {data.n_features} values"
+        )
         raise ConfigError(
             f"topology.input_shape = {wanted} but {data.name} has images of shape "
-            f"{'x'.join(map(str, data.image_shape))} ({data.n_features} values); use --set "
-            f"topology.input_shape={fix.replace(' ', '')}"
+            f"{'x'.join(map(str, data.image_shape))} ({data.n_features} values); {fix}"
         )
     if section.sizes[-1] != data.n_classes:
         dense = [*section.sizes[:-1], data.n_classes]

@@ -195,7 +195,9 @@ def test_own_images_fit_their_own_shape_and_flat_features_any_of_as_many_values(
     flat = own_dataset((x, y))
     assert runs.image_shape(flat) == (64,)
     runs._check_conv_data(tiny("topology.input_shape=[4, 4, 4]"), flat)
-    with pytest.raises(ConfigError, match=r"use --set topology.input_shape=\[C,H,W\]"):
+    with pytest.raises(
+        ConfigError, match=r"set topology.input_shape to a \[C, H, W\] of 64 values"
+    ):
         runs._check_conv_data(tiny("topology.input_shape=[1, 4, 4]"), flat)
 
 
@@ -348,6 +350,26 @@ def test_check_gradient_on_a_conv_config(tmp_path, capsys):
         == 0
     )
     assert "weights: cosine 1.0000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--preset", "conv-mnist", "--set", "data.dataset=digits"],
+            "topology.input_shape = [1, 28, 28] but digits has images of shape 8x8",
+        ),
+        (
+            ["--preset", "digits", "--set", "topology.sizes=[100, 32, 10]"],
+            "topology.sizes starts with 100 inputs but digits has 64 features",
+        ),
+        (["--preset", "conv-cifar10"], "over one example's 57,866 state units"),
+    ],
+)
+def test_check_gradient_refuses_data_or_sizes_that_do_not_fit(argv, message, capsys):
+    assert cli.main(["check-gradient", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
 
 
 # -- sweeps ---------------------------------------------------------------------------------
