@@ -1069,6 +1069,16 @@ def resolve(
     if config_file is not None:
         changes.update(_file_changes(config_file))
     changes.update(parse_overrides(overrides))
+    given = {canonical_key(k): v for k, v in changes.items()}
+    if given.get("topology.family") == CONV != base.topology.family and (
+        "topology.sizes" not in given
+    ):
+        origin = f"the fully connected preset {preset_name!r}" if preset_name else "the defaults"
+        raise ConfigError(
+            f"topology.family = {CONV!r} needs topology.sizes, the dense layers after the conv "
+            f"layers with the output last (e.g. [10]); {list(base.topology.sizes)} are "
+            f"those of {origin}"
+        )
     return base.override(changes)
 
 

@@ -159,6 +159,17 @@ def test_the_layer_sweeping_solvers_run_a_conv_config(tmp_path, solver):
     assert 0 <= record["train_error"] < 1
 
 
+def test_a_conv_config_over_a_dense_preset_must_give_its_dense_sizes(tmp_path):
+    no_sizes = "\n".join(line for line in TINY.splitlines() if not line.startswith("sizes"))
+    (tmp_path / "conv.toml").write_text(no_sizes)
+    with pytest.raises(ConfigError, match=r"needs topology.sizes.*preset 'digits'"):
+        cfg.resolve("digits", tmp_path / "conv.toml")
+    assert cfg.resolve(
+        "digits", tmp_path / "conv.toml", ["topology.sizes=[10]"]
+    ).topology.sizes == (10,)
+    assert cfg.resolve("conv-mnist", None, ["topology.channels=[8, 16]"]).topology.sizes == (10,)
+
+
 def test_conv_keys_on_a_fully_connected_family_are_refused():
     with pytest.raises(ConfigError, match=r"topology.channels applies only with .*'conv'"):
         cfg.resolve("digits", None, ["topology.channels=[4]"])
