@@ -126,7 +126,7 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "rates (0.1, 0.05, 0.02), batches of 32; the standard split, so the held-out error is "
         "the test error. The anchors differ: Ernoult et al. (2019) used 32 and 64 maps and "
         "more epochs; Lin, Bal & Sengupta (2024) a spiking network with average pooling. One "
-        "seed each: one run's test error moves by a few tenths of a point from epoch to epoch."
+        "seed each; no spread over seeds was measured."
     )
     measurements = [
         "## Results",

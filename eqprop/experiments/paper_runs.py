@@ -139,10 +139,10 @@ class Reduction:
         parts = []
         if self.small:
             parts.append(
-                f"the bundled 8x8 `digits` data with hidden layers of {SMOKE_HIDDEN} neurons "
-                "(same depth; ICONS `n` converted to its equivalent `p`; a conv network keeps "
-                f"its blocks with {SMOKE_CHANNELS} maps each, 3x3 kernels, padding 1 and 2x2 "
-                "pooling)"
+                f"the bundled 8x8 `digits` data, each network shrunk to fit it (fully "
+                f"connected: hidden layers of {SMOKE_HIDDEN} neurons, same depth, an ICONS `n` "
+                f"converted to its equivalent `p`; conv: blocks of {SMOKE_CHANNELS} maps, 3x3 "
+                "kernels, padding 1 and 2x2 pooling)"
             )
         if self.limit:
             parts.append(f"only the first {self.limit:,} examples of each split")
