@@ -900,8 +900,20 @@ def plan_lines(scale: str, out: Path) -> list[str]:
 
 
 def load_records(runs_dir: Path) -> list[dict]:
-    """Every run file in ``runs_dir`` (sorted by name)."""
-    return [json.loads(path.read_text()) for path in sorted(Path(runs_dir).glob("*.json"))]
+    """Every run file in ``runs_dir`` (sorted by name); a one-line ConfigError naming a file
+    that is not one."""
+    records = []
+    for path in sorted(Path(runs_dir).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{path} is not a readable run file ({exc}); delete it to retrain"
+            ) from exc
+        if not isinstance(record, dict) or "rule" not in record:
+            raise ConfigError(f"{path} is not a run file (no rule); delete it to retrain")
+        records.append(record)
+    return records
 
 
 def stage_measured(directory: Path, scale: str) -> tuple[list[dict], str]:
