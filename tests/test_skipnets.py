@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -508,3 +509,11 @@ def test_a_baseline_run_file_of_another_scale_is_refused_not_reused(
         record["seed"],
     )
     assert record["settings"] == skipnets.settings_record(settings)
+
+
+def test_render_rewrites_the_committed_results_from_their_run_files(tmp_path: Path) -> None:
+    committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
+    shutil.copytree(committed / "runs", tmp_path / "runs")
+    assert skipnets.main(["mlp-budget", str(tmp_path), "--render"]) == 0
+    assert (tmp_path / "results.md").read_text() == (committed / "results.md").read_text()
+    assert (tmp_path / "accuracy_vs_depth.png").stat().st_size > 0

@@ -817,7 +817,16 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     )
     for name, error in errors.items():
         _LOG.warning("skipnets %s failed: %s", name, error)
-    records = load_records(runs_dir)
+    return render_stage(scale, out)
+
+
+def render_stage(scale: str, out: Path) -> Path:
+    """Draw the figures and write ``results.md`` of ``scale`` from the run files in
+    ``out/runs`` as they are (trains nothing: runs without a file are listed as not run);
+    return the path of ``results.md``."""
+    protocol = PROTOCOLS[scale]
+    out = Path(out)
+    records = load_records(out / "runs")
     rows = collect_rows(records)
     plot_accuracy_vs_depth(rows, protocol, out / "accuracy_vs_depth.png")
     plot_sensitivity(records, protocol, out / "sensitivity.png")
@@ -1857,7 +1866,9 @@ def plot_sensitivity(records: Sequence[Mapping], protocol: Protocol, path: Path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m eqprop.experiments.skipnets SCALE OUT``: print :func:`plan_lines`."""
+    """``python -m eqprop.experiments.skipnets SCALE OUT [--render]``: print
+    :func:`plan_lines`; with ``--render``, also :func:`render_stage` (a stage of unfinished
+    runs, say)."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -1867,9 +1878,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("scale", help=", ".join(SCALES))
     parser.add_argument("out", help="the output directory")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="also draw the figures and write results.md from the run files there",
+    )
     args = parser.parse_args(argv)
     try:
         print("\n".join(plan_lines(args.scale, Path(args.out))))
+        if args.render:
+            print(render_stage(args.scale, Path(args.out)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
