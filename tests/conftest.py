@@ -65,3 +65,15 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         raise urllib.error.URLError("network disabled in tests")
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny networks on a shared machine run far faster so),
+    the previous count restored after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fixed_point import relax_to_fixed_point
 
 from eqprop.activation import SMOOTH_SIGMOID
 from eqprop.conv import ConvBlock, ConvNetwork, ConvSGD, conv_mnist
@@ -145,16 +146,6 @@ def test_nudged_step_descends_the_total_energy_gradient():
 
 
 # -- fixed points ------------------------------------------------------------------------------
-def relax_to_fixed_point(net, s, base, nudge=None):
-    relax = FixedSteps(eps=0.5, steps=100)
-    for _ in range(400):
-        prev = s.clone()
-        relax.relax(net, s, base, nudge)
-        if float((s - prev).abs().max()) < 1e-15:
-            return s
-    raise AssertionError("relaxation did not converge")
-
-
 @pytest.mark.parametrize("activation", ["hard-sigmoid", SMOOTH_SIGMOID.name])
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_the_fixed_point_is_a_stationary_point_of_the_energy(name, activation):

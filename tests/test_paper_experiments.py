@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from md_tables import claim_verdicts, table_rows
 
 from eqprop import config as cfg
@@ -27,13 +26,9 @@ MAX_PNG = 300_000
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny networks on a shared machine run far faster on one thread; no env selection."""
+def quiet_machine(monkeypatch, one_thread):
+    """One torch thread (conftest), and no run selection from the environment."""
     monkeypatch.delenv(pr.ONLY_ENV, raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_state(out: Path) -> dict[str, tuple[int, str]]:

@@ -7,7 +7,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import torch
 from md_tables import claim_verdicts
 
 from eqprop import config as cfg
@@ -24,12 +23,9 @@ SOLVERS_FULL = Path(__file__).resolve().parents[1] / "docs/results/solvers-full/
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
+def quiet_machine(monkeypatch, one_thread):
+    """One torch thread (conftest), and no run selection from the environment."""
     monkeypatch.delenv(pr.ONLY_ENV, raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tree(path: Path) -> dict[str, str]:

@@ -5,12 +5,12 @@ topology family (``docs/science.md`` section 1, "theory to test against")."""
 import numpy as np
 import pytest
 import torch
+from fixed_point import relax_to_fixed_point
 
 from eqprop import topology
 from eqprop.estimators import Centered, Positive, RandomSign
 from eqprop.network import Network
 from eqprop.nudging import GradientNudging, IconsNudging, Nudge
-from eqprop.relaxation.fixed import FixedSteps
 
 SIZES = [12, 10, 10, 4]
 FAMILIES = {
@@ -18,16 +18,6 @@ FAMILIES = {
     "icons": lambda: topology.icons(SIZES, n=40, seed=3),
     "rewired": lambda: topology.rewired(SIZES, p=0.3, seed=3),
 }
-
-
-def relax_to_fixed_point(net, s, base, nudge=None):
-    relax = FixedSteps(eps=0.5, steps=100)
-    for _ in range(400):
-        prev = s.clone()
-        relax.relax(net, s, base, nudge)
-        if float((s - prev).abs().max()) < 1e-15:
-            return s
-    raise AssertionError("relaxation did not converge")
 
 
 def true_gradient(net, x, target, s_star):
