@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on your own examples: arrays x, y and optionally x_valid, y_valid and/or "
         "x_test, y_test (shortcut for --set data.dataset=file --set data.path=FILE.npz)",
     )
-    p.add_argument("--data-dir", help="directory of the datasets (MNIST, Fashion-MNIST, CIFAR-10; or set EQPROP_DATA_DIR)")
+    p.add_argument("--data-dir", help="directory of the datasets (or set EQPROP_DATA_DIR)")
     p.add_argument(
         "--device",
         help="cpu, cuda or cuda:N (shortcut for --set train.device=...); with --resume, moves "
@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="fig3, fig4, fig5, smallworld, skipnets, deep-logic")
     p.add_argument("--scale", default="smoke", help="smoke, quick or full")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    p.add_argument("--data-dir", help="directory of the datasets (MNIST, Fashion-MNIST, CIFAR-10)")
+    p.add_argument("--data-dir", help="directory of the datasets")
     p.add_argument(
         "--device",
         help="cpu, cuda or cuda:N: where the EP runs compute; new runs start there and "
@@ -555,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--beta", type=_positive_float, default=1e-4, help="nudging strength for the check (1e-4)"
     )
-    p.add_argument("--data-dir", help="directory of the datasets (MNIST, Fashion-MNIST, CIFAR-10; or set EQPROP_DATA_DIR)")
+    p.add_argument("--data-dir", help="directory of the datasets (or set EQPROP_DATA_DIR)")
     p.set_defaults(func=_check_gradient)
 
     p = sub.add_parser(
@@ -581,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=_positive, help="first N examples of each split (all)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads (2)")
-    p.add_argument("--data-dir", help="directory of the datasets (MNIST, Fashion-MNIST, CIFAR-10; or set EQPROP_DATA_DIR)")
+    p.add_argument("--data-dir", help="directory of the datasets (or set EQPROP_DATA_DIR)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.set_defaults(func=_bench_solvers)

@@ -295,7 +295,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-trial", type=int, help="CPUs (torch threads) per trial")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial")
     parser.add_argument("--retries", type=int, help="retries of a trial whose worker died")
-    parser.add_argument("--data-dir", help="directory of the datasets (MNIST, Fashion-MNIST, CIFAR-10; or set EQPROP_DATA_DIR)")
+    parser.add_argument("--data-dir", help="directory of the datasets (or set EQPROP_DATA_DIR)")
     parser.add_argument(
         "--retry-failed", action="store_true", help="also run again the trials that failed"
     )
