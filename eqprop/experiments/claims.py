@@ -106,19 +106,34 @@ def _named(metric: str, records: Sequence[dict]) -> str:
 
 
 @dataclass(frozen=True)
-class ReachesBy:
-    """Run ``run``'s ``metric`` is at most ``value`` by epoch ``epoch`` ("about": up to
-    ``slack`` times later still holds; reached later than that is ``partly``)."""
+class _OneRun:
+    """A check of run ``run``'s ``metric`` against ``value`` up to epoch ``epoch``."""
 
     run: str
     metric: str
     value: float
     epoch: int
-    slack: float = 1.25
 
     def named(self, r: Run) -> str:
         """How a verdict names :attr:`metric` (by the key of ``r``'s records)."""
         return _named(self.metric, r.records)
+
+    def reached_at(self, r: Run, epoch: int) -> str:
+        """The measurement: ``r`` reached :attr:`value` at ``epoch``."""
+        return f"{self.run}: {self.named(r)} {_pct(self.value)} at epoch {epoch}"
+
+    def lowest(self, r: Run, records: Sequence[dict]) -> str:
+        """The measurement: the lowest :attr:`metric` of ``records``, of ``r``'s epochs."""
+        best = min(record_metric(x, self.metric) for x in records)
+        return f"{self.run}: lowest {self.named(r)} {_pct(best)} in {r.epochs_done} epochs"
+
+
+@dataclass(frozen=True)
+class ReachesBy(_OneRun):
+    """Run ``run``'s ``metric`` is at most ``value`` by epoch ``epoch`` ("about": up to
+    ``slack`` times later still holds; reached later than that is ``partly``)."""
+
+    slack: float = 1.25
 
     def __call__(self, runs: Mapping[str, Run]) -> Verdict:
         r = runs.get(self.run)
@@ -126,29 +141,15 @@ class ReachesBy:
             return Verdict(NOT_YET, f"{self.run}: no finished epoch yet")
         limit = math.ceil(self.epoch * self.slack)
         reached = first_epoch_at_most(r.records, self.metric, self.value)
-        best = min(record_metric(x, self.metric) for x in r.records)
         if reached is not None:
-            verdict = HOLDS if reached <= limit else PARTLY
-            return Verdict(
-                verdict,
-                f"{self.run}: {self.named(r)} {_pct(self.value)} at epoch {reached}",
-            )
-        seen = f"{self.run}: lowest {self.named(r)} {_pct(best)} in {r.epochs_done} epochs"
-        return Verdict(FAILS if r.epochs_done >= limit else NOT_YET, seen)
+            return Verdict(HOLDS if reached <= limit else PARTLY, self.reached_at(r, reached))
+        verdict = FAILS if r.epochs_done >= limit else NOT_YET
+        return Verdict(verdict, self.lowest(r, r.records))
 
 
 @dataclass(frozen=True)
-class NeverReaches:
+class NeverReaches(_OneRun):
     """Run ``run``'s ``metric`` stays above ``value`` through epoch ``epoch``."""
-
-    run: str
-    metric: str
-    value: float
-    epoch: int
-
-    def named(self, r: Run) -> str:
-        """How a verdict names :attr:`metric` (by the key of ``r``'s records)."""
-        return _named(self.metric, r.records)
 
     def __call__(self, runs: Mapping[str, Run]) -> Verdict:
         r = runs.get(self.run)
@@ -157,13 +158,9 @@ class NeverReaches:
         within = [x for x in r.records if x["epoch"] <= self.epoch]
         reached = first_epoch_at_most(within, self.metric, self.value)
         if reached is not None:
-            return Verdict(
-                FAILS,
-                f"{self.run}: {self.named(r)} {_pct(self.value)} at epoch {reached}",
-            )
-        best = min(record_metric(x, self.metric) for x in within)
-        seen = f"{self.run}: lowest {self.named(r)} {_pct(best)} in {r.epochs_done} epochs"
-        return Verdict(HOLDS if r.epochs_done >= self.epoch else NOT_YET, seen)
+            return Verdict(FAILS, self.reached_at(r, reached))
+        verdict = HOLDS if r.epochs_done >= self.epoch else NOT_YET
+        return Verdict(verdict, self.lowest(r, within))
 
 
 @dataclass(frozen=True)
