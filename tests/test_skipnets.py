@@ -517,3 +517,17 @@ def test_render_rewrites_the_committed_results_from_their_run_files(tmp_path: Pa
     assert skipnets.main(["mlp-budget", str(tmp_path), "--render"]) == 0
     assert (tmp_path / "results.md").read_text() == (committed / "results.md").read_text()
     assert (tmp_path / "accuracy_vs_depth.png").stat().st_size > 0
+
+
+def test_publish_copies_a_stage_and_indexes_its_claims(tmp_path: Path) -> None:
+    committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
+    out, dest = tmp_path / "out", tmp_path / "results" / "skipnets"
+    shutil.copytree(committed / "runs", out / "runs")
+    assert skipnets.main(["mlp-budget", str(out), "--publish", str(dest)]) == 0
+    assert (dest / "results.md").read_text() == (committed / "results.md").read_text()
+    assert sorted(p.name for p in (dest / "runs").iterdir()) == sorted(
+        p.name for p in (committed / "runs").iterdir()
+    )
+    assert (dest / "experiment.toml").read_text() == (committed / "experiment.toml").read_text()
+    index = (tmp_path / "results" / "README.md").read_text()
+    assert index.count("[skipnets](skipnets/results.md)") == len(skipnets.CLAIMS)

@@ -820,6 +820,34 @@ def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | Non
     return render_stage(scale, out)
 
 
+def publish_stage(scale: str, out: Path, dest: Path) -> Path:
+    """Render the stage of ``scale`` held in ``out`` (:func:`render_stage`) and copy it into
+    ``dest``: ``results.md``, the figures and every run file (replacing ``dest``'s), with an
+    ``experiment.toml`` naming the scale; regenerate the claims index of ``dest``'s parent
+    and return its path."""
+    import shutil
+
+    import tomli_w
+
+    from eqprop.experiments.report import STAGE, write_index
+
+    out, dest = Path(out), Path(dest)
+    files = sorted((out / "runs").glob("*.json"))
+    if not files:
+        raise ConfigError(f"{out / 'runs'} holds no run files; nothing to publish")
+    render_stage(scale, out)
+    (dest / "runs").mkdir(parents=True, exist_ok=True)
+    for old in (dest / "runs").glob("*.json"):
+        old.unlink()
+    for f in files:
+        shutil.copyfile(f, dest / "runs" / f.name)
+    for name in ("results.md", "accuracy_vs_depth.png", "sensitivity.png"):
+        shutil.copyfile(out / name, dest / name)
+    stage = {"experiment": "skipnets", "scale": scale}
+    atomic_write_bytes(dest / STAGE, tomli_w.dumps(stage).encode())
+    return write_index(dest.parent)
+
+
 def render_stage(scale: str, out: Path) -> Path:
     """Draw the figures and write ``results.md`` of ``scale`` from the run files in
     ``out/runs`` as they are (trains nothing: runs without a file are listed as not run);
@@ -1866,9 +1894,9 @@ def plot_sensitivity(records: Sequence[Mapping], protocol: Protocol, path: Path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m eqprop.experiments.skipnets SCALE OUT [--render]``: print
+    """``python -m eqprop.experiments.skipnets SCALE OUT [--render | --publish DEST]``: print
     :func:`plan_lines`; with ``--render``, also :func:`render_stage` (a stage of unfinished
-    runs, say)."""
+    runs, say); with ``--publish``, :func:`publish_stage`."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -1883,10 +1911,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also draw the figures and write results.md from the run files there",
     )
+    parser.add_argument(
+        "--publish",
+        metavar="DEST",
+        help="render, then copy the stage into DEST (e.g. docs/results/skipnets) and "
+        "regenerate the claims index beside it",
+    )
     args = parser.parse_args(argv)
     try:
         print("\n".join(plan_lines(args.scale, Path(args.out))))
-        if args.render:
+        if args.publish:
+            index = publish_stage(args.scale, Path(args.out), Path(args.publish))
+            print(f"published to {args.publish}; index: {index}")
+        elif args.render:
             print(render_stage(args.scale, Path(args.out)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
