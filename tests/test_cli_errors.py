@@ -381,14 +381,19 @@ def garbage_checkpoint(root: Path) -> None:
     (root / "run" / "checkpoint.pt").write_bytes(os.urandom(4096))
 
 
-def crafted_checkpoint(root: Path) -> None:
-    """A checkpoint whose unpickling would run code (it would create ``pwned``)."""
+def code_payload(root: Path) -> object:
+    """An object whose unpickling would run code (it would create ``root/pwned``)."""
 
     class Payload:
         def __reduce__(self):
             return (os.system, (f"touch {root / 'pwned'}",))
 
-    torch.save({"trainer": Payload(), "wall": 0.0}, root / "run" / "checkpoint.pt")
+    return Payload()
+
+
+def crafted_checkpoint(root: Path) -> None:
+    """A checkpoint whose unpickling would run code (:func:`code_payload`)."""
+    torch.save({"trainer": code_payload(root), "wall": 0.0}, root / "run" / "checkpoint.pt")
 
 
 def tampered_checkpoint(root: Path) -> None:
@@ -478,13 +483,8 @@ def tamper_best(saved: dict) -> None:
 
 
 def crafted_best(root: Path) -> None:
-    """A best.pt whose unpickling would run code (it would create ``pwned``)."""
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {root / 'pwned'}",))
-
-    torch.save({"network": Payload(), "epoch": 1}, root / "run" / "best.pt")
+    """A best.pt whose unpickling would run code (:func:`code_payload`)."""
+    torch.save({"network": code_payload(root), "epoch": 1}, root / "run" / "best.pt")
 
 
 def torn_metrics(root: Path) -> None:
