@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from eqprop import config as cfg
+from eqprop.cli_options import add_data_dir_option, add_ray_options, add_set_option
 from eqprop.errors import EqpropError, Interrupted
 
 
@@ -411,13 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--preset", default=default_preset, help="a bundled preset (see 'eqprop presets')"
         )
         p.add_argument("--config", help="a TOML config file (applied over the preset)")
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override one field, TOML value syntax (repeatable)",
-        )
+        add_set_option(p)
 
     p = sub.add_parser(
         "train",
@@ -434,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on your own examples: arrays x, y and optionally x_valid, y_valid and/or "
         "x_test, y_test (shortcut for --set data.dataset=file --set data.path=FILE.npz)",
     )
-    p.add_argument("--data-dir", help="directory of the datasets (or set EQPROP_DATA_DIR)")
+    add_data_dir_option(p)
     p.add_argument(
         "--device",
         help="cpu, cuda or cuda:N (shortcut for --set train.device=...); with --resume, moves "
@@ -468,32 +463,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="fig3, fig4, fig5, smallworld, skipnets, deep-logic")
     p.add_argument("--scale", default="smoke", help="smoke, quick or full")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    p.add_argument("--data-dir", help="directory of the datasets")
+    add_data_dir_option(p)
     p.add_argument(
         "--device",
         help="cpu, cuda or cuda:N: where the EP runs compute; new runs start there and "
         "resumed ones move there (no longer bit for bit, with a note)",
     )
-    p.add_argument(
-        "--address",
-        help="run the trials on this Ray cluster (default: a local Ray instance, if installed)",
+    ray = add_ray_options(
+        p, "for the experiments whose runs are trials (on Ray if it is installed)"
     )
-    p.add_argument(
-        "--trials-at-once", type=int, help="at most N trials together on Ray (default: as fit)"
-    )
-    p.add_argument("--cpus-per-trial", type=int, help="CPUs (torch threads) per trial (1)")
-    p.add_argument("--retries", type=int, help="retries of a trial whose worker died (2)")
-    p.add_argument(
+    ray.add_argument(
         "--no-ray", action="store_true", help="run the trials one by one in this process"
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one field of every run, as in 'eqprop train --set' (repeatable; named "
-        "as a departure in results.md)",
-    )
+    add_set_option(p, " of every run", "; named as a departure in results.md")
     p.add_argument(
         "--fast",
         action="store_true",
@@ -555,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--beta", type=_positive_float, default=1e-4, help="nudging strength for the check (1e-4)"
     )
-    p.add_argument("--data-dir", help="directory of the datasets (or set EQPROP_DATA_DIR)")
+    add_data_dir_option(p)
     p.set_defaults(func=_check_gradient)
 
     p = sub.add_parser(
@@ -581,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=_positive, help="first N examples of each split (all)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads (2)")
-    p.add_argument("--data-dir", help="directory of the datasets (or set EQPROP_DATA_DIR)")
+    add_data_dir_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
     p.set_defaults(func=_bench_solvers)

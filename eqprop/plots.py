@@ -40,6 +40,8 @@ STYLE = {
 }
 #: marker size of the per-epoch points (a one-epoch run is a single visible point)
 MARKER_SIZE = 3.5
+#: lines of at most this many points have their points marked (one epoch is then visible)
+MARKED_POINTS = 30
 #: colour map of the layer pairs (pair k has the same colour in every panel)
 PAIR_CMAP = "viridis"
 
@@ -304,24 +306,59 @@ def layer_rates_figure(
     """Figure-4 style: per-layer training rates (eq. 2) against batch, smoothed with eq. 3
     over ``2 * smooth + 1`` batches, log y axis, a panel per run, a line per layer pair
     (pair k has one colour in every panel; one legend, outside the panels)."""
-    n_pairs = max((rates.shape[1] for _, rates in runs if rates.ndim == 2), default=0)
+    panels = [
+        (label, np.arange(1, len(rates) + 1), smooth_rates(rates, smooth) if rates.size else rates)
+        for label, rates in runs
+    ]
+    return _rates_figure(panels, "batch", "RMS correction per batch", title)
+
+
+def epoch_rates_figure(
+    runs: Sequence[tuple[str, Sequence[dict]]], *, title: str | None = None
+) -> Figure:
+    """Per-layer training rates of long runs: each layer pair's rate (eq. 2) averaged over
+    each epoch's batches (the ``layer_rates`` of the run's per-epoch metrics records) against
+    epoch, log y axis, a panel per run, a line per layer pair (one colour per pair in every
+    panel; one legend, outside the panels). A mean that is not positive and finite (a
+    diverged or silent pair) is a gap in its line. ``runs`` pairs a label with the run's
+    metrics records (:func:`eqprop.runs.read_metrics`)."""
+    panels = []
+    for label, records in runs:
+        kept = [r for r in records if r.get("layer_rates")]
+        means = np.array([r["layer_rates"] for r in kept], dtype=np.float64)
+        means[~(np.isfinite(means) & (means > 0))] = np.nan
+        panels.append((label, np.array([r["epoch"] for r in kept]), means))
+    return _rates_figure(panels, "epoch", "mean RMS correction per batch", title)
+
+
+def _rates_figure(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    xlabel: str,
+    ylabel: str,
+    title: str | None,
+) -> Figure:
+    """A panel per ``(label, x, rates)`` with a line per layer pair (a column of ``rates``,
+    ``(len(x), pairs)``) against ``x``, log y axis; points marked where a line has at most
+    :data:`MARKED_POINTS` of them."""
+    n_pairs = max((rates.shape[1] for _, _, rates in panels if rates.ndim == 2), default=0)
     colors = pair_colors(n_pairs)
     with rc_context(STYLE):
-        fig = new_figure(figsize=(2.9 * len(runs) + 1.2, 3.1))
-        axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
-        for ax, (label, rates) in zip(axes, runs, strict=True):
-            if rates.size == 0:
+        fig = new_figure(figsize=(2.9 * len(panels) + 1.2, 3.1))
+        axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+        for ax, (label, x, rates) in zip(axes, panels, strict=True):
+            if rates.size == 0:  # no per-batch rates (no finished epoch), or no records
                 ax.set_title(f"{label}\n(no finished epoch)")
+                ax.set_xticks([])
                 continue
-            smoothed = smooth_rates(rates, smooth)
-            batches = np.arange(1, len(rates) + 1)
+            marker = {"marker": "o", "ms": 2.0} if len(x) <= MARKED_POINTS else {}
             for k in range(rates.shape[1]):
-                ax.plot(batches, smoothed[:, k], lw=1.0, color=colors[k])
-            ax.set_xlabel("batch")
+                ax.plot(x, rates[:, k], lw=1.0, color=colors[k], **marker)
+            ax.set_xlabel(xlabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
             ax.set_title(label)
         for ax in axes:
             log_axis(ax.yaxis)
-        axes[0].set_ylabel("RMS correction per batch")
+        axes[0].set_ylabel(ylabel)
         if title:
             fig.suptitle(title)
         if n_pairs:

@@ -42,7 +42,8 @@ holds and drops any per-epoch file written after it, so a run killed at any mome
 resumed ends with the same weights and metrics as one never interrupted. An epoch's record
 reaches ``metrics.jsonl`` only after the checkpoint that holds it: a directory whose metrics
 hold finished epochs but whose checkpoint is gone is refused, and only one that never
-reached its first checkpoint starts again from the beginning. A process training a run
+reached its first checkpoint (or lost it before finishing an epoch) starts again from the
+beginning, with a note saying so. A process training a run
 holds a lock on its directory (``flock``); a second one is refused.
 
 Every check that can fail (config, device, data, layer sizes against the data, memory, the
@@ -1244,6 +1245,10 @@ def train_run(
         held = data.held_out
         ckpt_path = run_dir / CHECKPOINT
         state = read_checkpoint(run_dir, config, len(data.train), len(held))
+        # a run trained before (these are written as training starts) with no checkpoint
+        restarted = state is None and any(
+            os.path.lexists(run_dir / name) for name in (METRICS, RATES, STEPS)
+        )
         if os.path.lexists(run_dir / BEST):
             load_best(run_dir, config)
         if state is not None:
@@ -1259,6 +1264,13 @@ def train_run(
                 trainer_state = state["trainer"]
                 where = f" (resuming after epoch {done}, batch {trainer_state['position']})"
             print(f"run directory: {run_dir}{where}", file=sys.stderr, flush=True)
+        if restarted:
+            tqdm.write(
+                f"eqprop: note: {run_dir} has no {CHECKPOINT} and no finished epoch (the run "
+                "stopped before its first checkpoint, or the checkpoint was deleted); training "
+                "starts from the beginning",
+                file=sys.stderr,
+            )
         # -- building -------------------------------------------------------------------
         device = torch.device(config.train.device)
         computing = arithmetic.describe(device)  # read once: it reads /proc/cpuinfo

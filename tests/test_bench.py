@@ -410,6 +410,29 @@ def test_bench_times_the_conv_step_against_its_convolutions():
     json.dumps(record)
 
 
+def test_step_windows_alternate_and_are_timed_one_after_another():
+    """The timing loop of the step and conv-step benchmarks: per round one window of steps,
+    then each bound's window, every window timed from the end of the one before, on both
+    clocks; the ratio is the median of per-round ratios, not a ratio of medians."""
+    calls: list[str] = []
+    ticks = iter(range(0, 1000, 2))
+
+    def now() -> tuple[float, float]:  # wall advances 2 per reading, CPU 1
+        t = next(ticks)
+        return float(t), t / 2
+
+    def record(name: str):
+        return lambda: calls.append(name)
+
+    times = bench._alternate(now, 3, 4, record("steps"), [record("a"), record("b")])
+    assert calls == (["steps"] + ["a"] * 4 + ["b"] * 4) * 3
+    assert times == [[(2.0, 1.0)] * 3] * 3  # 4 readings a round: no window skips one
+    steps, bounds = [(3.0, 1.0), (8.0, 2.0), (4.0, 9.0)], [(1.0, 1.0), (2.0, 1.0), (4.0, 3.0)]
+    summary = bench._step_over_bound(steps, bounds, 2, 0)
+    assert summary == {"ms_per_step": 2000.0, "lower_bound_ms": 1000.0, "step_over_bound": 3.0}
+    assert bench._step_over_bound(steps, bounds, 2, 1)["step_over_bound"] == 2.0
+
+
 def test_conv_bound_runs_the_steps_convolutions_and_products():
     """The bound's operations are the step's: one conv2d and one conv_transpose2d per conv
     block between state layers, two matrix products per dense pair."""

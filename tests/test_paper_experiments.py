@@ -19,7 +19,7 @@ from eqprop.experiments import driver, experiment, fig3, fig4, fig5, runner
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import NOT_YET
 from eqprop.metrics import HELD_OUT_ERROR, held_out_error, record_metric
-from eqprop.plots import LogTicks, errors_figure, network_label, sizes_label
+from eqprop.plots import LogTicks, epoch_rates_figure, errors_figure, network_label, sizes_label
 from eqprop.runs import CHECKPOINT, METRICS, read_layer_rates, read_metrics, start_run, train_run
 
 MAX_PNG = 300_000
@@ -346,6 +346,58 @@ def test_plot_of_one_epoch_shows_a_marker_per_point():
     lines = fig.axes[0].get_lines()
     assert [ln.get_linestyle() for ln in lines] == ["-", "--"]
     assert all(ln.get_marker() == "o" and len(ln.get_xdata()) == 1 for ln in lines)
+
+
+JOURNAL_RUNS = Path(__file__).resolve().parents[1] / "docs" / "results" / "journal" / "runs"
+
+
+def test_journal_rates_figure_of_the_full_runs_is_a_line_per_layer_pair_per_epoch(tmp_path):
+    """The journal's Figure 4 bottom row from the committed full-scale runs (metrics only, no
+    per-batch files): a line per layer pair (5 hidden layers: 6 pairs) at each finished epoch,
+    the epoch's mean rate from metrics.jsonl, log y, x in epochs; a readable PNG."""
+    from eqprop.experiments import journal
+
+    configs = dict(journal.planned("full"))
+    results = []
+    for name, config in configs.items():
+        run_dir = JOURNAL_RUNS / name
+        records = read_metrics(run_dir) if (run_dir / METRICS).exists() else []
+        results.append(pr.RunResult(name, config, run_dir, records, "committed"))
+    assert max(len(r.records) for r in results) == 100  # a full run: 300,000 batches
+    fig = journal.figures("full", results)["layer_rates.png"]
+    axes = fig.axes
+    assert len(axes) == len(results)
+    for ax, result in zip(axes, results, strict=True):
+        assert ax.get_yscale() == "log"
+        if not result.records:
+            assert "no finished epoch" in ax.get_title() and not ax.get_lines()
+            continue
+        assert ax.get_xlabel() == "epoch" and ax.get_title() == result.name
+        lines = ax.get_lines()
+        assert len(lines) == len(result.config.topology.sizes) - 1 == 6
+        epochs = [r["epoch"] for r in result.records]
+        for k, line in enumerate(lines):
+            assert list(line.get_xdata()) == epochs
+            assert np.array_equal(line.get_ydata(), [r["layer_rates"][k] for r in result.records])
+    legend = axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [f"layers {k}-{k + 1}" for k in range(6)]
+    png = pr.save_png(fig, tmp_path / "layer_rates.png")
+    assert png.stat().st_size <= MAX_PNG
+
+
+def test_epoch_rates_leave_a_gap_where_a_mean_is_not_positive():
+    records = [
+        {"epoch": 1, "layer_rates": [1e-3, 2e-5]},
+        {"epoch": 2},  # an older record without rates
+        {"epoch": 3, "layer_rates": [0.0, float("nan")]},
+        {"epoch": 4, "layer_rates": [5e-4, 1e-5]},
+    ]
+    (ax,) = epoch_rates_figure([("run", records)]).axes
+    first, second = ax.get_lines()
+    assert list(first.get_xdata()) == [1, 3, 4]
+    assert np.array_equal(first.get_ydata(), [1e-3, np.nan, 5e-4], equal_nan=True)
+    assert np.array_equal(second.get_ydata(), [2e-5, np.nan, 1e-5], equal_nan=True)
+    assert first.get_marker() == "o"  # few points: each one marked
 
 
 @pytest.mark.parametrize(

@@ -888,10 +888,16 @@ def test_config_toml_may_extend_the_epochs_and_be_rewritten_with_the_same_values
     assert records[-1]["epoch"] == (2 if edit == "epochs" else 1)
 
 
-def test_a_run_that_never_reached_its_first_checkpoint_starts_again_silently(tmp_path):
+RESTART_NOTE = (
+    "has no checkpoint.pt and no finished epoch (the run stopped before its first checkpoint, "
+    "or the checkpoint was deleted); training starts from the beginning"
+)
+
+
+def test_a_run_that_never_reached_its_first_checkpoint_starts_again(tmp_path, capsys):
     """Killed after its first epoch's files but before the checkpoint that holds the epoch
-    (whose record goes into metrics.jsonl only after it): the run starts from the beginning
-    and ends as one never interrupted."""
+    (whose record goes into metrics.jsonl only after it): the run starts from the beginning,
+    says so, and ends as one never interrupted."""
     config = small_config("epochs=1", "checkpoint_every=0")
     reference = start_run(config, tmp_path / "reference")
     expected = train_run(reference)
@@ -899,11 +905,47 @@ def test_a_run_that_never_reached_its_first_checkpoint_starts_again_silently(tmp
     train_run(run)
     (run / CHECKPOINT).unlink()
     (run / "metrics.jsonl").unlink()  # as the crash left it: epoch 1's files, no record
+    capsys.readouterr()
     records = train_run(run)
+    assert f"eqprop: note: {run} {RESTART_NOTE}\n" in capsys.readouterr().err
     assert [{**r, "wall_time": 0} for r in records] == [{**r, "wall_time": 0} for r in expected]
     assert torch.equal(
         load_run(run, "best").network.biases, load_run(reference, "best").network.biases
     )
+
+
+def test_a_deleted_mid_epoch_checkpoint_restarts_the_run_with_one_note(
+    tmp_path, monkeypatch, capsys
+):
+    """The only checkpoint, written mid-epoch 1 (Ctrl-C), deleted: the resume says in one
+    line that the run starts from the beginning, and does; a new run says nothing of it."""
+    from eqprop.cli import main
+
+    config = small_config("batch_size=20", "checkpoint_every=1000", "epochs=1")
+    reference = start_run(config, tmp_path / "reference")
+    expected = train_run(reference)
+    assert "note" not in capsys.readouterr().err  # a new run: no note
+    run = start_run(config, tmp_path / "run")
+    original = Trainer.train_batch
+
+    def train_batch(self, *args):  # Ctrl-C while batch 5 of 10 of epoch 1 is computed
+        if self.position == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_batch", train_batch)
+    with pytest.raises(Interrupted):
+        train_run(run)
+    monkeypatch.undo()
+    assert torch.load(run / CHECKPOINT, weights_only=False)["trainer"]["position"] == 5
+    assert read_metrics(run) == []
+    (run / CHECKPOINT).unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note" in line]
+    assert notes == [f"eqprop: note: {run} {RESTART_NOTE}"]
+    records = read_metrics(run)
+    assert [{**r, "wall_time": 0} for r in records] == [{**r, "wall_time": 0} for r in expected]
 
 
 def test_the_start_over_command_of_a_lost_checkpoint_trains_the_run_again(tmp_path):

@@ -245,6 +245,50 @@ def _warm_start(net, batch: int, eps: float) -> tuple[torch.Generator, torch.Ten
     return g, base, s
 
 
+_Times = list[tuple[float, float]]  # (wall, cpu) seconds per window
+
+
+def _alternate(
+    now: Callable[[], tuple[float, float]],
+    repeats: int,
+    window: int,
+    steps: Callable[[], None],
+    alone: list[Callable[[], None]],
+) -> list[_Times]:
+    """``repeats`` rounds of one call of ``steps`` (``window`` relaxation steps), then
+    ``window`` calls of each of ``alone`` in turn, each timed: the times of ``steps`` and of
+    each of ``alone``, per round. Alternating makes all see the same machine load."""
+    times: list[_Times] = [[] for _ in range(1 + len(alone))]
+    for _ in range(repeats):
+        start = now()
+        steps()
+        end = now()
+        times[0].append(since(start, end))
+        for run, spent in zip(alone, times[1:], strict=True):
+            start = end
+            for _ in range(window):
+                run()
+            end = now()
+            spent.append(since(start, end))
+    return times
+
+
+def _ms_per_step(times: _Times, window: int, k: int) -> float:
+    """The median window of ``times`` in ms per step, by clock ``k`` (0 wall, 1 CPU)."""
+    return statistics.median(t[k] for t in times) / window * 1e3
+
+
+def _step_over_bound(steps: _Times, bounds: _Times, window: int, k: int) -> dict[str, float]:
+    """ms per step, its bound and their ratio by clock ``k``: the ratio is the median of the
+    per-round ratios (each pair saw the same load)."""
+    pairs = zip(steps, bounds, strict=True)
+    return {
+        "ms_per_step": _ms_per_step(steps, window, k),
+        "lower_bound_ms": _ms_per_step(bounds, window, k),
+        "step_over_bound": statistics.median(a[k] / max(b[k], 1e-12) for a, b in pairs),
+    }
+
+
 def step_timing(net, batch: int, options: BenchOptions, eps: float = PAPER["eps"]) -> dict:
     """ms per relaxation step, per step of its products alone and per step of one dense
     product per stored block (:func:`whole_block_products`; repeats alternate between the
@@ -262,47 +306,26 @@ def step_timing(net, batch: int, options: BenchOptions, eps: float = PAPER["eps"
     # the plan may be exactly the unsplit products: then their timing is the plan's
     unsplit = None if _same_products(plan, whole) else _products_alone(whole, batch, net, g)
 
-    steps, plans, wholes = [], [], []  # (wall, cpu) seconds per window
     products()
     if unsplit is not None:
         unsplit()
-    for _ in range(options.repeats):
-        t0 = now()
-        relaxer.relax(net, s, base)
-        t1 = now()
-        for _ in range(window):
-            products()
-        t2 = now()
-        steps.append(since(t0, t1))
-        plans.append(since(t1, t2))
-        if unsplit is None:
-            wholes.append(plans[-1])
-        else:
-            for _ in range(window):
-                unsplit()
-            wholes.append(since(t2, now()))
+    alone = [products] if unsplit is None else [products, unsplit]
+    steps, plans, *rest = _alternate(
+        now, options.repeats, window, lambda: relaxer.relax(net, s, base), alone
+    )
+    wholes = rest[0] if rest else plans
     bounds = [(min(p[0], w[0]), min(p[1], w[1])) for p, w in zip(plans, wholes, strict=True)]
 
-    def ms(values: list[tuple[float, float]], k: int) -> float:
-        return statistics.median(v[k] for v in values) / window * 1e3
-
-    def ratio(k: int) -> float:  # median of per-repeat ratios: each pair saw the same load
-        pairs = zip(steps, bounds, strict=True)
-        return statistics.median(a[k] / max(b[k], 1e-12) for a, b in pairs)
+    def timing(k: int) -> dict[str, float]:
+        return {
+            **_step_over_bound(steps, bounds, window, k),
+            "plan_bound_ms": _ms_per_step(plans, window, k),
+            "whole_blocks_bound_ms": _ms_per_step(wholes, window, k),
+        }
 
     return {
-        "ms_per_step": ms(steps, 0),
-        "lower_bound_ms": ms(bounds, 0),
-        "step_over_bound": ratio(0),
-        "plan_bound_ms": ms(plans, 0),
-        "whole_blocks_bound_ms": ms(wholes, 0),
-        "cpu": {
-            "ms_per_step": ms(steps, 1),
-            "lower_bound_ms": ms(bounds, 1),
-            "step_over_bound": ratio(1),
-            "plan_bound_ms": ms(plans, 1),
-            "whole_blocks_bound_ms": ms(wholes, 1),
-        },
+        **timing(0),
+        "cpu": timing(1),
         "products": len(plan),
         "csr_products": sum(p.sparse is not None for p in plan),
     }
@@ -361,26 +384,13 @@ def conv_step_timing(
     relaxer.relax(net, s, base)  # warm-up (and the graph's capture) outside the windows
     bound = _convolutions_alone(net, batch, g)
     bound()
-    steps, bounds = [], []
-    for _ in range(options.repeats):
-        t0 = now()
-        relaxer.relax(net, s, base)
-        t1 = now()
-        for _ in range(window):
-            bound()
-        steps.append(since(t0, t1))
-        bounds.append(since(t1, now()))
-
-    def timing(k: int) -> dict[str, float]:
-        return {
-            "ms_per_step": statistics.median(v[k] for v in steps) / window * 1e3,
-            "lower_bound_ms": statistics.median(v[k] for v in bounds) / window * 1e3,
-            "step_over_bound": statistics.median(
-                a[k] / max(b[k], 1e-12) for a, b in zip(steps, bounds, strict=True)
-            ),
-        }
-
-    return {**timing(0), "cpu": timing(1)}
+    steps, bounds = _alternate(
+        now, options.repeats, window, lambda: relaxer.relax(net, s, base), [bound]
+    )
+    return {
+        **_step_over_bound(steps, bounds, window, 0),
+        "cpu": _step_over_bound(steps, bounds, window, 1),
+    }
 
 
 def conv_benchmark(options: BenchOptions) -> list[dict[str, Any]]:

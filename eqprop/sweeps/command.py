@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from eqprop import config as cfg
+from eqprop.cli_options import add_data_dir_option, add_ray_options, add_set_option
 from eqprop.errors import EqpropError
 from eqprop.sweeps import engine
 from eqprop.sweeps import results as res
@@ -280,22 +281,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", help="sweep directory (default: the file's 'out', else sweeps/NAME)"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of every trial (repeatable; as eqprop train --set)",
+    add_set_option(parser, " of every trial")
+    ray = add_ray_options(
+        parser, "an option not given: the sweep file's [options], else the default shown"
     )
-    parser.add_argument(
-        "--address",
-        help="join this Ray cluster (from 'ray start --head'; default: a local Ray instance)",
-    )
-    parser.add_argument("--trials-at-once", type=int, help="at most N trials together")
-    parser.add_argument("--cpus-per-trial", type=int, help="CPUs (torch threads) per trial")
-    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial")
-    parser.add_argument("--retries", type=int, help="retries of a trial whose worker died")
-    parser.add_argument("--data-dir", help="directory of the datasets (or set EQPROP_DATA_DIR)")
+    ray.add_argument("--gpus-per-trial", type=float, metavar="N", help="GPUs per trial (0)")
+    add_data_dir_option(parser)
     parser.add_argument(
         "--retry-failed", action="store_true", help="also run again the trials that failed"
     )
