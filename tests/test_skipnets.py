@@ -18,7 +18,7 @@ from eqprop import config as cfg
 from eqprop.config import from_dict, preset
 from eqprop.errors import ConfigError
 from eqprop.experiments import experiment, skipnets
-from eqprop.experiments.claims import NOT_YET
+from eqprop.experiments.claims import NOT_YET, Verdict
 from eqprop.runs import start_run
 
 torch.set_num_threads(1)
@@ -298,7 +298,7 @@ def test_results_name_the_runs_without_a_result(smoke: tuple[Path, float]) -> No
     assert line.startswith(f"- Without a result (not run, interrupted or failed): 1 of {total} ")
     assert f"({name})" in line
     # its configuration has runs at other rates? then it is named as incompletely selected
-    others = [r for r in kept if skipnets._record_key(r) == skipnets._record_key(dropped)]
+    others = [r for r in kept if skipnets.record_key(r) == skipnets.record_key(dropped)]
     assert ("incomplete learning-rate grid" in line) == bool(others)
 
 
@@ -310,8 +310,8 @@ def test_an_interrupted_baseline_run_goes_on_from_its_checkpoint(
     file (wall and CPU times aside), then removes the checkpoint."""
     run = {"rule": "FA", "architecture": "DN", "activation": "sigmoid", "depth": 3}
     args = {"scale": "smoke", **run, "learning_rate": 1e-2, "data_dir": None}
-    name = skipnets._run_name(*run.values(), 1e-2)
-    make_rule, calls = skipnets.make_rule, []
+    name = skipnets.run_name(*run.values(), 1e-2)
+    make_rule, calls = skipnets.training.make_rule, []
 
     def counted(*a, crash_after: int | None = None, **kw):
         rule = make_rule(*a, **kw)
@@ -327,19 +327,21 @@ def test_an_interrupted_baseline_run_goes_on_from_its_checkpoint(
         rule.compute_gradients = step
         return rule
 
-    monkeypatch.setattr(skipnets, "make_rule", counted)
+    monkeypatch.setattr(skipnets.training, "make_rule", counted)
     skipnets.train_baseline(**args, out=str(tmp_path / "whole"))
     whole = json.loads((tmp_path / "whole" / "runs" / name).read_text())
 
     out = tmp_path / "interrupted"
     # 9 batches an epoch, an evaluation every 1,150 examples: 30 batches are past three
-    monkeypatch.setattr(skipnets, "make_rule", lambda *a, **kw: counted(*a, crash_after=30, **kw))
+    monkeypatch.setattr(
+        skipnets.training, "make_rule", lambda *a, **kw: counted(*a, crash_after=30, **kw)
+    )
     with pytest.raises(KeyboardInterrupt):
         skipnets.train_baseline(**args, out=str(out))
     checkpoint = out / skipnets.CHECKPOINT_DIR / name.replace(".json", ".pt")
     assert checkpoint.exists() and not (out / "runs" / name).exists()
     before = torch.load(checkpoint, weights_only=True)["trainer"]["batches"]
-    monkeypatch.setattr(skipnets, "make_rule", counted)
+    monkeypatch.setattr(skipnets.training, "make_rule", counted)
     skipnets.train_baseline(**args, out=str(out))
     assert 0 < before < 30 and calls[-1] == calls[0] - before  # went on, not from the start
     resumed = json.loads((out / "runs" / name).read_text())
@@ -367,7 +369,7 @@ def test_seeds_run_at_the_shallowest_and_deepest_depths_under_their_own_names(
         test_limit=None,
         architectures=("NN", "DN"),
         depths={"sigmoid": (1, 2, 3)},
-        learning_rates=skipnets._same_rates((1e-2,), (1e-2,)),
+        learning_rates=skipnets.same_rates((1e-2,), (1e-2,)),
         early_stop_starts={"mlp": (128, 256)},
         max_examples={"mlp": 256},
         eval_every=128,
@@ -399,7 +401,7 @@ def test_seeds_run_at_the_shallowest_and_deepest_depths_under_their_own_names(
     fa = [r for r in rows if (r.rule, r.architecture, r.depth) == ("FA", "DN", 3)]
     assert [r.seed for r in fa] == [0, 1]
     for row in fa:  # each seed's own best-validation grid point
-        grid = records[skipnets._run_name("FA", "DN", "sigmoid", 3, 1e-2, row.seed)]["grid"]
+        grid = records[skipnets.run_name("FA", "DN", "sigmoid", 3, 1e-2, row.seed)]["grid"]
         assert row.test_accuracy == max(grid, key=lambda g: g["valid_accuracy"])["test_accuracy"]
     mean = 100 * (fa[0].test_accuracy + fa[1].test_accuracy) / 2
     low, high = sorted(100 * r.test_accuracy for r in fa)
@@ -419,8 +421,8 @@ def test_paper_mlp_reuses_the_committed_mlp_budget_runs(capsys: pytest.CaptureFi
     the middle depths (seed 0) and seeds 1-2 at the ends."""
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     budget, paper = skipnets.PROTOCOLS["mlp-budget"], skipnets.PROTOCOLS["paper-mlp"]
-    planned = {skipnets._run_name(*run): run for run in skipnets._planned_runs(paper)}
-    budget_names = {skipnets._run_name(*run) for run in skipnets._planned_runs(budget)}
+    planned = {skipnets.run_name(*run): run for run in skipnets.planned_runs(paper)}
+    budget_names = {skipnets.run_name(*run) for run in skipnets.planned_runs(budget)}
     records = [
         r
         for path in sorted((committed / "runs").glob("*.json"))
@@ -431,7 +433,7 @@ def test_paper_mlp_reuses_the_committed_mlp_budget_runs(capsys: pytest.CaptureFi
     for record in records:
         lr = record["grid"][0]["hyperparameters"]["learning_rate"]
         key = (record["architecture"], record["activation"], record["depth"], lr)
-        assert skipnets._run_name(record["rule"], *key) in planned
+        assert skipnets.run_name(record["rule"], *key) in planned
         assert skipnets.run_settings(paper, *key) == skipnets.run_settings(budget, *key)
     assert paper.depths == {"sigmoid": (3, 4, 5, 6, 7), "relu": (5, 6, 7, 8, 9, 10)}
     by_seed = {
@@ -468,7 +470,7 @@ def test_claims_are_per_family_activation_and_rule() -> None:
         for point in [{"hyperparameters": {}, "valid_accuracy": 0.9, "test_accuracy": 0.9}]
     ]
     assert mlp(records).verdict == "does not hold"  # the plain network does not degrade
-    assert conv(records) == skipnets.Verdict(
+    assert conv(records) == Verdict(
         NOT_YET, "FA: no Conv sigmoid plain/dense pair measured at two depths"
     )
     fig2 = skipnets.DenseLessSensitive("FA", "Conv", "relu")(records)
@@ -481,7 +483,7 @@ def test_cpu_estimate_of_a_run_interpolates_the_finished_runs_in_depth() -> None
     done = {("FA", "NN", "sigmoid", 3): [10.0, 20.0], ("FA", "NN", "sigmoid", 7): [55.0]}
 
     def estimate(arch: str, depth: int) -> float | None:
-        return skipnets._estimate_cpu(("FA", arch, "sigmoid", depth, 1e-3, 1), done)
+        return skipnets.estimate_cpu(("FA", arch, "sigmoid", depth, 1e-3, 1), done)
 
     assert estimate("NN", 3) == 15.0  # the mean at its depth
     assert estimate("NN", 5) == 35.0  # halfway between 15 (depth 3) and 55 (depth 7)
@@ -493,10 +495,10 @@ def test_an_ep_run_file_of_another_scale_is_refused_not_reused(tmp_path: Path) -
     """The scales' EP rows share names (`EP-NN-hardsigmoid-d3-lr0.015.json`): the committed
     file is `mlp-budget`'s short-budget run, which `full` must not count as its own."""
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
-    budget = skipnets._tasks(skipnets.PROTOCOLS["mlp-budget"], "mlp-budget", committed, None)
+    budget = skipnets.pending_tasks(skipnets.PROTOCOLS["mlp-budget"], "mlp-budget", committed, None)
     assert budget == []  # every committed file is the scale's own
     with pytest.raises(ConfigError, match=r"EP-NN-hardsigmoid-d3-lr0\.015\.json holds an EP run"):
-        skipnets._tasks(skipnets.PROTOCOLS["full"], "full", committed, None)
+        skipnets.pending_tasks(skipnets.PROTOCOLS["full"], "full", committed, None)
 
 
 def test_a_baseline_run_file_of_another_scale_is_refused_not_reused(
@@ -506,7 +508,7 @@ def test_a_baseline_run_file_of_another_scale_is_refused_not_reused(
     committed `mlp-budget` files must not count as its runs."""
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     with pytest.raises(ConfigError, match="holds a run of other settings than scale 'quick'"):
-        skipnets._tasks(skipnets.PROTOCOLS["quick"], "quick", committed, None)
+        skipnets.pending_tasks(skipnets.PROTOCOLS["quick"], "quick", committed, None)
     results, _ = smoke
     record = json.loads(next((results.parent / "runs").glob("BP-*.json")).read_text())
     settings = skipnets.run_settings(
