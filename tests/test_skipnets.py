@@ -4,9 +4,11 @@ claims."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 from md_tables import claim_verdicts
 
 from eqprop import config as cfg
+from eqprop.cli import main
 from eqprop.config import from_dict, preset
 from eqprop.errors import ConfigError
 from eqprop.experiments import experiment, skipnets
@@ -448,12 +451,14 @@ def test_paper_mlp_reuses_the_committed_mlp_budget_runs(capsys: pytest.CaptureFi
     )
     assert len(planned) == 3 + 2 * 3 * 3 * (5 + 6) + 2 * 2 * 3 * 3 * 4  # 345
     finished = sum(name in planned for name in os.listdir(committed / "runs"))
-    assert skipnets.main(["paper-mlp", str(committed)]) == 0
+    status = ["reproduce", "skipnets", "--out", str(committed), "--status"]
+    assert main([*status, "--scale", "paper-mlp"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     planned_line = f"345 baseline runs planned (seeds 0, 1, 2), {finished} finished"
     assert f"{planned_line}, {345 - finished} to run" in first
-    assert skipnets.main(["huge", str(committed)]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    assert main([*status, "--scale", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eqprop: error: experiment 'skipnets' has")
 
 
 def test_claims_are_per_family_activation_and_rule() -> None:
@@ -527,19 +532,30 @@ def committed_scale(committed: Path) -> str:
     return cfg.load_file(committed / "experiment.toml")["scale"]
 
 
-def test_render_rewrites_the_committed_results_from_their_run_files(tmp_path: Path) -> None:
+def reproduce(scale: str, out: Path, *flags: str) -> int:
+    """``eqprop reproduce skipnets --scale SCALE --out OUT FLAGS...``; its exit status."""
+    return main(["reproduce", "skipnets", "--scale", scale, "--out", str(out), *flags])
+
+
+def test_results_only_rewrites_the_committed_results_from_their_run_files(
+    tmp_path: Path,
+) -> None:
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     shutil.copytree(committed / "runs", tmp_path / "runs")
-    assert skipnets.main([committed_scale(committed), str(tmp_path), "--render"]) == 0
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert reproduce(committed_scale(committed), tmp_path, "--results-only") == 0
     assert (tmp_path / "results.md").read_text() == (committed / "results.md").read_text()
-    assert (tmp_path / "accuracy_vs_depth.png").stat().st_size > 0
+    for figure in ("accuracy_vs_depth.png", "sensitivity.png"):
+        assert (tmp_path / figure).read_bytes() == (committed / figure).read_bytes()
+    after = sorted(p.name for p in tmp_path.rglob("*"))  # nothing trained: no run added
+    assert after == sorted([*before, "results.md", "accuracy_vs_depth.png", "sensitivity.png"])
 
 
 def test_publish_copies_a_stage_and_indexes_its_claims(tmp_path: Path) -> None:
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     out, dest = tmp_path / "out", tmp_path / "results" / "skipnets"
     shutil.copytree(committed / "runs", out / "runs")
-    assert skipnets.main([committed_scale(committed), str(out), "--publish", str(dest)]) == 0
+    assert reproduce(committed_scale(committed), out, "--publish", str(dest)) == 0
     assert (dest / "results.md").read_text() == (committed / "results.md").read_text()
     assert sorted(p.name for p in (dest / "runs").iterdir()) == sorted(
         p.name for p in (committed / "runs").iterdir()
@@ -547,3 +563,93 @@ def test_publish_copies_a_stage_and_indexes_its_claims(tmp_path: Path) -> None:
     assert (dest / "experiment.toml").read_text() == (committed / "experiment.toml").read_text()
     index = (tmp_path / "results" / "README.md").read_text()
     assert index.count("[skipnets](skipnets/results.md)") == len(skipnets.CLAIMS)
+
+
+def test_status_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s"
+    assert reproduce("smoke", out, "--status") == 0
+    protocol = skipnets.PROTOCOLS["smoke"]
+    baseline = len(skipnets.planned_runs(protocol))
+    ep = len(skipnets.planned_ep_runs(protocol))
+    assert capsys.readouterr().out == (
+        f"skipnets smoke in {out}: {baseline} baseline runs planned (seeds 0), 0 finished, "
+        f"{baseline} to run; {ep} EP runs planned, {ep} to run.\n"
+        f"Estimated CPU time of the 0 remaining baseline runs with an estimate: 0 s (0.0 CPU "
+        "hours, one thread per run; from the CPU seconds of the finished runs of the same rule, "
+        f"architecture and activation, interpolated in depth); {baseline} runs without an "
+        "estimate (no finished run of their rule, architecture and activation).\n"
+    )
+    assert not out.exists()
+
+
+def test_results_only_before_any_run_lists_every_run_as_without_a_result(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    assert reproduce("smoke", out, "--results-only") == 0
+    assert capsys.readouterr().out == f"{out / 'results.md'}\n"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy_vs_depth.png",
+        "results.md",
+        "sensitivity.png",
+    ]  # no run trained, no run directory made
+    text = (out / "results.md").read_text()
+    planned = len(skipnets.planned_runs(skipnets.PROTOCOLS["smoke"]))
+    assert f"- Without a result (not run, interrupted or failed): {planned} of {planned} " in text
+    assert "- 0 EP runs; training time summed over runs 0 s wall" in text
+    assert claim_verdicts(text) == [NOT_YET] * len(skipnets.CLAIMS)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--publish", "dest"], "holds no run files; nothing to publish"),
+        (["--publish", "afile"], "--publish afile is a file, not a directory"),
+        (["--set", "train.epochs=1"], "experiment 'skipnets' has no --set"),
+        (["--device", "cpu", "--status"], "experiment 'skipnets' has no --device"),
+    ],
+)
+def test_refused_flags_are_one_line_and_write_nothing(
+    tmp_path: Path, capsys, monkeypatch, flags: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("x")
+    assert reproduce("smoke", tmp_path / "s", *flags) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eqprop: error: ") and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_publish_refuses_a_run_file_of_another_scale_before_writing(tmp_path: Path, capsys) -> None:
+    """The committed files are `paper-mlp`'s; `quick` declares other settings for the same
+    names: one line, and neither the output directory nor DEST is written."""
+    committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
+    out, dest = tmp_path / "out", tmp_path / "dest"
+    shutil.copytree(committed / "runs", out / "runs")
+    assert reproduce("quick", out, "--publish", str(dest)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a run of other settings than scale 'quick'" in err
+    assert sorted(p.name for p in out.iterdir()) == ["runs"] and not dest.exists()
+
+
+class _ClosedPipe(io.StringIO):
+    """A stdout whose reader went away (as ``| head -0``), on descriptor ``fd``."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def test_a_closed_pipe_ends_the_status_quietly(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``eqprop reproduce skipnets --status | head -0``: exit status 141, nothing on stderr."""
+    with open(tmp_path / "stdout", "w") as stdout:  # the descriptor main points at /dev/null
+        monkeypatch.setattr(sys, "stdout", _ClosedPipe(stdout.fileno()))
+        assert reproduce("smoke", tmp_path / "s", "--status") == 141
+    assert capsys.readouterr().err == ""

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from eqprop.experiments.skipnets.claims import CLAIMS, CLAIMS_NOTE, DenseKeepsUp, DenseLessSensitive
 from eqprop.experiments.skipnets.ep_section import ep_comparison, ep_section
-from eqprop.experiments.skipnets.plan import estimate_cpu, plan_lines
+from eqprop.experiments.skipnets.plan import estimate_cpu, plan_lines, status_text
 from eqprop.experiments.skipnets.protocol import (
     EP_PRESETS,
     EP_RULE,
@@ -135,6 +135,7 @@ __all__ = [
     "same_rates",
     "settings_record",
     "stage_measured",
+    "status_text",
     "train_baseline",
     "train_ep",
 ]

@@ -76,7 +76,11 @@ def _family_architectures(family: str, protocol: Protocol) -> list[str]:
 
 
 def _rules_of(rules: Iterable[str]) -> list[str]:
+    """The rules present, the baseline rules first; the baseline rules when none is (a stage
+    with no run file yet: empty panels)."""
     present = set(rules)
+    if not present:
+        return list(RULE_NAMES)
     return [r for r in RULE_NAMES if r in present] + sorted(present - set(RULE_NAMES))
 
 
@@ -146,7 +150,8 @@ def plot_accuracy_vs_depth(rows: Sequence[Row], protocol: Protocol, path: Path) 
         ax.set_xticks(sorted(depths) if own else protocol.depths[act])
         ax.set_xlabel("depth (hidden layers)")
         ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a panel without runs has no legend
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -174,6 +179,7 @@ def plot_sensitivity(records: Sequence[Mapping], protocol: Protocol, path: Path)
         _mark_linear(ax, rows)
         ax.set_xlabel("grid point (sorted)")
         ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a panel without runs has no legend
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)

@@ -20,7 +20,7 @@ from eqprop.experiments.skipnets.protocol import (
     planned_runs,
 )
 from eqprop.experiments.skipnets.runfiles import (
-    check_baseline_file,
+    check_run_files,
     ep_name,
     load_records,
     record_key,
@@ -66,9 +66,7 @@ def plan_lines(scale: str, out: Path) -> list[str]:
             done[record_key(record)].append(float(record["cpu_seconds"]))
     planned = planned_runs(protocol)
     missing = [run for run in planned if not (runs_dir / run_name(*run)).exists()]
-    for run in planned:
-        if run not in missing:
-            check_baseline_file(runs_dir / run_name(*run), protocol, scale)
+    check_run_files(protocol, scale, out)
     estimates = [estimate_cpu(run, done) for run in missing]
     known = [e for e in estimates if e is not None]
     unknown = len(estimates) - len(known)
@@ -99,3 +97,8 @@ def plan_lines(scale: str, out: Path) -> list[str]:
             )
         )
     return lines
+
+
+def status_text(scale: str, out: Path) -> str:
+    """What ``eqprop reproduce skipnets --status`` prints: :func:`plan_lines`."""
+    return "\n".join(plan_lines(scale, out))

@@ -15,7 +15,15 @@ from pathlib import Path
 from eqprop.baselines import ArchitectureConfig, TrainConfig
 from eqprop.config import RunConfig, from_dict
 from eqprop.errors import ConfigError
-from eqprop.experiments.skipnets.protocol import EP_ACTIVATION, EP_RULE, LINEAR, Protocol
+from eqprop.experiments.skipnets.protocol import (
+    EP_ACTIVATION,
+    EP_RULE,
+    LINEAR,
+    Protocol,
+    ep_config,
+    planned_ep_runs,
+    planned_runs,
+)
 
 
 def _family(architecture: str) -> str:
@@ -149,3 +157,19 @@ def check_ep_file(path: Path, config: RunConfig, scale: str) -> None:
             f"{path} holds an EP run of other settings than scale {scale!r} declares; use "
             f"another --out for this scale, or delete the file to retrain it"
         )
+
+
+def check_run_files(protocol: Protocol, scale: str, out: Path) -> None:
+    """A one-line ConfigError if a run file in ``out/runs`` of a run ``protocol`` plans is
+    unreadable or of other settings than ``scale`` declares (:func:`check_baseline_file`,
+    :func:`check_ep_file`); writes nothing."""
+    runs_dir = Path(out) / "runs"
+    for run in planned_runs(protocol):
+        path = runs_dir / run_name(*run)
+        if path.exists():
+            check_baseline_file(path, protocol, scale)
+    for architecture, depth in planned_ep_runs(protocol):
+        config = ep_config(protocol, architecture, depth)
+        path = runs_dir / ep_name(config, architecture, depth)
+        if path.exists():
+            check_ep_file(path, config, scale)

@@ -12,7 +12,7 @@ from eqprop.experiments.skipnets.figures import plot_accuracy_vs_depth, plot_sen
 from eqprop.experiments.skipnets.protocol import EP_RULE, PROTOCOLS, planned_runs
 from eqprop.experiments.skipnets.results import render_results
 from eqprop.experiments.skipnets.rows import collect_rows
-from eqprop.experiments.skipnets.runfiles import load_records
+from eqprop.experiments.skipnets.runfiles import check_run_files, load_records
 from eqprop.runs import atomic_write_bytes
 
 
@@ -23,6 +23,7 @@ def render_stage(scale: str, out: Path) -> Path:
     protocol = PROTOCOLS[scale]
     out = Path(out)
     records = load_records(out / "runs")
+    out.mkdir(parents=True, exist_ok=True)
     rows = collect_rows(records)
     plot_accuracy_vs_depth(rows, protocol, out / "accuracy_vs_depth.png")
     plot_sensitivity(records, protocol, out / "sensitivity.png")
@@ -46,6 +47,7 @@ def publish_stage(scale: str, out: Path, dest: Path) -> Path:
     files = sorted((out / "runs").glob("*.json"))
     if not files:
         raise ConfigError(f"{out / 'runs'} holds no run files; nothing to publish")
+    check_run_files(PROTOCOLS[scale], scale, out)
     render_stage(scale, out)
     (dest / "runs").mkdir(parents=True, exist_ok=True)
     for old in (dest / "runs").glob("*.json"):

@@ -33,8 +33,7 @@ from eqprop.experiments.skipnets.protocol import (
     planned_runs,
 )
 from eqprop.experiments.skipnets.runfiles import (
-    check_baseline_file,
-    check_ep_file,
+    check_run_files,
     ep_name,
     run_name,
     run_settings,
@@ -281,42 +280,49 @@ def train_ep(scale: str, architecture: str, depth: int, out: str, data_dir: str 
 
 def pending_tasks(protocol: Protocol, scale: str, out: Path, data_dir: Path | None) -> list[Task]:
     """One task per run of ``protocol`` whose run file is missing, in the order of the
-    protocol (the baselines, then EP)."""
+    protocol (the baselines, then EP); the run files present are checked first
+    (:func:`~eqprop.experiments.skipnets.runfiles.check_run_files`)."""
+    check_run_files(protocol, scale, out)
     runs_dir = out / "runs"
     data = str(Path(data_dir).resolve()) if data_dir is not None else None
     common = {"scale": scale, "out": str(out.resolve()), "data_dir": data}
     tasks = []
     for rule, arch, act, depth, lr, seed in planned_runs(protocol):
         name = run_name(rule, arch, act, depth, lr, seed)
-        if (runs_dir / name).exists():
-            check_baseline_file(runs_dir / name, protocol, scale)
-        else:
+        if not (runs_dir / name).exists():
             run = {"rule": rule, "architecture": arch, "activation": act, "depth": depth}
             kwargs = {**common, **run, "learning_rate": lr, "seed": seed}
             tasks.append(Task(Path(name).stem, f"{__name__}:train_baseline", kwargs))
     for arch, depth in planned_ep_runs(protocol):
-        config = ep_config(protocol, arch, depth)
-        name = ep_name(config, arch, depth)
-        if (runs_dir / name).exists():
-            check_ep_file(runs_dir / name, config, scale)
-        else:
+        name = ep_name(ep_config(protocol, arch, depth), arch, depth)
+        if not (runs_dir / name).exists():
             kwargs = {**common, "architecture": arch, "depth": depth}
             tasks.append(Task(Path(name).stem, f"{__name__}:train_ep", kwargs))
     return tasks
 
 
-def run(scale: str, out: Path, data_dir: Path | None, placement: Placement | None = None) -> Path:
+def run(
+    scale: str,
+    out: Path,
+    data_dir: Path | None,
+    placement: Placement | None = None,
+    results_only: bool = False,
+) -> Path:
     """Run (or resume) the experiment at ``scale`` into ``out``; return ``results.md``.
 
     Every run is a task (:mod:`eqprop.sweeps.tasks`): in this process one after another, or
     on Ray where ``placement`` asks for it (a run that fails there is reported, and the
-    others go on)."""
+    others go on). With ``results_only`` nothing is trained: the run files present are
+    checked and the stage is drawn from them (:func:`~eqprop.experiments.skipnets.stage.
+    render_stage`)."""
     if scale not in PROTOCOLS:
         raise ConfigError(f"skipnets scale must be one of {', '.join(SCALES)}; got {scale!r}")
     protocol = PROTOCOLS[scale]
     out = Path(out)
     runs_dir = out / "runs"
     tasks = pending_tasks(protocol, scale, out, data_dir)
+    if results_only:
+        return render_stage(scale, out)
     if tasks:
         _load_data(protocol, data_dir)  # missing data is an error before the first write
     runs_dir.mkdir(parents=True, exist_ok=True)
