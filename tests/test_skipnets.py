@@ -621,13 +621,18 @@ def test_refused_flags_are_one_line_and_write_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
-def test_publish_refuses_a_run_file_of_another_scale_before_writing(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("publish", [False, True])
+def test_a_run_file_of_another_scale_is_refused_before_writing(
+    tmp_path: Path, capsys, publish: bool
+) -> None:
     """The committed files are `paper-mlp`'s; `quick` declares other settings for the same
-    names: one line, and neither the output directory nor DEST is written."""
+    names: --results-only and --publish stop with one line, and neither the output directory
+    nor DEST is written."""
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     out, dest = tmp_path / "out", tmp_path / "dest"
     shutil.copytree(committed / "runs", out / "runs")
-    assert reproduce("quick", out, "--publish", str(dest)) == 2
+    flags = ["--publish", str(dest)] if publish else ["--results-only"]
+    assert reproduce("quick", out, *flags) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds a run of other settings than scale 'quick'" in err
     assert sorted(p.name for p in out.iterdir()) == ["runs"] and not dest.exists()

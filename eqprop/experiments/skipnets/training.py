@@ -313,16 +313,16 @@ def run(
     Every run is a task (:mod:`eqprop.sweeps.tasks`): in this process one after another, or
     on Ray where ``placement`` asks for it (a run that fails there is reported, and the
     others go on). With ``results_only`` nothing is trained: the run files present are
-    checked and the stage is drawn from them (:func:`~eqprop.experiments.skipnets.stage.
-    render_stage`)."""
+    checked and the stage is drawn from them (:func:`render_stage`)."""
     if scale not in PROTOCOLS:
         raise ConfigError(f"skipnets scale must be one of {', '.join(SCALES)}; got {scale!r}")
     protocol = PROTOCOLS[scale]
     out = Path(out)
+    if results_only:
+        check_run_files(protocol, scale, out)
+        return render_stage(scale, out)
     runs_dir = out / "runs"
     tasks = pending_tasks(protocol, scale, out, data_dir)
-    if results_only:
-        return render_stage(scale, out)
     if tasks:
         _load_data(protocol, data_dir)  # missing data is an error before the first write
     runs_dir.mkdir(parents=True, exist_ok=True)
