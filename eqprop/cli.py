@@ -185,7 +185,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     import inspect
 
-    from eqprop.experiments import EXPERIMENTS, experiment, runner
+    from eqprop.experiments import EXPERIMENTS, experiment, reproduce_flags, runner
     from eqprop.experiments.departures import Departures
 
     module = experiment(args.experiment)
@@ -197,7 +197,6 @@ def _reproduce(args: argparse.Namespace) -> int:
     departures = Departures(tuple(args.set), fast=args.fast)  # a bad --set fails here
     if args.device is not None:
         _check_device_option(args.device)
-    takes = "departures" in inspect.signature(runner(module)).parameters
     flags = (
         ("--set", args.set),
         ("--fast", args.fast),
@@ -206,21 +205,28 @@ def _reproduce(args: argparse.Namespace) -> int:
         ("--publish", args.publish),
         ("--device", args.device),
     )
-    asked = [flag for flag, given in flags if given]
-    if asked and not takes:
-        able = [n for n in sorted(EXPERIMENTS) if n != args.experiment and _takes_departures(n)]
+    has = reproduce_flags(module)
+    lacking = [flag for flag, given in flags if given and flag not in has]
+    if lacking:
+        able = [
+            name
+            for name in sorted(EXPERIMENTS)
+            if name != args.experiment and set(lacking) <= set(reproduce_flags(experiment(name)))
+        ]
         raise EqpropError(
-            f"experiment {args.experiment!r} has no {', '.join(asked)} (its runs are not the "
+            f"experiment {args.experiment!r} has no {', '.join(lacking)} (its runs are not the "
             f"ICONS-style EP runs); these have: {', '.join(able)}"
         )
-    from eqprop.runs import check_path
+    takes = "departures" in inspect.signature(runner(module)).parameters
+    from eqprop.runs import check_output_dir, check_path
 
     check_path(args.out, "--out")
     out = Path(args.out)
     if args.publish is not None:
-        from eqprop.runs import check_output_dir
-
         check_output_dir(Path(args.publish), "--publish")
+    if args.status and not takes:
+        print(module.status_text(args.scale, out))
+        return 0
     if takes:
         from eqprop.experiments import paper_runs as pr
 
@@ -235,17 +241,18 @@ def _reproduce(args: argparse.Namespace) -> int:
             from eqprop.experiments.report import check_publishable
 
             check_publishable(args.experiment, planned, out)
-    from eqprop.runs import check_output_dir
-
     check_output_dir(out)
+    if args.publish is not None and not takes:  # the study renders, checks and copies its stage
+        index = module.publish_stage(args.scale, out, Path(args.publish))
+        print(f"published to {args.publish}; index: {index}")
+        return 0
     data_dir = Path(args.data_dir) if args.data_dir else None
     placement = _placement(args, module)
     results_only = args.results_only or args.publish is not None
-    kwargs = (
-        {"departures": departures, "results_only": results_only, "device": args.device}
-        if takes
-        else {}
-    )
+    if takes:
+        kwargs = {"departures": departures, "results_only": results_only, "device": args.device}
+    else:
+        kwargs = {"results_only": True} if results_only else {}
     if placement is not None:
         kwargs["placement"] = placement
     results = runner(module)(args.scale, out, data_dir, **kwargs)
@@ -266,15 +273,6 @@ def _check_device_option(device: str) -> None:
     if device != "cpu" and not re.fullmatch(r"cuda(:[0-9]+)?", device):
         raise EqpropError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     check_device(device)
-
-
-def _takes_departures(name: str) -> bool:
-    """Whether experiment ``name`` accepts ``--set``, ``--fast`` and ``--status``."""
-    import inspect
-
-    from eqprop.experiments import experiment, runner
-
-    return "departures" in inspect.signature(runner(experiment(name))).parameters
 
 
 def _placement(args: argparse.Namespace, module):
@@ -404,6 +402,8 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``eqprop`` command."""
+    from eqprop.experiments import EXPERIMENTS
+
     parser = _Parser(prog="eqprop", description="Equilibrium propagation on any topology.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("reproduce", help="rebuild a figure of the papers")
-    p.add_argument("experiment", help="fig3, fig4, fig5, smallworld, skipnets, deep-logic")
+    p.add_argument("experiment", help=f"one of: {', '.join(sorted(EXPERIMENTS))}")
     p.add_argument("--scale", default="smoke", help="smoke, quick or full")
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     add_data_dir_option(p)

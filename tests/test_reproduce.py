@@ -12,7 +12,7 @@ from md_tables import claim_verdicts
 from eqprop import config as cfg
 from eqprop.cli import main
 from eqprop.errors import ConfigError
-from eqprop.experiments import fig3
+from eqprop.experiments import EXPERIMENTS, fig3
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import NOT_YET
 from eqprop.experiments.departures import FAST_FISTA, FAST_SOR, Departures
@@ -133,6 +133,28 @@ def test_experiments_without_ep_runs_refuse_departures_in_one_line(tmp_path, cap
     line = one_error_line(capsys)
     assert "experiment 'skipnets' has no --fast" in line and "fig3" in line
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("flag", ["--status", "--results-only"])
+def test_a_refused_progress_flag_names_the_experiments_that_have_it(tmp_path, capsys, flag):
+    """smallworld has no --status or --results-only; skipnets (a study with its own run) has
+    both, and is named beside the experiments of the shared driver."""
+    assert main(["reproduce", "smallworld", "--out", str(tmp_path / "w"), flag]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"eqprop: error: experiment 'smallworld' has no {flag} ")
+    have = line.split("these have: ")[1].split(", ")
+    assert "skipnets" in have and "fig3" in have
+    assert "smallworld" not in have and "deep-logic" not in have
+    assert not (tmp_path / "w").exists()
+
+
+def test_reproduce_help_lists_every_experiment(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no line wrapped (argparse breaks at hyphens)
+    with pytest.raises(SystemExit) as stop:
+        main(["reproduce", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert f"one of: {', '.join(sorted(EXPERIMENTS))}" in text
 
 
 def test_status_of_a_half_finished_experiment(tmp_path, capsys):

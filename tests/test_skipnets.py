@@ -4,9 +4,11 @@ claims."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -15,10 +17,11 @@ import torch
 from md_tables import claim_verdicts
 
 from eqprop import config as cfg
+from eqprop.cli import main
 from eqprop.config import from_dict, preset
 from eqprop.errors import ConfigError
 from eqprop.experiments import experiment, skipnets
-from eqprop.experiments.claims import NOT_YET
+from eqprop.experiments.claims import NOT_YET, Verdict
 from eqprop.runs import start_run
 
 torch.set_num_threads(1)
@@ -298,7 +301,7 @@ def test_results_name_the_runs_without_a_result(smoke: tuple[Path, float]) -> No
     assert line.startswith(f"- Without a result (not run, interrupted or failed): 1 of {total} ")
     assert f"({name})" in line
     # its configuration has runs at other rates? then it is named as incompletely selected
-    others = [r for r in kept if skipnets._record_key(r) == skipnets._record_key(dropped)]
+    others = [r for r in kept if skipnets.record_key(r) == skipnets.record_key(dropped)]
     assert ("incomplete learning-rate grid" in line) == bool(others)
 
 
@@ -310,8 +313,8 @@ def test_an_interrupted_baseline_run_goes_on_from_its_checkpoint(
     file (wall and CPU times aside), then removes the checkpoint."""
     run = {"rule": "FA", "architecture": "DN", "activation": "sigmoid", "depth": 3}
     args = {"scale": "smoke", **run, "learning_rate": 1e-2, "data_dir": None}
-    name = skipnets._run_name(*run.values(), 1e-2)
-    make_rule, calls = skipnets.make_rule, []
+    name = skipnets.run_name(*run.values(), 1e-2)
+    make_rule, calls = skipnets.training.make_rule, []
 
     def counted(*a, crash_after: int | None = None, **kw):
         rule = make_rule(*a, **kw)
@@ -327,19 +330,21 @@ def test_an_interrupted_baseline_run_goes_on_from_its_checkpoint(
         rule.compute_gradients = step
         return rule
 
-    monkeypatch.setattr(skipnets, "make_rule", counted)
+    monkeypatch.setattr(skipnets.training, "make_rule", counted)
     skipnets.train_baseline(**args, out=str(tmp_path / "whole"))
     whole = json.loads((tmp_path / "whole" / "runs" / name).read_text())
 
     out = tmp_path / "interrupted"
     # 9 batches an epoch, an evaluation every 1,150 examples: 30 batches are past three
-    monkeypatch.setattr(skipnets, "make_rule", lambda *a, **kw: counted(*a, crash_after=30, **kw))
+    monkeypatch.setattr(
+        skipnets.training, "make_rule", lambda *a, **kw: counted(*a, crash_after=30, **kw)
+    )
     with pytest.raises(KeyboardInterrupt):
         skipnets.train_baseline(**args, out=str(out))
     checkpoint = out / skipnets.CHECKPOINT_DIR / name.replace(".json", ".pt")
     assert checkpoint.exists() and not (out / "runs" / name).exists()
     before = torch.load(checkpoint, weights_only=True)["trainer"]["batches"]
-    monkeypatch.setattr(skipnets, "make_rule", counted)
+    monkeypatch.setattr(skipnets.training, "make_rule", counted)
     skipnets.train_baseline(**args, out=str(out))
     assert 0 < before < 30 and calls[-1] == calls[0] - before  # went on, not from the start
     resumed = json.loads((out / "runs" / name).read_text())
@@ -367,7 +372,7 @@ def test_seeds_run_at_the_shallowest_and_deepest_depths_under_their_own_names(
         test_limit=None,
         architectures=("NN", "DN"),
         depths={"sigmoid": (1, 2, 3)},
-        learning_rates=skipnets._same_rates((1e-2,), (1e-2,)),
+        learning_rates=skipnets.same_rates((1e-2,), (1e-2,)),
         early_stop_starts={"mlp": (128, 256)},
         max_examples={"mlp": 256},
         eval_every=128,
@@ -399,7 +404,7 @@ def test_seeds_run_at_the_shallowest_and_deepest_depths_under_their_own_names(
     fa = [r for r in rows if (r.rule, r.architecture, r.depth) == ("FA", "DN", 3)]
     assert [r.seed for r in fa] == [0, 1]
     for row in fa:  # each seed's own best-validation grid point
-        grid = records[skipnets._run_name("FA", "DN", "sigmoid", 3, 1e-2, row.seed)]["grid"]
+        grid = records[skipnets.run_name("FA", "DN", "sigmoid", 3, 1e-2, row.seed)]["grid"]
         assert row.test_accuracy == max(grid, key=lambda g: g["valid_accuracy"])["test_accuracy"]
     mean = 100 * (fa[0].test_accuracy + fa[1].test_accuracy) / 2
     low, high = sorted(100 * r.test_accuracy for r in fa)
@@ -419,8 +424,8 @@ def test_paper_mlp_reuses_the_committed_mlp_budget_runs(capsys: pytest.CaptureFi
     the middle depths (seed 0) and seeds 1-2 at the ends."""
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     budget, paper = skipnets.PROTOCOLS["mlp-budget"], skipnets.PROTOCOLS["paper-mlp"]
-    planned = {skipnets._run_name(*run): run for run in skipnets._planned_runs(paper)}
-    budget_names = {skipnets._run_name(*run) for run in skipnets._planned_runs(budget)}
+    planned = {skipnets.run_name(*run): run for run in skipnets.planned_runs(paper)}
+    budget_names = {skipnets.run_name(*run) for run in skipnets.planned_runs(budget)}
     records = [
         r
         for path in sorted((committed / "runs").glob("*.json"))
@@ -431,7 +436,7 @@ def test_paper_mlp_reuses_the_committed_mlp_budget_runs(capsys: pytest.CaptureFi
     for record in records:
         lr = record["grid"][0]["hyperparameters"]["learning_rate"]
         key = (record["architecture"], record["activation"], record["depth"], lr)
-        assert skipnets._run_name(record["rule"], *key) in planned
+        assert skipnets.run_name(record["rule"], *key) in planned
         assert skipnets.run_settings(paper, *key) == skipnets.run_settings(budget, *key)
     assert paper.depths == {"sigmoid": (3, 4, 5, 6, 7), "relu": (5, 6, 7, 8, 9, 10)}
     by_seed = {
@@ -446,12 +451,14 @@ def test_paper_mlp_reuses_the_committed_mlp_budget_runs(capsys: pytest.CaptureFi
     )
     assert len(planned) == 3 + 2 * 3 * 3 * (5 + 6) + 2 * 2 * 3 * 3 * 4  # 345
     finished = sum(name in planned for name in os.listdir(committed / "runs"))
-    assert skipnets.main(["paper-mlp", str(committed)]) == 0
+    status = ["reproduce", "skipnets", "--out", str(committed), "--status"]
+    assert main([*status, "--scale", "paper-mlp"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     planned_line = f"345 baseline runs planned (seeds 0, 1, 2), {finished} finished"
     assert f"{planned_line}, {345 - finished} to run" in first
-    assert skipnets.main(["huge", str(committed)]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    assert main([*status, "--scale", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eqprop: error: experiment 'skipnets' has")
 
 
 def test_claims_are_per_family_activation_and_rule() -> None:
@@ -468,7 +475,7 @@ def test_claims_are_per_family_activation_and_rule() -> None:
         for point in [{"hyperparameters": {}, "valid_accuracy": 0.9, "test_accuracy": 0.9}]
     ]
     assert mlp(records).verdict == "does not hold"  # the plain network does not degrade
-    assert conv(records) == skipnets.Verdict(
+    assert conv(records) == Verdict(
         NOT_YET, "FA: no Conv sigmoid plain/dense pair measured at two depths"
     )
     fig2 = skipnets.DenseLessSensitive("FA", "Conv", "relu")(records)
@@ -481,7 +488,7 @@ def test_cpu_estimate_of_a_run_interpolates_the_finished_runs_in_depth() -> None
     done = {("FA", "NN", "sigmoid", 3): [10.0, 20.0], ("FA", "NN", "sigmoid", 7): [55.0]}
 
     def estimate(arch: str, depth: int) -> float | None:
-        return skipnets._estimate_cpu(("FA", arch, "sigmoid", depth, 1e-3, 1), done)
+        return skipnets.estimate_cpu(("FA", arch, "sigmoid", depth, 1e-3, 1), done)
 
     assert estimate("NN", 3) == 15.0  # the mean at its depth
     assert estimate("NN", 5) == 35.0  # halfway between 15 (depth 3) and 55 (depth 7)
@@ -493,10 +500,10 @@ def test_an_ep_run_file_of_another_scale_is_refused_not_reused(tmp_path: Path) -
     """The scales' EP rows share names (`EP-NN-hardsigmoid-d3-lr0.015.json`): the committed
     file is `mlp-budget`'s short-budget run, which `full` must not count as its own."""
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
-    budget = skipnets._tasks(skipnets.PROTOCOLS["mlp-budget"], "mlp-budget", committed, None)
+    budget = skipnets.pending_tasks(skipnets.PROTOCOLS["mlp-budget"], "mlp-budget", committed, None)
     assert budget == []  # every committed file is the scale's own
     with pytest.raises(ConfigError, match=r"EP-NN-hardsigmoid-d3-lr0\.015\.json holds an EP run"):
-        skipnets._tasks(skipnets.PROTOCOLS["full"], "full", committed, None)
+        skipnets.pending_tasks(skipnets.PROTOCOLS["full"], "full", committed, None)
 
 
 def test_a_baseline_run_file_of_another_scale_is_refused_not_reused(
@@ -506,7 +513,7 @@ def test_a_baseline_run_file_of_another_scale_is_refused_not_reused(
     committed `mlp-budget` files must not count as its runs."""
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     with pytest.raises(ConfigError, match="holds a run of other settings than scale 'quick'"):
-        skipnets._tasks(skipnets.PROTOCOLS["quick"], "quick", committed, None)
+        skipnets.pending_tasks(skipnets.PROTOCOLS["quick"], "quick", committed, None)
     results, _ = smoke
     record = json.loads(next((results.parent / "runs").glob("BP-*.json")).read_text())
     settings = skipnets.run_settings(
@@ -525,19 +532,30 @@ def committed_scale(committed: Path) -> str:
     return cfg.load_file(committed / "experiment.toml")["scale"]
 
 
-def test_render_rewrites_the_committed_results_from_their_run_files(tmp_path: Path) -> None:
+def reproduce(scale: str, out: Path, *flags: str) -> int:
+    """``eqprop reproduce skipnets --scale SCALE --out OUT FLAGS...``; its exit status."""
+    return main(["reproduce", "skipnets", "--scale", scale, "--out", str(out), *flags])
+
+
+def test_results_only_rewrites_the_committed_results_from_their_run_files(
+    tmp_path: Path,
+) -> None:
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     shutil.copytree(committed / "runs", tmp_path / "runs")
-    assert skipnets.main([committed_scale(committed), str(tmp_path), "--render"]) == 0
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert reproduce(committed_scale(committed), tmp_path, "--results-only") == 0
     assert (tmp_path / "results.md").read_text() == (committed / "results.md").read_text()
-    assert (tmp_path / "accuracy_vs_depth.png").stat().st_size > 0
+    for figure in ("accuracy_vs_depth.png", "sensitivity.png"):
+        assert (tmp_path / figure).read_bytes() == (committed / figure).read_bytes()
+    after = sorted(p.name for p in tmp_path.rglob("*"))  # nothing trained: no run added
+    assert after == sorted([*before, "results.md", "accuracy_vs_depth.png", "sensitivity.png"])
 
 
 def test_publish_copies_a_stage_and_indexes_its_claims(tmp_path: Path) -> None:
     committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
     out, dest = tmp_path / "out", tmp_path / "results" / "skipnets"
     shutil.copytree(committed / "runs", out / "runs")
-    assert skipnets.main([committed_scale(committed), str(out), "--publish", str(dest)]) == 0
+    assert reproduce(committed_scale(committed), out, "--publish", str(dest)) == 0
     assert (dest / "results.md").read_text() == (committed / "results.md").read_text()
     assert sorted(p.name for p in (dest / "runs").iterdir()) == sorted(
         p.name for p in (committed / "runs").iterdir()
@@ -545,3 +563,98 @@ def test_publish_copies_a_stage_and_indexes_its_claims(tmp_path: Path) -> None:
     assert (dest / "experiment.toml").read_text() == (committed / "experiment.toml").read_text()
     index = (tmp_path / "results" / "README.md").read_text()
     assert index.count("[skipnets](skipnets/results.md)") == len(skipnets.CLAIMS)
+
+
+def test_status_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s"
+    assert reproduce("smoke", out, "--status") == 0
+    protocol = skipnets.PROTOCOLS["smoke"]
+    baseline = len(skipnets.planned_runs(protocol))
+    ep = len(skipnets.planned_ep_runs(protocol))
+    assert capsys.readouterr().out == (
+        f"skipnets smoke in {out}: {baseline} baseline runs planned (seeds 0), 0 finished, "
+        f"{baseline} to run; {ep} EP runs planned, {ep} to run.\n"
+        f"Estimated CPU time of the 0 remaining baseline runs with an estimate: 0 s (0.0 CPU "
+        "hours, one thread per run; from the CPU seconds of the finished runs of the same rule, "
+        f"architecture and activation, interpolated in depth); {baseline} runs without an "
+        "estimate (no finished run of their rule, architecture and activation).\n"
+    )
+    assert not out.exists()
+
+
+def test_results_only_before_any_run_lists_every_run_as_without_a_result(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    assert reproduce("smoke", out, "--results-only") == 0
+    assert capsys.readouterr().out == f"{out / 'results.md'}\n"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy_vs_depth.png",
+        "results.md",
+        "sensitivity.png",
+    ]  # no run trained, no run directory made
+    text = (out / "results.md").read_text()
+    planned = len(skipnets.planned_runs(skipnets.PROTOCOLS["smoke"]))
+    assert f"- Without a result (not run, interrupted or failed): {planned} of {planned} " in text
+    assert "- 0 EP runs; training time summed over runs 0 s wall" in text
+    assert claim_verdicts(text) == [NOT_YET] * len(skipnets.CLAIMS)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--publish", "dest"], "holds no run files; nothing to publish"),
+        (["--publish", "afile"], "--publish afile is a file, not a directory"),
+        (["--set", "train.epochs=1"], "experiment 'skipnets' has no --set"),
+        (["--device", "cpu", "--status"], "experiment 'skipnets' has no --device"),
+    ],
+)
+def test_refused_flags_are_one_line_and_write_nothing(
+    tmp_path: Path, capsys, monkeypatch, flags: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("x")
+    assert reproduce("smoke", tmp_path / "s", *flags) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eqprop: error: ") and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize("publish", [False, True])
+def test_a_run_file_of_another_scale_is_refused_before_writing(
+    tmp_path: Path, capsys, publish: bool
+) -> None:
+    """The committed files are `paper-mlp`'s; `quick` declares other settings for the same
+    names: --results-only and --publish stop with one line, and neither the output directory
+    nor DEST is written."""
+    committed = Path(__file__).parent.parent / "docs" / "results" / "skipnets"
+    out, dest = tmp_path / "out", tmp_path / "dest"
+    shutil.copytree(committed / "runs", out / "runs")
+    flags = ["--publish", str(dest)] if publish else ["--results-only"]
+    assert reproduce("quick", out, *flags) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a run of other settings than scale 'quick'" in err
+    assert sorted(p.name for p in out.iterdir()) == ["runs"] and not dest.exists()
+
+
+class _ClosedPipe(io.StringIO):
+    """A stdout whose reader went away (as ``| head -0``), on descriptor ``fd``."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def test_a_closed_pipe_ends_the_status_quietly(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``eqprop reproduce skipnets --status | head -0``: exit status 141, nothing on stderr."""
+    with open(tmp_path / "stdout", "w") as stdout:  # the descriptor main points at /dev/null
+        monkeypatch.setattr(sys, "stdout", _ClosedPipe(stdout.fileno()))
+        assert reproduce("smoke", tmp_path / "s", "--status") == 141
+    assert capsys.readouterr().err == ""

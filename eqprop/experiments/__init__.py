@@ -6,12 +6,23 @@ function that does it. The experiments made of EP runs declare their runs, claim
 and ``results.md`` (:class:`eqprop.experiments.driver.PaperExperiment`) and are run by the
 shared driver; a study of another kind defines ``run(scale, out, data_dir) -> Path`` itself.
 ``SCALES`` in each module lists the scales it supports.
+
+The options of ``eqprop reproduce`` beyond the scale and output directory
+(:func:`reproduce_flags`): the experiments run by the shared driver have them all; a study
+with its own ``run`` has none of ``--set``, ``--fast`` and ``--device``, and has
+``--status`` where it defines ``status_text(scale, out) -> str`` (where the runs stand;
+trains and writes nothing), ``--results-only`` where its ``run`` takes ``results_only``
+(train nothing; write ``results.md`` and the plots from what ``out`` holds) and ``--publish``
+where it defines ``publish_stage(scale, out, dest) -> Path`` (render the stage, copy it into
+``dest``, regenerate the claims index beside it and return the index's path; every input is
+checked before the first write).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -57,3 +68,22 @@ def runner(module: ModuleType) -> Callable[..., Path]:
     from eqprop.experiments import driver
 
     return functools.partial(driver.run, module)
+
+
+#: the options of ``eqprop reproduce`` that an experiment may lack
+REPRODUCE_FLAGS = ("--set", "--fast", "--status", "--results-only", "--publish", "--device")
+
+
+def reproduce_flags(module: ModuleType) -> tuple[str, ...]:
+    """Which of :data:`REPRODUCE_FLAGS` experiment ``module`` has (see the module docs): all
+    when the shared driver runs it (its runner takes ``departures``), else those its own
+    ``status_text``, ``run(..., results_only)`` and ``publish_stage`` give it."""
+    parameters = inspect.signature(runner(module)).parameters
+    if "departures" in parameters:
+        return REPRODUCE_FLAGS
+    has = {
+        "--status": hasattr(module, "status_text"),
+        "--results-only": "results_only" in parameters,
+        "--publish": hasattr(module, "publish_stage"),
+    }
+    return tuple(flag for flag in REPRODUCE_FLAGS if has.get(flag, False))
