@@ -461,7 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="rebuild a figure of the papers")
     p.add_argument("experiment", help=f"one of: {', '.join(sorted(EXPERIMENTS))}")
-    p.add_argument("--scale", default="smoke", help="smoke, quick or full")
+    p.add_argument(
+        "--scale",
+        default="smoke",
+        help="smoke, quick or full (deep-logic: smoke or full; skipnets also mlp-budget and "
+        "paper-mlp)",
+    )
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
     add_data_dir_option(p)
     p.add_argument(

@@ -391,3 +391,19 @@ def test_missing_data_is_one_line_before_anything_is_written(name, tmp_path, cap
         assert main(args) == 2
         assert ": missing train-images-idx3-ubyte" in one_error_line(capsys)
     assert not new.exists() and tree(kept) == before
+
+
+def test_an_experiment_whose_dependency_is_missing_is_one_line_naming_it(monkeypatch):
+    """A broken installation (a required package gone) names the package and how to get it,
+    rather than claiming the experiment does not exist."""
+    import importlib
+
+    from eqprop.errors import ConfigError
+    from eqprop.experiments import experiment
+
+    def without_matplotlib(name: str):
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+    monkeypatch.setattr(importlib, "import_module", without_matplotlib)
+    with pytest.raises(ConfigError, match="'fig3' needs the package 'matplotlib'.*pip install"):
+        experiment("fig3")

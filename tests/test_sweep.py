@@ -48,23 +48,18 @@ retries = 2
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A real local Ray instance with 2 CPUs, shut down after the module's tests."""
+    """A real local Ray instance with 2 CPUs, shut down after the module's tests, with the
+    signal handlers it found put back."""
     ray = pytest.importorskip(
         "ray", reason="Ray is not installed (the sweep tests need pip install 'eqprop[ray]')"
     )
     pytest.importorskip("ray.tune", reason="Ray Tune is missing: pip install 'eqprop[ray]'")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture
-def one_thread():
-    """Reference runs use one torch thread, as a trial with one CPU does."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    for sig, handler in handlers.items():  # Ray Tune installs its own; later tests need ours
+        signal.signal(sig, handler)
 
 
 def _spec(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:

@@ -48,15 +48,20 @@ EXPERIMENTS: dict[str, str] = {
 
 
 def experiment(name: str) -> ModuleType:
-    """Return the module of experiment ``name``; raise ConfigError for an unknown name."""
+    """Return the module of experiment ``name``; raise ConfigError for an unknown name or a
+    dependency of it that is not installed."""
     if name not in EXPERIMENTS:
         raise ConfigError(
             f"unknown experiment {name!r}; choose one of: {', '.join(sorted(EXPERIMENTS))}"
         )
     try:
         return importlib.import_module(EXPERIMENTS[name])
-    except ModuleNotFoundError as exc:  # declared but not built in this version
-        raise ConfigError(f"experiment {name!r} is not available in this version") from exc
+    except ModuleNotFoundError as exc:  # a dependency missing from this installation
+        missing = (exc.name or "").split(".")[0]
+        raise ConfigError(
+            f"experiment {name!r} needs the package {missing!r}, which is not installed; "
+            f"install it with: pip install {missing}"
+        ) from exc
 
 
 def runner(module: ModuleType) -> Callable[..., Path]:
