@@ -346,12 +346,29 @@ def _bench(args: argparse.Namespace) -> int:
 def _check_gradient(args: argparse.Namespace) -> int:
     from eqprop import gradcheck
 
-    config = cfg.resolve(args.preset or "digits", args.config, args.set)
-    result = gradcheck.check_config(config, args.examples, args.beta, args.data_dir)
+    if args.run is not None:
+        given = [f for f, v in (("--preset", args.preset), ("--config", args.config)) if v]
+        if given:
+            raise EqpropError(
+                f"check-gradient --run checks the run's own network and config; drop "
+                f"{', '.join(given)} (--set may still change its estimator or nudging)"
+            )
+        which = "best" if args.best else "latest"
+        result, trained = gradcheck.check_run(
+            args.run, args.examples, args.beta, args.data_dir, which, cfg.parse_overrides(args.set)
+        )
+        config = trained.config
+        what = f"trained network of {args.run} ({which}: epoch {trained.epoch})"
+    else:
+        if args.best:
+            raise EqpropError("--best picks a run's best epoch: give the run with --run DIR")
+        config = cfg.resolve(args.preset or "digits", args.config, args.set)
+        beta = 1e-4 if args.beta is None else args.beta
+        result = gradcheck.check_config(config, args.examples, beta, args.data_dir)
+        what = f"initial network of {args.preset or args.config or 'digits'}"
     print(
         f"EP estimate ({config.estimator.kind}, {config.nudged.nudging} nudging) against "
-        f"-dC/dtheta by the adjoint method, initial network of "
-        f"{args.preset or args.config or 'digits'}:"
+        f"-dC/dtheta by the adjoint method, {what}:"
     )
     for line in result.lines():
         print("  " + line)
@@ -540,8 +557,18 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(p, None)
     p.add_argument("--examples", type=_positive, default=8, help="training examples used (8)")
     p.add_argument(
-        "--beta", type=_positive_float, default=1e-4, help="nudging strength for the check (1e-4)"
+        "--beta",
+        type=_positive_float,
+        default=None,
+        help="nudging strength for the check (1e-4; with --run, the run's own)",
     )
+    p.add_argument(
+        "--run",
+        metavar="DIR",
+        help="check the trained network of this run directory (its latest checkpoint) with "
+        "its own estimator and nudging, instead of a config's initial network",
+    )
+    p.add_argument("--best", action="store_true", help="with --run: its best epoch instead")
     add_data_dir_option(p)
     p.set_defaults(func=_check_gradient)
 

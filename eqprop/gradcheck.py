@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ from eqprop.network import EnergyNetwork, Network
 from eqprop.nudging import Nudge, Nudging
 from eqprop.relaxation import fixed_point_residual
 from eqprop.relaxation.fixed import FixedSteps
+from eqprop.saved import TrainedRun, load_run
 from eqprop.training import one_hot
 
 #: the fixed points are relaxed until the residual (or, nudged, the step change) is below this
@@ -184,11 +187,20 @@ def check_gradient(
         est_w = net.dense_weights(weights)[edges[:, 0], edges[:, 1]].numpy()
         true_w, true_b = true_gradient(net, x, s0, target, nudging)
     est_b = biases.numpy()
+    if not (np.any(true_w) or np.any(true_b)):
+        raise ConfigError(
+            f"the true gradient on these {len(x)} examples is zero (no small nudge changes "
+            f"their cost: every output unit saturated at the free fixed point), so there is "
+            f"nothing to compare; check more examples (--examples)"
+        )
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ratio_w = float(np.linalg.norm(est_w) / np.linalg.norm(true_w))
+        ratio_b = float(np.linalg.norm(est_b) / np.linalg.norm(true_b))
     return GradientCheck(
         cosine_weights=_cosine(est_w, true_w),
         cosine_biases=_cosine(est_b, true_b),
-        norm_ratio_weights=float(np.linalg.norm(est_w) / np.linalg.norm(true_w)),
-        norm_ratio_biases=float(np.linalg.norm(est_b) / np.linalg.norm(true_b)),
+        norm_ratio_weights=ratio_w,
+        norm_ratio_biases=ratio_b,
         free_fraction=float((net.activation.rho_prime(s0) > 0).double().mean()),
         examples=len(x),
         beta=float(betas[0]),
@@ -216,6 +228,45 @@ def check_config(
     """:func:`check_gradient` for a config's initial network, estimator and nudging, with
     ``beta`` replacing the config's, on the first ``examples`` training examples; a one-line
     ConfigError for a network of more than :data:`MAX_STATE` state units."""
+    _check_size(config)
+    net = runs.build_network(config.override({"train.dtype": "float64", "train.device": "cpu"}))
+    return _check_on_data(config, net, examples, beta, data_dir)
+
+
+def check_run(
+    run_dir: str | Path,
+    examples: int = 8,
+    beta: float | None = None,
+    data_dir=None,
+    which: str = "latest",
+    overrides: Mapping[str, object] | None = None,
+) -> tuple[GradientCheck, TrainedRun]:
+    """:func:`check_gradient` for the trained network of the run directory ``run_dir`` (its
+    latest checkpoint, or with ``which="best"`` its best epoch; :func:`eqprop.saved.load_run`)
+    with the run's own estimator and nudging, at ``beta`` (default: the run's own), on the
+    first ``examples`` training examples. Returns the check and the run as loaded (its
+    config, and the epoch its network is at). ``overrides`` (``--set`` keys) may change the
+    estimator (``estimator.*``) and the nudging (``nudged.nudging``) the check uses, to compare
+    another estimator on the same trained network; the network stays the run's.
+    How biased the estimate is changes as a network trains; this measures it where the run
+    got to. A missing or damaged run is the one-line error of ``eqprop train --resume``."""
+    changes = {cfg.canonical_key(k): v for k, v in (overrides or {}).items()}
+    other = [k for k in changes if not (k.startswith("estimator.") or k == "nudged.nudging")]
+    if other:
+        raise ConfigError(
+            f"with a run, --set may change only the estimator (estimator.kind, estimator.beta) "
+            f"and nudged.nudging; the network is the run's, so drop {', '.join(other)}"
+        )
+    trained = load_run(run_dir, which)
+    _check_size(trained.config)
+    config = trained.config.override(changes)
+    check_beta = config.estimator.beta if beta is None else beta
+    result = _check_on_data(config, trained.network, examples, check_beta, data_dir)
+    trained = replace(trained, config=config)
+    return result, trained
+
+
+def _check_size(config: cfg.RunConfig) -> None:
     n_state = sum(config.topology.layer_sizes()[1:])
     if n_state > MAX_STATE:
         raise ConfigError(
@@ -223,10 +274,16 @@ def check_config(
             f"{n_state:,} state units, more than it takes ({MAX_STATE:,}); check a narrower "
             f"network of the same kind (fewer channels or neurons per layer)"
         )
+
+
+def _check_on_data(
+    config: cfg.RunConfig, net: EnergyNetwork, examples: int, beta: float, data_dir
+) -> GradientCheck:
+    """:func:`check_gradient` of ``net`` with ``config``'s estimator (at ``beta``) and
+    nudging, on the first ``examples`` training examples of ``config``'s data."""
     config = config.override({"estimator.beta": beta, "data.limit": None})
     data = runs.load_data(config, data_dir)
     runs.check_data_fits(config, data)
-    net = runs.build_network(config.override({"train.dtype": "float64", "train.device": "cpu"}))
     result = check_gradient(
         net,
         data.train.x[:examples],
