@@ -123,6 +123,9 @@ def _remove_unstarted(run_dir: Path, keep_empty: bool) -> None:
 
 
 def _presets(args: argparse.Namespace) -> int:
+    if args.name is not None:  # every field, defaults included: a config file to start from
+        print(cfg.resolve(args.name).to_toml(), end="")
+        return 0
     for name in cfg.preset_names():
         print(f"{name:24s} {cfg.preset(name).get('description', '')}")
     return 0
@@ -460,7 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("presets", help="list the bundled presets")
+    p = sub.add_parser("presets", help="list the bundled presets, or print one's config")
+    p.add_argument(
+        "name",
+        nargs="?",
+        help="print this preset's complete config as TOML (every field, defaults included), "
+        "to copy into a --config file",
+    )
     p.set_defaults(func=_presets)
 
     p = sub.add_parser("topology", help="print a topology's counts (a conv network's layers)")

@@ -1006,3 +1006,16 @@ def test_an_old_icons_run_keeps_test_error_on_resume_and_still_plots(tmp_path):
     ] * 2
     assert records[0] == old[0]
     errors_figure([("old", records)])  # plots with the generic "held-out error"
+
+
+@pytest.mark.parametrize("name", cfg.preset_names())
+def test_presets_name_prints_a_config_file_that_is_the_preset(name, tmp_path, capsys):
+    """``eqprop presets NAME`` prints every field; as a --config file it gives the preset."""
+    from eqprop.cli import main
+
+    assert main(["presets", name]) == 0
+    path = tmp_path / "mine.toml"
+    path.write_text(capsys.readouterr().out)
+    assert cfg.resolve(None, path) == cfg.resolve(name)
+    assert main(["presets", "nope"]) == 2
+    assert "unknown preset 'nope'; choose one of: conv-cifar10" in capsys.readouterr().err
