@@ -151,8 +151,9 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "Networks: 1x28x28 -> 16 maps (5x5 kernels, 2x2 max pooling) -> 32 maps (5x5, "
         "pooling) -> 10, hard-sigmoid units, the energy of Laborieux et al. (2021) in the "
         "Hopfield form (`docs/science.md` section 7); centered EP at beta = 0.5, 60 free and "
-        "10 nudged fixed steps at eps = 0.5, the `icons` nudged step, plain SGD with per-pair "
-        "rates (0.1, 0.05, 0.02), batches of 32; the standard split, so the held-out error is "
+        "10 nudged fixed steps at eps = 0.5, the `gradient` nudged step (their cost "
+        "1/2 |s_out - d|^2), plain SGD with per-pair rates (0.1, 0.05, 0.02), batches of 32; "
+        "the standard split, so the held-out error is "
         "the test error. One seed each; no spread over seeds was measured."
     )
     anchors = ["The anchors' runs differ from ours in network, steps, estimator and epochs:", ""]
