@@ -162,12 +162,20 @@ def _conv_counts(section: cfg.TopologySection) -> dict[str, int | str]:
     }
 
 
+#: ``eqprop plot``'s default half-window of the ICONS paper's smoothing (its eq. 3)
+SMOOTH = 5
+
+
 def _plot(args: argparse.Namespace) -> int:
-    from eqprop.plots import errors_figure, layer_rates_figure, save_figure
+    from eqprop.plots import epoch_rates_figure, errors_figure, layer_rates_figure, save_figure
     from eqprop.runs import check_output_dir, read_config, read_layer_rates, read_metrics
 
     if args.smooth < 0:
         raise EqpropError(f"--smooth must be >= 0 (a half-window in batches), got {args.smooth}")
+    if args.per_epoch and args.smooth != SMOOTH:
+        raise EqpropError(
+            "--smooth is a window in batches; --per-epoch draws epoch means: drop one"
+        )
     runs = [Path(r) for r in args.runs]
     for run in runs:
         read_config(run)  # a clear error if it is not a run directory
@@ -175,10 +183,14 @@ def _plot(args: argparse.Namespace) -> int:
     check_output_dir(out)
     labels = [run.name for run in runs]
     metrics = [(label, read_metrics(run)) for label, run in zip(labels, runs, strict=True)]
-    rates = [(label, read_layer_rates(run)) for label, run in zip(labels, runs, strict=True)]
+    if not args.per_epoch:
+        rates = [(label, read_layer_rates(run)) for label, run in zip(labels, runs, strict=True)]
     # everything is read (and checked) before the first figure is written
     written = save_figure(errors_figure(metrics, log=args.log), out / "errors.png", args.pdf)
-    rates_fig = layer_rates_figure(rates, smooth=args.smooth)
+    if args.per_epoch:
+        rates_fig = epoch_rates_figure(metrics)
+    else:
+        rates_fig = layer_rates_figure(rates, smooth=args.smooth)
     written += save_figure(rates_fig, out / "layer_rates.png", args.pdf)
     for path in written:
         print(path)
@@ -482,7 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: the run, or ./plots)")
     p.add_argument("--pdf", action="store_true", help="also write PDF")
     p.add_argument("--log", action="store_true", help="log-scale error axis")
-    p.add_argument("--smooth", type=int, default=5, help="eq. 3 half-window n (default 5)")
+    p.add_argument(
+        "--smooth", type=int, default=SMOOTH, help=f"eq. 3 half-window n (default {SMOOTH})"
+    )
+    p.add_argument(
+        "--per-epoch",
+        action="store_true",
+        help="draw each layer pair's rate as its mean over each epoch's batches, against "
+        "epoch (readable for runs of many thousands of batches)",
+    )
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("reproduce", help="rebuild a figure of the papers")

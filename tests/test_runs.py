@@ -1019,3 +1019,17 @@ def test_presets_name_prints_a_config_file_that_is_the_preset(name, tmp_path, ca
     assert cfg.resolve(None, path) == cfg.resolve(name)
     assert main(["presets", "nope"]) == 2
     assert "unknown preset 'nope'; choose one of: conv-cifar10" in capsys.readouterr().err
+
+
+def test_plot_per_epoch_draws_a_long_runs_epoch_means(tmp_path, capsys):
+    """``eqprop plot --per-epoch`` reads only config.toml and metrics.jsonl (a committed run
+    of 300,000 batches has no per-batch files) and refuses --smooth beside it."""
+    from eqprop.cli import main
+
+    committed = Path(__file__).resolve().parents[1] / "docs/results/journal/runs/layered-mnist"
+    run = tmp_path / "layered-mnist"
+    shutil.copytree(committed, run)
+    assert main(["plot", str(run), "--per-epoch", "--out", str(tmp_path / "p")]) == 0
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["errors.png", "layer_rates.png"]
+    assert main(["plot", str(run), "--per-epoch", "--smooth", "3"]) == 2
+    assert "--per-epoch draws epoch means: drop one" in capsys.readouterr().err
