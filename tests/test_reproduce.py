@@ -407,3 +407,25 @@ def test_an_experiment_whose_dependency_is_missing_is_one_line_naming_it(monkeyp
     monkeypatch.setattr(importlib, "import_module", without_matplotlib)
     with pytest.raises(ConfigError, match="'fig3' needs the package 'matplotlib'.*pip install"):
         experiment("fig3")
+
+
+def test_conv_ep_says_how_far_each_run_is_from_its_anchor_and_what_the_records_measure():
+    from eqprop.experiments import conv_ep
+    from eqprop.experiments.paper_runs import RunResult
+
+    config = dict(conv_ep.planned("full"))["mnist"]
+
+    def result(errors):
+        records = [{"epoch": i + 1, "test_error": e} for i, e in enumerate(errors)]
+        return RunResult("mnist", config, Path("mnist"), records, "done")
+
+    short = conv_ep._shortfall(result([0.06, 0.05, 0.035]))
+    assert "3.50% at best in 3 epochs against 1.00% (Ernoult et al. 2019), 2.50 points short" in (
+        short
+    )
+    assert "Epochs: ours 3, theirs 40; over our last epoch the test error still fell by 1.50" in (
+        short
+    )
+    flat = conv_ep._shortfall(result([0.03, 0.03]))
+    assert "it did not fall over our last epoch" in flat
+    assert conv_ep._shortfall(result([0.02, 0.0149])).endswith("within 0.5 points of it.")
