@@ -22,7 +22,7 @@ from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import Formatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import EngFormatter, Formatter, LogLocator, MaxNLocator, NullFormatter
 
 from eqprop.errors import EqpropError
 from eqprop.metrics import TEST_ERROR, held_out_error, held_out_key, held_out_label, smooth_rates
@@ -354,7 +354,8 @@ def _rates_figure(
             for k in range(rates.shape[1]):
                 ax.plot(x, rates[:, k], lw=1.0, color=colors[k], **marker)
             ax.set_xlabel(xlabel)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True, steps=[1, 2, 2.5, 5, 10]))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 300000 -> 300k: no overlap
             ax.set_title(label)
         for ax in axes:
             log_axis(ax.yaxis)

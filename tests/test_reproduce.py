@@ -429,3 +429,34 @@ def test_conv_ep_says_how_far_each_run_is_from_its_anchor_and_what_the_records_m
     flat = conv_ep._shortfall(result([0.03, 0.03]))
     assert "it did not fall over our last epoch" in flat
     assert conv_ep._shortfall(result([0.02, 0.0149])).endswith("within 0.5 points of it.")
+
+
+def test_rate_summary_round_trips_through_json_with_nan_means():
+    import numpy as np
+
+    summary = pr.summarize_rates(np.array([[1e-5, 2e-4, 0.0], [3e-5, 4e-4, 0.0]]))
+    back = pr.RateSummary.from_json(summary.to_json())
+    assert np.isnan(back.mean[2]) and back.mean[:2] == pytest.approx([2e-5, 3e-4])
+    assert np.array_equal(back.first, summary.first, equal_nan=True)
+    assert (back.zero_output, back.batches) == (1.0, 2)
+
+
+def test_a_published_fig4_stage_keeps_what_its_claims_read(tmp_path):
+    """Figure 4's claims read per-batch rates, which a committed stage does not keep: the
+    stage gets each run's rate summary, and its claims' checks read what the runs gave."""
+    from eqprop.experiments import fig4, report
+
+    out, dest = tmp_path / "fig4", tmp_path / "docs" / "fig4"
+    assert main(["reproduce", "fig4", "--out", str(out), "--no-ray"]) == 0
+    assert main(["reproduce", "fig4", "--out", str(out), "--publish", str(dest)]) == 0
+    live = {
+        name: pr.RunResult(name, config, out / name, read_metrics(out / name), "trained")
+        for name, config in fig4.planned("smoke")
+    }
+    published = {r.name: r for r in report.stage_results(dest)}
+    for name, run in live.items():
+        assert not (dest / "runs" / name / "layer_rates").exists()
+        assert published[name].rate_summary.batches == len(run.rates) > 0
+    verdicts = [(c.check(published), c.check(live)) for c in fig4.CLAIMS]
+    assert all(stage == runs for stage, runs in verdicts)
+    assert all(stage.verdict != NOT_YET for stage, _ in verdicts)  # every check had its rates

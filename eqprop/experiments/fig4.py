@@ -56,6 +56,7 @@ from eqprop.experiments.report import ResultsPage
 from eqprop.plots import (
     STYLE,
     data_caption,
+    epoch_rates_figure,
     layer_rates_figure,
     log_axis,
     network_label,
@@ -71,6 +72,9 @@ REDUCTIONS = {
 }
 #: eq. 3 half-window of the plots
 SMOOTH = 5
+#: the claims read the per-batch rates: a published stage keeps their summary
+#: (:data:`~eqprop.experiments.paper_runs.RATE_SUMMARY`)
+PUBLISH_RATE_SUMMARY = True
 #: "decreases by a factor of ~4 with each additional layer", read as: at least this factor
 MIN_RATIO = 2.0
 #: "trains significantly faster", read as: at least this factor
@@ -80,7 +84,7 @@ FASTER = 2.0
 def _means(runs: Mapping[str, pr.RunResult], name: str) -> np.ndarray | None:
     """Run ``name``'s mean rate per pair over all batches (None: no finished epoch)."""
     r = runs.get(name)
-    summary = pr.summarize_rates(r.rates) if r is not None and r.records else None
+    summary = r.rate_summary if r is not None and r.records else None
     return summary.mean if summary is not None else None
 
 
@@ -216,9 +220,10 @@ def planned(scale: str) -> list[tuple[str, RunConfig]]:
 
 
 def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
-    """``layer_rates.png`` (a panel per network) and ``rate_profile.png`` (mean rate per
-    pair)."""
-    summaries = {r.name: pr.summarize_rates(r.rates) for r in results}
+    """``layer_rates.png`` (a panel per network), ``epoch_rates.png`` (the same as each
+    epoch's mean, readable for runs of many thousands of batches) and ``rate_profile.png``
+    (mean rate per pair)."""
+    summaries = {r.name: r.rate_summary for r in results}
     panels = [(panel_title(r.name, r.config), pr.plottable(r.rates)) for r in results]
     title = (
         f"Per-layer training rates (eq. 3 smoothing, n = {SMOOTH}), "
@@ -227,6 +232,11 @@ def figures(scale: str, results: list[pr.RunResult]) -> dict[str, Figure]:
     labels = {r.name: label(r.name, r.config) for r in results}
     return {
         "layer_rates.png": layer_rates_figure(panels, smooth=SMOOTH, title=title),
+        "epoch_rates.png": epoch_rates_figure(
+            [(panel_title(r.name, r.config), r.records) for r in results],
+            title=f"Per-layer training rates, mean over each epoch's batches, "
+            f"{data_caption(r.config for r in results)}",
+        ),
         "rate_profile.png": profile_figure(summaries, labels),
     }
 
@@ -316,7 +326,7 @@ def rate_table(summaries: dict[str, pr.RateSummary | None], field: str) -> str:
 
 def render(scale: str, results: list[pr.RunResult], departures: Departures | None = None) -> str:
     """The text of ``results.md``."""
-    summaries = {r.name: pr.summarize_rates(r.rates) for r in results}
+    summaries = {r.name: r.rate_summary for r in results}
     protocol = (
         "Rate of a layer pair in a batch (eq. 2): RMS of the corrections applied to the pair's "
         "adjacent-layer edges (skip and intralayer edges ignored). Means are over the batches "
@@ -338,6 +348,8 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         "",
         "![Per-layer rates, a panel per network](layer_rates.png)",
         "",
+        "![Per-layer rates, epoch means](epoch_rates.png)",
+        "",
         "![Mean rate per layer pair](rate_profile.png)",
         "",
         "Reading the plots: `layer_rates.png` has a panel per network (titled with the "
@@ -346,6 +358,8 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
         f"on the depth; eq. 3 moving average over {2 * SMOOTH + 1} batches, log axis; a line "
         "that drops out of the panel has reached 0). Lines far apart mean layers "
         "that train at very different speeds; close lines mean uniform training. "
+        "`epoch_rates.png` draws the same rates as each epoch's mean (the runs' "
+        "`metrics.jsonl`), which stays readable over hundreds of thousands of batches. "
         "`rate_profile.png` shows each network's mean rate per pair: a flat profile is uniform, "
         "a steep one uneven.",
         "",

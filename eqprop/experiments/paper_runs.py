@@ -30,6 +30,7 @@ run computes on its preset's device and a resumed one where it ran before.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import sys
@@ -211,6 +212,15 @@ class RunResult:
         """Per-batch per-pair rates (eq. 2) of the finished epochs, ``(batches, pairs)``
         (read once)."""
         return read_layer_rates(self.run_dir, self.config.train.epochs).astype(np.float64)
+
+    @functools.cached_property
+    def rate_summary(self) -> RateSummary | None:
+        """:func:`summarize_rates` of :attr:`rates`; for a published run, which keeps no
+        per-batch files, the :data:`RATE_SUMMARY` its publication wrote (None: neither)."""
+        if self.rates.size:
+            return summarize_rates(self.rates)
+        path = self.run_dir / RATE_SUMMARY
+        return RateSummary.from_json(path.read_text()) if path.is_file() else None
 
 
 def only_names() -> set[str] | None:
@@ -580,6 +590,41 @@ class RateSummary:
     first: np.ndarray
     zero_output: float
     batches: int
+
+    def to_json(self) -> str:
+        """The summary as JSON (a mean that is NaN is ``null``)."""
+
+        def listed(values: np.ndarray) -> list[float | None]:
+            return [float(v) if np.isfinite(v) else None for v in values]
+
+        record = {
+            "mean": listed(self.mean),
+            "first": listed(self.first),
+            "zero_output": self.zero_output,
+            "batches": self.batches,
+        }
+        return json.dumps(record, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> RateSummary:
+        """The summary :meth:`to_json` wrote."""
+        record = json.loads(text)
+
+        def array(values: list[float | None]) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+        return cls(
+            array(record["mean"]),
+            array(record["first"]),
+            float(record["zero_output"]),
+            int(record["batches"]),
+        )
+
+
+#: a published run's summary of its per-batch rates (:class:`RateSummary`), written by
+#: ``--publish`` for the experiments that judge claims on the rates: the per-batch files stay
+#: in the run directory, so the committed stage keeps what its claims read
+RATE_SUMMARY = "rate_summary.json"
 
 
 def _positive_mean(rates: np.ndarray) -> np.ndarray:

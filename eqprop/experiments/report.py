@@ -38,7 +38,7 @@ from eqprop.experiments import experiment
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import Claim, claims_section
 from eqprop.experiments.departures import Departures
-from eqprop.runs import CONFIG, METRICS, atomic_write_bytes, read_metrics
+from eqprop.runs import CONFIG, METRICS, atomic_write_bytes, read_layer_rates, read_metrics
 
 STAGE = "experiment.toml"
 INDEX = "README.md"
@@ -112,13 +112,17 @@ def publish(name: str, scale: str, departures: Departures, out: Path, dest: Path
     for f in (out / "results.md", *sorted(out.glob("*.png"))):
         shutil.copyfile(f, dest / f.name)
     shutil.rmtree(dest / RUNS, ignore_errors=True)
-    for run, _ in planned:
+    for run, config in planned:
         if run in missing:
             continue
         (dest / RUNS / run).mkdir(parents=True)
         for f in (CONFIG, METRICS):
             if (out / run / f).exists():
                 shutil.copyfile(out / run / f, dest / RUNS / run / f)
+        if getattr(experiment(name), "PUBLISH_RATE_SUMMARY", False):
+            summary = pr.summarize_rates(read_layer_rates(out / run, config.train.epochs))
+            if summary is not None:
+                atomic_write_bytes(dest / RUNS / run / pr.RATE_SUMMARY, summary.to_json().encode())
     stage = {"experiment": name, "scale": scale, "fast": departures.fast}
     stage["sets"] = list(departures.sets)
     atomic_write_bytes(dest / STAGE, tomli_w.dumps(stage).encode())
