@@ -157,7 +157,8 @@ def _shortfall(r: pr.RunResult) -> str:
     return (
         f"{head}, {100 * (best - anchor.error):.2f} points short. Epochs: ours "
         f"{len(errors)}, {theirs}{trend}. Network and settings: theirs {anchor.network}; "
-        "ours 16 and 32 maps. Estimator: how far the centered estimate at beta 0.5 is from "
+        "ours 16 and 32 maps (32 and 64 at the quick scale: `docs/science.md` section 7). "
+        "Estimator: how far the centered estimate at beta 0.5 is from "
         'the true gradient is measured in `docs/science.md` section 7 ("Which nudging").'
     )
 
