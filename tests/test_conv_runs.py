@@ -83,6 +83,7 @@ def test_the_conv_presets_describe_the_conv_mnist_network():
             "gradient",
         )
         assert (config.estimator.kind, config.estimator.beta) == ("centered", 0.5)
+        assert config.train.persistent and "from persistent particles" in config.description
         assert config.update.lr == (0.1, 0.05, 0.02) and config.train.batch_size == 32
         assert cfg.from_dict(cfg.parse_toml(config.to_toml(), "x")) == config
     assert "topology.channels" in cfg.flat_items(tiny())
@@ -99,6 +100,7 @@ def test_the_cifar10_preset_is_laborieux_et_als_network(tmp_path, capsys):
         (10,),
     )
     assert (config.free.steps, config.nudged.steps, config.estimator.kind) == (250, 30, "centered")
+    assert not config.train.persistent  # from zeros, as theirs (particles would be 11.6 GB)
     assert config.update.optimizer_kwargs() == {"lr": 0.1, "momentum": 0.9, "weight_decay": 3e-4}
     out = tmp_path / "run"
     code = cli.main(

@@ -72,8 +72,8 @@ ANCHORS = {
         40,
         "the command their public code's README gives for the convolutional row of their "
         "Table 1, github.com/ernoult/updatesEPgradientsBPTT",
-        "32 and 64 maps of 5x5, batches of 20, 200 free and 10 nudged steps, one-sided EP at "
-        "beta 0.4",
+        "32 and 64 maps of 5x5, batches of 20, 200 free steps from zeros and 10 nudged, "
+        "one-sided EP at beta 0.4",
     ),
     "fashion": Anchor(
         0.0889,
@@ -178,8 +178,10 @@ def render(scale: str, results: list[pr.RunResult], departures: Departures | Non
     protocol = (
         "Networks: 1x28x28 -> 16 maps (5x5 kernels, 2x2 max pooling) -> 32 maps (5x5, "
         "pooling) -> 10, hard-sigmoid units, the energy of Laborieux et al. (2021) in the "
-        "Hopfield form (`docs/science.md` section 7); centered EP at beta = 0.5, 60 free and "
-        "10 nudged fixed steps at eps = 0.5, the `gradient` nudged step (their cost "
+        "Hopfield form (`docs/science.md` section 7); centered EP at beta = 0.5, 60 free "
+        "steps from persistent particles (each training example's last free state; the "
+        "anchors relax 200-250 steps from zeros every batch) and 10 nudged fixed steps at "
+        "eps = 0.5, the `gradient` nudged step (their cost "
         "1/2 |s_out - d|^2), plain SGD with per-pair rates (0.1, 0.05, 0.02), batches of 32; "
         "the standard split, so the held-out error is "
         "the test error. One seed each; no spread over seeds was measured."
