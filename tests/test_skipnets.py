@@ -658,3 +658,22 @@ def test_a_closed_pipe_ends_the_status_quietly(tmp_path: Path, monkeypatch, caps
         monkeypatch.setattr(sys, "stdout", _ClosedPipe(stdout.fileno()))
         assert reproduce("smoke", tmp_path / "s", "--status") == 141
     assert capsys.readouterr().err == ""
+
+
+def test_the_mlp_scales_draw_the_papers_convnet_panels_empty_saying_why():
+    """Figures 1b and 2b (ConvNet vs DenseConvNet) are panels of the MLP-only scales too,
+    empty, with the reason they were not run."""
+    from eqprop.experiments.skipnets import figures
+    from eqprop.experiments.skipnets.protocol import CONV_NOT_RUN, PROTOCOLS
+
+    protocol = PROTOCOLS["paper-mlp"]
+    assert figures._panel_rows(protocol)[-2:] == [("Conv", "sigmoid"), ("Conv", "relu")]
+    _, panels = figures._panels(protocol, ["BP", "FA", "DTP"], "t")
+    conv = [ax for (family, _, _), ax in panels.items() if family == "Conv"]
+    assert len(conv) == 6
+    for ax in conv:
+        (text,) = ax.texts
+        assert " ".join(text.get_text().split()) == CONV_NOT_RUN["Conv"]
+    assert all(not ax.texts for (family, _, _), ax in panels.items() if family == "MLP")
+    _, full = figures._panels(PROTOCOLS["full"], ["BP", "FA", "DTP"], "t")  # plans ConvNets
+    assert {f for f, _, _ in full} == {"MLP", "Conv"} and not any(ax.texts for ax in full.values())

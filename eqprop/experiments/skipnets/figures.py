@@ -4,6 +4,7 @@ grid (its Figure 2; :func:`plot_sensitivity`)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ def _panel_rows(protocol: Protocol) -> list[tuple[str, str]]:
     families = [
         family
         for family, plain in FAMILIES.items()
-        if {plain, PAIRS[plain]} & set(protocol.architectures)
+        if {plain, PAIRS[plain]} & set(protocol.architectures) or family in protocol.not_run
     ]
     return [(family, act) for family in families for act in protocol.depths]
 
@@ -66,6 +67,19 @@ def _panels(
         pair = f", {FAMILIES[family]} vs {PAIRS[FAMILIES[family]]}" if family else ""
         ax.set_title(f"{rule}, {act}{pair}", fontsize=9)
         ax.grid(alpha=0.3)
+        if family in protocol.not_run:  # the paper's panel, empty, and why
+            ax.text(
+                0.5,
+                0.5,
+                textwrap.fill(protocol.not_run[family], 30),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="dimgrey",
+                transform=ax.transAxes,
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
     return fig, panels
 
 
@@ -122,6 +136,8 @@ def plot_accuracy_vs_depth(rows: Sequence[Row], protocol: Protocol, path: Path) 
     )
     seeds = seed_accuracies(rows)
     for (family, act, rule), ax in panels.items():
+        if family in protocol.not_run:
+            continue
         own = not family
         architectures = (
             sorted({r.architecture for r in others if (r.activation, r.rule) == (act, rule)})
@@ -172,6 +188,8 @@ def plot_sensitivity(records: Sequence[Mapping], protocol: Protocol, path: Path)
     fig, panels = _panels(protocol, rules, "Sensitivity: sorted test accuracy over the grid")
     rows = collect_rows(records)
     for (family, act, rule), ax in panels.items():
+        if family in protocol.not_run:
+            continue
         for arch in _family_architectures(family, protocol):
             values = sorted(points.get((rule, act, arch), []))
             if values:

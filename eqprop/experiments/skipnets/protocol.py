@@ -74,6 +74,8 @@ class Protocol:
             channels (the paper's "channel size (depth x 16)").
         caveat: what this scale cannot show, stated in ``results.md``.
         ep: the EP rows of this scale (None: none).
+        not_run: architecture family ("MLP", "Conv") -> why this scale does not run it; the
+            figures draw its panels (the paper's panel b for "Conv") empty, saying so.
     """
 
     dataset: str
@@ -91,6 +93,7 @@ class Protocol:
     channels_per_depth: int = 16
     caveat: str = ""
     ep: EPProtocol | None = None
+    not_run: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -144,6 +147,11 @@ SHORT_EP = EPProtocol(
     ),
 )
 
+#: why the MLP-only scales leave the paper's ConvNet panels (its Figures 1b and 2b) empty
+CONV_NOT_RUN = {
+    "Conv": "not run at this scale: the ConvNet grid costs about 4,700 CPU hours "
+    "(docs/reproducing.md)"
+}
 PROTOCOLS: dict[str, Protocol] = {
     # Seconds on sklearn's digits (1,150 / 287 / 360 examples, 8x8): plumbing only. All four
     # architectures; the ConvNets with 2 x depth channels and 1 epoch.
@@ -216,6 +224,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "(estimate, docs/reproducing.md, 'Budget of the skipnets grid')."
         ),
         ep=SHORT_EP,
+        not_run=CONV_NOT_RUN,
     ),
     # `mlp-budget` completed: every depth of the paper's MLP grid, seeds 0-2 at the shallowest
     # and deepest depth per activation. Its seed-0 runs are those of `mlp-budget` (the same
@@ -240,6 +249,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "(estimate, docs/reproducing.md, 'Budget of the skipnets grid')."
         ),
         ep=SHORT_EP,
+        not_run=CONV_NOT_RUN,
     ),
     # The paper's protocol (section 3, Table 1): MNIST 50k / 10k / 10k, depths 3-7 (sigmoid)
     # and 5-10 (ReLU), three learning rates per rule and activation, early-stopping starting
