@@ -83,7 +83,7 @@ def test_the_conv_presets_describe_the_conv_mnist_network():
             "gradient",
         )
         assert (config.estimator.kind, config.estimator.beta) == ("centered", 0.5)
-        assert config.train.persistent and "from persistent particles" in config.description
+        assert not config.train.persistent and "relaxes from zeros" in config.description
         assert config.update.lr == (0.1, 0.05, 0.02) and config.train.batch_size == 32
         assert cfg.from_dict(cfg.parse_toml(config.to_toml(), "x")) == config
     assert "topology.channels" in cfg.flat_items(tiny())
