@@ -108,6 +108,7 @@ def publish(name: str, scale: str, departures: Departures, out: Path, dest: Path
     planned = departures.apply_all(experiment(name).planned(scale))
     check_publishable(name, planned, out)
     missing = [n for n, _ in planned if not (out / n / CONFIG).exists()]
+    summarize = getattr(experiment(name), "PUBLISH_RATE_SUMMARY", False)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (out / "results.md", *sorted(out.glob("*.png"))):
         shutil.copyfile(f, dest / f.name)
@@ -119,7 +120,7 @@ def publish(name: str, scale: str, departures: Departures, out: Path, dest: Path
         for f in (CONFIG, METRICS):
             if (out / run / f).exists():
                 shutil.copyfile(out / run / f, dest / RUNS / run / f)
-        if getattr(experiment(name), "PUBLISH_RATE_SUMMARY", False):
+        if summarize:
             summary = pr.summarize_rates(read_layer_rates(out / run, config.train.epochs))
             if summary is not None:
                 atomic_write_bytes(dest / RUNS / run / pr.RATE_SUMMARY, summary.to_json().encode())
