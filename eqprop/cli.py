@@ -19,6 +19,7 @@ from pathlib import Path
 from eqprop import config as cfg
 from eqprop.cli_options import add_data_dir_option, add_ray_options, add_set_option
 from eqprop.errors import EqpropError, Interrupted
+from eqprop.metrics import SMOOTH
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,10 +161,6 @@ def _conv_counts(section: cfg.TopologySection) -> dict[str, int | str]:
         "weights": section.conv_weights(),
         "biases": sum(shape[0] for shape in shapes[1:]),
     }
-
-
-#: ``eqprop plot``'s default half-window of the ICONS paper's smoothing (its eq. 3)
-SMOOTH = 5
 
 
 def _plot(args: argparse.Namespace) -> int:

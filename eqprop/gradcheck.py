@@ -257,8 +257,8 @@ def check_run(
             f"with a run, --set may change only the estimator (estimator.kind, estimator.beta) "
             f"and nudged.nudging; the network is the run's, so drop {', '.join(other)}"
         )
+    _check_size(runs.read_config(Path(run_dir)))  # before its checkpoint is read
     trained = load_run(run_dir, which)
-    _check_size(trained.config)
     config = trained.config.override(changes)
     check_beta = config.estimator.beta if beta is None else beta
     result = _check_on_data(config, trained.network, examples, check_beta, data_dir)

@@ -18,7 +18,11 @@ def error_rate(output_states: torch.Tensor, labels: torch.Tensor) -> float:
     return float((output_states.argmax(1) != labels).float().mean())
 
 
-def smooth_rates(rates: np.ndarray, n: int = 5) -> np.ndarray:
+#: the half-window n of the ICONS paper's rate smoothing (eq. 3): 2n + 1 = 11 batches
+SMOOTH = 5
+
+
+def smooth_rates(rates: np.ndarray, n: int = SMOOTH) -> np.ndarray:
     """Centred moving average over ``2n + 1`` batches (eq. 3 of the ICONS paper).
 
     ``rates`` has shape ``(batches, pairs)``. Near the ends, where the window would leave the

@@ -25,7 +25,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, Formatter, LogLocator, MaxNLocator, NullFormatter
 
 from eqprop.errors import EqpropError
-from eqprop.metrics import TEST_ERROR, held_out_error, held_out_key, held_out_label, smooth_rates
+from eqprop.metrics import (
+    SMOOTH,
+    TEST_ERROR,
+    held_out_error,
+    held_out_key,
+    held_out_label,
+    smooth_rates,
+)
 
 STYLE = {
     "figure.dpi": 150,
@@ -301,7 +308,7 @@ def pair_colors(n_pairs: int) -> list[Any]:
 
 
 def layer_rates_figure(
-    runs: Sequence[tuple[str, np.ndarray]], *, smooth: int = 5, title: str | None = None
+    runs: Sequence[tuple[str, np.ndarray]], *, smooth: int = SMOOTH, title: str | None = None
 ) -> Figure:
     """Figure-4 style: per-layer training rates (eq. 2) against batch, smoothed with eq. 3
     over ``2 * smooth + 1`` batches, log y axis, a panel per run, a line per layer pair

@@ -160,3 +160,14 @@ def test_a_network_whose_outputs_are_all_saturated_is_one_line_not_nan():
     data = load_dataset("digits", "standard")
     with pytest.raises(ConfigError, match="true gradient on these 4 examples is zero"):
         check_gradient(net, data.train.x[:4], data.train.y[:4], Positive(1e-4), GradientNudging())
+
+
+def test_check_run_refuses_a_network_too_large_before_reading_its_checkpoint(tmp_path):
+    """The size check needs only config.toml: a run of a network too large to check is
+    refused in one line even with no checkpoint (nothing is loaded before it)."""
+    from eqprop.errors import ConfigError
+    from eqprop.gradcheck import check_run
+
+    (tmp_path / runs.CONFIG).write_text(cfg.resolve("conv-cifar10").to_toml())
+    with pytest.raises(ConfigError, match="over one example's 57,866 state units"):
+        check_run(tmp_path)

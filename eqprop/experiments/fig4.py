@@ -53,6 +53,7 @@ from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
 from eqprop.experiments.report import ResultsPage
+from eqprop.metrics import SMOOTH
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -70,8 +71,6 @@ REDUCTIONS = {
     "smoke": pr.Reduction(limit=300, max_free=20, epochs=2, small=True),
     "quick": pr.Reduction(limit=5_000, free_divisor=5, epochs=2),
 }
-#: eq. 3 half-window of the plots
-SMOOTH = 5
 #: the claims read the per-batch rates: a published stage keeps their summary
 #: (:data:`~eqprop.experiments.paper_runs.RATE_SUMMARY`)
 PUBLISH_RATE_SUMMARY = True

@@ -62,7 +62,7 @@ from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict
 from eqprop.experiments.departures import Departures
 from eqprop.experiments.report import ResultsPage
-from eqprop.metrics import HELD_OUT_ERROR, held_out_error, record_metric
+from eqprop.metrics import HELD_OUT_ERROR, SMOOTH, held_out_error, record_metric
 from eqprop.plots import (
     STYLE,
     data_caption,
@@ -80,8 +80,6 @@ REDUCTIONS = {
 }
 #: fraction of every hidden layer that is target-linked
 FRACTION = 0.1
-#: eq. 3 half-window of the rate plot
-SMOOTH = 5
 
 
 @dataclass(frozen=True)
