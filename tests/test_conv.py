@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fixed_point import relax_to_fixed_point
+from fixed_point import ep_descent, relax_to_fixed_point
 
 from eqprop.activation import SMOOTH_SIGMOID
 from eqprop.conv import ConvBlock, ConvNetwork, ConvSGD, conv_mnist
@@ -374,12 +374,7 @@ def true_gradient(net, x, target, s_star, factor=1.0):
 
 
 def ep_estimate(net, estimator, nudging, x, target, s0):
-    base = net.input_drive(x)
-    betas = estimator.betas(torch.Generator().manual_seed(0))
-    nudged = [
-        relax_to_fixed_point(net, s0.clone(), base, Nudge(nudging, beta, target)) for beta in betas
-    ]
-    weights, biases = estimator.estimate(net, x, s0, nudged, betas).descent(net)
+    weights, biases = ep_descent(net, estimator, nudging, x, target, s0)
     return [*weights, biases]
 
 

@@ -5,12 +5,12 @@ topology family (``docs/science.md`` section 1, "theory to test against")."""
 import numpy as np
 import pytest
 import torch
-from fixed_point import relax_to_fixed_point
+from fixed_point import ep_descent, relax_to_fixed_point
 
 from eqprop import topology
 from eqprop.estimators import Centered, Positive, RandomSign
 from eqprop.network import Network
-from eqprop.nudging import GradientNudging, IconsNudging, Nudge
+from eqprop.nudging import GradientNudging, IconsNudging
 
 SIZES = [12, 10, 10, 4]
 FAMILIES = {
@@ -54,12 +54,7 @@ def true_gradient(net, x, target, s_star):
 
 def ep_estimate(net, estimator, nudging, x, target, s0):
     """The estimator's output on the network's edges and biases (weights untouched)."""
-    base = net.input_drive(x)
-    betas = estimator.betas(torch.Generator().manual_seed(0))
-    nudged = [
-        relax_to_fixed_point(net, s0.clone(), base, Nudge(nudging, beta, target)) for beta in betas
-    ]
-    weights, biases = estimator.estimate(net, x, s0, nudged, betas).descent(net)
+    weights, biases = ep_descent(net, estimator, nudging, x, target, s0)
     t = net.topology
     return net.dense_weights(weights)[t.edges[:, 0], t.edges[:, 1]].numpy(), biases.numpy()
 
