@@ -573,11 +573,11 @@ def test_progress_total_is_the_batches_up_to_max_examples(
 def test_training_progress_off_a_terminal_is_plain_lines_on_stderr(
     digits: TrainingData, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import eqprop.runs
+    import eqprop.runs.progress
 
     quiet = _small_run(digits, progress=False)
     assert capsys.readouterr() == ("", "")
-    monkeypatch.setattr(eqprop.runs, "PLAIN_PROGRESS_EVERY_S", 0.0)  # a line every batch
+    monkeypatch.setattr(eqprop.runs.progress, "PLAIN_PROGRESS_EVERY_S", 0.0)  # a line every batch
     _same(_small_run(digits, desc="tiny"), quiet)
     out, err = capsys.readouterr()
     assert out == "" and "\r" not in err

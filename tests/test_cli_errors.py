@@ -1271,7 +1271,7 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(server, workspace
     result = server.run(
         ["train", "--out", "new", *TINY_ARGS],
         workspace,
-        patch={"eqprop.runs.PLAIN_PROGRESS_EVERY_S": 0.0},
+        patch={"eqprop.runs.progress.PLAIN_PROGRESS_EVERY_S": 0.0},
         real=False,
     )
     assert result.rc == 0, result.err

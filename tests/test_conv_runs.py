@@ -17,6 +17,7 @@ from eqprop.conv import ConvNetwork, ConvSGD, conv_mnist
 from eqprop.data import own_dataset
 from eqprop.errors import ConfigError, Interrupted
 from eqprop.metrics import held_out_error
+from eqprop.runs.checks import _check_conv_data
 from eqprop.saved import load_run
 from eqprop.sweeps.spec import sweep_from_dict
 from eqprop.training import Trainer, one_hot
@@ -208,16 +209,16 @@ def test_own_images_fit_their_own_shape_and_flat_features_any_of_as_many_values(
     images = own_dataset((x.reshape(-1, 2, 4, 8), y))  # flattened C x H x W, as conv reads
     kept = images.train.x  # the first examples (the last ones are held out)
     assert runs.image_shape(images) == (2, 4, 8) and torch.equal(kept, data.train.x[: len(kept)])
-    runs._check_conv_data(tiny("topology.input_shape=[2, 4, 8]"), images)
+    _check_conv_data(tiny("topology.input_shape=[2, 4, 8]"), images)
     with pytest.raises(ConfigError, match=r"use --set topology.input_shape=\[2,4,8\]$"):
-        runs._check_conv_data(tiny(), images)
+        _check_conv_data(tiny(), images)
     flat = own_dataset((x, y))
     assert runs.image_shape(flat) == (64,)
-    runs._check_conv_data(tiny("topology.input_shape=[4, 4, 4]"), flat)
+    _check_conv_data(tiny("topology.input_shape=[4, 4, 4]"), flat)
     with pytest.raises(
         ConfigError, match=r"set topology.input_shape to a \[C, H, W\] of 64 values"
     ):
-        runs._check_conv_data(tiny("topology.input_shape=[1, 4, 4]"), flat)
+        _check_conv_data(tiny("topology.input_shape=[1, 4, 4]"), flat)
 
 
 # -- run directories ------------------------------------------------------------------------

@@ -49,6 +49,7 @@ ARGS = [
 _HOOK = """
 import io, os, signal
 import eqprop.runs as runs
+import eqprop.runs.checkpoints, eqprop.runs.directory, eqprop.runs.files
 
 NAME, NTH, STAGE = {name!r}, {nth!r}, {stage!r}
 seen = [0]
@@ -89,8 +90,9 @@ def rename(a, b):
 
 if NAME == "run-directory":
     os.rename = rename
-else:
-    runs.atomic_write = hooked
+else:  # every module of the package that writes through it
+    for module in (runs.files, runs.checkpoints, runs.directory):
+        module.atomic_write = hooked
 """
 
 #: simulated disk: every write through eqprop.runs fails with ENOSPC once BUDGET bytes
@@ -98,6 +100,7 @@ else:
 _ENOSPC_HOOK = """
 import builtins, errno, os
 import eqprop.runs as runs
+import eqprop.runs.files
 
 BUDGET, written = {budget!r}, [0]
 
@@ -127,7 +130,7 @@ def full_open(path, mode="r", *args, **kw):
     return Full(f) if "w" in mode or "a" in mode else f
 
 
-runs.open = full_open
+runs.files.open = full_open  # atomic_write's open: every file a run writes
 """
 
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from eqprop.baselines._validation import check_number
 from eqprop.baselines.rule import LearningRule
 from eqprop.errors import ConfigError, EqpropError
-from eqprop.runs import _Progress, load_checkpoint, save_checkpoint
+from eqprop.runs import Progress, load_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def _batches_to_cap(n_train: int, config: TrainConfig) -> int:
     return epochs * per_epoch + -(-rest // config.batch_size)
 
 
-class RunProgress(_Progress):
+class RunProgress(Progress):
     """Progress over the runs of an experiment, in the style of :mod:`eqprop.runs`: a bar on
     a terminal; elsewhere (a log file, a pipe) one plain line on stderr per finished run,
     with its outcome and how many runs remain. Never writes to stdout."""
@@ -332,7 +332,8 @@ def train(
     With ``progress``, a bar over the batches (up to ``max_examples``; early stopping ends it
     sooner) with the latest validation accuracy shows on stderr, named ``desc``; when stderr
     is not a terminal, a plain line at most every
-    :data:`~eqprop.runs.PLAIN_PROGRESS_EVERY_S` seconds instead. It never changes the result.
+    :data:`~eqprop.runs.progress.PLAIN_PROGRESS_EVERY_S` seconds instead. It never changes the
+    result.
 
     With ``checkpoint`` (a file path), the whole training state is written there atomically
     at every evaluation and at the end, and a run whose file exists goes on from it: the
@@ -385,7 +386,7 @@ def train(
     done_before = run["finished"]  # a finished run's file is read, not written again
     stats: list[dict[str, float]] = []
     total = _batches_to_cap(len(data.train_y), config)
-    bar = _Progress(total, desc, initial=run["batches"], enabled=progress)
+    bar = Progress(total, desc, initial=run["batches"], enabled=progress)
     postfix = f"valid {run['evaluations'][-1].valid_accuracy:.2%}"
     try:
         while not run["finished"]:
