@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -41,6 +39,7 @@ from eqprop.data import logic_gate
 from eqprop.directed import DirectedConfig, TrainingResult, train
 from eqprop.errors import ConfigError
 from eqprop.experiments.claims import FAILS, HOLDS, NOT_YET, PARTLY, Claim, Verdict, claims_section
+from eqprop.runs import atomic_write
 
 SCALES = ("smoke", "full")
 #: what :func:`_sparsest` pairs with each run (a method or a method's name)
@@ -199,17 +198,9 @@ def searches(scale: str) -> tuple[tuple[Method, ...], tuple[int, ...]]:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """Write through ``write(temporary_path)`` and move the result into place."""
+    """:func:`eqprop.runs.atomic_write` (``write`` fills a binary file), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_write(path, write)
 
 
 def _finite(value: float, digits: int = 6) -> float | None:
@@ -286,7 +277,7 @@ def _run_file(
     start = time.perf_counter()
     result = train(method.config, x, y, seeds)
     record = settings | _summarise(result, seeds, time.perf_counter() - start)
-    _write_atomic(path, lambda p: p.write_text(json.dumps(record)))
+    _write_atomic(path, lambda f: f.write(json.dumps(record).encode()))
     if progress is not None:
         correct = sum(run["correct"] for run in record["runs"])
         seconds = record["seconds"]
@@ -320,7 +311,7 @@ def _plot_mse(records: dict, shown: tuple[Method, ...], path: Path) -> None:
             if row == len(shown) - 1:
                 ax.set_xlabel("epoch")
     axes[0][0].legend(fontsize=7, loc="upper right")
-    _write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=80))
+    _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=80))
 
 
 def _sparsest(runs: list[tuple[T, dict]]) -> tuple[T, dict]:
@@ -385,7 +376,7 @@ def _plot_networks(records: dict, pruned: tuple[Method, ...], path: Path) -> Non
         ax.set_aspect("equal")
         ax.axis("off")
     fig.suptitle("Pruned networks (red: positive, blue: negative; opacity: |weight|)", fontsize=10)
-    _write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=80))
+    _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=80))
 
 
 _PAPER_OUTCOME = {
@@ -1063,5 +1054,5 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     seconds = sum(record["seconds"] for record in every)
     results = out / "results.md"
     text = _results_markdown(scale, records, all_methods, seeds, notebook, seconds)
-    _write_atomic(results, lambda p: p.write_text(text))
+    _write_atomic(results, lambda f: f.write(text.encode()))
     return results
