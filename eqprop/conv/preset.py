@@ -3,8 +3,9 @@
 Ernoult et al.'s (2019) MNIST architecture, narrowed to fit two CPU cores: 1x28x28 ->
 16 maps of 5x5 kernels, 2x2 max pooling (16x12x12) -> 32 maps of 5x5 kernels, 2x2 max pooling
 (32x4x4) -> 10 outputs. Centered EP at ``beta = 0.5`` (the anchors' symmetric nudging),
-the ``icons`` nudged step, 60 free steps from the persistent particles and 10 nudged steps
-per phase at ``eps = 0.5``, batches of 32, per-pair rates (0.1, 0.05, 0.02). The settings are
+the ``gradient`` nudged step (their cost ``1/2 |s_out - d|^2``), 60 free steps from zeros
+for each batch (as the anchors) and 10 nudged steps per phase at ``eps = 0.5``, batches of
+32, per-pair rates (0.1, 0.05, 0.02). The settings are
 the bundled preset ``eqprop/presets/conv-mnist.toml`` (``eqprop train --preset conv-mnist``;
 ``conv-fashion`` is the same on Fashion-MNIST); :func:`conv_mnist` builds its trainer from
 that file. The time per batch it was sized by is in ``docs/api.md``.
