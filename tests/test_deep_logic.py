@@ -139,7 +139,9 @@ def test_authors_preset_has_the_notebooks_values() -> None:
     for method in others:
         changed = {k for k, v in asdict(method.config).items() if v != getattr(a, k)}
         assert 1 <= len(changed) <= 2
-        assert all(getattr(method.config, k) == getattr(deep_logic._DEEP, k) for k in changed)
+        assert all(
+            getattr(method.config, k) == getattr(deep_logic.protocol._DEEP, k) for k in changed
+        )
     assert {"prune_permanent", "input_edges", "state_init_scale"} <= {
         k for m in others for k, v in asdict(m.config).items() if v != getattr(a, k)
     }
