@@ -41,7 +41,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -54,6 +54,11 @@ from eqprop.quantization import DEFAULT_RANGE_SCALE, Quantization
 from eqprop.relaxation import SOLVERS
 from eqprop.training import BATCH_ORDERS
 from eqprop.updates import LearningRates
+
+if TYPE_CHECKING:
+    from eqprop.network import EnergyNetwork
+    from eqprop.relaxation import Relaxer
+    from eqprop.relaxation.fixed import FixedSteps
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -384,7 +389,7 @@ class FreeSection:
         self.build()
         _steps("free", self.steps)
 
-    def build(self):
+    def build(self) -> Relaxer:
         """The relaxer this section describes."""
         _choice("free", "solver", self.solver, SOLVERS)
         cls = SOLVERS[self.solver]
@@ -421,7 +426,7 @@ class NudgedSection:
         _steps("nudged", self.steps)
         self._check_hidden()
 
-    def build(self):
+    def build(self) -> FixedSteps:
         """The fixed-step relaxer of the weakly-clamped phase."""
         _choice("nudged", "nudging", self.nudging, nudging.NUDGINGS)
         from eqprop.relaxation.fixed import FixedSteps
@@ -466,7 +471,7 @@ class NudgedSection:
         fraction = 1.0 if self.hidden_fraction is None else self.hidden_fraction
         return {layer: max(1, round(fraction * sizes[layer])) for layer in self.hidden_layers}
 
-    def scheme(self, network) -> nudging.Nudging:
+    def scheme(self, network: EnergyNetwork) -> nudging.Nudging:
         """The nudging of the weakly-clamped phase of ``network``
         (:class:`~eqprop.network.Network`): the named scheme, with target-linked hidden
         neurons when ``hidden_layers`` is set."""

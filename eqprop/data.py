@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from eqprop.errors import ConfigError, DataError
 
@@ -345,7 +346,18 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
     return base / name if subdirectory else base
 
 
-def own_dataset(train, valid=None, test=None, *, name: str = "own data") -> Dataset:
+#: what :func:`own_dataset` takes for one split: an ``(x, y)`` pair (numpy arrays, tensors or
+#: nested lists), or a ``torch.utils.data.Dataset`` (any iterable) of ``(features, label)``
+Examples = tuple[ArrayLike, ArrayLike] | Iterable[tuple[ArrayLike, int]]
+
+
+def own_dataset(
+    train: Examples,
+    valid: Examples | None = None,
+    test: Examples | None = None,
+    *,
+    name: str = "own data",
+) -> Dataset:
     """A validated :class:`Dataset` of your own examples.
 
     Args:

@@ -121,7 +121,14 @@ class Centered(Estimator):
         return (self.beta, -self.beta)
 
     @torch.no_grad()
-    def estimate(self, network, x, free, nudged, betas) -> Estimate:
+    def estimate(
+        self,
+        network: EnergyNetwork,
+        x: torch.Tensor,
+        free: torch.Tensor,
+        nudged: Sequence[torch.Tensor],
+        betas: Sequence[float],
+    ) -> Estimate:
         weights, biases = correlation_difference(network, x, nudged[0], nudged[1])
         return Estimate(weights, biases, 1.0 / (2.0 * betas[0] * x.shape[0]))
 

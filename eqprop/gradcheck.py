@@ -223,7 +223,10 @@ MAX_STATE = 10_000
 
 
 def check_config(
-    config: cfg.RunConfig, examples: int = 8, beta: float = 1e-4, data_dir=None
+    config: cfg.RunConfig,
+    examples: int = 8,
+    beta: float = 1e-4,
+    data_dir: str | Path | None = None,
 ) -> GradientCheck:
     """:func:`check_gradient` for a config's initial network, estimator and nudging, with
     ``beta`` replacing the config's, on the first ``examples`` training examples; a one-line
@@ -237,7 +240,7 @@ def check_run(
     run_dir: str | Path,
     examples: int = 8,
     beta: float | None = None,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     which: str = "latest",
     overrides: Mapping[str, object] | None = None,
 ) -> tuple[GradientCheck, TrainedRun]:
@@ -277,7 +280,11 @@ def _check_size(config: cfg.RunConfig) -> None:
 
 
 def _check_on_data(
-    config: cfg.RunConfig, net: EnergyNetwork, examples: int, beta: float, data_dir
+    config: cfg.RunConfig,
+    net: EnergyNetwork,
+    examples: int,
+    beta: float,
+    data_dir: str | Path | None,
 ) -> GradientCheck:
     """:func:`check_gradient` of ``net`` with ``config``'s estimator (at ``beta``) and
     nudging, on the first ``examples`` training examples of ``config``'s data."""

@@ -52,7 +52,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from eqprop.activation import Activation
 from eqprop.errors import ConfigError
 from eqprop.nudging import Kernel, Nudge
 from eqprop.topology import ADJACENT, Topology
+
+if TYPE_CHECKING:
+    from eqprop.relaxation import Relaxer
 
 LAYOUTS = ("auto", "blocks", "dense")
 # The plan's cost model (:func:`plan_cost`), in multiply-adds per example at batch
@@ -296,7 +299,7 @@ class EnergyNetwork(torch.nn.Module):
         return torch.zeros(batch, self.n_state, dtype=self.dtype, device=self.device)
 
     def equilibrium(
-        self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None
+        self, x: torch.Tensor, relaxer: Relaxer | None = None, state: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The whole free state at the equilibrium of inputs ``x`` (shape ``(batch, M)``, layer
         order, inputs excluded), reached by ``relaxer`` (default: FISTA to a fixed-point
@@ -311,18 +314,20 @@ class EnergyNetwork(torch.nn.Module):
             relaxer.relax(self, s, self.input_drive(x))
         return s
 
-    def forward(self, x: torch.Tensor, relaxer=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relaxer: Relaxer | None = None) -> torch.Tensor:
         """The output units' states at the free equilibrium of ``x``, shape ``(batch, n_out)``
         (:meth:`equilibrium`; ``net(x)``): what the cost compares with the target (for the
         hard sigmoid also their activations, ``rho(s) = s`` in ``[0, 1]``)."""
         return self.equilibrium(x, relaxer)[:, self.output]
 
-    def predict(self, x: torch.Tensor, relaxer=None, state: torch.Tensor | None = None):
+    def predict(
+        self, x: torch.Tensor, relaxer: Relaxer | None = None, state: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Predicted classes of ``x``: the argmax of the outputs at the free equilibrium
         (:meth:`equilibrium`, from ``state`` when given)."""
         return self.equilibrium(x, relaxer, state)[:, self.output].argmax(1)
 
-    def error(self, x: torch.Tensor, y: torch.Tensor, relaxer=None) -> float:
+    def error(self, x: torch.Tensor, y: torch.Tensor, relaxer: Relaxer | None = None) -> float:
         """The fraction of ``x`` whose predicted class (:meth:`predict`) is not ``y``."""
         y = torch.as_tensor(y).to(self.device)
         return float((self.predict(x, relaxer) != y).float().mean())

@@ -130,7 +130,14 @@ class GradientNudging(Nudging):
     def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return s_out - target
 
-    def pull_kernel(self, s, h, pulls, eps, project=clip_unit) -> Kernel:
+    def pull_kernel(
+        self,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        pulls: Sequence[Pull],
+        eps: float,
+        project: Projection = clip_unit,
+    ) -> Kernel:
         groups = [(h[:, p.neurons], s[:, p.neurons], p.target, p.beta) for p in pulls]
         free = free_kernel(s, h, eps, project)
 
@@ -153,7 +160,14 @@ class IconsNudging(Nudging):
     def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 2.0 * (s_out - target)
 
-    def pull_kernel(self, s, h, pulls, eps, project=clip_unit) -> Kernel:
+    def pull_kernel(
+        self,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        pulls: Sequence[Pull],
+        eps: float,
+        project: Projection = clip_unit,
+    ) -> Kernel:
         keep = 1.0 - eps
         groups = [(s[:, p.neurons], p.target, 2.0 * eps * p.beta) for p in pulls]
 
@@ -214,10 +228,26 @@ class TargetLinked(Nudging):
     def cost_grad(self, s_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.base.cost_grad(s_out, target)
 
-    def pull_kernel(self, s, h, pulls, eps, project=clip_unit) -> Kernel:
+    def pull_kernel(
+        self,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        pulls: Sequence[Pull],
+        eps: float,
+        project: Projection = clip_unit,
+    ) -> Kernel:
         return self.base.pull_kernel(s, h, pulls, eps, project)
 
-    def kernel(self, s, h, output, target, eps, beta, project=clip_unit) -> Kernel:
+    def kernel(
+        self,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        output: slice,
+        target: torch.Tensor,
+        eps: float,
+        beta: float,
+        project: Projection = clip_unit,
+    ) -> Kernel:
         # t_l recomputed from the target at every step (a (batch, n_out) @ (n_out, k_l)
         # product), so a captured CUDA graph follows a new target copied into ``target``
         hidden = [

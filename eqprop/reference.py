@@ -41,6 +41,7 @@ from a trainer's parts (:meth:`NaiveEP.from_trainer`). Supported: the ``fixed`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,10 @@ import torch
 from eqprop.errors import ConfigError
 from eqprop.network import Network
 from eqprop.topology import ADJACENT
+
+if TYPE_CHECKING:
+    from eqprop.config import RunConfig
+    from eqprop.training import Trainer
 
 NUDGINGS = ("gradient", "icons")
 ESTIMATORS = ("positive", "random-sign")
@@ -108,7 +113,7 @@ class NaiveBatch:
     layer_rates: torch.Tensor
 
 
-def settings_from_config(config) -> Settings:
+def settings_from_config(config: RunConfig) -> Settings:
     """The :class:`Settings` of a :class:`~eqprop.config.RunConfig`."""
     from eqprop.config import MASKED_SGD
 
@@ -137,7 +142,7 @@ def settings_from_config(config) -> Settings:
     )
 
 
-def settings_from_trainer(trainer, seed: int) -> Settings:
+def settings_from_trainer(trainer: Trainer, seed: int) -> Settings:
     """The :class:`Settings` of a :class:`~eqprop.training.Trainer`'s parts; ``seed`` is the
     seed the trainer was built with (a trainer keeps only its generator)."""
     from eqprop.estimators import Positive, RandomSign
@@ -248,13 +253,13 @@ class NaiveEP:
         self.particles = torch.zeros(n_train, self.n, dtype=dtype, device=device)
 
     @classmethod
-    def from_config(cls, network: Network, config, *, n_train: int) -> NaiveEP:
+    def from_config(cls, network: Network, config: RunConfig, *, n_train: int) -> NaiveEP:
         """The engine a :class:`~eqprop.config.RunConfig` describes, from ``network``'s
         initial weights."""
         return cls(network, settings_from_config(config), n_train=n_train)
 
     @classmethod
-    def from_trainer(cls, trainer, *, seed: int) -> NaiveEP:
+    def from_trainer(cls, trainer: Trainer, *, seed: int) -> NaiveEP:
         """The engine that follows ``trainer`` (built with ``seed``), from its network's
         current weights: build it before the trainer trains."""
         settings = settings_from_trainer(trainer, seed)

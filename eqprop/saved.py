@@ -54,7 +54,9 @@ class TrainedRun:
         free relaxer reaches, from zeros or from ``particles`` (updated in place)."""
         return self.network.predict(x, self.free, particles)
 
-    def error(self, x: torch.Tensor, y: torch.Tensor, particles=None) -> float:
+    def error(
+        self, x: torch.Tensor, y: torch.Tensor, particles: torch.Tensor | None = None
+    ) -> float:
         """Error rate of :meth:`predict` on ``x, y``."""
         return float((self.predict(x, particles).cpu() != y.cpu()).double().mean())
 

@@ -28,12 +28,13 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from eqprop.errors import ConfigError
 
@@ -142,7 +143,9 @@ class Topology:
 
     # -- your own topology -----------------------------------------------------------------
     @classmethod
-    def from_edges(cls, sizes: tuple[int, ...] | list[int], pairs) -> Topology:
+    def from_edges(
+        cls, sizes: tuple[int, ...] | list[int], pairs: Iterable[tuple[int, int]] | np.ndarray
+    ) -> Topology:
         """A :data:`CUSTOM` topology from undirected pairs ``(i, j)`` of global neuron indices
         (inputs first, then each layer in order), each pair once, in any order and either
         orientation. One-line :class:`~eqprop.errors.ConfigError` for an index out of range,
@@ -158,7 +161,7 @@ class Topology:
         )
 
     @classmethod
-    def from_mask(cls, sizes: tuple[int, ...] | list[int], mask) -> Topology:
+    def from_mask(cls, sizes: tuple[int, ...] | list[int], mask: ArrayLike) -> Topology:
         """A :data:`CUSTOM` topology from an ``N x N`` 0/1 (or boolean) matrix over global neuron
         indices, ``N = sum(sizes)``: ``mask[i, j] = 1`` joins ``i`` and ``j``. Give it
         symmetric (as :meth:`adjacency` returns) or as its upper triangle only; the diagonal

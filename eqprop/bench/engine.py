@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -66,6 +66,9 @@ from eqprop.errors import EqpropError
 from eqprop.network import Product
 from eqprop.relaxation.cuda_graph import CudaGraphs
 from eqprop.relaxation.fixed import FixedSteps
+
+if TYPE_CHECKING:
+    from eqprop.topology import Topology
 
 DEFAULT_PRESETS = ("icons-layered", "icons-skip")
 #: The ICONS paper's protocol: batch, step size of both phases, free and nudged steps.
@@ -213,7 +216,7 @@ def _products_alone(products, batch: int, net, g: torch.Generator) -> Callable[[
     return products_alone
 
 
-def whole_block_products(net) -> list[Product]:
+def whole_block_products(net: network.Network) -> list[Product]:
     """One dense product per stored block and direction, as before layer-pair splitting and
     CSR: the reference that shows what the plan's splitting saves."""
     return [
@@ -289,7 +292,9 @@ def _step_over_bound(steps: _Times, bounds: _Times, window: int, k: int) -> dict
     }
 
 
-def step_timing(net, batch: int, options: BenchOptions, eps: float = PAPER["eps"]) -> dict:
+def step_timing(
+    net: network.Network, batch: int, options: BenchOptions, eps: float = PAPER["eps"]
+) -> dict:
     """ms per relaxation step, per step of its products alone and per step of one dense
     product per stored block (:func:`whole_block_products`; repeats alternate between the
     three, so all see the same machine load). The bound of a repeat is the faster of the
@@ -370,7 +375,10 @@ def _convolutions_alone(net, batch: int, g: torch.Generator) -> Callable[[], Non
 
 
 def conv_step_timing(
-    net, batch: int = CONV_BATCH, options: BenchOptions | None = None, eps: float = 0.5
+    net: ConvNetwork,
+    batch: int = CONV_BATCH,
+    options: BenchOptions | None = None,
+    eps: float = 0.5,
 ) -> dict[str, Any]:
     """ms per relaxation step of a :class:`~eqprop.conv.ConvNetwork` (free steps of
     :class:`FixedSteps`, on CUDA its graph) against its bound, the same step's convolutions
@@ -523,7 +531,9 @@ def measure_call_costs(rounds: int = 10, batch: int = network.COST_BATCH) -> dic
     }
 
 
-def training_timing(config: cfg.RunConfig, topology, options: BenchOptions) -> dict[str, Any]:
+def training_timing(
+    config: cfg.RunConfig, topology: Topology | None, options: BenchOptions
+) -> dict[str, Any]:
     """s per training batch of ours and of the naive engine (:mod:`eqprop.reference`),
     interleaved on the same data."""
     from eqprop.runs import build_network, build_trainer

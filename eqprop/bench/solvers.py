@@ -26,7 +26,7 @@ import os
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -38,6 +38,9 @@ from eqprop.errors import ConfigError
 from eqprop.relaxation import fixed_point_residual
 from eqprop.relaxation.fixed import FixedSteps
 from eqprop.training import Trainer
+
+if TYPE_CHECKING:
+    from eqprop.network import EnergyNetwork
 
 DEFAULT_PRESETS = ("icons-layered", "icons-skip")
 #: solver specs, ``NAME`` (the preset's step size) or ``NAME:EPS``; each runs on the presets
@@ -106,7 +109,7 @@ def solver_config(preset: str, solver: str, options: SolverBenchOptions) -> cfg.
     return cfg.resolve(preset).override(changes)
 
 
-def skip_reason(config: cfg.RunConfig, net) -> str | None:
+def skip_reason(config: cfg.RunConfig, net: EnergyNetwork) -> str | None:
     """Why the config's free-phase solver cannot run on ``net`` (``None``: it can); tried on
     one step of one example."""
     x = torch.zeros(1, net.n_input, dtype=net.dtype, device=net.device)

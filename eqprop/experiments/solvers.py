@@ -38,9 +38,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -51,6 +52,9 @@ from eqprop.metrics import HELD_OUT_ERROR, record_metric
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label, solver_label
 from eqprop.relaxation import Relaxer
 from eqprop.relaxation.fixed import FixedSteps
+
+if TYPE_CHECKING:
+    from eqprop.network import Network
 
 SCALES = pr.SCALES
 #: network label -> preset
@@ -163,7 +167,7 @@ FIXED_POINT_FILE = "fixed_point.json"
 FIXED_POINT_TOL = 1e-5
 
 
-def fixed_point_error(network, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
+def fixed_point_error(network: Network, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
     """The error of ``network`` on ``x, y`` at the free fixed point: each example from zeros
     to a residual below :data:`FIXED_POINT_TOL` by FISTA with step ``eps``, 1,000 at a
     time."""
@@ -174,7 +178,9 @@ def fixed_point_error(network, x: torch.Tensor, y: torch.Tensor, eps: float) -> 
     return float((torch.cat(parts).cpu() != y).double().mean())
 
 
-def fixed_point_errors(results: list[pr.RunResult], cache: Path, data_dir) -> dict[str, dict]:
+def fixed_point_errors(
+    results: list[pr.RunResult], cache: Path, data_dir: Path | None
+) -> dict[str, dict]:
     """Held-out error of each finished run's final weights at the free fixed point, reached
     from zeros by FISTA to a residual below :data:`FIXED_POINT_TOL` (the same measure for
     every protocol, independent of how each run evaluated itself); cached in ``cache``."""
@@ -233,7 +239,7 @@ def reference_steps(scale: str) -> int:
 
 
 def estimate_errors(
-    scale: str, results: list[pr.RunResult], cache: Path, data_dir
+    scale: str, results: list[pr.RunResult], cache: Path, data_dir: Path | None
 ) -> dict[str, dict]:
     """Per network, at the final weights and particles of its paper run at seed 0: each
     free phase's EP estimate against the one at the fixed point
@@ -538,7 +544,7 @@ def mean_lines(paper: list[dict], fast: list[dict], epochs: list[int], protocol:
     ]
 
 
-def listed(items) -> str:
+def listed(items: Sequence[object]) -> str:
     """``0``, ``0 and 1``, ``0, 1 and 2``."""
     words = [str(x) for x in items]
     return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)

@@ -55,7 +55,7 @@ from eqprop.nudging import Kernel, Nudge, free_kernel
 
 if TYPE_CHECKING:
     from eqprop.activation import Activation
-    from eqprop.network import Network
+    from eqprop.network import EnergyNetwork
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,7 +87,7 @@ class Relaxer:
 
     def relax(
         self,
-        network: Network,
+        network: EnergyNetwork,
         state: torch.Tensor,
         drive: torch.Tensor,
         nudge: Nudge | None = None,
@@ -96,7 +96,7 @@ class Relaxer:
         raise NotImplementedError
 
     def kernel(
-        self, network: Network, s: torch.Tensor, h: torch.Tensor, nudge: Nudge | None
+        self, network: EnergyNetwork, s: torch.Tensor, h: torch.Tensor, nudge: Nudge | None
     ) -> Kernel:
         """The finish of one step: free, or the nudge's scheme (:mod:`eqprop.nudging`),
         with the network's projection."""
@@ -119,7 +119,7 @@ class Relaxer:
             )
 
 
-def fixed_point_residual(network: Network, state: torch.Tensor, drive: torch.Tensor) -> float:
+def fixed_point_residual(network: EnergyNetwork, state: torch.Tensor, drive: torch.Tensor) -> float:
     """``max |s - P(G(s, W rho(s) + drive))|`` (``max |s - clip(W s + drive)|`` for the hard
     sigmoid; :mod:`eqprop.activation`): how far ``state`` is from the free fixed point (0
     exactly at it, whatever the solver)."""

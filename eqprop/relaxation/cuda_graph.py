@@ -7,11 +7,17 @@ the wrapped solver."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from eqprop.relaxation import Relaxer, RelaxResult
 from eqprop.relaxation.fixed import FixedSteps
+
+if TYPE_CHECKING:
+    from eqprop.network import EnergyNetwork
+    from eqprop.nudging import Nudge
+
 
 #: graphs kept per wrapper (a handful of batch shapes and phases per run); oldest dropped
 MAX_GRAPHS = 8
@@ -29,7 +35,13 @@ class CudaGraphs(Relaxer):
 
     _graphs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def relax(self, network, state, drive, nudge=None) -> RelaxResult:
+    def relax(
+        self,
+        network: EnergyNetwork,
+        state: torch.Tensor,
+        drive: torch.Tensor,
+        nudge: Nudge | None = None,
+    ) -> RelaxResult:
         if not state.is_cuda:
             return FixedSteps(self.eps, self.steps).relax(network, state, drive, nudge)
         network.activation.project_(state)

@@ -22,10 +22,15 @@ tensor operations per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from eqprop.relaxation.residual import DriveIterate, Iterate, ResidualStop
+
+if TYPE_CHECKING:
+    from eqprop.network import EnergyNetwork
+
 
 #: (dtype, device) -> the momentum table computed so far (:func:`momenta`)
 _MOMENTA: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
@@ -104,6 +109,6 @@ class Fista(ResidualStop):
     extrapolated point with residual below ``tol``; at most ``steps`` drives. Momentum is kept
     per example."""
 
-    def start(self, network, state, drive) -> Iterate:
+    def start(self, network: EnergyNetwork, state: torch.Tensor, drive: torch.Tensor) -> Iterate:
         streak = torch.zeros(state.shape[0], 1, dtype=torch.long, device=state.device)
         return _FistaIterate(self, network, state.clone(), state.clone(), streak, drive)

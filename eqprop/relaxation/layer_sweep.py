@@ -194,7 +194,7 @@ class LayerSweep(ResidualStop):
         """The factor each half-sweep moves by, relative to the exact block update."""
         return 1.0
 
-    def start(self, network, state, drive) -> Iterate:
+    def start(self, network: EnergyNetwork, state: torch.Tensor, drive: torch.Tensor) -> Iterate:
         layout = _Parity(network)
         return _SweepIterate(
             network,

@@ -19,14 +19,18 @@ held-out examples costs what its examples need, not what its slowest one needs. 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from eqprop.errors import ConfigError
-from eqprop.nudging import Projection, clip_unit, free_kernel
+from eqprop.nudging import Nudge, Projection, clip_unit, free_kernel
 from eqprop.relaxation import Relaxer, RelaxResult
+
+if TYPE_CHECKING:
+    from eqprop.network import EnergyNetwork
 
 
 def _noop() -> None:
@@ -71,17 +75,19 @@ class ResidualStop(Relaxer):
         if not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise ConfigError(f"tol must be a number > 0, got {self.tol!r}")
 
-    def start(self, network, state: torch.Tensor, drive: torch.Tensor) -> Iterate:
+    def start(self, network: EnergyNetwork, state: torch.Tensor, drive: torch.Tensor) -> Iterate:
         """The solver's iteration from ``state`` (projected, not modified)."""
         raise NotImplementedError
 
     @staticmethod
-    def drive(network, s: torch.Tensor, base: torch.Tensor, h: torch.Tensor):
+    def drive(
+        network: EnergyNetwork, s: torch.Tensor, base: torch.Tensor, h: torch.Tensor
+    ) -> Callable[[], None]:
         """A closure computing ``h = W rho(s) + base`` in place, with the activation's gain
         (no state update)."""
         return network.stepper(s, base, h, _noop)
 
-    def free_only(self, nudge) -> None:
+    def free_only(self, nudge: Nudge | None) -> None:
         """Adaptive solvers find the free fixed point; nudged phases keep fixed steps."""
         if nudge is not None:
             raise ConfigError(
@@ -89,7 +95,13 @@ class ResidualStop(Relaxer):
                 f"fixed steps"
             )
 
-    def relax(self, network, state, drive, nudge=None) -> RelaxResult:
+    def relax(
+        self,
+        network: EnergyNetwork,
+        state: torch.Tensor,
+        drive: torch.Tensor,
+        nudge: Nudge | None = None,
+    ) -> RelaxResult:
         """Relax every example to its first iterate with residual below ``tol`` (module
         docs), at most ``steps`` steps; ``converged``: whether all examples got there."""
         self.free_only(nudge)
@@ -126,7 +138,13 @@ class DriveIterate:
     drive ``h = h(current)`` (computed in place by :meth:`residuals`) and the residuals read
     from it. A subclass adds ``advance`` and ``subset``."""
 
-    def __init__(self, solver: ResidualStop, network, current: torch.Tensor, drive) -> None:
+    def __init__(
+        self,
+        solver: ResidualStop,
+        network: EnergyNetwork,
+        current: torch.Tensor,
+        drive: torch.Tensor,
+    ) -> None:
         self.solver, self.network, self.base = solver, network, drive
         self.current = current
         self.h, self.scratch = torch.empty_like(current), torch.empty_like(current)
@@ -141,7 +159,9 @@ class DriveIterate:
 class _DampedIterate(DriveIterate):
     """The papers' damped step on a batch (:class:`Residual`)."""
 
-    def __init__(self, solver: Residual, network, s: torch.Tensor, drive: torch.Tensor):
+    def __init__(
+        self, solver: Residual, network: EnergyNetwork, s: torch.Tensor, drive: torch.Tensor
+    ) -> None:
         super().__init__(solver, network, s, drive)
         self.advance = free_kernel(s, self.h, solver.eps, self.project)
 
@@ -155,5 +175,5 @@ class Residual(ResidualStop):
     its first state whose residual is below ``tol`` (at most ``steps`` steps); ``steps`` in
     the result is the largest number of updates an example took."""
 
-    def start(self, network, state, drive) -> Iterate:
+    def start(self, network: EnergyNetwork, state: torch.Tensor, drive: torch.Tensor) -> Iterate:
         return _DampedIterate(self, network, state.clone(), drive)

@@ -4,11 +4,16 @@ largest change of one step, ``max |s_t - s_{t-1}|``, falls below ``tol``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from eqprop.errors import ConfigError
 from eqprop.relaxation import Relaxer, RelaxResult
+
+if TYPE_CHECKING:
+    from eqprop.network import EnergyNetwork
+    from eqprop.nudging import Nudge
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,13 @@ class Tolerance(Relaxer):
         if not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise ConfigError(f"tol must be a number > 0, got {self.tol!r}")
 
-    def relax(self, network, state, drive, nudge=None) -> RelaxResult:
+    def relax(
+        self,
+        network: EnergyNetwork,
+        state: torch.Tensor,
+        drive: torch.Tensor,
+        nudge: Nudge | None = None,
+    ) -> RelaxResult:
         network.activation.project_(state)
         h, prev = torch.empty_like(state), torch.empty_like(state)
         step = network.stepper(state, drive, h, self.kernel(network, state, h, nudge))

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from eqprop.errors import EqpropError
@@ -39,7 +40,7 @@ STOP_WAIT_S = 300.0
 DONE, FAILED = "done", "failed"
 
 
-def require_ray():
+def require_ray() -> ModuleType:
     """The ``ray`` module; a one-line error naming the install command if it is missing."""
     try:
         import ray
@@ -190,13 +191,13 @@ def run_tasks(
     from ray import tune
 
     class Progress(tune.Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             on_finished(trial.config["trial"], trial.last_result or {})
 
-        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             on_retry(trial.config["trial"], trial.num_failures, _error_line(trial))
 
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             name = trial.config["trial"]
             on_given_up(name, f"{_error_line(trial)} (after {trial.num_failures} attempt(s))")
             on_finished(name, {})
