@@ -116,10 +116,12 @@ class Block:
 
     @property
     def is_input(self) -> bool:
+        """Whether the block's rows are the input layer (a constant drive, not a state)."""
         return self.row_group == 0
 
     @property
     def is_diagonal(self) -> bool:
+        """Whether the block joins a layer group to itself (intralayer edges)."""
         return self.row_group == self.col_group
 
     def whole_products(self, weight: torch.Tensor) -> list[Product]:

@@ -137,6 +137,7 @@ def clock(device: torch.device) -> Callable[[], tuple[float, float]]:
 
 
 def since(start: tuple[float, float], end: tuple[float, float]) -> tuple[float, float]:
+    """The (wall, CPU) seconds between two readings of :func:`clock`."""
     return end[0] - start[0], end[1] - start[1]
 
 

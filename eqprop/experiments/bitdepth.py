@@ -160,6 +160,7 @@ class Cell:
 
     @property
     def seeds(self) -> int:
+        """How many seeds the cell has records of."""
         return len(self.records)
 
 

@@ -222,10 +222,12 @@ class Point:
 
     @property
     def rates(self) -> np.ndarray:
+        """The mean rate per layer pair over the run's batches (empty before its first epoch)."""
         return self.summary.mean if self.summary else np.zeros(0)
 
     @property
     def replacements(self) -> int:
+        """The layer-skipping edges the point's network replaces (0 for the layered one)."""
         c = self.config.topology
         return n_from_p(c.p, c.sizes, c.p_formula) if c.family == "icons" else 0
 

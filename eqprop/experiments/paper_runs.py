@@ -201,10 +201,12 @@ class RunResult:
 
     @property
     def epochs_done(self) -> int:
+        """The last epoch the run's records hold (0 before its first)."""
         return max((r["epoch"] for r in self.records), default=0)
 
     @property
     def complete(self) -> bool:
+        """Whether the run has trained all its configured epochs."""
         return self.epochs_done >= self.config.train.epochs
 
     @functools.cached_property
@@ -485,6 +487,7 @@ class RunStatus:
 
     @property
     def seconds_left(self) -> float | None:
+        """The estimated seconds of the epochs left (None before a first epoch is timed)."""
         if self.seconds_per_epoch is None:
             return None
         return max(0, self.planned - self.done) * self.seconds_per_epoch

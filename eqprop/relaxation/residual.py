@@ -152,6 +152,7 @@ class DriveIterate:
         self.project = network.activation.project_
 
     def residuals(self) -> torch.Tensor:
+        """Each example's residual ``max |s - G(s, h(s))|`` at the current iterate."""
         self.compute()  # h = G(current, h(current))
         return row_residuals(self.current, self.h, self.scratch, self.project)
 

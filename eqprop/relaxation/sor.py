@@ -36,4 +36,5 @@ class OverRelaxed(LayerSweep):
 
     @property
     def omega(self) -> float:
+        """The over-relaxation factor (the step size ``eps``)."""
         return float(self.eps)

@@ -26,6 +26,7 @@ class Progress:
         self.last = time.monotonic()
 
     def update(self, postfix: str = "") -> None:
+        """One more unit done; ``postfix`` (kept until replaced) follows the count."""
         self.n += 1
         self.postfix = postfix or self.postfix
         if self.bar is not None:
@@ -38,5 +39,6 @@ class Progress:
             print(f"{self.desc}: batch {self.n}/{self.total}{extra}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        """Remove the bar from the terminal (nothing to do for plain lines)."""
         if self.bar is not None:
             self.bar.close()

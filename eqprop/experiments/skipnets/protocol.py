@@ -112,6 +112,8 @@ class Protocol:
 
 
 def same_rates(sigmoid: tuple[float, ...], relu: tuple[float, ...]) -> dict:
+    """(rule, activation) -> learning rates: the same ``sigmoid`` rates for every rule's
+    sigmoid networks and ``relu`` rates for its ReLU networks."""
     return {
         (rule, act): rates
         for rule in RULE_NAMES

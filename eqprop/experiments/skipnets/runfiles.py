@@ -47,6 +47,7 @@ def record_seed(record: Mapping) -> int:
 
 
 def record_key(record: Mapping) -> tuple[str, str, str, int]:
+    """A run record's (rule, architecture, activation, depth): the cell it belongs to."""
     return record["rule"], record["architecture"], record["activation"], record["depth"]
 
 
@@ -98,6 +99,7 @@ def run_settings(
 
 
 def ep_name(config: RunConfig, architecture: str, depth: int) -> str:
+    """The run name of an EP row (:func:`run_name` with EP's rule, activation and rate)."""
     lr = config.update.lr if isinstance(config.update.lr, float) else config.update.lr[0]
     return run_name(EP_RULE, architecture, EP_ACTIVATION, depth, lr)
 
