@@ -54,7 +54,7 @@ def runs(*items: FakeRun) -> dict[str, FakeRun]:
 @pytest.mark.parametrize(
     ("train", "verdict", "measured"),
     [
-        ([0.3, 0.1, 0.0], HOLDS, "C: train_error 0.00% at epoch 3"),  # by epoch 4 (slack 1.25: 5)
+        ([0.3, 0.1, 0.0], HOLDS, "C: train_error 0.00% at epoch 3 (the first at most 0.00%)"),
         ([0.3, 0.2, 0.1, 0.05, 0.01, 0.0], PARTLY, "at epoch 6"),  # later than about 4
         ([0.3, 0.2, 0.1], NOT_YET, "lowest train_error 10.00% in 3 epochs"),
         ([0.3, 0.2, 0.1, 0.1, 0.1], FAILS, "lowest train_error 10.00% in 5 epochs"),
@@ -62,8 +62,15 @@ def runs(*items: FakeRun) -> dict[str, FakeRun]:
     ],
 )
 def test_reaches_by(train, verdict, measured):
+    """By epoch 4, "about" with the default slack 1.25: up to epoch 5 holds."""
     v = ReachesBy("C", "train_error", 0.0, epoch=4)(runs(run("C", train)))
     assert v.verdict == verdict and measured in v.measured
+
+
+def test_reaches_by_reports_the_value_reached_not_the_threshold():
+    v = ReachesBy("C", "train_error", 0.15, epoch=4)(runs(run("C", [0.3, 0.125, 0.1])))
+    assert v.verdict == HOLDS
+    assert v.measured == "C: train_error 12.50% at epoch 2 (the first at most 15.00%)"
 
 
 @pytest.mark.parametrize(

@@ -119,8 +119,13 @@ class _OneRun:
         return _named(self.metric, r.records)
 
     def reached_at(self, r: Run, epoch: int) -> str:
-        """The measurement: ``r`` reached :attr:`value` at ``epoch``."""
-        return f"{self.run}: {self.named(r)} {_pct(self.value)} at epoch {epoch}"
+        """The measurement: ``r``'s :attr:`metric` at ``epoch``, the first epoch at most
+        :attr:`value`."""
+        got = next(record_metric(x, self.metric) for x in r.records if x["epoch"] == epoch)
+        return (
+            f"{self.run}: {self.named(r)} {_pct(got)} at epoch {epoch} "
+            f"(the first at most {_pct(self.value)})"
+        )
 
     def lowest(self, r: Run, records: Sequence[dict]) -> str:
         """The measurement: the lowest :attr:`metric` of ``records``, of ``r``'s epochs."""
