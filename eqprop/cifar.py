@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eqprop.data import DATA_DIR_ENV, Dataset, _one_line, _pixel_split
+from eqprop.data import DATA_DIR_ENV, Dataset, one_line, pixel_split
 from eqprop.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -105,9 +105,9 @@ def load_cifar10(directory: str | os.PathLike, cache: str | os.PathLike | None =
     train_x, train_y, test_x, test_y = _read_batches(paths, stamps, BATCH_ROWS)
     return Dataset(
         name=NAME,
-        train=_pixel_split(train_x, train_y),
+        train=pixel_split(train_x, train_y),
         valid=None,
-        test=_pixel_split(test_x, test_y),
+        test=pixel_split(test_x, test_y),
         n_classes=N_CLASSES,
         image_shape=IMAGE_SHAPE,
     )
@@ -140,7 +140,7 @@ def _locate(directory: Path, cache: Path | None) -> tuple[Path, ...]:
             _download(cache / ARCHIVE)
             return (cache / ARCHIVE,)
         except (_DownloadError, OSError, http.client.HTTPException) as exc:
-            failure = f"{ARCHIVE_URL}: {_one_line(exc)}"
+            failure = f"{ARCHIVE_URL}: {one_line(exc)}"
     failed = f" and downloading it failed ({failure})" if failure else ""
     raise DataError(
         f"{NAME}: missing {FOLDER} (or {ARCHIVE}) in {directory}{failed}; download {ARCHIVE} "
@@ -231,7 +231,7 @@ def _archive_batches(path: Path) -> list[tuple[str, bytes]]:
                     raise DataError(f"{path}: holds no file {member}; {redownload}")
                 contents.append((f"{path}:{member}", file.read()))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt archive ({_one_line(exc)}); {redownload}") from None
+        raise DataError(f"{path}: corrupt archive ({one_line(exc)}); {redownload}") from None
     return contents
 
 
@@ -243,7 +243,7 @@ def _parse_batch(where: str, content: bytes, rows: int) -> tuple[np.ndarray, np.
         # latin1 decodes the Python 2 strings of the official files, the array bytes among them.
         batch = _BatchUnpickler(io.BytesIO(content), encoding="latin1").load()
     except Exception as exc:  # whatever fails in decoding these bytes, the file is corrupt
-        raise DataError(f"{where}: cannot be unpickled ({_one_line(exc)}); {fix}") from None
+        raise DataError(f"{where}: cannot be unpickled ({one_line(exc)}); {fix}") from None
     if not isinstance(batch, dict):
         raise DataError(f"{where}: holds a {type(batch).__name__}, not a dict; {fix}")
     missing = [key for key in ("data", "labels") if key not in batch]
@@ -268,7 +268,7 @@ def _parse_batch(where: str, content: bytes, rows: int) -> tuple[np.ndarray, np.
         labels = np.asarray(batch["labels"])
     except ValueError as exc:
         raise DataError(
-            f"{where}: 'labels' is not a list of numbers ({_one_line(exc)}); {fix}"
+            f"{where}: 'labels' is not a list of numbers ({one_line(exc)}); {fix}"
         ) from None
     if labels.dtype.kind not in "iu" or labels.shape != (rows,):
         raise DataError(

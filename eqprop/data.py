@@ -302,9 +302,9 @@ def _load_idx_files(
 
     return Dataset(
         name=name,
-        train=_pixel_split(train_images, train_labels),
+        train=pixel_split(train_images, train_labels),
         valid=None,
-        test=_pixel_split(test_images, test_labels),
+        test=pixel_split(test_images, test_labels),
         n_classes=int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1,
         image_shape=(int(train_images.shape[1]), int(train_images.shape[2])),
     )
@@ -423,7 +423,7 @@ def load_npz(path: str | os.PathLike, limit: int | None = None) -> Dataset:
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(
             f"data file {path} cannot be read as an .npz file of numeric arrays "
-            f"({_one_line(exc)}); write it again with numpy.savez"
+            f"({one_line(exc)}); write it again with numpy.savez"
         ) from None
     raw_members = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
     if raw_members:
@@ -485,7 +485,7 @@ def _as_array(name: str, what: str, value) -> np.ndarray:
     try:
         return np.asarray(value)
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{name}: {what} is not an array ({_one_line(exc)})") from None
+        raise DataError(f"{name}: {what} is not an array ({one_line(exc)})") from None
 
 
 def _own_dataset(name: str, arrays: dict[str, np.ndarray], sha256: str | None = None) -> Dataset:
@@ -683,7 +683,7 @@ def _locate_or_download(name: str, directory: Path, download: bool) -> dict[str,
             try:
                 _download(name, stem, cache)
             except (_DownloadError, OSError) as exc:
-                failure = _one_line(exc)
+                failure = one_line(exc)
                 raise DataError(_missing_message(name, directory, missing, failure)) from None
             cached[stem] = cache / f"{stem}.gz"
         found[stem] = cached[stem]
@@ -706,7 +706,7 @@ def _download(name: str, stem: str, directory: Path) -> None:
                 payload = response.read()
             digest = hashlib.sha256(gzip.decompress(payload)).hexdigest()
         except (OSError, EOFError, zlib.error, http.client.HTTPException) as exc:
-            failures.append(f"{url}: {_one_line(exc)}")
+            failures.append(f"{url}: {one_line(exc)}")
             continue
         if digest != expected:
             failures.append(f"{url}: checksum mismatch")
@@ -726,7 +726,8 @@ def _download(name: str, stem: str, directory: Path) -> None:
     raise _DownloadError("; ".join(failures))
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, spaces collapsed (its type name if empty)."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -768,7 +769,7 @@ def _read_content(path: Path) -> bytes:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(
-            f"{path}: corrupt or truncated gzip file ({_one_line(exc)}); {_REDOWNLOAD}"
+            f"{path}: corrupt or truncated gzip file ({one_line(exc)}); {_REDOWNLOAD}"
         ) from None
 
 
@@ -798,7 +799,7 @@ def _parse_idx(path: Path, content: bytes) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="))
 
 
-def _pixel_split(images: np.ndarray, labels: np.ndarray) -> Split:
+def pixel_split(images: np.ndarray, labels: np.ndarray) -> Split:
     """The split of byte images (one per row, or per leading index) and integer labels."""
     x = torch.from_numpy(images.reshape(len(images), -1)).to(torch.float32).div_(255.0)
     return Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))

@@ -56,7 +56,8 @@ describes), :mod:`~eqprop.runs.checks` (the checks before anything is written),
 :mod:`~eqprop.runs.checkpoints` (checkpoints and ``best.pt``, verified),
 :mod:`~eqprop.runs.directory` (creating, locking and stopping a run directory),
 :mod:`~eqprop.runs.progress` (progress lines) and :mod:`~eqprop.runs.train` (training a run
-directory). Their public names are importable from :mod:`eqprop.runs` itself.
+directory). Their public names are importable from :mod:`eqprop.runs` itself; a name with a
+leading underscore is the package's own, shared between its modules but not part of the API.
 """
 
 from eqprop.runs.build import (
