@@ -332,6 +332,7 @@ def _ray_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 def _bench(args: argparse.Namespace) -> int:
     from eqprop.bench import engine as bench
+    from eqprop.bench.settings import DEFAULT_PRESETS, BenchOptions
 
     for name in args.preset or []:
         cfg.preset(name)  # an unknown preset fails here, with the list of names
@@ -340,7 +341,7 @@ def _bench(args: argparse.Namespace) -> int:
         from eqprop.runs import check_writable_file
 
         check_writable_file(args.out)  # before the benchmark, not after it
-    options = bench.BenchOptions(
+    options = BenchOptions(
         batches=args.batches,
         naive_batches=args.naive_batches,
         steps=args.steps,
@@ -350,7 +351,7 @@ def _bench(args: argparse.Namespace) -> int:
         memory=not args.no_memory,
         conv=args.conv,
     )
-    presets = args.preset or ([] if args.conv else list(bench.DEFAULT_PRESETS))
+    presets = args.preset or ([] if args.conv else list(DEFAULT_PRESETS))
     bench.main(presets, options, args.out)
     return 0
 

@@ -72,7 +72,7 @@ LAYOUTS = ("auto", "blocks", "dense")
 # COST_BATCH: a dense product of an r x c block costs ``DENSE_CALL_COST + r * c``, a CSR
 # product ``CSR_CALL_COST + SPARSE_COST * nnz``. The call costs are calibrated constants, not
 # measured per process (the plan decides every step's rounding; runs must resume bit for
-# bit). Measured with eqprop.bench.engine.measure_call_costs(rounds=40): each product exactly as
+# bit). Measured with eqprop.bench.call_costs.measure_call_costs(rounds=40): each product exactly as
 # Network.stepper runs it (dense: ``addmm_`` into a view of ``h`` from a view of ``s``, by a
 # view or transposed view of a stored block; CSR: ``buffer.copy_(s_rows.T)`` then
 # ``out.add_(torch.mm(csr, buffer).T)``, csr from Product.csr()), 13 block shapes from 10 x 10

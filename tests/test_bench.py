@@ -22,7 +22,10 @@ import torch
 import eqprop
 from eqprop import config as cfg
 from eqprop import network, reference, topology
-from eqprop.bench import engine as bench
+from eqprop.bench import conv_steps, engine, report
+from eqprop.bench import settings as bench_settings
+from eqprop.bench import timing as bench_timing
+from eqprop.bench.training import training_timing
 from eqprop.cli import main
 from eqprop.estimators import Positive, RandomSign
 from eqprop.network import Network
@@ -272,9 +275,9 @@ def tiny_config() -> cfg.RunConfig:
 
 
 def test_bench_config_sets_the_paper_protocol():
-    config = bench.bench_config(
+    config = bench_settings.bench_config(
         tiny_config().override({"free.solver": "tolerance", "free.tol": 1e-2}),
-        bench.BenchOptions(steps=7),
+        bench_settings.BenchOptions(steps=7),
     )
     assert (config.free.solver, config.free.tol, config.free.steps) == ("fixed", None, 7)
     assert (config.free.eps, config.nudged.eps, config.nudged.steps) == (0.5, 0.5, 8)
@@ -283,7 +286,7 @@ def test_bench_config_sets_the_paper_protocol():
 
 
 def test_bench_record_structure():
-    options = bench.BenchOptions(
+    options = bench_settings.BenchOptions(
         batches=2,
         naive_batches=1,
         steps=4,
@@ -293,7 +296,7 @@ def test_bench_record_structure():
         memory_examples=300,
         call_cost_rounds=1,
     )
-    record = bench.run_benchmark([("tiny", tiny_config())], options)
+    record = engine.run_benchmark([("tiny", tiny_config())], options)
     assert record["machine"]["torch_threads"] == 1
     settings = record["settings"]
     assert settings["free_steps"] == 4 and settings["nudged_steps"] == 8
@@ -333,7 +336,7 @@ def test_bench_record_structure():
     for key in ("ms_per_step", "lower_bound_ms", "s_per_batch", "naive_s_per_batch", "speedup"):
         assert cpu[key] > 0
     assert cpu["speedup"] == pytest.approx(cpu["naive_s_per_batch"] / cpu["s_per_batch"])
-    table = bench.format_table(record)
+    table = report.format_table(record)
     assert "tiny" in table and "naive batches timed in full" in table
     assert "4 free + 8 nudged steps" in table
     # the note on what the naive engine is stands right under the speedup columns
@@ -348,9 +351,9 @@ def test_bench_record_structure():
 
 
 def test_naive_timing_can_be_scaled_from_fewer_steps():
-    config = bench.bench_config(tiny_config(), bench.BenchOptions(steps=6))
-    options = bench.BenchOptions(batches=1, naive_batches=1, steps=6, naive_steps=2)
-    result = bench.training_timing(config, build_topology(config), options)
+    config = bench_settings.bench_config(tiny_config(), bench_settings.BenchOptions(steps=6))
+    options = bench_settings.BenchOptions(batches=1, naive_batches=1, steps=6, naive_steps=2)
+    result = training_timing(config, build_topology(config), options)
     assert result["naive"]["scaled"] and result["naive"]["free_steps_timed"] == 2
     assert "scaled linearly" in result["naive"]["note"]
 
@@ -391,8 +394,10 @@ def test_bench_runs_from_an_installed_copy_of_the_package(tmp_path):
 def test_bench_times_the_conv_step_against_its_convolutions():
     """The conv case: both networks, each step's wall and CPU time against its bound, the
     ratio; the dense presets' parts (cost model, table header) only when presets are timed."""
-    options = bench.BenchOptions(repeats=2, step_window=2, threads=1, memory=False, conv=True)
-    record = bench.run_benchmark([], options)
+    options = bench_settings.BenchOptions(
+        repeats=2, step_window=2, threads=1, memory=False, conv=True
+    )
+    record = engine.run_benchmark([], options)
     assert record["presets"] == [] and record["cost_model"] is None
     entries = {e["network"]: e for e in record["conv"]}
     assert set(entries) == {"conv-mnist", "conv-32-64"}
@@ -403,7 +408,7 @@ def test_bench_times_the_conv_step_against_its_convolutions():
         for timing in (entry, entry["cpu"]):
             assert timing["ms_per_step"] > 0 and timing["lower_bound_ms"] > 0
             assert timing["step_over_bound"] > 0
-    table = bench.format_table(record)
+    table = report.format_table(record)
     assert "preset " not in table and "cost model" not in table
     line = next(line for line in table.splitlines() if "conv-mnist (" in line)
     assert "(1x28x28 -> 16x12x12 -> 32x4x4 -> 10)" in line and "ratio" in line
@@ -424,13 +429,13 @@ def test_step_windows_alternate_and_are_timed_one_after_another():
     def record(name: str):
         return lambda: calls.append(name)
 
-    times = bench._alternate(now, 3, 4, record("steps"), [record("a"), record("b")])
+    times = bench_timing.alternate(now, 3, 4, record("steps"), [record("a"), record("b")])
     assert calls == (["steps"] + ["a"] * 4 + ["b"] * 4) * 3
     assert times == [[(2.0, 1.0)] * 3] * 3  # 4 readings a round: no window skips one
     steps, bounds = [(3.0, 1.0), (8.0, 2.0), (4.0, 9.0)], [(1.0, 1.0), (2.0, 1.0), (4.0, 3.0)]
-    summary = bench._step_over_bound(steps, bounds, 2, 0)
+    summary = bench_timing.step_over_bound(steps, bounds, 2, 0)
     assert summary == {"ms_per_step": 2000.0, "lower_bound_ms": 1000.0, "step_over_bound": 3.0}
-    assert bench._step_over_bound(steps, bounds, 2, 1)["step_over_bound"] == 2.0
+    assert bench_timing.step_over_bound(steps, bounds, 2, 1)["step_over_bound"] == 2.0
 
 
 def test_conv_bound_runs_the_steps_convolutions_and_products():
@@ -440,7 +445,7 @@ def test_conv_bound_runs_the_steps_convolutions_and_products():
 
     net = ConvNetwork((1, 12, 12), [ConvBlock(2, 3), ConvBlock(3, 3, pool=1)], [4, 3])
     with torch.profiler.profile() as prof:
-        bench._convolutions_alone(net, 4, torch.Generator().manual_seed(0))()
+        conv_steps._convolutions_alone(net, 4, torch.Generator().manual_seed(0))()
     calls = {e.key: e.count for e in prof.key_averages()}
     assert calls["aten::conv2d"] == 2  # one to make the transposed input, one in the bound
     assert calls["aten::conv_transpose2d"] == 1 and calls["aten::addmm_"] == 4
@@ -450,7 +455,7 @@ def test_cli_bench_conv_alone(tmp_path, capsys, monkeypatch):
     from eqprop.conv import ConvBlock
 
     tiny = ((1, 8, 8), (ConvBlock(2, 3, padding=1), ConvBlock(2, 3, padding=1)), (3,))
-    monkeypatch.setattr(bench, "CONV_NETWORKS", {"tiny-conv": tiny})
+    monkeypatch.setattr(conv_steps, "CONV_NETWORKS", {"tiny-conv": tiny})
     out = tmp_path / "bench.json"
     assert main(["bench", "--conv", "--threads", "1", "--no-memory", "--out", str(out)]) == 0
     record = json.loads(out.read_text())

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from eqprop import arithmetic, runs
 from eqprop import config as cfg
-from eqprop.bench.engine import clock, since
+from eqprop.bench.timing import clock, since
 from eqprop.errors import ConfigError
 from eqprop.relaxation import fixed_point_residual
 from eqprop.relaxation.fixed import FixedSteps
