@@ -673,7 +673,26 @@ def test_the_mlp_scales_draw_the_papers_convnet_panels_empty_saying_why():
     assert len(conv) == 6
     for ax in conv:
         (text,) = ax.texts
-        assert " ".join(text.get_text().split()) == CONV_NOT_RUN["Conv"]
+        assert " ".join(text.get_text().split()) == (
+            f"not run at this scale: {CONV_NOT_RUN['Conv']}"
+        )
     assert all(not ax.texts for (family, _, _), ax in panels.items() if family == "MLP")
     _, full = figures._panels(PROTOCOLS["full"], ["BP", "FA", "DTP"], "t")  # plans ConvNets
     assert {f for f, _, _ in full} == {"MLP", "Conv"} and not any(ax.texts for ax in full.values())
+
+
+def test_the_mlp_scales_list_the_papers_convnet_runs_as_not_run():
+    """results.md of an MLP-only scale names the paper's ConvNet grid it leaves out, by count
+    (3 rules x 2 architectures x 3 rates x 11 depths at seed 0, plus seeds 1 and 2 at the 4
+    end depths: 198 + 144), and why; the full scale, which plans them, names none."""
+    from eqprop.experiments.skipnets.protocol import CONV_NOT_RUN, PROTOCOLS
+    from eqprop.experiments.skipnets.results import not_run_lines
+
+    (line,) = not_run_lines(PROTOCOLS["paper-mlp"])
+    assert line.startswith(
+        "- Not run at this scale: the paper's Conv grid (ConvNet vs DenseConvNet)"
+    )
+    assert "the 342 runs of the `full` scale" in line
+    assert "sigmoid depths 3-7; relu depths 5-10" in line
+    assert line.endswith(f"Why: {CONV_NOT_RUN['Conv']}.")
+    assert not_run_lines(PROTOCOLS["full"]) == []

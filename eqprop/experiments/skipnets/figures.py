@@ -71,7 +71,7 @@ def _panels(
             ax.text(
                 0.5,
                 0.5,
-                textwrap.fill(protocol.not_run[family], 30),
+                textwrap.fill(f"not run at this scale: {protocol.not_run[family]}", 30),
                 ha="center",
                 va="center",
                 fontsize=8,

@@ -150,10 +150,7 @@ SHORT_EP = EPProtocol(
 )
 
 #: why the MLP-only scales leave the paper's ConvNet panels (its Figures 1b and 2b) empty
-CONV_NOT_RUN = {
-    "Conv": "not run at this scale: the ConvNet grid costs about 4,700 CPU hours "
-    "(docs/reproducing.md)"
-}
+CONV_NOT_RUN = {"Conv": "the ConvNet grid costs about 4,700 CPU hours (docs/reproducing.md)"}
 PROTOCOLS: dict[str, Protocol] = {
     # Seconds on sklearn's digits (1,150 / 287 / 360 examples, 8x8): plumbing only. All four
     # architectures; the ConvNets with 2 x depth channels and 1 epoch.

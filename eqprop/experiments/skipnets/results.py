@@ -10,7 +10,16 @@ from pathlib import Path
 from eqprop.experiments.claims import claims_section
 from eqprop.experiments.skipnets.claims import CLAIMS, CLAIMS_NOTE
 from eqprop.experiments.skipnets.ep_section import ep_section
-from eqprop.experiments.skipnets.protocol import EP_RULE, LINEAR, PAIRS, Protocol, planned_runs
+from eqprop.experiments.skipnets.protocol import (
+    EP_RULE,
+    FAMILIES,
+    LINEAR,
+    PAIRS,
+    PROTOCOLS,
+    RULE_NAMES,
+    Protocol,
+    planned_runs,
+)
 from eqprop.experiments.skipnets.rows import Row, format_seed_table, format_table, mean_accuracies
 from eqprop.experiments.skipnets.runfiles import record_key, record_seed, run_name
 
@@ -130,6 +139,27 @@ def coverage_lines(protocol: Protocol, records: Sequence[Mapping]) -> list[str]:
     return [text]
 
 
+def not_run_lines(protocol: Protocol) -> list[str]:
+    """A bullet per architecture family this scale leaves out (:attr:`Protocol.not_run`): the
+    runs of the paper's grid (the ``full`` scale) it would take, and why they were not run."""
+    full = PROTOCOLS["full"]
+    lines = []
+    for family, why in protocol.not_run.items():
+        plain = FAMILIES[family]
+        architectures = (plain, PAIRS[plain])
+        runs = [run for run in planned_runs(full) if run[1] in architectures]
+        depths = "; ".join(f"{act} depths {min(d)}-{max(d)}" for act, d in full.depths.items())
+        rates = sorted({len(r) for r in full.learning_rates.values()})
+        seeds = ", ".join(map(str, full.seeds))
+        lines.append(
+            f"- Not run at this scale: the paper's {family} grid ({' vs '.join(architectures)}), "
+            f"the {len(runs)} runs of the `full` scale ({', '.join(RULE_NAMES)}; "
+            f"{depths}; {'/'.join(map(str, rates))} learning rates each; seeds {seeds} at the "
+            f"shallowest and deepest depth, seed {full.seed} between). Why: {why}."
+        )
+    return lines
+
+
 def _seeds_text(protocol: Protocol) -> str:
     """How the protocol's seeds are spread over its depths, for the protocol text."""
     if len(protocol.seeds) == 1:
@@ -217,6 +247,7 @@ def render_results(
         f"training time summed over runs {train_seconds:.0f} s wall, {cpu_seconds:.0f} s CPU "
         f"(torch threads per run: {_threads(records)}).",
         *coverage_lines(protocol, records),
+        *not_run_lines(protocol),
         f"- Caveat: {protocol.caveat}",
         "",
         *claims_section(CLAIMS, records, scale, CLAIMS_NOTE),
