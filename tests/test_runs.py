@@ -358,6 +358,17 @@ def test_tensorboard_missing_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_tensorboard_missing_stops_train_run_before_it_writes(tmp_path, monkeypatch):
+    """Through the API too: a one-line error before the run directory changes."""
+    run = start_run(small_config(), tmp_path / "run")
+    before = sorted(p.name for p in run.iterdir())
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(EqpropError, match=r"^--tensorboard needs the tensorboard package"):
+        train_run(run, RunOptions(tensorboard=True, quiet=True), epochs=5)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert "epochs = 5" not in (run / "config.toml").read_text()
+
+
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / "checkpoint.pt"
     atomic_write(path, lambda f: f.write(b"good"))

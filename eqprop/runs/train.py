@@ -3,6 +3,7 @@ checkpoint, its metrics and, when it is the best so far, ``best.pt``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -38,6 +39,7 @@ from eqprop.runs.files import (
     RATES,
     STEPS,
     STOP_REQUEST,
+    _first_line,
     _is_leftover,
     _parse_metrics,
     _save_epoch,
@@ -96,6 +98,7 @@ def train_run(
             config = config.override({"train.device": device})  # checked by check_run
         _check_kinds(run_dir)
         data = check_run(config, options, run_dir)
+        summary_writer = require_tensorboard() if options.tensorboard else None
         _check_same_data(run_dir, data)
         held = data.held_out
         ckpt_path = run_dir / CHECKPOINT
@@ -153,8 +156,7 @@ def train_run(
                 if test_particles is not None:
                     test_particles.copy_(state["test_particles"])
             except (RuntimeError, TypeError, ValueError, KeyError, IndexError) as exc:
-                first = " ".join(str(exc).split("\n")[0].split())[:160]
-                raise not_fitting(ckpt_path, f" ({first})") from None
+                raise not_fitting(ckpt_path, f" ({_first_line(exc)})") from None
             wall = float(state["wall"])
             records = state.get("records")
             before = state.get("arithmetic")
@@ -183,13 +185,10 @@ def train_run(
             _write_metrics(run_dir, records)
             if options.data_dir is not None and config.data.dataset not in ("digits", FILE):
                 where = f"{Path(options.data_dir).resolve()}\n"
-                recorded = run_dir / DATA_DIR
-                if not recorded.is_file() or recorded.read_text() != where:
-                    atomic_write_bytes(recorded, where.encode())
+                data_dir_file = run_dir / DATA_DIR
+                if not data_dir_file.is_file() or data_dir_file.read_text() != where:
+                    atomic_write_bytes(data_dir_file, where.encode())
             _drop_stale(run_dir, trainer.epoch)
-        writer = (
-            require_tensorboard()(str(run_dir / "tensorboard")) if options.tensorboard else None
-        )
 
         def checkpoint() -> None:
             state = {
@@ -210,7 +209,12 @@ def train_run(
         # a resumed run keeps the key its first epochs were recorded under, so one
         # metrics.jsonl never mixes keys (runs written before valid_error have test_error)
         held_key = held_out_key(records[0]) if records else _held_out_key(data)
-        with _deferred_stop() as interrupted:
+        tensorboard = (  # closed however the loop ends
+            contextlib.closing(summary_writer(str(run_dir / "tensorboard")))
+            if summary_writer is not None
+            else contextlib.nullcontext()
+        )
+        with tensorboard as writer, _deferred_stop() as interrupted:
             while trainer.epoch < config.train.epochs:
                 epoch = trainer.epoch + 1
                 progress = Progress(
@@ -286,8 +290,6 @@ def train_run(
                 stop_request.unlink(missing_ok=True)
                 if interrupted[0] and trainer.epoch < config.train.epochs:
                     raise Interrupted(interrupted[0])
-    if writer is not None:
-        writer.close()
     return records
 
 
