@@ -127,6 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON lines of measurements")
     parser.add_argument("--estimate", action="store_true", help="print the grid's cost")
     parser.add_argument("--max-depth", type=int, default=10, help="measure depths up to this")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="RULE-ARCHITECTURE-ACTIVATION-DEPTH",
+        help="measure only these configurations (e.g. DTP-DenseConvNet-relu-10; repeatable)",
+    )
     parser.add_argument("--channels-per-depth", type=int, default=16, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -134,9 +140,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.estimate:
             print(estimate(measured))
             return
+        names = {"-".join(map(str, key)): key for key in grid()}
+        unknown = [name for name in args.only or () if name not in names]
+        if unknown:
+            raise EqpropError(
+                f"--only {unknown[0]} is not a configuration of the grid; names look like "
+                "DTP-DenseConvNet-relu-10 (rules BP, FA, DTP; ConvNet or DenseConvNet; sigmoid "
+                "depths 3-7, relu 5-10)"
+            )
+        chosen = {names[name] for name in args.only} if args.only else set(grid())
         torch.set_num_threads(1)
         todo = sorted(
-            (k for k in grid() if k not in measured and k[3] <= args.max_depth), key=_work
+            (k for k in chosen if k not in measured and k[3] <= args.max_depth), key=_work
         )
         for key in todo:
             seconds = batch_seconds(*key, channels_per_depth=args.channels_per_depth)

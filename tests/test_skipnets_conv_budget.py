@@ -60,3 +60,13 @@ def test_the_estimate_is_seconds_times_batches_times_runs():
     table = budget.estimate(dict.fromkeys(budget.grid(), 1.0))
     assert "| BP | 37 CPU h | 37 CPU h |" in table
     assert table.endswith("In all 223 CPU hours for 342 runs")
+
+
+def test_only_measures_the_named_configurations(tmp_path: Path):
+    out = tmp_path / "budget.jsonl"
+    tiny = ["--out", str(out), "--channels-per-depth", "1"]
+    with pytest.raises(SystemExit, match=r"--only DTP-DenseConvNet-relu-4 is not a configuration"):
+        budget.main([*tiny, "--only", "BP-ConvNet-sigmoid-3", "--only", "DTP-DenseConvNet-relu-4"])
+    assert not out.exists()  # checked before anything is measured
+    budget.main([*tiny, "--only", "FA-DenseConvNet-sigmoid-3"])
+    assert list(budget.read_measurements(out, 1)) == [("FA", "DenseConvNet", "sigmoid", 3)]
