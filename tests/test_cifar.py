@@ -24,6 +24,7 @@ import torch
 
 from eqprop import cifar, cli, data
 from eqprop import config as cfg
+from eqprop.data import datasets as named
 from eqprop.data import load_dataset
 from eqprop.errors import ConfigError, DataError
 from eqprop.runs import RunOptions, read_metrics, start_run, train_run
@@ -174,7 +175,7 @@ def test_icons_split_holds_out_the_last_training_images(
 ) -> None:
     write_folder(tmp_path / cifar.FOLDER, batches)
     standard = load_dataset("cifar10", data_dir=tmp_path, download=False)
-    monkeypatch.setitem(data._ICONS_VALID_SIZE, "cifar10", ROWS // 2)
+    monkeypatch.setitem(named._ICONS_VALID_SIZE, "cifar10", ROWS // 2)
     icons = load_dataset("cifar10", "icons", data_dir=tmp_path, download=False, limit=40)
     assert (len(icons.train), len(icons.valid), len(icons.test)) == (40, ROWS // 2, ROWS)
     assert icons.held_out is icons.valid
@@ -188,7 +189,7 @@ def test_official_files_must_hold_10000_images_each(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, batches: dict
 ) -> None:
     monkeypatch.setattr(cifar, "BATCH_ROWS", OFFICIAL_ROWS)
-    assert OFFICIAL_ROWS == 10_000 and data._ICONS_VALID_SIZE["cifar10"] == 5_000
+    assert OFFICIAL_ROWS == 10_000 and named._ICONS_VALID_SIZE["cifar10"] == 5_000
     folder = write_folder(tmp_path / cifar.FOLDER, batches)
     with pytest.raises(DataError) as info:
         load_dataset("cifar10", data_dir=tmp_path, download=False)

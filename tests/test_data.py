@@ -22,6 +22,7 @@ from eqprop.data import (
     SPLITS,
     Dataset,
     Split,
+    idx,
     load_dataset,
     load_idx_dataset,
     logic_gate,
@@ -473,7 +474,7 @@ def test_mnist_icons_split(mnist_icons: Dataset) -> None:
 
 @pytest.mark.data
 def test_real_files_fail_a_wrong_checksum(real_data_dir: Path) -> None:
-    checksums = dict(data._SOURCES["fashion-mnist"].sha256)
+    checksums = dict(idx._SOURCES["fashion-mnist"].sha256)
     with pytest.raises(DataError, match="checksum mismatch .* not the mnist file"):
         load_idx_dataset(real_data_dir / "mnist", "mnist", checksums)
 

@@ -1,6 +1,6 @@
-"""The packages split into modules (``eqprop.runs``, ``eqprop.config``) import in one
-direction: each module imports only modules before it in its package's order (a
-function-level import counts too), the order lists every module, and the package exports
+"""The packages split into modules (``eqprop.runs``, ``eqprop.config``, ``eqprop.data``)
+import in one direction: each module imports only modules before it in its package's order
+(a function-level import counts too), the order lists every module, and the package exports
 every public name of its modules."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ PACKAGES = {
         {"PLAIN_PROGRESS_EVERY_S"},
     ),
     "eqprop.config": (("sections", "run_config", "presets"), set()),
+    "eqprop.data": (("splits", "directories", "idx", "own", "datasets"), set()),
 }
 
 
