@@ -1,7 +1,7 @@
-"""The packages split into modules (``eqprop.runs``, ``eqprop.config``, ``eqprop.data``)
-import in one direction: each module imports only modules before it in its package's order
-(a function-level import counts too), the order lists every module, and the package exports
-every public name of its modules."""
+"""The packages split into modules (``eqprop.runs``, ``eqprop.config``, ``eqprop.data``,
+``eqprop.experiments.paper_runs``) import in one direction: each module imports only modules
+before it in its package's order (a function-level import counts too), the order lists every
+module, and the package exports every public name of its modules."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ PACKAGES = {
     ),
     "eqprop.config": (("sections", "run_config", "presets"), set()),
     "eqprop.data": (("splits", "directories", "idx", "own", "datasets"), set()),
+    "eqprop.experiments.paper_runs": (
+        ("declaring", "rates", "formats", "run_dirs", "status", "running", "pages"),
+        set(),
+    ),
 }
 
 

@@ -404,6 +404,7 @@ def test_experiment_runs_on_ray_equal_the_same_runs_in_this_process(
 def test_an_experiment_run_failing_on_ray_is_reported_and_the_others_finish(tmp_path, ray_local):
     from eqprop import config as cfg
     from eqprop.experiments import paper_runs as pr
+    from eqprop.experiments.paper_runs.running import _on_ray
     from eqprop.sweeps.placement import Placement
 
     good = cfg.from_dict(cfg.preset("digits")).override({"train.epochs": 1, "free.steps": 5})
@@ -415,10 +416,10 @@ def test_an_experiment_run_failing_on_ray_is_reported_and_the_others_finish(tmp_
     assert not out.exists()
     # a run that fails on its worker all the same (its data gone after the checks)
     out.mkdir()
-    statuses = pr._on_ray(planned, out, tmp_path / "empty", Placement(ray=True), None)
-    assert statuses["good"] == "started" and len(pr.read_metrics(out / "good")) == 1
+    statuses = _on_ray(planned, out, tmp_path / "empty", Placement(ray=True), None)
+    assert statuses["good"] == "started" and len(read_metrics(out / "good")) == 1
     assert statuses["bad"].startswith("failed (") and "mnist" in statuses["bad"].lower()
-    assert pr.read_metrics(out / "bad") == []
+    assert read_metrics(out / "bad") == []
 
 
 def test_aggregate_mean_and_spread_over_seeds():

@@ -21,6 +21,7 @@ from eqprop.config import RunConfig
 from eqprop.experiments import paper_runs as pr
 from eqprop.experiments.claims import Claim
 from eqprop.experiments.departures import Departures
+from eqprop.runs import atomic_write_bytes
 from eqprop.sweeps.placement import Placement
 
 #: the file every experiment writes its results into
@@ -68,5 +69,5 @@ def run(
     for name, figure in experiment.figures(scale, results).items():
         pr.save_png(figure, out / name)
     path = out / RESULTS
-    pr.atomic_write_bytes(path, experiment.render(scale, results, departures).encode())
+    atomic_write_bytes(path, experiment.render(scale, results, departures).encode())
     return path

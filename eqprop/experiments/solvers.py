@@ -52,6 +52,7 @@ from eqprop.metrics import HELD_OUT_ERROR, record_metric
 from eqprop.plots import ERRORS_TITLE, data_caption, errors_figure, network_label, solver_label
 from eqprop.relaxation import Relaxer
 from eqprop.relaxation.fixed import FixedSteps
+from eqprop.runs import atomic_write_bytes
 
 if TYPE_CHECKING:
     from eqprop.network import Network
@@ -157,7 +158,7 @@ def run(scale: str, out: Path, data_dir: Path | None) -> Path:
     fixed = fixed_point_errors(results, out / FIXED_POINT_FILE, data_dir)
     estimates = estimate_errors(scale, results, out / ESTIMATE_FILE, data_dir)
     path = out / "results.md"
-    pr.atomic_write_bytes(path, render(scale, results, fixed, estimates).encode())
+    atomic_write_bytes(path, render(scale, results, fixed, estimates).encode())
     return path
 
 
@@ -191,7 +192,7 @@ def fixed_point_errors(
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     known = {name: entry for name, entry in cached.items() if name in declared}
     if known != cached:
-        pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
+        atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     for r in results:
         if not r.complete or known.get(r.name, {}).get("epoch") == r.config.train.epochs:
             continue
@@ -204,7 +205,7 @@ def fixed_point_errors(
         eps = r.config.nudged.eps
         error = fixed_point_error(trained.network, held.x, held.y, eps)
         known[r.name] = {"epoch": trained.epoch, "error": error, "eps": eps}
-        pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
+        atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     return known
 
 
@@ -263,7 +264,7 @@ def estimate_errors(
         measured = _measure_estimates(paper, relaxers, wanted["reference_steps"], data_dir)
         if measured is not None:
             known[net] = {**wanted, **measured}
-            pr.atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
+            atomic_write_bytes(cache, (json.dumps(known, indent=1) + "\n").encode())
     return known
 
 
