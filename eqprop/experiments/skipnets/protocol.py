@@ -150,7 +150,7 @@ SHORT_EP = EPProtocol(
 )
 
 #: why the MLP-only scales leave the paper's ConvNet panels (its Figures 1b and 2b) empty
-CONV_NOT_RUN = {"Conv": "the ConvNet grid costs about 5,800 CPU hours (docs/reproducing.md)"}
+CONV_NOT_RUN = {"Conv": "the ConvNet grid costs about 4,100 CPU hours (docs/reproducing.md)"}
 PROTOCOLS: dict[str, Protocol] = {
     # Seconds on sklearn's digits (1,150 / 287 / 360 examples, 8x8): plumbing only. All four
     # architectures; the ConvNets with 2 x depth channels and 1 epoch.
@@ -269,8 +269,8 @@ PROTOCOLS: dict[str, Protocol] = {
         seeds=(0, 1, 2),
         caveat=(
             "Seeds 0-2 at the shallowest and deepest depth per activation, seed 0 between; the "
-            "ConvNet grid costs about 5,800 CPU hours (estimate, docs/reproducing.md, 'Budget "
-            "of the skipnets grid')."
+            "ConvNet grid costs about 4,100 CPU hours (measured per configuration, "
+            "docs/reproducing.md, 'Budget of the skipnets grid')."
         ),
         # EP: the journal's protocol (N_free 1000, N_clamped 12, lr .015, 100 epochs) on the
         # paper's sigmoid depths, 128 units per hidden layer.
