@@ -4,10 +4,11 @@ biologically plausible learning rules?", measured one training batch at a time.
 For each (rule, architecture, activation, depth) of the paper's ConvNet grid (the ``full``
 scale of ``eqprop reproduce skipnets``: BP, FA and DTP on ConvNet and DenseConvNet, sigmoid
 depths 3-7 and ReLU depths 5-10, 16 x depth channels), this builds the network and rule as a
-run does, warms up on a batch of 2 examples, then times one training batch of 128 random
+run does, warms up on a batch of 2 examples, then times a training batch of 128 random
 MNIST-shaped examples (the rule's update, Adam with L2 1e-5) in process CPU time, one torch
-thread. Each measurement is appended to ``--out`` (JSON lines) as soon as it is taken, so a
-stopped measurement goes on where it was; the cheapest configurations run first.
+thread (``--batches N``: the least of N timed batches, steadier on a loaded machine). Each
+measurement is appended to ``--out`` (JSON lines) as soon as it is taken, so a stopped
+measurement goes on where it was; the cheapest configurations run first.
 
 ``--estimate`` reads ``--out`` and prints the grid's cost: per configuration, seconds per
 batch x 2,344 batches per run (the 300k-example cap every ConvNet run reaches, evaluations
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -58,9 +60,15 @@ def _work(key: tuple[str, str, str, int]) -> float:
 
 
 def batch_seconds(
-    rule: str, architecture: str, activation: str, depth: int, channels_per_depth: int = 16
+    rule: str,
+    architecture: str,
+    activation: str,
+    depth: int,
+    channels_per_depth: int = 16,
+    batches: int = 1,
 ) -> float:
-    """Process CPU seconds of one training batch of 128 (after a warm-up batch of 2)."""
+    """Process CPU seconds of a training batch of 128 (after a warm-up batch of 2): the least
+    of ``batches`` timed batches, the reading other jobs on the machine disturb least."""
     arch = ArchitectureConfig(
         architecture, depth, activation, channels_per_depth=channels_per_depth
     )
@@ -76,9 +84,12 @@ def batch_seconds(
         optimizer.step()
 
     step(2)
-    start = time.process_time()
-    step(BATCH)
-    return time.process_time() - start
+    least = math.inf
+    for _ in range(batches):
+        start = time.process_time()
+        step(BATCH)
+        least = min(least, time.process_time() - start)
+    return least
 
 
 def read_measurements(
@@ -133,6 +144,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="RULE-ARCHITECTURE-ACTIVATION-DEPTH",
         help="measure only these configurations (e.g. DTP-DenseConvNet-relu-10; repeatable)",
     )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=1,
+        help="time this many batches per configuration and keep the least (default 1)",
+    )
     parser.add_argument("--channels-per-depth", type=int, default=16, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -148,16 +165,21 @@ def main(argv: list[str] | None = None) -> None:
                 "DTP-DenseConvNet-relu-10 (rules BP, FA, DTP; ConvNet or DenseConvNet; sigmoid "
                 "depths 3-7, relu 5-10)"
             )
+        if args.batches < 1:
+            raise EqpropError(f"--batches must be at least 1, got {args.batches}")
         chosen = {names[name] for name in args.only} if args.only else set(grid())
         torch.set_num_threads(1)
         todo = sorted(
             (k for k in chosen if k not in measured and k[3] <= args.max_depth), key=_work
         )
         for key in todo:
-            seconds = batch_seconds(*key, channels_per_depth=args.channels_per_depth)
+            seconds = batch_seconds(
+                *key, channels_per_depth=args.channels_per_depth, batches=args.batches
+            )
             record = dict(zip(("rule", "architecture", "activation", "depth"), key, strict=True))
             record.update(
                 cpu_s=round(seconds, 4),
+                batches=args.batches,
                 channels_per_depth=args.channels_per_depth,
                 processor=platform.processor() or platform.machine(),
                 torch=torch.__version__,

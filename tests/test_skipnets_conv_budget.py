@@ -70,3 +70,21 @@ def test_only_measures_the_named_configurations(tmp_path: Path):
     assert not out.exists()  # checked before anything is measured
     budget.main([*tiny, "--only", "FA-DenseConvNet-sigmoid-3"])
     assert list(budget.read_measurements(out, 1)) == [("FA", "DenseConvNet", "sigmoid", 3)]
+
+
+def test_batches_keeps_the_least_and_is_checked(tmp_path: Path):
+    out = tmp_path / "budget.jsonl"
+    tiny = ["--out", str(out), "--channels-per-depth", "1", "--only", "BP-ConvNet-sigmoid-3"]
+    with pytest.raises(SystemExit, match="--batches must be at least 1, got 0"):
+        budget.main([*tiny, "--batches", "0"])
+    assert not out.exists()
+    budget.main([*tiny, "--batches", "3"])
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["batches"] == 3 and record["cpu_s"] > 0
+
+
+def test_batch_seconds_is_the_least_of_the_timed_batches(monkeypatch):
+    """Three batches timed 5, 2 and 7 s (a scripted clock): the reading is 2 s."""
+    readings = iter([0.0, 5.0, 10.0, 12.0, 20.0, 27.0])
+    monkeypatch.setattr(budget.time, "process_time", lambda: next(readings))
+    assert budget.batch_seconds("FA", "ConvNet", "sigmoid", 3, channels_per_depth=1, batches=3) == 2
