@@ -33,7 +33,7 @@ import torch
 
 from eqprop.baselines import ArchitectureConfig, FeedforwardNetwork, make_rule
 from eqprop.errors import EqpropError
-from eqprop.experiments.skipnets.protocol import PROTOCOLS, planned_runs
+from eqprop.experiments.skipnets.protocol import PROTOCOLS, RULE_NAMES, planned_runs
 
 #: the paper's ConvNet pair
 CONV = ("ConvNet", "DenseConvNet")
@@ -114,7 +114,7 @@ def estimate(measured: dict[tuple[str, str, str, int], float]) -> str:
     runs = grid()
     lines = ["| | " + " | ".join(CONV) + " |", "|---|---:|---:|"]
     total = 0.0
-    for rule in ("BP", "FA", "DTP"):
+    for rule in RULE_NAMES:
         cells = []
         for arch in CONV:
             keys = [k for k in runs if k[:2] == (rule, arch)]
