@@ -143,14 +143,15 @@ def not_run_lines(protocol: Protocol) -> list[str]:
     """A bullet per architecture family this scale leaves out (:attr:`Protocol.not_run`): the
     runs of the paper's grid (the ``full`` scale) it would take, and why they were not run."""
     full = PROTOCOLS["full"]
+    planned = planned_runs(full)
+    depths = "; ".join(f"{act} depths {min(d)}-{max(d)}" for act, d in full.depths.items())
+    rates = sorted({len(r) for r in full.learning_rates.values()})
+    seeds = ", ".join(map(str, full.seeds))
     lines = []
     for family, why in protocol.not_run.items():
         plain = FAMILIES[family]
         architectures = (plain, PAIRS[plain])
-        runs = [run for run in planned_runs(full) if run[1] in architectures]
-        depths = "; ".join(f"{act} depths {min(d)}-{max(d)}" for act, d in full.depths.items())
-        rates = sorted({len(r) for r in full.learning_rates.values()})
-        seeds = ", ".join(map(str, full.seeds))
+        runs = [run for run in planned if run[1] in architectures]
         lines.append(
             f"- Not run at this scale: the paper's {family} grid ({' vs '.join(architectures)}), "
             f"the {len(runs)} runs of the `full` scale ({', '.join(RULE_NAMES)}; "
