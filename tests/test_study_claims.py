@@ -70,6 +70,32 @@ def test_dense_less_sensitive(dense, plain, verdict):
     assert skipnets.DenseLessSensitive()(records[:1]).verdict == NOT_YET
 
 
+def test_dense_less_sensitive_says_per_seed_where_seeds_disagree():
+    """Pooled over depths and seeds the dense network is the steadier one, but at depth 5 (the
+    depth both seeds have) seed 1's dense grid spreads wider than its plain one: the verdict
+    keeps the pooled criterion, and the measured text gives each seed's side of it."""
+
+    def seeded(arch: str, depth: int, seed: int, *tests: float) -> dict:
+        return {**record("FA", arch, "relu", depth, *tests), "seed": seed}
+
+    records = [
+        seeded("DN", 5, 0, 0.90, 0.91, 0.92, 0.93),  # IQR 92.25 - 90.75 = 1.5 points (linear)
+        seeded("NN", 5, 0, 0.50, 0.70, 0.90, 0.95),  # IQR 91.25 - 65 = 26.25
+        seeded("DN", 5, 1, 0.80, 0.90, 0.92, 0.93),  # IQR 92.25 - 87.5 = 4.75
+        seeded("NN", 5, 1, 0.90, 0.91, 0.92, 0.93),  # IQR 1.5
+        seeded("DN", 7, 0, 0.90, 0.91, 0.92, 0.93),  # seed 0 only: not in the per-seed part
+        seeded("NN", 7, 0, 0.10, 0.30, 0.60, 0.95),
+    ]
+    v = skipnets.DenseLessSensitive()(records)
+    assert v.verdict == HOLDS
+    assert "(per seed at depth 5: DN 1.50-4.75, NN 1.50-26.25; DN smaller for 1 of 2 seeds)" in (
+        v.measured
+    )
+    assert v.measured.endswith("(dense smaller in 1 of 1 cases)")
+    one_seed = [r for r in records if r["seed"] == 0]
+    assert "per seed" not in skipnets.DenseLessSensitive()(one_seed).measured
+
+
 def test_skipnets_claims_wait_for_the_papers_budget():
     records = depth_records("FA", (0.95, 0.94), (0.95, 0.80))
     lines = claims_section(skipnets.CLAIMS, records, "quick", skipnets.CLAIMS_NOTE)
