@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from eqprop.energy_network import EnergyNetwork
 from eqprop.errors import ConfigError
-from eqprop.network import EnergyNetwork
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +60,7 @@ def correlation_difference(
     network: EnergyNetwork, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The raw sums of an estimate between the states ``a`` and ``b`` of ``network``
-    (:meth:`~eqprop.network.EnergyNetwork.correlation_difference`): for the fully connected
+    (:meth:`~eqprop.energy_network.EnergyNetwork.correlation_difference`): for the fully connected
     network, per stored block ``sum_batch (u^a u^a^T - u^b u^b^T)``, ``u = (x, rho(s))``, and
     ``sum_batch (rho(a) - rho(b))`` for the biases; for a convolutional one, the same
     correlations through its kernels (:mod:`eqprop.conv`)."""

@@ -38,9 +38,10 @@ from eqprop import config as cfg
 from eqprop import nudging as nudgings
 from eqprop import runs
 from eqprop.conv import ConvNetwork
+from eqprop.energy_network import EnergyNetwork
 from eqprop.errors import ConfigError
 from eqprop.estimators import Estimator
-from eqprop.network import EnergyNetwork, Network
+from eqprop.network import Network
 from eqprop.nudging import Nudge, Nudging
 from eqprop.relaxation import fixed_point_residual
 from eqprop.relaxation.fixed import FixedSteps

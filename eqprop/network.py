@@ -27,32 +27,16 @@ optimiser step over a network's parameters and after every ``load_state_dict``, 
 PyTorch's (:func:`_mask_after_step`, :func:`_mask_after_load`) multiply the weights by their
 masks (:meth:`Network.apply_masks`).
 
-Computation (:meth:`Network.product_plan`), independent of storage: a step is a list of
-matrix products ``out[:, cols] += s[:, rows] @ w`` on views of the stored blocks. A stored
-block runs as one dense product (per direction), or split into its layer pairs, skipping
-empty pairs and running sparse pairs (on CPU) as CSR products -- e.g. the 8.8%-dense
-500 x 500 skip pair of the ICONS network C. Of the two, the block takes the one that
-:func:`plan_cost` says is cheaper. On CPU that model counts, besides the multiply-adds, the
-fixed cost of each product call (Python dispatch, the CSR product's set-up, the transposing
-copies of :meth:`Network.stepper`), which dominates on small blocks: the 784-100x5-10
-rewired network runs one dense product over its 510 x 510 block, not 30 pair products. The
-model's constants are calibrated once (:data:`CSR_CALL_COST`), never measured at run time:
-the plan decides the rounding of every step, and runs resume bit for bit. Within a split,
-each pair runs dense or as CSR by the same model, call included (:func:`product_cost`): a
-CSR call's fixed cost exceeds a dense call's by 30,500 multiply-adds, so small sparse pairs
-(C's 500 x 10 skip pairs to the output) run dense. Solvers that work layer by layer take the
-split of every block whatever the model picks (:meth:`Network.pair_plan`). The input block's
-product is done once per batch (:meth:`Network.input_drive`).
+Computation: a step is a list of matrix products on views of the stored blocks, chosen per
+block by a calibrated cost model (:meth:`Network.product_plan`; :mod:`eqprop.product_plan`).
 """
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -60,141 +44,16 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from eqprop import activation as activations
 from eqprop.activation import Activation
+from eqprop.energy_network import EnergyNetwork, LayerTerm
 from eqprop.errors import ConfigError
-from eqprop.nudging import Kernel, Nudge
+from eqprop.nudging import Kernel
+from eqprop.product_plan import Block, Product, add_csr_product, plan_cost, product_cost
 from eqprop.topology import ADJACENT, Topology
 
 if TYPE_CHECKING:
-    from eqprop.relaxation import Relaxer
+    pass
 
 LAYOUTS = ("auto", "blocks", "dense")
-# The plan's cost model (:func:`plan_cost`), in multiply-adds per example at batch
-# COST_BATCH: a dense product of an r x c block costs ``DENSE_CALL_COST + r * c``, a CSR
-# product ``CSR_CALL_COST + SPARSE_COST * nnz``. The call costs are calibrated constants, not
-# measured per process (the plan decides every step's rounding; runs must resume bit for
-# bit). Measured with eqprop.bench.call_costs.measure_call_costs(rounds=40): each product exactly as
-# Network.stepper runs it (dense: ``addmm_`` into a view of ``h`` from a view of ``s``, by a
-# view or transposed view of a stored block; CSR: ``buffer.copy_(s_rows.T)`` then
-# ``out.add_(torch.mm(csr, buffer).T)``, csr from Product.csr()), 13 block shapes from 10 x 10
-# to 1510 x 1510 in both orientations and CSR densities 1-30% on 11 of them, batch 20, one
-# torch thread, process CPU time (least per call over 40 interleaved rounds); then
-# ``time = fixed + slope * work`` fitted in relative error, and the fixed times divided by
-# the dense slope (one multiply-add per example: 0.42-0.57 ns). Seven runs on an Intel Xeon
-# (family 6 model 207, AVX512, KVM guest, 2 cores; torch 2.13.0+cpu), beside two training
-# jobs: dense call 4,100-6,100 (median 4,430; 1.8-3.5 us), CSR call 33,300-40,500 (median
-# 34,700; 14-23 us), a CSR non-zero 4.3-4.6 (SPARSE_COST's 5.0 kept). ``eqprop bench``
-# measures them again on its machine and prints them beside these constants. ICONS network
-# C's split (13 dense products; its 500 x 500 skip pair CSR, both directions) is modelled 6.8%
-# cheaper than its one dense product (2.13 M against 2.28 M); a CSR call above 112,900 or a
-# dense call above 17,400 would flip it (tests/test_network.py guards its plan).
-#: The batch at which the cost constants are expressed (the papers' batch).
-COST_BATCH = 20
-#: A CSR product costs about this many dense multiply-adds per stored non-zero; within a
-#: split, a pair runs as CSR where ``CSR_CALL_COST + SPARSE_COST * nnz`` is below
-#: ``DENSE_CALL_COST + area`` (:func:`product_cost`; on CPU only).
-SPARSE_COST = 5.0
-#: The fixed cost of one dense product call (``addmm_``) in a step, in multiply-adds per
-#: example at batch COST_BATCH (see the comment above).
-DENSE_CALL_COST = 4_500.0
-#: The fixed cost of one CSR product call in a step (the transposing copy, the CSR product's
-#: set-up, the transposed add), in the same units.
-CSR_CALL_COST = 35_000.0
-
-
-@dataclass(frozen=True)
-class Block:
-    """A stored weight block between groups ``rows <= cols`` (group 0 is the input).
-
-    ``rows``/``cols`` are slices in the coordinates of their side: input indices for the
-    input group, state indices otherwise.
-    """
-
-    row_group: int
-    col_group: int
-    rows: slice
-    cols: slice
-
-    @property
-    def is_input(self) -> bool:
-        """Whether the block's rows are the input layer (a constant drive, not a state)."""
-        return self.row_group == 0
-
-    @property
-    def is_diagonal(self) -> bool:
-        """Whether the block joins a layer group to itself (intralayer edges)."""
-        return self.row_group == self.col_group
-
-    def whole_products(self, weight: torch.Tensor) -> list[Product]:
-        """The block as one dense product per direction (one for a diagonal block)."""
-        products = [Product(self.rows, self.cols, weight)]
-        if not self.is_diagonal:
-            products.append(Product(self.cols, self.rows, weight.T))
-        return products
-
-
-@dataclass(frozen=True, eq=False)
-class Product:
-    """One matrix product of a relaxation step: ``out[:, cols] += s[:, rows] @ weight``.
-
-    ``rows``/``cols`` are state-coordinate slices; ``weight`` is a view of a stored block
-    (possibly transposed), so in-place updates of the block are seen. With ``sparse`` set,
-    the product runs as a CSR product with ``weight^T``: ``sparse`` holds its fixed pattern
-    (CSR row pointers, column indices, and the flat positions of the values in ``source``,
-    the stored block).
-    """
-
-    rows: slice
-    cols: slice
-    weight: torch.Tensor
-    source: torch.Tensor | None = None
-    sparse: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-
-    def csr(self) -> torch.Tensor:
-        """``weight^T`` as a CSR tensor with the stored block's current values."""
-        crow, col, flat = self.sparse
-        values = self.source.reshape(-1).index_select(0, flat)
-        shape = (self.cols.stop - self.cols.start, self.rows.stop - self.rows.start)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": used as documented
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
-            warnings.filterwarnings("ignore", message="Sparse invariant checks")
-            return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
-
-    @staticmethod
-    def sparse_of(view: torch.Tensor, mask: torch.Tensor, source: torch.Tensor) -> tuple:
-        """The CSR pattern of ``view^T`` where ``mask^T`` is non-zero; ``view`` is a view of
-        the contiguous tensor ``source``."""
-        r, c = torch.nonzero(mask.T != 0, as_tuple=True)  # row-major order, as CSR needs
-        offset = view.storage_offset() - source.storage_offset()
-        flat = offset + c * view.stride(0) + r * view.stride(1)  # view^T[r, c] = view[c, r]
-        # int32 indices: the CPU CSR product converts int64 ones at every call (measured
-        # 32 against 20 us for a 500 x 500 skip pair at batch 20; the same result)
-        crow = torch.zeros(mask.shape[1] + 1, dtype=torch.int32, device=mask.device)
-        crow[1:] = torch.bincount(r, minlength=mask.shape[1]).cumsum(0)
-        return crow, c.to(torch.int32), flat.to(torch.int64)
-
-
-def _add_csr_product(out: torch.Tensor, csr: torch.Tensor, src: torch.Tensor) -> None:
-    """``out += src @ W`` from ``csr = W^T`` (CSR @ dense wants a contiguous right-hand side)."""
-    out.add_(torch.mm(csr, src.T.contiguous()).T)
-
-
-def product_cost(area: int, nnz: int | None = None, calls: bool = True) -> float:
-    """The modelled cost of one product of a step, in multiply-adds per example at batch
-    :data:`COST_BATCH`: dense over ``area`` weights (``nnz`` None), or CSR with ``nnz``
-    stored non-zeros; ``calls`` adds the fixed cost of the call (:data:`DENSE_CALL_COST`,
-    :data:`CSR_CALL_COST`)."""
-    if nnz is None:
-        return (DENSE_CALL_COST if calls else 0.0) + area
-    return (CSR_CALL_COST if calls else 0.0) + SPARSE_COST * nnz
-
-
-def plan_cost(products: list[Product], calls: bool = True) -> float:
-    """The modelled cost of running ``products`` once (:func:`product_cost` summed)."""
-    total = 0.0
-    for p in products:
-        area = (p.rows.stop - p.rows.start) * (p.cols.stop - p.cols.start)
-        total += product_cost(area, None if p.sparse is None else p.sparse[1].numel(), calls)
-    return total
 
 
 def glorot_bounds(sizes: tuple[int, ...]) -> list[float]:
@@ -208,179 +67,6 @@ def default_skip_bound(topology: Topology) -> float:
     if topology.family == "rewired":
         return float(np.mean(glorot_bounds(topology.sizes)))
     return 0.05
-
-
-class LayerTerm(NamedTuple):
-    """One directed drive term of a step, for the solvers that update layer by layer
-    (:mod:`eqprop.relaxation.layer_sweep`): ``run()`` adds the term into the drive of layer
-    ``into`` from the rates of layer ``source``; ``reads_into`` says whether it also reads
-    layer ``into``'s own rates (a max-pooled conv block's feedback, whose pool maxima are
-    taken at its source layer)."""
-
-    into: int
-    source: int
-    reads_into: bool
-    run: Callable[[], None]
-
-
-class EnergyNetwork(torch.nn.Module):
-    """What the relaxers, nudgings, estimators, updates and trainer use of a network, and the
-    parts of it that follow from the rest: a state ``s`` of shape ``(batch, n_state)`` (every
-    non-input neuron, layer by layer), the energy ``E(s)`` whose gradient is ``s - G(s, h)``
-    with the drive ``h`` of :meth:`drive` (``docs/science.md`` section 1), and parameters
-    that the EP estimate reaches through :meth:`correlation_difference`.
-
-    A subclass sets ``activation``, ``sizes`` (flat layer sizes, input first), ``n_state``,
-    ``output`` (the output layer's state slice), ``dtype``, ``device``, ``weights`` (a list of
-    parameters) and ``biases`` (one flat parameter), and implements the methods that raise
-    ``NotImplementedError`` here. :class:`Network` is the fully connected Hopfield network;
-    :class:`eqprop.conv.ConvNetwork` mixes convolutional and dense layers.
-    """
-
-    activation: Activation
-    sizes: tuple[int, ...]
-    n_state: int
-    output: slice
-    dtype: torch.dtype
-    device: torch.device
-
-    # -- what a network implements -----------------------------------------------------------
-    def energy(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``E(s)`` per example, for inputs ``x``."""
-        raise NotImplementedError
-
-    def input_drive(self, x: torch.Tensor) -> torch.Tensor:
-        """The constant part of the drive (inputs and biases), computed once per batch."""
-        raise NotImplementedError
-
-    def drive(self, s: torch.Tensor, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """The drive ``h(s)`` (``base`` plus the interactions' terms, before the gain) into
-        ``out``."""
-        raise NotImplementedError
-
-    def stepper(
-        self, s: torch.Tensor, base: torch.Tensor, h: torch.Tensor, finish: Kernel
-    ) -> Kernel:
-        """One in-place step: the drive into ``h``, the activation's gain, then ``finish()``
-        (:mod:`eqprop.nudging`)."""
-        raise NotImplementedError
-
-    def correlation_difference(
-        self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Per weight tensor and for the biases, ``sum_batch (dPhi/dtheta (a) - dPhi/dtheta
-        (b))`` with ``Phi = 1/2 |s|^2 - E`` (the raw sums of :class:`eqprop.estimators.
-        Estimate`)."""
-        raise NotImplementedError
-
-    def on_edges(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Tensors shaped like :attr:`weights` (an estimate) kept to the network's existing
-        weights: new tensors, zero where there is no weight."""
-        raise NotImplementedError
-
-    def pair_views(self) -> list[tuple[int, slice, slice, int]]:
-        """For each adjacent layer pair (input side first), the weight tensor holding its
-        weights, the row and column slices of its weights in that tensor and their number:
-        what the per-layer rates of eq. 2 are taken over (:mod:`eqprop.updates`)."""
-        raise NotImplementedError
-
-    def layer_terms(
-        self,
-        rates: Callable[[int], torch.Tensor],
-        drive: Callable[[int], torch.Tensor],
-    ) -> list[LayerTerm]:
-        """Every state-state term of the drive as one :class:`LayerTerm` per direction, on
-        views ``rates(k)`` and ``drive(k)`` (shape ``(batch, sizes[k])``, from any state
-        layout) of layer ``k``'s rates and drive; the input's term is in :meth:`input_drive`.
-        The layer-sweep solvers build their half-sweeps from it."""
-        raise NotImplementedError
-
-    # -- what follows ------------------------------------------------------------------------
-    def zero_state(self, batch: int) -> torch.Tensor:
-        """An all-zero state, the starting point of a first free phase."""
-        return torch.zeros(batch, self.n_state, dtype=self.dtype, device=self.device)
-
-    def equilibrium(
-        self, x: torch.Tensor, relaxer: Relaxer | None = None, state: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The whole free state at the equilibrium of inputs ``x`` (shape ``(batch, M)``, layer
-        order, inputs excluded), reached by ``relaxer`` (default: FISTA to a fixed-point
-        residual below 1e-5) from ``state`` (default zeros; updated in place when given). No
-        gradient is recorded; ``x`` is moved to the network's device and dtype."""
-        from eqprop.relaxation.fista import Fista
-
-        relaxer = relaxer if relaxer is not None else Fista(steps=10_000, tol=1e-5)
-        x = torch.as_tensor(x).to(self.device, self.dtype)
-        s = self.zero_state(len(x)) if state is None else state
-        with torch.no_grad():
-            relaxer.relax(self, s, self.input_drive(x))
-        return s
-
-    def forward(self, x: torch.Tensor, relaxer: Relaxer | None = None) -> torch.Tensor:
-        """The output units' states at the free equilibrium of ``x``, shape ``(batch, n_out)``
-        (:meth:`equilibrium`; ``net(x)``): what the cost compares with the target (for the
-        hard sigmoid also their activations, ``rho(s) = s`` in ``[0, 1]``)."""
-        return self.equilibrium(x, relaxer)[:, self.output]
-
-    def predict(
-        self, x: torch.Tensor, relaxer: Relaxer | None = None, state: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Predicted classes of ``x``: the argmax of the outputs at the free equilibrium
-        (:meth:`equilibrium`, from ``state`` when given)."""
-        return self.equilibrium(x, relaxer, state)[:, self.output].argmax(1)
-
-    def error(self, x: torch.Tensor, y: torch.Tensor, relaxer: Relaxer | None = None) -> float:
-        """The fraction of ``x`` whose predicted class (:meth:`predict`) is not ``y``."""
-        y = torch.as_tensor(y).to(self.device)
-        return float((self.predict(x, relaxer) != y).float().mean())
-
-    def total_energy(
-        self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None
-    ) -> torch.Tensor:
-        """``F = E + beta C`` per example, ``C`` the cost of ``nudge``'s scheme (``E`` alone
-        without a nudge)."""
-        f = self.energy(s, x)
-        if nudge is None:
-            return f
-        return f + nudge.beta * nudge.nudging.cost(s[:, self.output], nudge.target)
-
-    def _step(
-        self,
-        products: Callable[[], None],
-        finish: Callable[[], None],
-        s: torch.Tensor,
-        h: torch.Tensor,
-        rates: torch.Tensor,
-    ) -> Callable[[], None]:
-        """One step from a network's ``products`` (``h`` from ``rates``) and its ``finish``:
-        for the hard sigmoid (``rates`` is ``s`` itself) just the two; for a smooth
-        activation ``rates = rho(s)`` first and ``h`` times ``rho'(s)`` after."""
-        act = self.activation
-        if act.projected:
-
-            def step() -> None:
-                products()
-                finish()
-
-        else:
-
-            def step() -> None:
-                rates.copy_(act.rho(s))
-                products()
-                act.gain_(s, h)
-                finish()
-
-        return step
-
-    def grad_F(self, s: torch.Tensor, x: torch.Tensor, nudge: Nudge | None = None) -> torch.Tensor:
-        """``dF/ds`` as the ``gradient`` step uses it, ``s - G(s, h)`` (the hard sigmoid's
-        ``rho' = 1`` inside ``[0, 1]``; ``rho'(s) h`` for a smooth activation)."""
-        h = self.drive(s, self.input_drive(x), torch.empty_like(s))
-        g = s - self.activation.gain_(s, h)
-        if nudge is not None:
-            out = self.output
-            g[:, out] += nudge.beta * nudge.nudging.cost_grad(s[:, out], nudge.target)
-        return g
 
 
 class Network(EnergyNetwork):
@@ -693,7 +379,7 @@ class Network(EnergyNetwork):
             if p.sparse is None:
                 run = partial(out.addmm_, src, p.weight)
             else:
-                run = partial(_add_csr_product, out, p.csr(), src)
+                run = partial(add_csr_product, out, p.csr(), src)
             terms.append(LayerTerm(into, source, source == into, run))
         return terms
 

@@ -18,8 +18,8 @@ import torch
 
 from eqprop.config import RunConfig
 from eqprop.data import Dataset
+from eqprop.energy_network import EnergyNetwork
 from eqprop.errors import EqpropError
-from eqprop.network import EnergyNetwork
 from eqprop.relaxation import Relaxer
 from eqprop.runs import (
     BEST,

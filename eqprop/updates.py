@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from eqprop.energy_network import EnergyNetwork
 from eqprop.errors import ConfigError, EqpropError
 from eqprop.estimators import Estimate
-from eqprop.network import EnergyNetwork, Network
+from eqprop.network import Network
 from eqprop.topology import ADJACENT
 
 

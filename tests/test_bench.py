@@ -21,7 +21,7 @@ import torch
 
 import eqprop
 from eqprop import config as cfg
-from eqprop import network, reference, topology
+from eqprop import product_plan, reference, topology
 from eqprop.bench import conv_steps, engine, report
 from eqprop.bench import settings as bench_settings
 from eqprop.bench import timing as bench_timing
@@ -137,8 +137,8 @@ def train_both(trainer, ref, x, y, epochs, tol):
 @pytest.mark.parametrize("family", CASES)
 def test_trainer_equals_naive_engine(family, layout, dtype, nudging, monkeypatch):
     if family.startswith("icons"):  # the multiply-add model alone, so these small networks
-        monkeypatch.setattr(network, "DENSE_CALL_COST", 0.0)  # split into pairs, some CSR
-        monkeypatch.setattr(network, "CSR_CALL_COST", 0.0)
+        monkeypatch.setattr(product_plan, "DENSE_CALL_COST", 0.0)  # split into pairs, some CSR
+        monkeypatch.setattr(product_plan, "CSR_CALL_COST", 0.0)
     trainer, ref = build_pair(family, nudging, dtype, layout)
     net = trainer.network
     topo = net.topology
@@ -320,10 +320,10 @@ def test_bench_record_structure():
     costs = record["cost_model"]  # measured here, beside the calibrated constants
     assert costs["batch"] == 20 and costs["threads"] == 1 and costs["rounds"] == 1
     assert costs["calibrated"] == {
-        "dense_call": network.DENSE_CALL_COST,
-        "csr_call": network.CSR_CALL_COST,
-        "sparse_cost": network.SPARSE_COST,
-        "batch": network.COST_BATCH,
+        "dense_call": product_plan.DENSE_CALL_COST,
+        "csr_call": product_plan.CSR_CALL_COST,
+        "sparse_cost": product_plan.SPARSE_COST,
+        "batch": product_plan.COST_BATCH,
     }
     assert costs["csr_call_us"] > 0 and costs["ns_per_multiply_add_per_example"] > 0
     memory = entry["memory"]
@@ -344,8 +344,9 @@ def test_bench_record_structure():
     row = next(i for i, line in enumerate(lines) if line.startswith("tiny "))
     assert "speedup" in lines[row + 1] and "overstate" in lines[row + 1]
     cost_line = next(line for line in lines if line.startswith("cost model"))
-    assert f"calibrated {network.DENSE_CALL_COST:,.0f} and {network.CSR_CALL_COST:,.0f}" in (
-        cost_line
+    assert (
+        f"calibrated {product_plan.DENSE_CALL_COST:,.0f} and {product_plan.CSR_CALL_COST:,.0f}"
+        in (cost_line)
     )
     json.dumps(record)  # the record is plain JSON
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from eqprop import config as cfg
-from eqprop import network, topology
-from eqprop.network import Network, Product, plan_cost, product_cost
+from eqprop import product_plan, topology
+from eqprop.network import Network
 from eqprop.nudging import NUDGINGS, Nudge
+from eqprop.product_plan import Product, plan_cost, product_cost
 from eqprop.relaxation.fixed import FixedSteps
 
 SIZES = [12, 10, 10, 4]
@@ -140,8 +141,8 @@ def test_predict_is_the_argmax_at_the_free_fixed_point():
 
 def _multiply_adds_only(monkeypatch) -> None:
     """The plan's cost model without the fixed cost of a call (the model before it had one)."""
-    monkeypatch.setattr(network, "DENSE_CALL_COST", 0.0)
-    monkeypatch.setattr(network, "CSR_CALL_COST", 0.0)
+    monkeypatch.setattr(product_plan, "DENSE_CALL_COST", 0.0)
+    monkeypatch.setattr(product_plan, "CSR_CALL_COST", 0.0)
 
 
 def _plan_of(preset: str, layout: str | None = None) -> Network:
@@ -154,10 +155,12 @@ def _plan_of(preset: str, layout: str | None = None) -> Network:
 
 
 def test_product_cost_counts_multiply_adds_and_a_fixed_cost_per_call():
-    assert product_cost(100 * 40) == network.DENSE_CALL_COST + 4000
-    assert product_cost(100 * 40, nnz=30) == network.CSR_CALL_COST + network.SPARSE_COST * 30
+    assert product_cost(100 * 40) == product_plan.DENSE_CALL_COST + 4000
+    assert (
+        product_cost(100 * 40, nnz=30) == product_plan.CSR_CALL_COST + product_plan.SPARSE_COST * 30
+    )
     assert product_cost(100 * 40, calls=False) == 4000
-    assert product_cost(100 * 40, nnz=30, calls=False) == network.SPARSE_COST * 30
+    assert product_cost(100 * 40, nnz=30, calls=False) == product_plan.SPARSE_COST * 30
     # a hand-built plan: a dense 3 x 4 product and a CSR one of 2 non-zeros in a 4 x 3 view
     w = torch.zeros(3, 4)
     mask = torch.zeros(3, 4)
@@ -165,9 +168,12 @@ def test_product_cost_counts_multiply_adds_and_a_fixed_cost_per_call():
     dense = Product(slice(0, 3), slice(3, 7), w, w)
     sparse = Product(slice(3, 7), slice(0, 3), w.T, w, Product.sparse_of(w.T, mask.T, w))
     assert plan_cost([dense, sparse]) == (
-        network.DENSE_CALL_COST + 12 + network.CSR_CALL_COST + 2 * network.SPARSE_COST
+        product_plan.DENSE_CALL_COST
+        + 12
+        + product_plan.CSR_CALL_COST
+        + 2 * product_plan.SPARSE_COST
     )
-    assert plan_cost([dense, sparse], calls=False) == 12 + 2 * network.SPARSE_COST
+    assert plan_cost([dense, sparse], calls=False) == 12 + 2 * product_plan.SPARSE_COST
     assert plan_cost([]) == 0.0
 
 

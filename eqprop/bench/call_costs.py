@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from eqprop import network
-from eqprop.network import Product
+from eqprop import product_plan
+from eqprop.product_plan import Product
 
 #: What :func:`measure_call_costs` times: dense products of these (rows, cols) shapes, in
 #: both orientations of the stored block, and CSR products of the first 11 at these densities.
@@ -81,7 +81,7 @@ def _fit(work: list[int], seconds: list[float]) -> tuple[float, float]:
     return float(fixed), float(slope)
 
 
-def measure_call_costs(rounds: int = 10, batch: int = network.COST_BATCH) -> dict[str, Any]:
+def measure_call_costs(rounds: int = 10, batch: int = product_plan.COST_BATCH) -> dict[str, Any]:
     """The plan's cost model measured on this machine (CPU, the current torch threads):
     every case of :func:`_call_cases` timed in process CPU time, ``rounds`` interleaved
     rounds, the least time per call of each; then ``time = fixed + slope * work`` fitted
@@ -92,7 +92,7 @@ def measure_call_costs(rounds: int = 10, batch: int = network.COST_BATCH) -> dic
     best = [float("inf")] * len(cases)
     for _ in range(rounds):
         for i, (kind, work, call) in enumerate(cases):
-            madds = work * batch * (network.SPARSE_COST if kind == "csr" else 1.0)
+            madds = work * batch * (product_plan.SPARSE_COST if kind == "csr" else 1.0)
             calls = max(10, min(1000, int(1e7 / (madds + 2e5))))
             call()
             t0 = time.process_time()
@@ -116,9 +116,9 @@ def measure_call_costs(rounds: int = 10, batch: int = network.COST_BATCH) -> dic
         "csr_call_us": csr_fixed * 1e6,
         "ns_per_multiply_add_per_example": unit * 1e9,
         "calibrated": {
-            "dense_call": network.DENSE_CALL_COST,
-            "csr_call": network.CSR_CALL_COST,
-            "sparse_cost": network.SPARSE_COST,
-            "batch": network.COST_BATCH,
+            "dense_call": product_plan.DENSE_CALL_COST,
+            "csr_call": product_plan.CSR_CALL_COST,
+            "sparse_cost": product_plan.SPARSE_COST,
+            "batch": product_plan.COST_BATCH,
         },
     }

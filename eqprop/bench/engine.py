@@ -33,8 +33,8 @@ For each preset, at the paper's settings (batch 20, eps 0.5, 500 free + 8 clampe
   (:func:`~eqprop.bench.conv_steps.conv_step_timing`);
 - once per run (CPU, with presets to time), the fixed cost of a product call measured on this
   machine (:func:`~eqprop.bench.call_costs.measure_call_costs`) beside the constants the plan's
-  cost model was calibrated with (:data:`eqprop.network.DENSE_CALL_COST`,
-  :data:`~eqprop.network.CSR_CALL_COST`), so a user on another machine sees whether the model
+  cost model was calibrated with (:data:`eqprop.product_plan.DENSE_CALL_COST`,
+  :data:`~eqprop.product_plan.CSR_CALL_COST`), so a user on another machine sees whether the model
   fits it.
 
 ``eqprop bench`` calls :func:`main`. The modules, one measurement each:

@@ -40,7 +40,7 @@ from eqprop.relaxation.fixed import FixedSteps
 from eqprop.training import Trainer
 
 if TYPE_CHECKING:
-    from eqprop.network import EnergyNetwork
+    from eqprop.energy_network import EnergyNetwork
 
 DEFAULT_PRESETS = ("icons-layered", "icons-skip")
 #: solver specs, ``NAME`` (the preset's step size) or ``NAME:EPS``; each runs on the presets

@@ -18,7 +18,7 @@ from eqprop.bench.timing import (
     step_over_bound,
     warm_start,
 )
-from eqprop.network import Product
+from eqprop.product_plan import Product
 from eqprop.relaxation.cuda_graph import CudaGraphs
 from eqprop.relaxation.fixed import FixedSteps
 

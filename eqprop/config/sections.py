@@ -22,7 +22,7 @@ from eqprop.training import BATCH_ORDERS
 from eqprop.updates import LearningRates
 
 if TYPE_CHECKING:
-    from eqprop.network import EnergyNetwork
+    from eqprop.energy_network import EnergyNetwork
     from eqprop.relaxation import Relaxer
     from eqprop.relaxation.fixed import FixedSteps
 

@@ -31,8 +31,8 @@ from torch.nn.grad import conv2d_weight
 
 from eqprop import activation as activations
 from eqprop.activation import Activation
+from eqprop.energy_network import EnergyNetwork, LayerTerm
 from eqprop.errors import ConfigError
-from eqprop.network import EnergyNetwork, LayerTerm
 from eqprop.nudging import Kernel
 
 

@@ -15,7 +15,7 @@ Solvers (one file each, registered in :data:`SOLVERS` by name):
 - ``fixed`` (:class:`~eqprop.relaxation.fixed.FixedSteps`): exactly ``steps`` discrete steps
   ``s <- clip(s - eps dF/ds)``, the papers' protocol; on CUDA wrapped by
   :class:`~eqprop.relaxation.cuda_graph.CudaGraphs` (one captured graph per phase, of any
-  network's :meth:`~eqprop.network.EnergyNetwork.stepper`, conv networks included).
+  network's :meth:`~eqprop.energy_network.EnergyNetwork.stepper`, conv networks included).
 - ``tolerance`` (:class:`~eqprop.relaxation.tolerance.Tolerance`): the same steps, stopping
   once the largest state change of a step is below ``tol`` (at most ``steps``).
 
@@ -55,7 +55,7 @@ from eqprop.nudging import Kernel, Nudge, free_kernel
 
 if TYPE_CHECKING:
     from eqprop.activation import Activation
-    from eqprop.network import EnergyNetwork
+    from eqprop.energy_network import EnergyNetwork
 
 
 @dataclass(frozen=True, eq=False)

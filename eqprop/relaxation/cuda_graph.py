@@ -1,6 +1,6 @@
 """Fixed-step phases as captured CUDA graphs: one launch per phase instead of about five
 kernel launches per step (more on a conv network). It uses only what every
-:class:`~eqprop.network.EnergyNetwork` has (its ``stepper``, activation and output slice), so
+:class:`~eqprop.energy_network.EnergyNetwork` has (its ``stepper``, activation and output slice), so
 it captures the fully connected and the conv networks alike. On a CPU tensor it simply runs
 the wrapped solver."""
 
@@ -15,7 +15,7 @@ from eqprop.relaxation import Relaxer, RelaxResult
 from eqprop.relaxation.fixed import FixedSteps
 
 if TYPE_CHECKING:
-    from eqprop.network import EnergyNetwork
+    from eqprop.energy_network import EnergyNetwork
     from eqprop.nudging import Nudge
 
 

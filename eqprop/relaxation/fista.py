@@ -29,7 +29,7 @@ import torch
 from eqprop.relaxation.residual import DriveIterate, Iterate, ResidualStop
 
 if TYPE_CHECKING:
-    from eqprop.network import EnergyNetwork
+    from eqprop.energy_network import EnergyNetwork
 
 
 #: (dtype, device) -> the momentum table computed so far (:func:`momenta`)

@@ -11,7 +11,7 @@ import torch
 from eqprop.relaxation import Relaxer, RelaxResult
 
 if TYPE_CHECKING:
-    from eqprop.network import EnergyNetwork
+    from eqprop.energy_network import EnergyNetwork
     from eqprop.nudging import Nudge
 
 

@@ -6,7 +6,7 @@ to the box is, for fixed even layers, a separable quadratic in the odd layers, m
 exactly by ``s_odd = clip(h_odd(s))`` (step size 1), and likewise for the even layers. One
 sweep updates the odd layers, then the even ones: block Gauss-Seidel, which never increases
 the energy. A sweep costs one drive: each directed term of the drive
-(:meth:`~eqprop.network.EnergyNetwork.layer_terms`; for a
+(:meth:`~eqprop.energy_network.EnergyNetwork.layer_terms`; for a
 :class:`~eqprop.network.Network` its layer-pair products,
 :meth:`~eqprop.network.Network.pair_plan`, so a block the step's plan runs as one product is
 split here) runs once, in the half-sweep of the layer it drives. The drive of the even
@@ -40,7 +40,7 @@ swept state below ``tol`` (:class:`~eqprop.relaxation.residual.ResidualStop`).
 Both need the hard sigmoid: with a smooth activation the energy of one parity's layers is
 still separable but no longer quadratic, and its minimiser no clip; they refuse any other
 activation with a one-line error, and a network without
-:meth:`~eqprop.network.EnergyNetwork.layer_terms` with another.
+:meth:`~eqprop.energy_network.EnergyNetwork.layer_terms` with another.
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ from dataclasses import dataclass
 
 import torch
 
+from eqprop.energy_network import EnergyNetwork
 from eqprop.errors import ConfigError
-from eqprop.network import EnergyNetwork
 from eqprop.relaxation.residual import Iterate, ResidualStop
 
 
 def _checked_terms(network, rates, drive) -> list:
-    """The network's directed drive terms (:meth:`~eqprop.network.EnergyNetwork.layer_terms`,
+    """The network's directed drive terms (:meth:`~eqprop.energy_network.EnergyNetwork.layer_terms`,
     for a :class:`~eqprop.network.Network` its layer pairs whatever its step's plan merges);
     a one-line error if a term joins two layers of the same parity."""
     if type(network).layer_terms is EnergyNetwork.layer_terms:  # the base's: not split

@@ -30,7 +30,7 @@ from eqprop.nudging import Nudge, Projection, clip_unit, free_kernel
 from eqprop.relaxation import Relaxer, RelaxResult
 
 if TYPE_CHECKING:
-    from eqprop.network import EnergyNetwork
+    from eqprop.energy_network import EnergyNetwork
 
 
 def _noop() -> None:

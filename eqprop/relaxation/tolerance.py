@@ -12,7 +12,7 @@ from eqprop.errors import ConfigError
 from eqprop.relaxation import Relaxer, RelaxResult
 
 if TYPE_CHECKING:
-    from eqprop.network import EnergyNetwork
+    from eqprop.energy_network import EnergyNetwork
     from eqprop.nudging import Nudge
 
 

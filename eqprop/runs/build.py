@@ -12,8 +12,9 @@ from eqprop import topology as topo
 from eqprop.config import CONV, FILE, MASKED_SGD, RunConfig
 from eqprop.conv import ConvNetwork, ConvSGD
 from eqprop.data import Dataset, load_dataset, load_npz
+from eqprop.energy_network import EnergyNetwork
 from eqprop.errors import ConfigError, EqpropError
-from eqprop.network import EnergyNetwork, Network
+from eqprop.network import Network
 from eqprop.quantization import QuantizedSGD, rounding_seed
 from eqprop.relaxation.cuda_graph import CudaGraphs
 from eqprop.relaxation.fixed import FixedSteps

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from eqprop.config import RunConfig, flat_items, from_dict, parse_toml
+from eqprop.energy_network import EnergyNetwork
 from eqprop.errors import ConfigError, EqpropError
-from eqprop.network import EnergyNetwork
 from eqprop.runs.files import (
     BEST,
     CHECKPOINT,
