@@ -315,14 +315,17 @@ def test_a_sweep_minimises_the_energy_exactly_over_a_layer_that_does_not_read_it
 # -- the step's speed-ups change no bit ---------------------------------------------------------
 def plain_step(net, s, base, eps):
     """One free step written with the textbook operations: NCHW ``max_pool2d`` and
-    ``max_unpool2d`` (the network pools channels-last and unpools by a scatter)."""
+    ``max_unpool2d`` (the network pools channels-last and unpools by a scatter). The dense
+    terms use the network's in-place product: ``h.addmm_(a, w)`` and ``h += a @ w`` round
+    differently in float64 on some processors (measured on an AMD EPYC with AVX2, not on an
+    Intel Xeon with AVX512), and that is not the speed-up under test."""
     h = base.clone()
     for k, w in enumerate(net.weights[1:], start=1):
         src = s[:, net.layer_slices[k]].reshape(len(s), *net.shapes[k])
         dst = s[:, net.layer_slices[k + 1]].reshape(len(s), *net.shapes[k + 1])
         if k >= len(net.blocks):
-            h[:, net.layer_slices[k + 1]] += src.reshape(len(s), -1) @ w
-            h[:, net.layer_slices[k]] += dst.reshape(len(s), -1) @ w.T
+            h[:, net.layer_slices[k + 1]].addmm_(src.reshape(len(s), -1), w)
+            h[:, net.layer_slices[k]].addmm_(dst.reshape(len(s), -1), w.T)
             continue
         block = net.blocks[k]
         y = F.conv2d(src, w, padding=block.padding)
