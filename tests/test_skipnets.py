@@ -17,6 +17,7 @@ import torch
 from md_tables import claim_verdicts
 
 from eqprop import config as cfg
+from eqprop.arithmetic import cpu_model
 from eqprop.cli import main
 from eqprop.config import from_dict, preset
 from eqprop.errors import ConfigError
@@ -292,6 +293,10 @@ def test_results_name_the_runs_without_a_result(smoke: tuple[Path, float]) -> No
     ]
     assert skipnets.coverage_lines(protocol, records) == []
     assert all(r["threads"] == 1 for r in records)  # the module sets one torch thread
+    # each file names the processor, torch build and threads that computed it
+    capability = torch.backends.cpu.get_cpu_capability()
+    computed = f"{cpu_model()} ({capability}), torch {torch.__version__}, 1 thread"
+    assert {r["arithmetic"] for r in records} == {computed}
     dropped = next(r for r in records if r["rule"] == "FA" and r["architecture"] == "DN")
     kept = [r for r in records if r is not dropped]
     (line,) = skipnets.coverage_lines(protocol, kept)

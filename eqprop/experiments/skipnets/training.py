@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from eqprop.arithmetic import describe
 from eqprop.baselines import FeedforwardNetwork, TrainingData, make_rule
 from eqprop.baselines import train as train_rule
 from eqprop.config import RunConfig
@@ -99,6 +100,9 @@ def _train_one(
         "seed": seed,
         "settings": settings_record(settings),
         "threads": torch.get_num_threads(),
+        # what decides the rounding: the processor, torch build and threads that finished the
+        # run (one resumed from a checkpoint may have begun elsewhere)
+        "arithmetic": describe(torch.device("cpu")),
         "grid": grid,
         "diverged": result.diverged,
         "seconds": result.seconds,
