@@ -1,8 +1,8 @@
 """What every energy-based network of eqprop provides: :class:`EnergyNetwork`.
 
-The relaxers, nudgings, estimators, updates and trainer see a network through this
-interface only; :class:`eqprop.network.Network` (the Hopfield network over a topology)
-and :class:`eqprop.conv.ConvNetwork` implement it (``docs/science.md`` section 1).
+What the relaxers, nudgings, estimators, updates and trainer use of a network:
+:class:`eqprop.network.Network` (the Hopfield network over a topology) and
+:class:`eqprop.conv.ConvNetwork` implement it (``docs/science.md`` section 1).
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,9 +48,6 @@ from eqprop.errors import ConfigError
 from eqprop.nudging import Kernel
 from eqprop.product_plan import Block, Product, add_csr_product, plan_cost, product_cost
 from eqprop.topology import ADJACENT, Topology
-
-if TYPE_CHECKING:
-    pass
 
 LAYOUTS = ("auto", "blocks", "dense")
 

@@ -81,8 +81,8 @@ def _same_line(got: str, want: str) -> bool:
     if _DECIMAL.split(got) != _DECIMAL.split(want):
         return False
     for a, b in zip(_DECIMAL.findall(got), _DECIMAL.findall(want), strict=True):
-        mantissa = b.lower().split("e")[0]
-        unit = 10.0 ** -len(mantissa.split(".")[1]) * 10.0 ** int(b.lower().partition("e")[2] or 0)
+        mantissa, _, exponent = b.lower().partition("e")
+        unit = 10.0 ** (int(exponent or 0) - len(mantissa.partition(".")[2]))
         if abs(float(a) - float(b)) > _LAST_DIGITS * unit * (1 + 1e-9):
             return False
     return True

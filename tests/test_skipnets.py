@@ -17,7 +17,7 @@ import torch
 from md_tables import claim_verdicts
 
 from eqprop import config as cfg
-from eqprop.arithmetic import cpu_model
+from eqprop.arithmetic import describe
 from eqprop.cli import main
 from eqprop.config import from_dict, preset
 from eqprop.errors import ConfigError
@@ -285,7 +285,7 @@ def test_unknown_scale_is_a_one_line_config_error(tmp_path: Path) -> None:
     assert skipnets.SCALES == tuple(skipnets.PROTOCOLS)
 
 
-def test_results_name_the_runs_without_a_result(smoke: tuple[Path, float]) -> None:
+def test_results_name_the_runs_without_a_result(smoke: tuple[Path, float], one_thread) -> None:
     results, _ = smoke
     protocol = skipnets.PROTOCOLS["smoke"]
     records = [
@@ -293,10 +293,8 @@ def test_results_name_the_runs_without_a_result(smoke: tuple[Path, float]) -> No
     ]
     assert skipnets.coverage_lines(protocol, records) == []
     assert all(r["threads"] == 1 for r in records)  # the module sets one torch thread
-    # each file names the processor, torch build and threads that computed it
-    capability = torch.backends.cpu.get_cpu_capability()
-    computed = f"{cpu_model()} ({capability}), torch {torch.__version__}, 1 thread"
-    assert {r["arithmetic"] for r in records} == {computed}
+    # each file names the processor, torch build and threads (here one) that computed it
+    assert {r["arithmetic"] for r in records} == {describe(torch.device("cpu"))}
     dropped = next(r for r in records if r["rule"] == "FA" and r["architecture"] == "DN")
     kept = [r for r in records if r is not dropped]
     (line,) = skipnets.coverage_lines(protocol, kept)
